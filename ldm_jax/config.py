@@ -1,0 +1,174 @@
+"""Shared config defaults and checks. Every file under configs/ starts from ``base_config()``.
+
+Groups: ``data``, ``first_stage`` (+ ``first_stage_loss``), ``unet``, ``cond_stage``, ``diffusion``,
+``optimizer``, ``training``, ``sampling``. Names follow the reference's yaml keys where one exists.
+Sentinels instead of None (so ``--config.x=...`` overrides work): 0 = "none" for ``num_classes`` and
+``context_dim``, '' for unset strings, -1 for ``null_label``.
+"""
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+STAGES = ('autoencoder', 'ldm')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = 'ldm'  # 'autoencoder': train the first stage; 'ldm': train the UNet on a frozen first stage
+  c.seed = 23  # the reference's main.py default
+
+  c.data = ml_collections.ConfigDict(dict(
+      source='digits',  # 'digits' (embedded), 'folder' or 'tfds'
+      path='',  # folder: root directory, searched recursively for .jpg/.jpeg/.png/.webp
+      labels_from_subdirs=False,  # folder: class label = index of the sorted top-level subfolder
+      name='',  # tfds: dataset name, e.g. 'lsun/church_outdoor'
+      split='train',
+      data_dir='',  # tfds: data_dir ('' = TFDS default)
+      image_key='image',
+      label_key='label',
+      image_size=256,  # centre crop to a square, then bicubic resize to this size
+      random_flip=True,
+      num_threads=8,  # image decoding threads per process
+  ))
+
+  c.first_stage = ml_collections.ConfigDict(dict(
+      kind='kl',  # 'kl' (AutoencoderKL) or 'vq' (VQModel)
+      embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2,
+      attn_resolutions=(), resolution=256, in_channels=3, out_ch=3, attn_type='vanilla',
+      dropout=0.0, n_embed=0, beta=0.25,
+      checkpoint='',  # ldm stage: workdir (or checkpoint step dir) of a trained autoencoder
+  ))
+  c.first_stage_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6, codebook_weight=1.0))
+
+  c.unet = ml_collections.ConfigDict(dict(
+      model_channels=128, channel_mult=(1, 2, 4), num_res_blocks=2, attention_resolutions=(),
+      num_heads=-1, num_head_channels=-1, use_scale_shift_norm=False, resblock_updown=False,
+      use_spatial_transformer=False, transformer_depth=1, context_dim=0, legacy=True, dropout=0.0,
+      conv_resample=True, num_classes=0,
+  ))
+
+  c.cond_stage = ml_collections.ConfigDict(dict(
+      kind='none',  # 'none' (unconditional) or 'class' (ClassEmbedder -> cross-attention)
+      n_classes=0,  # embedding rows, including the null class if there is one
+      embed_dim=512,
+      null_label=-1,  # class index used as "no condition" (classifier-free guidance); -1 = none
+      p_uncond=0.0,  # probability of replacing a label by null_label during training
+  ))
+
+  c.diffusion = ml_collections.ConfigDict(dict(
+      timesteps=1000, beta_schedule='linear', linear_start=0.0015, linear_end=0.0195,
+      cosine_s=8e-3, parameterization='eps', loss_type='l2', l_simple_weight=1.0,
+      original_elbo_weight=0.0,
+      scale_factor=1.0,  # latents are multiplied by this before diffusion
+      scale_by_std=False,  # if True: scale_factor = 1/std of the first batch's latents (stored)
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adamw',  # 'adamw' (LDM, torch defaults) or 'adam' (first stage, betas 0.5/0.9)
+      base_learning_rate=1e-4,
+      scale_lr=False,  # True: lr = base_learning_rate * global batch size (main.py --scale_lr)
+      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
+      warmup_steps=0,  # linear warm-up from 0 over this many steps, then constant
+      grad_clip_norm=0.0,  # 0 = no clipping (the reference does not clip)
+  ))
+
+  c.training = ml_collections.ConfigDict(dict(
+      batch_size=32,  # global batch, split over all devices of all processes
+      num_steps=1000,
+      log_every=50,
+      checkpoint_every=500,
+      sample_every=1000,  # write a PNG grid of samples/reconstructions every N steps (0 = never)
+      num_sample_images=16,
+      keep_checkpoints=3,
+      use_ema=True,
+      ema_decay=0.9999,
+  ))
+
+  c.sampling = ml_collections.ConfigDict(dict(
+      sampler='ddim', steps=50, eta=0.0, guidance_scale=1.0,
+  ))
+  return c
+
+
+def learning_rate(config) -> float:
+  o = config.optimizer
+  return o.base_learning_rate * (config.training.batch_size if o.scale_lr else 1)
+
+
+def _choice(name, value, options):
+  if value not in options:
+    raise ValueError(f'config.{name} = {value!r}; expected one of {list(options)}')
+
+
+def validate(config) -> None:
+  """Raise ValueError with the key and the fix for settings that cannot work."""
+  _choice('stage', config.stage, STAGES)
+  _choice('data.source', config.data.source, ('digits', 'folder', 'tfds'))
+  if config.data.source == 'folder' and not config.data.path:
+    raise ValueError("config.data.source='folder' needs config.data.path=/path/to/images")
+  if config.data.source == 'tfds' and not config.data.name:
+    raise ValueError("config.data.source='tfds' needs config.data.name, e.g. 'lsun/church_outdoor'")
+  _choice('first_stage.kind', config.first_stage.kind, ('kl', 'vq'))
+  if config.first_stage.kind == 'vq' and config.first_stage.n_embed <= 0:
+    raise ValueError('config.first_stage.kind=vq needs config.first_stage.n_embed > 0 (codebook size)')
+  _choice('first_stage.attn_type', config.first_stage.attn_type, ('vanilla', 'none'))
+  _choice('cond_stage.kind', config.cond_stage.kind, ('none', 'class'))
+  _choice('diffusion.beta_schedule', config.diffusion.beta_schedule,
+          ('linear', 'cosine', 'sqrt_linear', 'sqrt'))
+  _choice('diffusion.parameterization', config.diffusion.parameterization, ('eps', 'x0'))
+  _choice('diffusion.loss_type', config.diffusion.loss_type, ('l1', 'l2'))
+  _choice('optimizer.name', config.optimizer.name, ('adamw', 'adam'))
+  _choice('sampling.sampler', config.sampling.sampler, ('ddim', 'plms', 'ddpm'))
+  t = config.training
+  for key in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if t[key] <= 0:
+      raise ValueError(f'config.training.{key} must be > 0, got {t[key]}')
+  cs = config.cond_stage
+  if cs.kind == 'class':
+    if cs.n_classes <= 0:
+      raise ValueError('config.cond_stage.kind=class needs config.cond_stage.n_classes > 0')
+    if config.unet.context_dim != cs.embed_dim or not config.unet.use_spatial_transformer:
+      raise ValueError('class conditioning uses cross-attention: set config.unet.use_spatial_'
+                       f'transformer=True and config.unet.context_dim={cs.embed_dim} '
+                       '(= config.cond_stage.embed_dim)')
+  if cs.p_uncond > 0 and not 0 <= cs.null_label < max(cs.n_classes, 1):
+    raise ValueError(f'config.cond_stage.p_uncond={cs.p_uncond} needs a null class: set '
+                     f'config.cond_stage.null_label to an index in [0, {cs.n_classes})')
+  if config.stage == 'ldm' and config.data.image_size % (2**(len(config.first_stage.ch_mult) - 1)):
+    raise ValueError('config.data.image_size must be divisible by the first stage downsampling '
+                     'factor 2**(len(first_stage.ch_mult) - 1)')
+
+
+def to_json_dict(config) -> dict:
+  """Plain JSON-compatible dict (tuples become lists), as stored in checkpoints."""
+  return json.loads(config.to_json())
+
+
+# Settings that determine the shape or meaning of what a checkpoint holds. A run may change anything
+# else (steps, batch size, learning rate, logging, data) and still resume.
+_STATE_DEFINING = ('stage', 'first_stage', 'unet', 'cond_stage.kind', 'cond_stage.n_classes',
+                   'cond_stage.embed_dim', 'diffusion', 'training.use_ema', 'optimizer.name')
+_IGNORED = ('first_stage.checkpoint',)
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + '.'))
+    else:
+      out[key] = v
+  return out
+
+
+def state_defining_differences(saved: dict, current: dict) -> list[str]:
+  """Keys whose values differ between two JSON config dicts and would make a checkpoint unusable."""
+  a, b = _flatten(saved), _flatten(current)
+  keep = lambda k: (any(k == p or k.startswith(p + '.') for p in _STATE_DEFINING)
+                    and k not in _IGNORED)
+  keys = sorted(k for k in set(a) | set(b) if keep(k))
+  return [f'{k}: checkpoint has {a.get(k, "<missing>")!r}, config has {b.get(k, "<missing>")!r}'
+          for k in keys if a.get(k) != b.get(k)]

@@ -1,0 +1,137 @@
+"""Batches for one process. For random-access sources the global batch of step s is the slice
+[s*B, (s+1)*B) of a per-epoch permutation seeded by (seed, epoch), and process p takes its
+contiguous part of it: batches depend only on (seed, step), so a resumed run sees exactly the
+batches it would have seen. Unreadable images are skipped (replaced by the next image of the same
+permutation), logged once and counted."""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from ldm_jax.data.preprocess import to_model_range
+from ldm_jax.data.sources import (CorruptImage, DataError, DigitsSource, FolderSource)
+
+log = logging.getLogger(__name__)
+
+
+class RandomAccessBatches:
+  def __init__(self, source, global_batch: int, seed: int, start_step: int = 0,
+               process_index: int = 0, process_count: int = 1, random_flip: bool = True,
+               num_threads: int = 8):
+    if global_batch % process_count:
+      raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
+    self.source, self.global_batch, self.seed = source, global_batch, seed
+    self.local = global_batch // process_count
+    self.offset = process_index * self.local
+    self.step, self.random_flip = start_step, random_flip
+    self.bad: set[int] = set()
+    self._perms: dict[int, np.ndarray] = {}
+    self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
+
+  @property
+  def num_corrupt(self) -> int:
+    return len(self.bad)
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.source))}
+    return self._perms[epoch]
+
+  def _load(self, pos: int):
+    n = len(self.source)
+    perm = self._perm(pos // n)
+    for j in range(n):
+      index = int(perm[(pos + j) % n])
+      if index in self.bad:
+        continue
+      try:
+        image, label = self.source.load(index)
+      except CorruptImage as e:
+        self.bad.add(index)
+        log.warning('skipping unreadable image (%d so far): %s', len(self.bad), e)
+        continue
+      if self.random_flip and np.random.default_rng([self.seed, 1, pos]).random() < 0.5:
+        image = image[:, ::-1]
+      return image, label
+    raise DataError(f'none of the {n} images could be read ({len(self.bad)} unreadable)')
+
+  def batch_for_step(self, step: int) -> dict:
+    start = step * self.global_batch + self.offset
+    items = list(self._pool.map(self._load, range(start, start + self.local)))
+    images = np.stack([im for im, _ in items])
+    return {'image': to_model_range(images), 'label': np.array([l for _, l in items], np.int32)}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = self.batch_for_step(self.step)
+    self.step += 1
+    return batch
+
+
+class Prefetch:
+  """Produce the next ``size`` batches in a background thread; errors surface in ``next``."""
+
+  def __init__(self, iterator: Iterator, size: int = 2):
+    self.iterator, self._queue = iterator, queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+
+  def _run(self):
+    while not self._stop.is_set():
+      try:
+        item = ('ok', next(self.iterator))
+      except BaseException as e:  # pylint: disable=broad-except
+        item = ('error', e)
+      while not self._stop.is_set():
+        try:
+          self._queue.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if item[0] == 'error':
+        return
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    kind, value = self._queue.get()
+    if kind == 'error':
+      raise value
+    return value
+
+  @property
+  def num_corrupt(self) -> int:
+    return getattr(self.iterator, 'num_corrupt', 0)
+
+  def close(self):
+    self._stop.set()
+
+
+def make_source(data_cfg):
+  if data_cfg.source == 'digits':
+    return DigitsSource(data_cfg.image_size)
+  if data_cfg.source == 'folder':
+    return FolderSource(data_cfg.path, data_cfg.image_size, data_cfg.labels_from_subdirs)
+  raise DataError(f'{data_cfg.source!r} is not a random-access source')
+
+
+def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
+                        process_count: int = 1, prefetch: int = 2):
+  """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}."""
+  d = config.data
+  if d.source == 'tfds':
+    from ldm_jax.data.tfds_source import tfds_batches
+    return tfds_batches(d, config.training.batch_size, config.seed, start_step, process_index,
+                        process_count)
+  it = RandomAccessBatches(make_source(d), config.training.batch_size, config.seed, start_step,
+                           process_index, process_count, d.random_flip, d.num_threads)
+  return Prefetch(it, prefetch) if prefetch else it

@@ -1,0 +1,121 @@
+"""Build the models of a config with plain Python, and glue them into a latent diffusion model.
+
+``LatentDiffusion`` is a frozen dataclass of three linen modules (first stage, UNet, optional
+conditioner) and a schedule; its methods are pure functions of explicit parameter pytrees:
+``params = {'unet': ..., 'cond_stage': ...}`` (trainable) and ``first_stage_params`` (frozen).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ldm_jax.autoencoder import AutoencoderKL, VQModel
+from ldm_jax.conditioning import ClassEmbedder
+from ldm_jax.diffusion import model_output_to_eps
+from ldm_jax.schedule import Schedule, make_schedule
+from ldm_jax.unet import UNetModel
+
+
+def build_first_stage(fs) -> AutoencoderKL | VQModel:
+  common = dict(embed_dim=fs.embed_dim, ch=fs.ch, ch_mult=tuple(fs.ch_mult),
+                num_res_blocks=fs.num_res_blocks, attn_resolutions=tuple(fs.attn_resolutions),
+                resolution=fs.resolution, in_channels=fs.in_channels, out_ch=fs.out_ch,
+                z_channels=fs.z_channels, attn_type=fs.attn_type, dropout=fs.dropout)
+  if fs.kind == 'kl':
+    return AutoencoderKL(**common)
+  if fs.kind == 'vq':
+    return VQModel(n_embed=fs.n_embed, beta=fs.beta, **common)
+  raise ValueError(f"config.first_stage.kind must be 'kl' or 'vq', got {fs.kind!r}")
+
+
+def build_unet(config) -> UNetModel:
+  u = config.unet
+  latent = config.first_stage.embed_dim
+  return UNetModel(
+      in_channels=latent, model_channels=u.model_channels, out_channels=latent,
+      num_res_blocks=u.num_res_blocks, attention_resolutions=tuple(u.attention_resolutions),
+      dropout=u.dropout, channel_mult=tuple(u.channel_mult), conv_resample=u.conv_resample,
+      num_classes=u.num_classes, num_heads=u.num_heads, num_head_channels=u.num_head_channels,
+      use_scale_shift_norm=u.use_scale_shift_norm, resblock_updown=u.resblock_updown,
+      use_spatial_transformer=u.use_spatial_transformer, transformer_depth=u.transformer_depth,
+      context_dim=u.context_dim, legacy=u.legacy)
+
+
+def build_cond_stage(config):
+  cs = config.cond_stage
+  if cs.kind == 'none':
+    return None
+  if cs.kind == 'class':
+    return ClassEmbedder(embed_dim=cs.embed_dim, n_classes=cs.n_classes)
+  raise ValueError(f"config.cond_stage.kind must be 'none' or 'class', got {cs.kind!r}")
+
+
+def build_schedule(config) -> Schedule:
+  d = config.diffusion
+  return make_schedule(d.beta_schedule, d.timesteps, d.linear_start, d.linear_end, d.cosine_s,
+                       parameterization=d.parameterization)
+
+
+def latent_shape(config) -> tuple[int, int, int]:
+  size = config.data.image_size // 2**(len(config.first_stage.ch_mult) - 1)
+  return (size, size, config.first_stage.embed_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentDiffusion:
+  first_stage: Any
+  unet: UNetModel
+  cond_stage: Any  # ClassEmbedder or None
+  schedule: Schedule
+  parameterization: str = 'eps'
+
+  @classmethod
+  def from_config(cls, config) -> 'LatentDiffusion':
+    return cls(build_first_stage(config.first_stage), build_unet(config), build_cond_stage(config),
+               build_schedule(config), config.diffusion.parameterization)
+
+  # -- first stage -------------------------------------------------------------------------
+  def encode(self, first_stage_params, images, key=None):
+    """Unscaled latents: a KL posterior sample (its mode if key is None) or VQ pre-quant latents."""
+    out = self.first_stage.apply({'params': first_stage_params}, images, method='encode')
+    if isinstance(self.first_stage, AutoencoderKL):
+      return out.mode() if key is None else out.sample(key)
+    return out
+
+  def decode(self, first_stage_params, latents, scale_factor):
+    """Images in [-1, 1] (not clipped) from scaled latents; VQ latents are quantised first."""
+    z = latents / scale_factor
+    return self.first_stage.apply({'params': first_stage_params}, z, method='decode')
+
+  # -- denoiser ----------------------------------------------------------------------------
+  def init_params(self, key, latent_hw_c, batch: int = 1) -> dict:
+    k_unet, k_cond = jax.random.split(key)
+    x = jnp.zeros((batch,) + tuple(latent_hw_c), jnp.float32)
+    t = jnp.zeros((batch,), jnp.int32)
+    params = {}
+    context = None
+    if self.cond_stage is not None:
+      labels = jnp.zeros((batch,), jnp.int32)
+      params['cond_stage'] = self.cond_stage.init(k_cond, labels)['params']
+      context = self.cond_stage.apply({'params': params['cond_stage']}, labels)
+    params['unet'] = self.unet.init(k_unet, x, t, context)['params']
+    return params
+
+  def context(self, params, labels):
+    if self.cond_stage is None:
+      return None
+    return self.cond_stage.apply({'params': params['cond_stage']}, labels)
+
+  def eps(self, params, x, t, labels=None, dropout_key=None):
+    """The model's noise prediction at (x_t, t) given class labels (None when unconditional)."""
+    out = self.model_output(params, x, t, labels, dropout_key)
+    return model_output_to_eps(self.schedule, self.parameterization, x, t, out)
+
+  def model_output(self, params, x, t, labels=None, dropout_key=None):
+    """Raw UNet output (eps or x0 by parameterisation), for the loss."""
+    rngs = {'dropout': dropout_key} if dropout_key is not None else {}
+    return self.unet.apply({'params': params['unet']}, x, t, self.context(params, labels),
+                           train=dropout_key is not None, rngs=rngs)

@@ -1,0 +1,219 @@
+"""The training loop: build mesh, data, state; restore; loop (step, log, checkpoint, sample); finish.
+
+One jitted step over a Mesh: the global batch is sharded over the 'data' axis, the state is
+replicated (GSPMD inserts the gradient all-reduce). Works unchanged on 1 CPU, 8 GPUs or a pod slice.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import sharding
+from ldm_jax.autoencoder import AutoencoderKL
+from ldm_jax.config import learning_rate, state_defining_differences, validate
+from ldm_jax.data import make_train_iterator
+from ldm_jax.generate import make_generate_fn, to_uint8
+from ldm_jax.images import make_grid, save_png
+from ldm_jax.metric_writer import MetricWriter
+from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
+from ldm_jax.train_state import TrainState, make_optimizer
+from ldm_jax.train_steps import latent_std, make_autoencoder_step, make_ldm_step
+
+log = logging.getLogger('ldm_jax')
+
+
+def load_first_stage(config):
+  """Frozen first-stage parameters for an LDM run, from config.first_stage.checkpoint (the workdir
+  of an autoencoder run, or of an LDM run, whose stored first stage is then reused)."""
+  path = config.first_stage.checkpoint
+  if not path:
+    raise ValueError('an LDM run needs a trained first stage: set --config.first_stage.checkpoint='
+                     'WORKDIR of an autoencoder run (python train.py --config=<autoencoder config>)')
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'config.first_stage.checkpoint={path!r} does not exist')
+  saved, step, state, first_stage = ckpt_lib.load_raw(path)
+  current = ckpt_lib.to_json_dict(config)
+  diffs = [d for d in state_defining_differences({'first_stage': saved['first_stage']},
+                                                 {'first_stage': current['first_stage']})]
+  if diffs:
+    raise ckpt_lib.CheckpointMismatch(
+        f'the first stage in {path} (step {step}) does not match config.first_stage:\n  '
+        + '\n  '.join(diffs) + '\nMake config.first_stage equal to the autoencoder run\'s config.')
+  params = first_stage if saved['stage'] == 'ldm' else state['params']
+  log.info('first stage: %s, step %d (%s)', path, step, saved['stage'])
+  return params
+
+
+def _fresh_state(config, model_init, tx, scale_factor):
+  def init(key):
+    return TrainState.create(model_init(key), tx, config.training.use_ema, scale_factor)
+  return init
+
+
+def train(config, workdir: str) -> TrainState:
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.training.batch_size, mesh)
+  repl = sharding.replicated(mesh)
+  tx = make_optimizer(config)
+  key = jax.random.PRNGKey(config.seed)
+  ldm_stage = config.stage == 'ldm'
+
+  if ldm_stage:
+    ldm = LatentDiffusion.from_config(config)
+    model_init = lambda k: ldm.init_params(k, latent_shape(config))
+    step_fn = make_ldm_step(ldm, tx, config)
+  else:
+    model = build_first_stage(config.first_stage)
+    size = config.data.image_size
+    model_init = lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.float32))['params']
+    step_fn = make_autoencoder_step(model, tx, config)
+  init_fn = _fresh_state(config, model_init, tx, config.diffusion.scale_factor if ldm_stage else 1.0)
+
+  # -- state: restore or create ------------------------------------------------------------
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.training.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  abstract = jax.eval_shape(init_fn, key)
+  first_stage_params = None
+  if latest is not None:
+    checkpointer.check_compatible(latest, config)
+    with_sharding = lambda tree: jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), tree)
+    abstract_fs = None
+    if ldm_stage:
+      fs = build_first_stage(config.first_stage)
+      s = config.data.image_size
+      abstract_fs = with_sharding(jax.eval_shape(
+          lambda k: fs.init(k, jnp.zeros((1, s, s, 3)))['params'], key))
+    state, first_stage_params = checkpointer.restore(latest, with_sharding(abstract), abstract_fs)
+    log.info('resumed from %s at step %d', checkpointer.directory, latest)
+  else:
+    state = jax.jit(init_fn, out_shardings=repl)(key)
+    if ldm_stage:
+      first_stage_params = jax.device_put(load_first_stage(config), repl)
+  start_step = int(state.step)
+
+  data = make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  next_batch = lambda: sharding.global_batch(next(data), mesh)
+
+  if ldm_stage and config.diffusion.scale_by_std and latest is None:
+    first = next_batch()  # the reference uses the very first training batch, then trains on it
+    std = jax.jit(lambda p, x, k: latent_std(ldm, p, x, k))(first_stage_params, first['image'],
+                                                            jax.random.fold_in(key, -1))
+    state = state.replace(scale_factor=jax.device_put(1.0 / std, repl))
+    log.info('scale_by_std: latent std %.5f -> scale_factor %.5f', float(std), 1.0 / float(std))
+    pending = first
+  else:
+    pending = None
+
+  train_step = jax.jit(step_fn, in_shardings=(repl, sharding.batch_sharded(mesh), repl),
+                       out_shardings=(repl, repl), donate_argnums=(0,))
+  writer = MetricWriter(workdir, enabled=is_main)
+  image_logger = _ImageLogger(config, mesh, ldm if ldm_stage else model, ldm_stage, workdir, writer)
+  t = config.training
+  if is_main:
+    log.info('stage=%s devices=%d processes=%d global batch=%d lr=%.3g steps %d -> %d',
+             config.stage, mesh.size, jax.process_count(), t.batch_size, learning_rate(config),
+             start_step, t.num_steps)
+
+  # -- loop --------------------------------------------------------------------------------
+  history, last_log = [], time.time()
+  bar = tqdm(total=t.num_steps, initial=start_step, disable=not is_main, dynamic_ncols=True,
+             mininterval=1.0, desc=config.stage)
+  step = start_step
+  try:
+    while step < t.num_steps:
+      batch = pending if pending is not None else next_batch()
+      pending = None
+      state, metrics = train_step(state, batch, first_stage_params)
+      history.append(metrics)
+      step += 1
+      bar.update(1)
+      if step % t.log_every == 0 or step == t.num_steps:
+        means = {k: float(np.mean([float(m[k]) for m in jax.device_get(history)])) for k in history[0]}
+        means['steps_per_sec'] = len(history) / (time.time() - last_log)
+        means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
+        history, last_log = [], time.time()
+        if not np.isfinite(means['loss']):
+          raise FloatingPointError(f'loss is {means["loss"]} at step {step}; the last good '
+                                   f'checkpoint is kept in {checkpointer.directory}')
+        writer.scalars(step, means)
+        bar.set_postfix(loss=f'{means["loss"]:.4f}')
+        if is_main:
+          log.info('step %d/%d %s', step, t.num_steps,
+                   ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
+      if step % t.checkpoint_every == 0 or step == t.num_steps:
+        checkpointer.save(step, state, config, first_stage_params)
+      if t.sample_every and (step % t.sample_every == 0 or step == t.num_steps):
+        image_logger(step, state, batch, first_stage_params)
+  finally:
+    bar.close()
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    if hasattr(data, 'close'):
+      data.close()
+  return state
+
+
+class _ImageLogger:
+  """PNG grids in WORKDIR/images: reconstructions (autoencoder) or samples (LDM, EMA weights)."""
+
+  def __init__(self, config, mesh, model, ldm_stage, workdir, writer):
+    self.config, self.mesh, self.model, self.ldm_stage = config, mesh, model, ldm_stage
+    self.dir, self.writer = os.path.join(workdir, 'images'), writer
+    n = config.training.num_sample_images
+    self.n = max(mesh.size, n - n % mesh.size)
+    self._fn = None
+
+  def __call__(self, step, state, batch, first_stage_params):
+    params = state.ema_params if state.ema_params is not None else state.params
+    if self.ldm_stage:
+      grid = self._samples(step, params, state.scale_factor, first_stage_params)
+      name = 'samples'
+    else:
+      grid = self._reconstructions(params, batch)
+      name = 'reconstructions'
+    if jax.process_index() == 0:
+      save_png(os.path.join(self.dir, f'{name}_{step:07d}.png'), grid)
+      self.writer.image(step, name, grid)
+
+  def _samples(self, step, params, scale_factor, first_stage_params):
+    c, ldm = self.config, self.model
+    if self._fn is None:
+      self._fn = make_generate_fn(ldm, latent_shape(c), sampler=c.sampling.sampler,
+                                  steps=c.sampling.steps, eta=c.sampling.eta,
+                                  guidance_scale=c.sampling.guidance_scale,
+                                  null_label=c.cond_stage.null_label)
+    labels = jax.device_put(np.arange(self.n, dtype=np.int32) % _num_real_classes(c),
+                            sharding.batch_sharded(self.mesh))
+    images = self._fn(params, first_stage_params, scale_factor, labels,
+                      jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), step))
+    return make_grid(np.asarray(jax.device_get(to_uint8(images))), nrow=_num_real_classes(c))
+
+  def _reconstructions(self, params, batch):
+    if self._fn is None:
+      model = self.model
+      self._fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
+    x = batch['image'][:self.n]
+    rec = self._fn(params, x)
+    pairs = np.concatenate([np.asarray(jax.device_get(to_uint8(x))),
+                            np.asarray(jax.device_get(to_uint8(rec)))], axis=2)
+    return make_grid(pairs, nrow=4)
+
+
+def _num_real_classes(config) -> int:
+  cs = config.cond_stage
+  if cs.kind != 'class':
+    return max(1, int(np.sqrt(config.training.num_sample_images)))
+  return cs.n_classes - (1 if cs.null_label >= 0 else 0)
