@@ -15,7 +15,7 @@ from ldm_jax.config import base_config
 def get_config():
   c = base_config()
   c.stage = 'ldm'
-  c.data.update(dict(source='digits', image_size=32, random_flip=False))
+  c.data.update(dict(source='digits', image_size=32, random_flip=False, cache_latents=True))
   set_first_stage(c.first_stage)
   c.first_stage.checkpoint = 'runs/digits/autoencoder'
   c.unet.update(dict(model_channels=64, channel_mult=(1, 2), num_res_blocks=2,

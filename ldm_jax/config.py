@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
       image_size=256,  # centre crop to a square, then bicubic resize to this size
       random_flip=True,
       num_threads=8,  # image decoding threads per process
+      cache_latents=False,  # ldm stage: encode the dataset once, train on stored latents
   ))
 
   c.first_stage = ml_collections.ConfigDict(dict(

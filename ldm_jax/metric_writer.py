@@ -1,12 +1,10 @@
-"""Scalars to TensorBoard (tf.summary, CPU only) and to the log; only process 0 writes."""
+"""Scalars and image grids to TensorBoard event files (tensorboardX: no TensorFlow in the training
+process); only process 0 writes. View with `tensorboard --logdir WORKDIR/tensorboard`."""
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
-
-log = logging.getLogger('ldm_jax')
 
 
 class MetricWriter:
@@ -14,25 +12,17 @@ class MetricWriter:
     self.enabled = enabled
     self._writer = None
     if enabled:
-      from ldm_jax.data.tfds_source import import_tf
-      tf = import_tf()
-      self._tf = tf
-      self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      from tensorboardX import SummaryWriter
+      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
 
   def scalars(self, step: int, values: dict) -> None:
-    if not self.enabled:
-      return
-    with self._writer.as_default(step=step):
+    if self.enabled:
       for k, v in values.items():
-        self._tf.summary.scalar(k, float(v))
-    self._writer.flush()
+        self._writer.add_scalar(k, float(v), step)
 
   def image(self, step: int, name: str, image: np.ndarray) -> None:
-    if not self.enabled:
-      return
-    with self._writer.as_default(step=step):
-      self._tf.summary.image(name, np.asarray(image)[None], max_outputs=1)
-    self._writer.flush()
+    if self.enabled:
+      self._writer.add_image(name, np.asarray(image), step, dataformats='HWC')
 
   def close(self) -> None:
     if self._writer is not None:

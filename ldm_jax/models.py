@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from ldm_jax.autoencoder import AutoencoderKL, VQModel
 from ldm_jax.conditioning import ClassEmbedder
 from ldm_jax.diffusion import model_output_to_eps
+from ldm_jax.distributions import DiagonalGaussian
 from ldm_jax.schedule import Schedule, make_schedule
 from ldm_jax.unet import UNetModel
 
@@ -84,6 +85,21 @@ class LatentDiffusion:
     if isinstance(self.first_stage, AutoencoderKL):
       return out.mode() if key is None else out.sample(key)
     return out
+
+  def encode_moments(self, first_stage_params, images):
+    """What a latent cache stores: KL -> concat(mean, logvar) (sampled per step); VQ -> latents."""
+    out = self.first_stage.apply({'params': first_stage_params}, images, method='encode')
+    if isinstance(self.first_stage, AutoencoderKL):
+      return jnp.concatenate([out.mean, out.logvar], axis=-1)
+    return out
+
+  def latents_from_batch(self, first_stage_params, batch, key):
+    """Unscaled latents of a batch of images, or of cached moments."""
+    if 'moments' in batch:
+      if isinstance(self.first_stage, AutoencoderKL):
+        return DiagonalGaussian.from_moments(batch['moments']).sample(key)
+      return batch['moments']
+    return self.encode(first_stage_params, batch['image'], key)
 
   def decode(self, first_stage_params, latents, scale_factor):
     """Images in [-1, 1] (not clipped) from scaled latents; VQ latents are quantised first."""

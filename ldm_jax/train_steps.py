@@ -71,7 +71,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
 
   def step(state: TrainState, batch, first_stage_params):
     k_post, k_t, k_noise, k_drop, k_uncond = jax.random.split(step_key(config, state.step), 5)
-    z0 = jax.lax.stop_gradient(ldm.encode(first_stage_params, batch['image'], k_post))
+    z0 = jax.lax.stop_gradient(ldm.latents_from_batch(first_stage_params, batch, k_post))
     z0 = z0 * state.scale_factor
     labels = drop_labels(k_uncond, batch['label'], cs.p_uncond, cs.null_label) if conditional else None
     t = jax.random.randint(k_t, (z0.shape[0],), 0, d.timesteps)
@@ -91,7 +91,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   return step
 
 
-def latent_std(ldm: LatentDiffusion, first_stage_params, images, key):
+def latent_std(ldm: LatentDiffusion, first_stage_params, batch, key):
   """std over all elements of the first batch's (sampled) latents; scale_factor = 1 / this
   (the reference's scale_by_std, paper appendix D.1/G)."""
-  return jnp.std(ldm.encode(first_stage_params, images, key))
+  return jnp.std(ldm.latents_from_batch(first_stage_params, batch, key))

@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding
-from ldm_jax.autoencoder import AutoencoderKL
 from ldm_jax.config import learning_rate, state_defining_differences, validate
-from ldm_jax.data import make_train_iterator
+from ldm_jax.data import make_source, make_train_iterator
+from ldm_jax.data.latent_cache import encode_dataset
 from ldm_jax.generate import make_generate_fn, to_uint8
 from ldm_jax.images import make_grid, save_png
 from ldm_jax.metric_writer import MetricWriter
@@ -102,14 +102,17 @@ def train(config, workdir: str) -> TrainState:
       first_stage_params = jax.device_put(load_first_stage(config), repl)
   start_step = int(state.step)
 
+  cache = None
+  if ldm_stage and config.data.cache_latents:
+    cache = _build_latent_cache(config, ldm, first_stage_params, mesh)
   data = make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+                             process_count=jax.process_count(), source=cache)
   next_batch = lambda: sharding.global_batch(next(data), mesh)
 
   if ldm_stage and config.diffusion.scale_by_std and latest is None:
     first = next_batch()  # the reference uses the very first training batch, then trains on it
-    std = jax.jit(lambda p, x, k: latent_std(ldm, p, x, k))(first_stage_params, first['image'],
-                                                            jax.random.fold_in(key, -1))
+    std = jax.jit(lambda p, b, k: latent_std(ldm, p, b, k))(first_stage_params, first,
+                                                            jax.random.fold_in(key, 2**31 - 1))
     state = state.replace(scale_factor=jax.device_put(1.0 / std, repl))
     log.info('scale_by_std: latent std %.5f -> scale_factor %.5f', float(std), 1.0 / float(std))
     pending = first
@@ -164,6 +167,17 @@ def train(config, workdir: str) -> TrainState:
     if hasattr(data, 'close'):
       data.close()
   return state
+
+
+def _build_latent_cache(config, ldm, first_stage_params, mesh):
+  if config.data.source == 'tfds':
+    raise ValueError('config.data.cache_latents needs a random-access source (digits or folder); '
+                     'set --config.data.cache_latents=False for TFDS data')
+  encode = jax.jit(lambda p, x: ldm.encode_moments(p, x))
+  batch_sh = sharding.batch_sharded(mesh)
+  size = config.training.batch_size
+  fn = lambda images: encode(first_stage_params, jax.device_put(images, batch_sh))
+  return encode_dataset(make_source(config.data), fn, size, config.data.random_flip)
 
 
 class _ImageLogger:

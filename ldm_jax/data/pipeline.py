@@ -49,22 +49,21 @@ class RandomAccessBatches:
       index = int(perm[(pos + j) % n])
       if index in self.bad:
         continue
+      flip = self.random_flip and np.random.default_rng([self.seed, 1, pos]).random() < 0.5
       try:
-        image, label = self.source.load(index)
+        return self.source.load(index, flip)
       except CorruptImage as e:
         self.bad.add(index)
         log.warning('skipping unreadable image (%d so far): %s', len(self.bad), e)
-        continue
-      if self.random_flip and np.random.default_rng([self.seed, 1, pos]).random() < 0.5:
-        image = image[:, ::-1]
-      return image, label
     raise DataError(f'none of the {n} images could be read ({len(self.bad)} unreadable)')
 
   def batch_for_step(self, step: int) -> dict:
     start = step * self.global_batch + self.offset
     items = list(self._pool.map(self._load, range(start, start + self.local)))
-    images = np.stack([im for im, _ in items])
-    return {'image': to_model_range(images), 'label': np.array([l for _, l in items], np.int32)}
+    arrays = np.stack([a for a, _ in items])
+    if self.source.key == 'image':
+      arrays = to_model_range(arrays)
+    return {self.source.key: arrays, 'label': np.array([l for _, l in items], np.int32)}
 
   def __iter__(self):
     return self
@@ -125,9 +124,14 @@ def make_source(data_cfg):
 
 
 def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
-                        process_count: int = 1, prefetch: int = 2):
-  """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}."""
+                        process_count: int = 1, prefetch: int = 2, source=None):
+  """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}
+  ({'moments': ...} instead of 'image' when ``source`` is a latent cache)."""
   d = config.data
+  if source is not None:
+    it = RandomAccessBatches(source, config.training.batch_size, config.seed, start_step,
+                             process_index, process_count, d.random_flip, d.num_threads)
+    return Prefetch(it, prefetch) if prefetch else it
   if d.source == 'tfds':
     from ldm_jax.data.tfds_source import tfds_batches
     return tfds_batches(d, config.training.batch_size, config.seed, start_step, process_index,

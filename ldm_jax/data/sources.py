@@ -32,14 +32,17 @@ def digits_uint8(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DigitsSource:
+  key = 'image'  # what load() returns: uint8 images (a latent cache returns 'moments')
+
   def __init__(self, image_size: int):
     self.images, self.labels = digits_uint8(image_size)
 
   def __len__(self):
     return len(self.labels)
 
-  def load(self, index: int) -> tuple[np.ndarray, int]:
-    return self.images[index], int(self.labels[index])
+  def load(self, index: int, flip: bool = False) -> tuple[np.ndarray, int]:
+    image = self.images[index]
+    return (image[:, ::-1] if flip else image), int(self.labels[index])
 
 
 def list_images(root: str) -> list[str]:
@@ -62,6 +65,8 @@ class FolderSource:
   """Every image under ``root`` (recursive, sorted). Labels: index of the top-level subfolder in
   sorted order if ``labels_from_subdirs``, else 0."""
 
+  key = 'image'
+
   def __init__(self, root: str, image_size: int, labels_from_subdirs: bool = False):
     self.files = list_images(root)
     self.image_size = image_size
@@ -79,11 +84,12 @@ class FolderSource:
   def __len__(self):
     return len(self.files)
 
-  def load(self, index: int) -> tuple[np.ndarray, int]:
+  def load(self, index: int, flip: bool = False) -> tuple[np.ndarray, int]:
     path = self.files[index]
     try:
       with Image.open(path) as im:
         im.load()
-        return center_crop_resize(im, self.image_size), int(self.labels[index])
+        image = center_crop_resize(im, self.image_size)
+        return (image[:, ::-1] if flip else image), int(self.labels[index])
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for truncated/invalid files
       raise CorruptImage(f'{path}: {e}') from e
