@@ -3,7 +3,7 @@ scikit-learn digits (no download).
 
   python train.py --config=configs/digits_autoencoder.py --workdir=runs/digits/autoencoder
 
-Hardware: any CPU; ~3 min on 2 cores. Reaches a mean |x - x_rec| of about 0.03 (images in [-1, 1]);
+Hardware: any CPU; ~3 min on 2 cores (two host devices). Reaches a mean |x - x_rec| of about 0.03 (images in [-1, 1]);
 reconstruction grids in WORKDIR/images. Loss as the reference's KL autoencoder without LPIPS/GAN:
 per-sample-summed L1 + 1e-6 KL, Adam(0.5, 0.9).
 """

@@ -67,9 +67,8 @@ def load_raw(workdir: str, step: int | None = None):
       raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train there first '
                               '(python train.py --config=... --workdir=...)')
     config = ckpt.saved_config(step)
-    meta = ckpt.manager.item_metadata(step)
     items = {'state': ocp.args.StandardRestore()}
-    if 'first_stage' in meta and meta['first_stage'] is not None:
+    if os.path.isdir(os.path.join(ckpt.directory, str(step), 'first_stage')):
       items['first_stage'] = ocp.args.StandardRestore()
     out = ckpt.manager.restore(step, args=ocp.args.Composite(**items))
     return config, step, jax.device_get(out['state']), (
