@@ -59,7 +59,8 @@ def make_schedule(beta_schedule: str = 'linear', timesteps: int = 1000, linear_s
   abar_prev = np.append(1.0, abar[:-1])
   post_var = (1 - v_posterior) * betas * (1 - abar_prev) / (1 - abar) + v_posterior * betas
   if parameterization == 'eps':
-    lvlb = betas**2 / (2 * post_var * alphas * (1 - abar))
+    with np.errstate(divide='ignore'):  # post_var[0] = 0; entry 0 is replaced below
+      lvlb = betas**2 / (2 * post_var * alphas * (1 - abar))
   elif parameterization == 'x0':
     # The reference writes 0.5*sqrt(abar)/(2.*1 - abar) (operator precedence); no released model
     # trains with the vlb term (original_elbo_weight 0), so the intended 2*(1-abar) is used here.

