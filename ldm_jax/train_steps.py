@@ -22,7 +22,7 @@ def _apply_gradients(state: TrainState, grads, tx, config):
   if ema is not None:
     ema = ema_update(ema, params, state.step + 1, config.training.ema_decay)
   new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
-  return new, {'grad_norm': optax.global_norm(grads), 'lr': lr_schedule(config)(state.step)}
+  return new, {'grad_norm': optax.tree.norm(grads), 'lr': lr_schedule(config)(state.step)}
 
 
 def step_key(config, step):

@@ -30,9 +30,10 @@ def test_ddim_grid_has_the_reference_offset():
   np.testing.assert_array_equal(make_ddim_timesteps(50, 1000)[:3], [1, 21, 41])
   assert make_ddim_timesteps(50, 1000)[-1] == 981
   assert len(make_ddim_timesteps(400, 1000)) == 500  # T // 400 = 2
-  assert len(make_ddim_timesteps(300, 1000)) == 334
-  with pytest.raises(ValueError, match='issue #136'):
-    make_ddim_timesteps(1000, 1000)
+  assert len(make_ddim_timesteps(250, 1000)) == 250
+  for bad in (1000, 300):  # range(0, 1000, 3) + 1 ends at 1000: an IndexError in the reference
+    with pytest.raises(ValueError, match='issue #136'):
+      make_ddim_timesteps(bad, 1000)
 
 
 def ddim_reference(x, steps, eta=0.0, noises=None):

@@ -1,11 +1,16 @@
-"""The jitted data-parallel step on 8 (fake CPU) devices equals the same step on 1 device."""
+"""The jitted data-parallel step on 8 (fake CPU) devices equals the same step on 1 device.
+
+The steps run with SGD (update = -lr * grad) so that equal parameters mean equal gradients: Adam's
+first updates are ~lr * sign(grad) and flip for gradients that are zero up to float noise, which
+says nothing about the sharding."""
 import jax
 import numpy as np
+import optax
 import pytest
 
 from ldm_jax import sharding
 from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
-from ldm_jax.train_state import TrainState, make_optimizer
+from ldm_jax.train_state import TrainState
 from ldm_jax.train_steps import make_autoencoder_step, make_ldm_step
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 
@@ -35,15 +40,16 @@ def compare(step_fn, state, data, frozen):
   eight, l8 = run_steps(sharding.make_mesh(jax.devices()[:8]), step_fn, state, data, frozen)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  assert not np.allclose(jax.tree.leaves(one.params)[0],
-                         jax.tree.leaves(state.params)[0])  # the steps did update
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+  change = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+               for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(state.params)))
+  assert change > 1e-5  # the steps did update the parameters
 
 
 def test_ldm_step_8_devices_equals_1_device():
   config = tiny_ldm_config()
   ldm = LatentDiffusion.from_config(config)
-  tx = make_optimizer(config)
+  tx = optax.sgd(0.5)
   state = TrainState.create(ldm.init_params(jax.random.PRNGKey(0), latent_shape(config)), tx,
                             True, 0.5)
   fs = build_first_stage(config.first_stage)
@@ -54,7 +60,7 @@ def test_ldm_step_8_devices_equals_1_device():
 def test_autoencoder_step_8_devices_equals_1_device():
   config = tiny_autoencoder_config()
   model = build_first_stage(config.first_stage)
-  tx = make_optimizer(config)
+  tx = optax.sgd(1e-4)  # the autoencoder's loss is a per-sample sum: gradients are large
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))['params']
   state = TrainState.create(params, tx, False, 1.0)
   compare(make_autoencoder_step(model, tx, config), state, batches(2, (16, 16, 3)), None)
