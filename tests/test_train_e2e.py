@@ -56,7 +56,7 @@ def test_kill_and_auto_resume_continues_from_saved_step(tmp_path):
   r = train_ae(workdir, f'--config.training.num_steps={saved + 2}',
                '--config.training.checkpoint_every=3')
   assert r.returncode == 0, r.stderr[-3000:]
-  assert f'resumed from' in r.stderr and f'at step {saved}' in r.stderr
+  assert 'resumed from' in r.stderr and f'at step {saved}' in r.stderr
   _, step, state, _ = load_raw(workdir)
   assert step == saved + 2 and int(state['step']) == saved + 2
 
@@ -70,7 +70,7 @@ def test_ldm_trains_on_the_autoencoder_and_samples(ae_run, tmp_path):
               '--config.training.batch_size=8', '--config.training.num_steps=3',
               '--config.training.log_every=1', '--config.training.checkpoint_every=3',
               '--config.training.sample_every=3', '--config.training.num_sample_images=4',
-              '--config.sampling.steps=3', env=ENV)
+              '--config.sampling.steps=4', env=ENV)
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'scale_by_std' in r.stderr
   config, step, state, fs = load_raw(workdir)
@@ -86,11 +86,15 @@ def test_ldm_trains_on_the_autoencoder_and_samples(ae_run, tmp_path):
     data = np.load(f'{out}/{sampler}/samples.npz')
     assert data['images'].shape == (3, 16, 16, 3) and list(data['labels']) == [0, 1, 2]
     assert os.path.exists(f'{out}/{sampler}/grid.png')
-  r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', '--steps=4',
-              '--class_label=all', '--guidance_scale=2', '--seed=7', f'--outdir={out}/again', env=ENV)
-  np.testing.assert_array_equal(np.load(f'{out}/again/samples.npz')['images'],
-                                np.load(f'{out}/ddim/samples.npz')['images'] * 0 +
-                                np.load(f'{out}/again/samples.npz')['images'])
+  # Same seed, same samples (a stochastic sampler: eta 0.5); another seed, other samples.
+  for name, seed in (('again', 7), ('other', 8)):
+    r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', '--sampler=ddim',
+                '--steps=4', '--eta=0.5', '--class_label=all', '--guidance_scale=2',
+                f'--seed={seed}', f'--outdir={out}/{name}', env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+  first = np.load(f'{out}/ddim/samples.npz')['images']
+  np.testing.assert_array_equal(np.load(f'{out}/again/samples.npz')['images'], first)
+  assert np.any(np.load(f'{out}/other/samples.npz')['images'] != first)
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
