@@ -5,7 +5,8 @@ guidance with null class 10) on the latents of configs/digits_autoencoder.py.
       --config.first_stage.checkpoint=runs/digits/autoencoder
   python sample.py --workdir=runs/digits/ldm --class_label=all --guidance_scale=3 --outdir=runs/digits/samples
 
-Hardware: any CPU; ~5 min on 2 cores (two host devices). A 6.1M-parameter UNet on 8x8x3 latents. Reaches: a digit classifier trained on real digits assigns the
+Hardware: any CPU; ~5 min on 2 cores (two host devices); a 5.7M-parameter UNet on 8x8x3 latents.
+Reaches: a digit classifier trained on real digits assigns the
 requested class to >= 80% of guided samples (scripts/demo.sh prints the figure).
 """
 from configs.digits_autoencoder import set_first_stage

@@ -37,5 +37,5 @@ def make_generate_fn(ldm: LatentDiffusion, latent_shape, *, sampler: str = 'ddim
 
 
 def to_uint8(images) -> jax.Array:
-  """[-1, 1] -> uint8 [0, 255], clamped, as the reference's image logger and sample scripts."""
+  """[-1, 1] -> uint8 [0, 255], rounded and clamped."""
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
