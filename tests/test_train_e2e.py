@@ -79,7 +79,8 @@ def test_ldm_trains_on_the_autoencoder_and_samples(ae_run, tmp_path):
   assert any(f.startswith('samples_') for f in os.listdir(os.path.join(workdir, 'images')))
   out = str(tmp_path / 'samples')
   for sampler, extra in [('ddim', ['--eta=0.5']), ('plms', []), ('ddpm', ['--steps=1000'])]:
-    r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', f'--sampler={sampler}',
+    r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', '--batch_size=4',
+                f'--sampler={sampler}',
                 '--steps=4', *extra, '--class_label=all', '--guidance_scale=2', '--seed=7',
                 f'--outdir={out}/{sampler}', env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -88,7 +89,8 @@ def test_ldm_trains_on_the_autoencoder_and_samples(ae_run, tmp_path):
     assert os.path.exists(f'{out}/{sampler}/grid.png')
   # Same seed, same samples (a stochastic sampler: eta 0.5); another seed, other samples.
   for name, seed in (('again', 7), ('other', 8)):
-    r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', '--sampler=ddim',
+    r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=3', '--batch_size=4',
+                '--sampler=ddim',
                 '--steps=4', '--eta=0.5', '--class_label=all', '--guidance_scale=2',
                 f'--seed={seed}', f'--outdir={out}/{name}', env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
