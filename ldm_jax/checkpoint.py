@@ -60,6 +60,9 @@ class Checkpointer:
 def load_raw(workdir: str, step: int | None = None):
   """(config dict, state as nested dicts of numpy arrays, first_stage params or None) of a run,
   without knowing its model: for loading a trained first stage or sampling from a workdir."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'no checkpoints in {workdir!r}: expected {workdir}/checkpoints/<step> '
+                            'written by train.py (python train.py --config=... --workdir=...)')
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
