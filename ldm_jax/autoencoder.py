@@ -168,6 +168,9 @@ class Decoder(nn.Module):
       if i != 0:
         res *= 2
     h = nn.swish(group_norm(h, 'norm_out', EPS))
+    # The input of the last layer, for the adversarial loss's adaptive weight (the gradient norms
+    # at conv_out.weight); collected only when applied with mutable=['intermediates'].
+    self.sow('intermediates', 'pre_conv_out', h)
     return conv(self.out_ch, h.shape[-1], 3, dtype=self.dtype, name='conv_out')(h)
 
 

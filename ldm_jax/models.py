@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from ldm_jax.autoencoder import AutoencoderKL, VQModel
 from ldm_jax.conditioning import ClassEmbedder
 from ldm_jax.diffusion import model_output_to_eps
+from ldm_jax.discriminator import NLayerDiscriminator
 from ldm_jax.distributions import DiagonalGaussian
 from ldm_jax.schedule import Schedule, make_schedule
 from ldm_jax.unet import UNetModel
@@ -30,6 +31,15 @@ def build_first_stage(fs) -> AutoencoderKL | VQModel:
   if fs.kind == 'vq':
     return VQModel(n_embed=fs.n_embed, beta=fs.beta, **common)
   raise ValueError(f"config.first_stage.kind must be 'kl' or 'vq', got {fs.kind!r}")
+
+
+def build_discriminator(config) -> NLayerDiscriminator | None:
+  """The first stage's PatchGAN, or None when config.first_stage_loss.use_discriminator is off."""
+  L = config.first_stage_loss
+  if not L.use_discriminator:
+    return None
+  return NLayerDiscriminator(input_nc=L.disc_in_channels, ndf=L.disc_ndf,
+                             n_layers=L.disc_num_layers, use_actnorm=L.use_actnorm)
 
 
 def build_unet(config) -> UNetModel:

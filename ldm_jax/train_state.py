@@ -18,12 +18,30 @@ class TrainState:
   opt_state: Any
   ema_params: Any  # None when training.use_ema is False
   scale_factor: jax.Array  # float32 scalar; LDM latents are multiplied by it (1 for autoencoders)
+  # Autoencoder runs: the loss's own state (see ``init_loss_state``); None for LDM runs.
+  loss_state: Any = None
 
   @classmethod
-  def create(cls, params, tx: optax.GradientTransformation, use_ema: bool, scale_factor: float):
+  def create(cls, params, tx: optax.GradientTransformation, use_ema: bool, scale_factor: float,
+             loss_state=None):
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                ema_params=jax.tree.map(jnp.copy, params) if use_ema else None,
-               scale_factor=jnp.asarray(scale_factor, jnp.float32))
+               scale_factor=jnp.asarray(scale_factor, jnp.float32), loss_state=loss_state)
+
+
+def init_loss_state(config, key, disc=None, disc_input=None, tx_disc=None, tx_logvar=None) -> dict:
+  """The first-stage loss's state: ``logvar`` (the reference's scalar, trained only with
+  first_stage_loss.train_logvar and then with its own Adam), and the discriminator's variables
+  (params + BatchNorm statistics) and optimizer state when it is used. ``disc_input`` is a batch of
+  images; with ActNorm its statistics initialise the norms (the reference: the first batch D sees)."""
+  state = {'logvar': jnp.asarray(config.first_stage_loss.logvar_init, jnp.float32)}
+  if tx_logvar is not None:
+    state['logvar_opt_state'] = tx_logvar.init(state['logvar'])
+  if disc is not None:
+    variables = dict(disc.init(key, disc_input))
+    state['disc'] = variables
+    state['disc_opt_state'] = tx_disc.init(variables['params'])
+  return state
 
 
 def lr_schedule(config):

@@ -10,7 +10,7 @@ import optax
 from ldm_jax.autoencoder import AutoencoderKL
 from ldm_jax.diffusion import diffusion_loss, q_sample
 from ldm_jax.ema import ema_update
-from ldm_jax.losses import kl_autoencoder_terms, vq_autoencoder_terms
+from ldm_jax.losses import D_LOSSES, adaptive_weight, adopt_weight, codebook_stats, nll_loss
 from ldm_jax.models import LatentDiffusion
 from ldm_jax.train_state import TrainState, lr_schedule
 
@@ -29,30 +29,115 @@ def step_key(config, step):
   return jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
 
 
-def make_autoencoder_step(model, tx, config):
-  """Reconstruction (L1) + KL or VQ codebook loss; LPIPS/GAN terms join the same dict later."""
-  fs, loss_cfg = config.first_stage, config.first_stage_loss
-  is_kl = isinstance(model, AutoencoderKL)
+def make_autoencoder_step(model, tx, config, disc=None, tx_disc=None, lpips_fn=None,
+                          tx_logvar=None):
+  """The first stage's training step, generator and discriminator in one jitted function.
+
+  Generator: L1 (+ LPIPS) reconstruction, KL or codebook regulariser, adversarial term with the
+  reference's adaptive weight (see ``losses``). The AE forward runs once under ``jax.vjp``; the
+  gradients of the reconstruction loss and of the adversarial loss w.r.t. the reconstruction are
+  taken separately, their norms at the decoder's last conv weight give d_weight, and their weighted
+  sum is pulled back through the autoencoder once. Then the discriminator is updated, as the
+  reference's second optimizer step, on reconstructions of the updated autoencoder (a fresh forward;
+  ``disc_on_updated_reconstructions=False`` reuses the generator pass's instead, one forward less).
+  ``frozen`` (the step's third argument) holds the LPIPS parameters, or None without LPIPS.
+  """
+  L = config.first_stage_loss
+  kind = 'kl' if isinstance(model, AutoencoderKL) else 'vq'
+  reg_weight = L.kl_weight if kind == 'kl' else L.codebook_weight
+  use_lpips = lpips_fn is not None and L.perceptual_weight > 0
+  d_loss_fn = D_LOSSES[L.disc_loss]
+
+  def forward(params, x, key, k_drop, collect_last_input):
+    kwargs = dict(train=True, rngs={'dropout': k_drop})
+    if collect_last_input:
+      out, inter = model.apply({'params': params}, x, key, mutable=['intermediates'], **kwargs)
+      last_in = inter['intermediates']['decoder']['pre_conv_out'][0]
+    else:
+      out, last_in = model.apply({'params': params}, x, key, **kwargs), None
+    if kind == 'kl':
+      rec, posterior = out
+      return (rec, jnp.sum(posterior.kl()) / x.shape[0]), (last_in, {})
+    rec, codebook_loss, indices = out
+    return (rec, codebook_loss), (last_in, codebook_stats(indices, config.first_stage.n_embed))
+
+  def apply_disc(variables, images):
+    """D logits in training mode (batch statistics); returns updated norm statistics too."""
+    extra = [k for k in variables if k != 'params']
+    if not extra:
+      return disc.apply(variables, images, train=True), variables
+    logits, updates = disc.apply(variables, images, train=True, mutable=extra)
+    return logits, {**variables, **updates}
 
   def step(state: TrainState, batch, frozen=None):
-    del frozen
-    k_post, k_drop = jax.random.split(step_key(config, state.step))
+    k_post, k_drop, k_post2, k_drop2 = jax.random.split(step_key(config, state.step), 4)
     x = batch['image']
+    ls = state.loss_state
+    (rec, reg), pullback, (last_in, stats) = jax.vjp(
+        lambda p: forward(p, x, k_post, k_drop, disc is not None), state.params, has_aux=True)
 
-    def loss_fn(params):
-      out = model.apply({'params': params}, x, k_post, train=True, rngs={'dropout': k_drop})
-      if is_kl:
-        rec, posterior = out
-        terms = kl_autoencoder_terms(x, rec, posterior, loss_cfg.kl_weight)
-      else:
-        rec, codebook_loss, indices = out
-        terms = vq_autoencoder_terms(x, rec, codebook_loss, loss_cfg.codebook_weight, indices,
-                                     fs.n_embed)
-      return terms['loss'], terms
+    def nll_fn(r, logvar):
+      p = lpips_fn(frozen, x, r) if use_lpips else None
+      nll, rec_mean = nll_loss(x, r, p, L.perceptual_weight, logvar, kind)
+      return nll, (rec_mean, jnp.mean(p) if p is not None else jnp.zeros(()))
 
-    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (nll, (rec_mean, p_mean)), (g_rec, g_logvar) = jax.value_and_grad(
+        nll_fn, argnums=(0, 1), has_aux=True)(rec, ls['logvar'])
+    metrics = {'nll_loss': nll, 'rec_loss': rec_mean, 'p_loss': p_mean, 'logvar': ls['logvar'],
+               ('kl_loss' if kind == 'kl' else 'codebook_loss'): reg, **stats}
+    total = nll + reg_weight * reg
+    new_ls = dict(ls)
+    if disc is not None:
+      disc_factor = adopt_weight(L.disc_factor, state.step, L.disc_start)
+
+      def g_fn(r):
+        logits, variables = apply_disc(ls['disc'], r)
+        return -jnp.mean(logits), variables
+
+      (g_loss, disc_vars), g_rec_adv = jax.value_and_grad(g_fn, has_aux=True)(rec)
+      # d(loss)/d(conv_out.weight) from d(loss)/d(rec): a vjp of the last conv alone.
+      kernel = state.params['decoder']['conv_out']['kernel']
+      conv = lambda w: jax.lax.conv_general_dilated(
+          last_in, w.astype(last_in.dtype), (1, 1), ((1, 1), (1, 1)),
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      _, conv_vjp = jax.vjp(conv, kernel)
+      grad_at_last = lambda g: conv_vjp(g.astype(last_in.dtype))[0]
+      d_weight = (adaptive_weight(grad_at_last(g_rec), grad_at_last(g_rec_adv), L.disc_weight)
+                  if (L.disc_factor > 0 or kind == 'vq') else jnp.zeros(()))
+      g_rec = g_rec + (d_weight * disc_factor) * g_rec_adv
+      total = total + d_weight * disc_factor * g_loss
+      metrics.update(g_loss=g_loss, d_weight=d_weight, disc_factor=disc_factor)
+    (grads,) = pullback((g_rec.astype(rec.dtype), jnp.asarray(reg_weight, reg.dtype)))
     state, extra = _apply_gradients(state, grads, tx, config)
-    return state, {**terms, **extra}
+    metrics.update(loss=total, **extra)
+
+    if tx_logvar is not None:  # first_stage_loss.train_logvar: what the reference meant to do
+      upd, new_ls['logvar_opt_state'] = tx_logvar.update(g_logvar, ls['logvar_opt_state'],
+                                                         ls['logvar'])
+      new_ls['logvar'] = optax.apply_updates(ls['logvar'], upd)
+
+    if disc is not None:
+      if L.disc_on_updated_reconstructions:
+        (rec_d, _), _ = forward(state.params, x, k_post2, k_drop2, False)
+      else:
+        rec_d = rec
+      rec_d = jax.lax.stop_gradient(rec_d)
+
+      def d_fn(dparams):
+        variables = {**disc_vars, 'params': dparams}
+        logits_real, variables = apply_disc(variables, x)
+        logits_fake, variables = apply_disc(variables, rec_d)
+        d_loss = disc_factor * d_loss_fn(logits_real, logits_fake)
+        return d_loss, (variables, jnp.mean(logits_real), jnp.mean(logits_fake))
+
+      (d_loss, (disc_vars, lr_mean, lf_mean)), d_grads = jax.value_and_grad(d_fn, has_aux=True)(
+          disc_vars['params'])
+      upd, new_ls['disc_opt_state'] = tx_disc.update(d_grads, ls['disc_opt_state'],
+                                                     disc_vars['params'])
+      new_ls['disc'] = {**disc_vars, 'params': optax.apply_updates(disc_vars['params'], upd)}
+      metrics.update(disc_loss=d_loss, logits_real=lr_mean, logits_fake=lf_mean,
+                     disc_grad_norm=optax.tree.norm(d_grads))
+    return state.replace(loss_state=new_ls), metrics
 
   return step
 

@@ -23,8 +23,9 @@ from ldm_jax.data.latent_cache import encode_dataset
 from ldm_jax.generate import make_generate_fn, to_uint8
 from ldm_jax.images import make_grid, save_png
 from ldm_jax.metric_writer import MetricWriter
-from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
-from ldm_jax.train_state import TrainState, make_optimizer
+from ldm_jax.lpips import make_lpips
+from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_stage, latent_shape
+from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
 from ldm_jax.train_steps import latent_std, make_autoencoder_step, make_ldm_step
 
 log = logging.getLogger('ldm_jax')
@@ -52,9 +53,10 @@ def load_first_stage(config):
   return params
 
 
-def _fresh_state(config, model_init, tx, scale_factor):
+def _fresh_state(config, model_init, tx, scale_factor, loss_init=None):
   def init(key):
-    return TrainState.create(model_init(key), tx, config.training.use_ema, scale_factor)
+    loss_state = loss_init(jax.random.fold_in(key, 1)) if loss_init is not None else None
+    return TrainState.create(model_init(key), tx, config.training.use_ema, scale_factor, loss_state)
   return init
 
 
@@ -73,12 +75,20 @@ def train(config, workdir: str) -> TrainState:
     ldm = LatentDiffusion.from_config(config)
     model_init = lambda k: ldm.init_params(k, latent_shape(config))
     step_fn = make_ldm_step(ldm, tx, config)
+    loss_init, frozen_loss = None, None
   else:
     model = build_first_stage(config.first_stage)
-    size = config.data.image_size
+    size, L = config.data.image_size, config.first_stage_loss
     model_init = lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.float32))['params']
-    step_fn = make_autoencoder_step(model, tx, config)
-  init_fn = _fresh_state(config, model_init, tx, config.diffusion.scale_factor if ldm_stage else 1.0)
+    disc = build_discriminator(config)
+    tx_disc = make_optimizer(config) if disc is not None else None  # same lr and betas as the AE
+    tx_logvar = make_optimizer(config) if L.train_logvar else None
+    frozen_loss, lpips_fn = make_lpips(L.lpips_weights) if L.perceptual_weight > 0 else (None, None)
+    disc_input = jnp.zeros((1, size, size, L.disc_in_channels), jnp.float32)
+    loss_init = lambda k: init_loss_state(config, k, disc, disc_input, tx_disc, tx_logvar)
+    step_fn = make_autoencoder_step(model, tx, config, disc, tx_disc, lpips_fn, tx_logvar)
+  init_fn = _fresh_state(config, model_init, tx, config.diffusion.scale_factor if ldm_stage else 1.0,
+                         loss_init)
 
   # -- state: restore or create ------------------------------------------------------------
   checkpointer = ckpt_lib.Checkpointer(workdir, config.training.keep_checkpoints)
@@ -102,6 +112,9 @@ def train(config, workdir: str) -> TrainState:
     if ldm_stage:
       first_stage_params = jax.device_put(load_first_stage(config), repl)
   start_step = int(state.step)
+  # The step's frozen inputs: the first stage (LDM) or the LPIPS network (autoencoder).
+  frozen = first_stage_params if ldm_stage else (
+      jax.device_put(frozen_loss, repl) if frozen_loss is not None else None)
 
   cache = None
   if ldm_stage and config.data.cache_latents:
@@ -117,6 +130,15 @@ def train(config, workdir: str) -> TrainState:
     state = state.replace(scale_factor=jax.device_put(1.0 / std, repl))
     log.info('scale_by_std: latent std %.5f -> scale_factor %.5f', float(std), 1.0 / float(std))
     pending = first
+  elif not ldm_stage and disc is not None and L.use_actnorm and latest is None:
+    # ActNorm's data-dependent init, on what the reference's D sees first: reconstructions of the
+    # first training batch by the initial autoencoder.
+    pending = next_batch()
+    rec = jax.jit(lambda p, x: model.apply({'params': p}, x, jax.random.fold_in(key, 3))[0])(
+        state.params, pending['image'])
+    ls = dict(state.loss_state)
+    ls['disc'] = jax.device_put(dict(disc.init(jax.random.fold_in(key, 4), rec)), repl)
+    state = state.replace(loss_state=ls)
   else:
     pending = None
 
@@ -141,7 +163,7 @@ def train(config, workdir: str) -> TrainState:
     while step < t.num_steps:
       batch = pending if pending is not None else next_batch()
       pending = None
-      state, metrics = train_step(state, batch, first_stage_params)
+      state, metrics = train_step(state, batch, frozen)
       history.append(metrics)
       step += 1
       bar.update(1)
