@@ -9,7 +9,7 @@ FID 4.02 (50k samples, DDIM; README: 400 DDIM steps, eta 0). Data: TFDS lsun/chu
 lr 5e-5 unscaled (the yaml says start main.py with --scale_lr False), AdamW(wd 0.01), L1 loss,
 betas sqrt-linear 0.0015 -> 0.0155, scale_by_std, EMA 0.9999.
 """
-from configs.autoencoder_kl_f8 import set_first_stage
+from configs.released import kl_f8
 from ldm_jax.config import base_config
 
 
@@ -18,7 +18,7 @@ def get_config():
   c.stage = 'ldm'
   c.data.update(dict(source='tfds', name='lsun/church_outdoor', split='train', image_size=256,
                      random_flip=True))
-  set_first_stage(c.first_stage)
+  c.first_stage = kl_f8.get_config().first_stage  # the released kl-f8 autoencoder
   c.first_stage.checkpoint = 'runs/kl_f8'
   c.unet.update(dict(model_channels=192, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=2,
                      attention_resolutions=(1, 2, 4, 8), num_heads=8, use_scale_shift_norm=True,

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 from flax.traverse_util import flatten_dict
 
-from configs import autoencoder_kl_f8, lsun_churches
+from configs import lsun_churches
+from configs.released import kl_f8
 from ldm_jax import torch_names
 from ldm_jax.autoencoder import VQModel
 from ldm_jax.summary import param_counts
@@ -50,7 +51,7 @@ def test_param_counts_churches_and_kl_f8():
   assert counts['first_stage_parts']['encoder'] == 34_163_592  # 34.16M
   assert counts['first_stage_parts']['decoder'] == 49_490_179  # 49.49M
   assert counts['cond_stage'] == 0
-  assert param_counts(autoencoder_kl_f8.get_config())['first_stage'] == 83_653_863
+  assert param_counts(kl_f8.get_config())['first_stage'] == 83_653_863
 
 
 def _shapes(config):

@@ -9,8 +9,9 @@ import optax
 import pytest
 
 from ldm_jax import sharding
-from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
-from ldm_jax.train_state import TrainState
+from ldm_jax.lpips import make_lpips
+from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_stage, latent_shape
+from ldm_jax.train_state import TrainState, init_loss_state
 from ldm_jax.train_steps import make_autoencoder_step, make_ldm_step
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 
@@ -44,6 +45,7 @@ def compare(step_fn, state, data, frozen):
   change = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(state.params)))
   assert change > 1e-5  # the steps did update the parameters
+  return one, eight
 
 
 def test_ldm_step_8_devices_equals_1_device():
@@ -57,10 +59,20 @@ def test_ldm_step_8_devices_equals_1_device():
   compare(make_ldm_step(ldm, tx, config), state, batches(2, (16, 16, 3)), fs_params)
 
 
-def test_autoencoder_step_8_devices_equals_1_device():
+def test_autoencoder_gan_step_8_devices_equals_1_device():
+  """Generator (L1 + LPIPS + KL + adaptive adversarial term) and discriminator (BatchNorm: global
+  batch statistics) updated in one step, from step 0 (disc_start 0)."""
   config = tiny_autoencoder_config()
+  config.first_stage_loss.update(dict(disc_start=0, disc_num_layers=2, perceptual_weight=1.0))
   model = build_first_stage(config.first_stage)
-  tx = optax.sgd(1e-4)  # the autoencoder's loss is a per-sample sum: gradients are large
-  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))['params']
-  state = TrainState.create(params, tx, False, 1.0)
-  compare(make_autoencoder_step(model, tx, config), state, batches(2, (16, 16, 3)), None)
+  disc = build_discriminator(config)
+  tx, tx_d = optax.sgd(1e-4), optax.sgd(1e-2)  # the per-sample-sum loss has large gradients
+  x0 = np.zeros((1, 16, 16, 3), np.float32)
+  params = model.init(jax.random.PRNGKey(0), x0)['params']
+  state = TrainState.create(params, tx, False, 1.0,
+                            init_loss_state(config, jax.random.PRNGKey(1), disc, x0, tx_d))
+  lpips_params, lpips_fn = make_lpips()
+  step = make_autoencoder_step(model, tx, config, disc, tx_d, lpips_fn)
+  one, eight = compare(step, state, batches(2, (16, 16, 3)), lpips_params)
+  for a, b in zip(jax.tree.leaves(one.loss_state['disc']), jax.tree.leaves(eight.loss_state['disc'])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from ldm_jax.models import LatentDiffusion, build_first_stage
-from ldm_jax.train_state import TrainState
+from ldm_jax.train_state import TrainState, init_loss_state
 from ldm_jax.train_steps import make_autoencoder_step
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 
@@ -22,7 +22,8 @@ def test_vq_autoencoder_step_reports_codebook_terms_and_learns():
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)), jnp.float32)
   params = model.init(jax.random.PRNGKey(0), x[:1])['params']
   tx = optax.adam(1e-3)
-  state = TrainState.create(params, tx, False, 1.0)
+  config.first_stage_loss.update(dict(perceptual_weight=0.0, use_discriminator=False))
+  state = TrainState.create(params, tx, False, 1.0, init_loss_state(config, None))
   step = jax.jit(make_autoencoder_step(model, tx, config))
   losses = []
   for _ in range(15):

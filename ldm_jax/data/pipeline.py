@@ -117,7 +117,7 @@ class Prefetch:
 
 def make_source(data_cfg):
   if data_cfg.source == 'digits':
-    return DigitsSource(data_cfg.image_size)
+    return DigitsSource(data_cfg.image_size, data_cfg.split)
   if data_cfg.source == 'folder':
     return FolderSource(data_cfg.path, data_cfg.image_size, data_cfg.labels_from_subdirs)
   raise DataError(f'{data_cfg.source!r} is not a random-access source')
@@ -139,3 +139,28 @@ def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
   it = RandomAccessBatches(make_source(d), config.training.batch_size, config.seed, start_step,
                            process_index, process_count, d.random_flip, d.num_threads)
   return Prefetch(it, prefetch) if prefetch else it
+
+
+def eval_batches(data_cfg, batch_size: int, max_images: int = 0) -> Iterator[dict]:
+  """Held-out evaluation batches in a fixed order, no flips: the first ``max_images`` images (all
+  when 0) of config.data's source and split. The last batch may be smaller."""
+  if data_cfg.source == 'tfds':
+    from ldm_jax.data.tfds_source import tfds_eval_batches
+    yield from tfds_eval_batches(data_cfg, batch_size, max_images)
+    return
+  source = make_source(data_cfg)
+  n = len(source) if max_images <= 0 else min(max_images, len(source))
+  skipped = 0
+  for start in range(0, n, batch_size):
+    images, labels = [], []
+    for i in range(start, min(start + batch_size, n)):
+      try:
+        image, label = source.load(i, False)
+      except CorruptImage as e:
+        skipped += 1
+        log.warning('skipping unreadable image (%d so far): %s', skipped, e)
+        continue
+      images.append(image)
+      labels.append(label)
+    if images:
+      yield {'image': to_model_range(np.stack(images)), 'label': np.array(labels, np.int32)}

@@ -31,11 +31,18 @@ def digits_uint8(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
   return np.repeat(big[..., None], 3, axis=-1), digits.target.astype(np.int32)
 
 
+DIGITS_TRAIN = 1500  # split 'train' = the first 1,500 digits, 'test' = the last 297 (held out)
+
+
 class DigitsSource:
   key = 'image'  # what load() returns: uint8 images (a latent cache returns 'moments')
 
-  def __init__(self, image_size: int):
-    self.images, self.labels = digits_uint8(image_size)
+  def __init__(self, image_size: int, split: str = 'train'):
+    images, labels = digits_uint8(image_size)
+    parts = {'train': slice(0, DIGITS_TRAIN), 'test': slice(DIGITS_TRAIN, None), 'all': slice(None)}
+    if split not in parts:
+      raise DataError(f"digits split {split!r} (config.data.split): use 'train', 'test' or 'all'")
+    self.images, self.labels = images[parts[split]], labels[parts[split]]
 
   def __len__(self):
     return len(self.labels)
