@@ -12,6 +12,8 @@ export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=2}"
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$PWD/.jax_cache}"
 RUN=${RUN:-runs/digits}
 python train.py --config=configs/digits_autoencoder.py --workdir="$RUN/autoencoder"
+# Reconstruction quality on the 297 held-out digits (PSNR, SSIM, LPIPS).
+python -m ldm_jax.eval.reconstruction --workdir="$RUN/autoencoder" | tr -d '\n' | sed 's/  */ /g'; echo
 python train.py --config=configs/digits_ldm.py --workdir="$RUN/ldm" \
   --config.first_stage.checkpoint="$RUN/autoencoder"
 python sample.py --workdir="$RUN/ldm" --num_samples=100 --class_label=all --guidance_scale=3 \

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from ldm_jax.data import DataError, RandomAccessBatches, digits_uint8, make_source
-from ldm_jax.data.sources import FolderSource
+from ldm_jax.data.sources import DigitsSource, FolderSource
 from tests.helpers import tiny_autoencoder_config
 
 
@@ -23,6 +23,14 @@ def test_digits_are_real_labelled_images():
   images, labels = digits_uint8(32)
   assert images.shape == (1797, 32, 32, 3) and images.dtype == np.uint8
   assert set(labels.tolist()) == set(range(10)) and images.max() > 200
+
+
+def test_digits_train_test_splits_are_disjoint_and_cover_all():
+  train, test, full = (DigitsSource(16, s) for s in ('train', 'test', 'all'))
+  assert (len(train), len(test), len(full)) == (1500, 297, 1797)
+  np.testing.assert_array_equal(np.concatenate([train.images, test.images]), full.images)
+  with pytest.raises(DataError, match="'train', 'test' or 'all'"):
+    DigitsSource(16, 'validation')
 
 
 def test_folder_missing_and_empty_give_clear_errors(tmp_path):

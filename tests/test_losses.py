@@ -48,7 +48,8 @@ def test_nll_kl_is_per_sample_sum_and_vq_is_mean():
 def _setup(kind, disc_start=0, disc_layers=2):
   config = tiny_autoencoder_config()
   config.first_stage_loss.update(dict(disc_start=disc_start, disc_num_layers=disc_layers,
-                                      disc_weight=0.5, perceptual_weight=1.0))
+                                      disc_weight=0.5, perceptual_weight=1.0,
+                                      use_discriminator=True))
   if kind == 'vq':
     config.first_stage.update(dict(kind='vq', n_embed=16, embed_dim=3, z_channels=3))
   model = build_first_stage(config.first_stage)

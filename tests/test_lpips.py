@@ -126,7 +126,7 @@ def test_known_properties_on_a_real_photo():
 
 
 def test_gradients_and_bf16():
-  x, y = images(2, 32, 5), images(2, 32, 6)
+  x, y = images(2, 16, 5), images(2, 16, 6)
   g = jax.grad(lambda a: jnp.sum(MODEL.apply({'params': PARAMS}, a, y)))(jnp.asarray(x))
   assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) > 0
   np.testing.assert_allclose(ours(x, y, dtype=jnp.bfloat16), ours(x, y), rtol=0.05)

@@ -63,7 +63,8 @@ def test_autoencoder_gan_step_8_devices_equals_1_device():
   """Generator (L1 + LPIPS + KL + adaptive adversarial term) and discriminator (BatchNorm: global
   batch statistics) updated in one step, from step 0 (disc_start 0)."""
   config = tiny_autoencoder_config()
-  config.first_stage_loss.update(dict(disc_start=0, disc_num_layers=2, perceptual_weight=1.0))
+  config.first_stage_loss.update(dict(disc_start=0, disc_num_layers=2, perceptual_weight=1.0,
+                                      use_discriminator=True))
   model = build_first_stage(config.first_stage)
   disc = build_discriminator(config)
   tx, tx_d = optax.sgd(1e-4), optax.sgd(1e-2)  # the per-sample-sum loss has large gradients

@@ -2,7 +2,7 @@
 the LDM on the stored latents. KL: the posterior moments are stored and a fresh sample is drawn every
 step (as training on images would); VQ: the pre-quantisation latents. With random flips both the
 image and its mirror are encoded. Held in host memory: meant for datasets that fit (the embedded
-digits: 1,797 x 8x8x6 floats)."""
+digits: 1,500 x 8x8x6 floats)."""
 from __future__ import annotations
 
 import logging
