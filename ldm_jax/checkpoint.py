@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import jax
+from etils import epath
 import orbax.checkpoint as ocp
 
 from ldm_jax.config import state_defining_differences, to_json_dict
@@ -70,11 +71,21 @@ def load_raw(workdir: str, step: int | None = None):
       raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train there first '
                               '(python train.py --config=... --workdir=...)')
     config = ckpt.saved_config(step)
-    items = {'state': ocp.args.StandardRestore()}
-    if os.path.isdir(os.path.join(ckpt.directory, str(step), 'first_stage')):
-      items['first_stage'] = ocp.args.StandardRestore()
+    items = {}
+    for name in ('state', 'first_stage'):
+      if os.path.isdir(os.path.join(ckpt.directory, str(step), name)):
+        items[name] = ocp.args.StandardRestore(_local_target(ckpt.directory, step, name))
     out = ckpt.manager.restore(step, args=ocp.args.Composite(**items))
     return config, step, jax.device_get(out['state']), (
         jax.device_get(out['first_stage']) if 'first_stage' in items else None)
   finally:
     ckpt.close()
+
+
+def _local_target(directory: str, step: int, item: str):
+  """Abstract arrays for ``item`` from its metadata, on this process's first device: a run saved
+  on N devices (or another host layout) restores anywhere, e.g. for sampling or evaluation."""
+  meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / str(step) / item)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                      getattr(meta, 'tree', meta), is_leaf=lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype'))

@@ -35,6 +35,16 @@ def test_autoencoder_run_writes_checkpoints_logs_and_loss(ae_run):
   assert os.listdir(os.path.join(ae_run, 'tensorboard'))
 
 
+def test_checkpoint_saved_on_two_devices_loads_on_one(ae_run):
+  """Sampling/evaluation on another machine: a run saved from 2 devices restores on 1."""
+  code = ('import jax; from ldm_jax.checkpoint import load_raw; '
+          f'c, s, st, _ = load_raw({ae_run!r}); assert jax.device_count() == 1; '
+          "print('ok', s, st['params']['decoder']['conv_out']['kernel'].shape)")
+  r = run_cli('-c', code, env={'XLA_FLAGS': '--xla_force_host_platform_device_count=1'})
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.startswith('ok 4 (3, 3, 32, 3)')
+
+
 def test_kill_and_auto_resume_continues_from_saved_step(tmp_path):
   workdir = str(tmp_path / 'run')
   args = [sys.executable, 'train.py', '--config=configs/digits_autoencoder.py',
