@@ -1,8 +1,13 @@
 """Conditioning encoders (reference: ldm/modules/encoders/modules.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+
+from ldm_jax.layers import attention, conv, torch_uniform_init
 
 
 class ClassEmbedder(nn.Module):
@@ -16,3 +21,157 @@ class ClassEmbedder(nn.Module):
     emb = nn.Embed(self.n_classes, self.embed_dim, embedding_init=nn.initializers.normal(1.0),
                    name='embedding')(labels)
     return emb[:, None, :]
+
+
+class _Linear(nn.Module):
+  """torch.nn.Linear-initialised Dense; with ``x=None`` it only declares its parameters (the
+  reference's unused ``to_logits`` head, kept so that parameter counts and checkpoints match)."""
+  features: int
+  in_features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x=None):
+    init = torch_uniform_init(self.in_features)
+    kernel = self.param('kernel', init, (self.in_features, self.features))
+    bias = self.param('bias', init, (self.features,)) if self.use_bias else None
+    if x is None:
+      return None
+    y = jnp.dot(x, kernel.astype(x.dtype))
+    return y + bias.astype(x.dtype) if bias is not None else y
+
+
+class _Attention(nn.Module):
+  """x-transformers' Attention as the reference pins it: 8 heads of 64 whatever the width, no
+  mask, q/k/v without bias, output projection with bias."""
+  dim: int
+  heads: int = 8
+  dim_head: int = 64
+
+  @nn.compact
+  def __call__(self, x):
+    inner = self.heads * self.dim_head
+    b, t, _ = x.shape
+    split = lambda y: y.reshape(b, t, self.heads, self.dim_head)
+    q, k, v = (split(_Linear(inner, self.dim, use_bias=False, name=n)(x))
+               for n in ('to_q', 'to_k', 'to_v'))
+    out = attention(q, k, v, self.dim_head ** -0.5).reshape(b, t, inner)
+    return _Linear(self.dim, inner, name='to_out')(out)
+
+
+class _FeedForward(nn.Module):
+  dim: int
+  mult: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    inner = self.dim * self.mult
+    # torch's nn.GELU() is the exact (erf) GELU.
+    h = jax.nn.gelu(_Linear(inner, self.dim, name='net_0_0')(x), approximate=False)
+    return _Linear(self.dim, inner, name='net_2')(h)
+
+
+class _PositionalEmbedding(nn.Module):
+  max_seq_len: int
+  dim: int
+
+  @nn.compact
+  def __call__(self, t: int):
+    emb = nn.Embed(self.max_seq_len, self.dim, embedding_init=nn.initializers.normal(0.02),
+                   name='emb')
+    return emb(jnp.arange(t))
+
+
+class TransformerEmbedder(nn.Module):
+  """The reference's BERTEmbedder transformer (``TransformerWrapper(attn_layers=Encoder(...))`` of
+  its pinned x_transformer.py): token embedding + absolute positions, ``n_layer`` pre-LayerNorm
+  blocks (attention, then GELU MLP, each residual), final LayerNorm; returns the normalised hidden
+  states [B, T, n_embed]. Used for text (tokens from BERT's uncased WordPiece vocabulary, see
+  ``ldm_jax.tokenizer``) and for layout2img's pre-tokenised boxes. No padding mask: the reference
+  attends over padding too. Parameter paths follow the reference's ``cond_stage_model.transformer.*``.
+  """
+  n_embed: int
+  n_layer: int
+  vocab_size: int = 30522
+  max_seq_len: int = 77
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    if tokens.shape[1] > self.max_seq_len:
+      raise ValueError(f'{tokens.shape[1]} tokens, but the embedder has max_seq_len '
+                       f'{self.max_seq_len}: truncate to {self.max_seq_len}')
+    x = nn.Embed(self.vocab_size, self.n_embed, embedding_init=nn.initializers.normal(0.02),
+                 name='token_emb')(tokens)
+    x = x + _PositionalEmbedding(self.max_seq_len, self.n_embed, name='pos_emb')(tokens.shape[1])
+    x = x.astype(self.dtype)
+    x = _AttentionLayers(self.n_embed, self.n_layer, name='attn_layers')(x)
+    x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(x)
+    _Linear(self.vocab_size, self.n_embed, name='to_logits')()  # declared, unused (as the reference)
+    return x
+
+
+class _AttentionLayers(nn.Module):
+  """``attn_layers.layers.{2i}`` attention, ``{2i+1}`` feed-forward; ``.0`` the pre-LayerNorm, ``.1``
+  the block."""
+  dim: int
+  depth: int
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(2 * self.depth):
+      h = nn.LayerNorm(epsilon=1e-5, dtype=x.dtype, name=f'layers_{i}_0')(x)
+      block = _Attention if i % 2 == 0 else _FeedForward
+      x = x + block(self.dim, name=f'layers_{i}_1')(h)
+    return x
+
+
+class BERTEmbedder(nn.Module):
+  """``cond_stage_model`` of the text and layout LDMs: token ids [B, T] -> context [B, T, n_embed]."""
+  n_embed: int
+  n_layer: int
+  vocab_size: int = 30522
+  max_seq_len: int = 77
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    return TransformerEmbedder(self.n_embed, self.n_layer, self.vocab_size, self.max_seq_len,
+                               self.dtype, name='transformer')(tokens)
+
+
+class SpatialRescaler(nn.Module):
+  """``n_stages`` x bilinear resize by ``multiplier`` (torch ``F.interpolate(..., mode='bilinear')``,
+  align_corners False, no antialias), then an optional bias-free 1x1 conv ``channel_mapper``
+  (semantic synthesis: 182 one-hot classes -> 3 channels). NHWC in and out."""
+  n_stages: int = 1
+  multiplier: float = 0.5
+  in_channels: int = 3
+  out_channels: int | None = None
+  bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for _ in range(self.n_stages):
+      x = resize_bilinear_torch(x, self.multiplier)
+    if self.out_channels is not None and self.out_channels != self.in_channels:
+      x = conv(self.out_channels, self.in_channels, 1, use_bias=self.bias,
+               name='channel_mapper')(x)
+    return x
+
+
+def resize_bilinear_torch(x: jax.Array, scale: float) -> jax.Array:
+  """torch ``F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=False)`` on NHWC:
+  output size floor(in * scale), source coordinate (dst + 0.5) / scale - 0.5 clamped at 0, no
+  antialiasing (so a 0.5 downscale averages 2x2 blocks, unlike ``jax.image.resize``)."""
+  def axis(n_in):
+    n_out = int(n_in * scale)
+    src = jnp.maximum((jnp.arange(n_out) + 0.5) / scale - 0.5, 0.0)
+    lo = jnp.minimum(jnp.floor(src).astype(jnp.int32), n_in - 1)
+    hi = jnp.minimum(lo + 1, n_in - 1)
+    w = (src - lo).astype(x.dtype)
+    return lo, hi, w
+  lo, hi, w = axis(x.shape[1])
+  x = x[:, lo] * (1 - w)[None, :, None, None] + x[:, hi] * w[None, :, None, None]
+  lo, hi, w = axis(x.shape[2])
+  return x[:, :, lo] * (1 - w)[None, None, :, None] + x[:, :, hi] * w[None, None, :, None]

@@ -65,3 +65,53 @@ def torch_to_flax(array: np.ndarray, kind: str) -> np.ndarray:
 
 def expected_flax_shape(torch_shape: Sequence[int], kind: str) -> tuple[int, ...]:
   return tuple(torch_to_flax(np.empty(tuple(torch_shape), np.int8), kind).shape)
+
+
+class ConversionError(ValueError):
+  pass
+
+
+def load_state_dict(template: Mapping, state_dict: Mapping[str, np.ndarray], prefix: str = '',
+                    ignore: Sequence[str] = ()) -> dict:
+  """Fill a Flax parameter tree shaped like ``template`` (arrays or ShapeDtypeStructs) from the
+  torch tensors under ``prefix`` in ``state_dict`` (numpy arrays). Every key under the prefix must
+  land on one leaf of the right shape and every leaf must be filled, else a ConversionError names
+  the keys; keys starting with an entry of ``ignore`` (after the prefix) are skipped."""
+  from flax.traverse_util import flatten_dict, unflatten_dict
+  flat = flatten_dict(dict(template))
+  out, unmatched, bad_shape, used_by = {}, [], [], {}
+  for key, value in state_dict.items():
+    if not key.startswith(prefix):
+      continue
+    name = key[len(prefix):]
+    if any(name.startswith(i) for i in ignore):
+      continue
+    found = flax_leaf_for(template, name)
+    if found is None:
+      unmatched.append(key)
+      continue
+    path, kind = found
+    array = torch_to_flax(np.asarray(value), kind)
+    if tuple(array.shape) != tuple(flat[path].shape):
+      bad_shape.append(f'{key}: {tuple(np.shape(value))} -> {tuple(array.shape)}, the model wants '
+                       f'{tuple(flat[path].shape)} at {"/".join(path)}')
+      continue
+    if path in used_by:
+      raise ConversionError(f'{key} and {used_by[path]} both map to {"/".join(path)}')
+    used_by[path] = key
+    out[path] = array.astype(getattr(flat[path], 'dtype', array.dtype))
+  missing = sorted('/'.join(p) for p in flat if p not in out)
+  problems = []
+  if unmatched:
+    problems.append(f'{len(unmatched)} checkpoint keys have no place in the model: '
+                    + ', '.join(unmatched[:20]) + (' ...' if len(unmatched) > 20 else ''))
+  if bad_shape:
+    problems.append('shape mismatches:\n    ' + '\n    '.join(bad_shape[:20]))
+  if missing:
+    problems.append(f'{len(missing)} model parameters not in the checkpoint (prefix {prefix!r}): '
+                    + ', '.join(missing[:20]) + (' ...' if len(missing) > 20 else ''))
+  if problems:
+    raise ConversionError('the checkpoint does not fit this model config:\n  '
+                          + '\n  '.join(problems) + '\nCheck that --config is the config of this '
+                          'checkpoint (configs/released/<name>.py for CompVis models).')
+  return unflatten_dict(out)
