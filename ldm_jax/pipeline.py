@@ -17,7 +17,7 @@ import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding
-from ldm_jax.models import LatentDiffusion, latent_shape
+from ldm_jax.models import LatentDiffusion, check_pipeline_conditioning, latent_shape
 
 
 @dataclasses.dataclass
@@ -47,6 +47,7 @@ def load_ldm(workdir: str, step: int | None = None, use_ema: bool = True) -> Loa
     raise ValueError(f'{workdir} holds a {saved["stage"]} run; sampling needs an LDM run '
                      '(config.stage = "ldm")')
   config = ml_collections.ConfigDict(saved)
+  check_pipeline_conditioning(config, 'sampling')
   params = state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)

@@ -13,7 +13,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ldm_jax.layers import count_params
-from ldm_jax.models import build_cond_stage, build_first_stage, build_unet, latent_shape
+from ldm_jax.config import conditioning_key
+from ldm_jax.models import (build_cond_stage, build_first_stage, build_unet,
+                            cond_stage_example_input, latent_shape)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
@@ -29,11 +31,16 @@ def param_counts(config) -> dict:
     cond = build_cond_stage(config)
     context = None
     if cond is not None:
-      labels = jnp.zeros((1,), jnp.int32)
-      counts['cond_stage'] = count_params(jax.eval_shape(lambda k: cond.init(k, labels), key))
-      context = jnp.zeros((1, 1, config.cond_stage.embed_dim))
+      cond_in = cond_stage_example_input(config)
+      cond_params = jax.eval_shape(lambda k: cond.init(k, cond_in), key)
+      counts['cond_stage'] = count_params(cond_params)
+    cs = config.cond_stage
+    if conditioning_key(config) in ('crossattn', 'hybrid'):
+      tokens = 1 if cs.kind in ('class', 'identity') else cs.max_seq_len
+      context = jnp.zeros((1, tokens, config.unet.context_dim))
     unet = build_unet(config)
-    x = jnp.zeros((1,) + latent_shape(config))
+    h, w, _ = latent_shape(config)
+    x = jnp.zeros((1, h, w, config.unet.in_channels or config.first_stage.embed_dim))
     counts['unet'] = count_params(jax.eval_shape(
         lambda k: unet.init(k, x, jnp.zeros((1,), jnp.int32), context), key))
   counts['total'] = counts['unet'] + counts['first_stage'] + counts['cond_stage']

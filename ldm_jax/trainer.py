@@ -24,7 +24,8 @@ from ldm_jax.generate import make_generate_fn, to_uint8
 from ldm_jax.images import make_grid, save_png
 from ldm_jax.metric_writer import MetricWriter
 from ldm_jax.lpips import make_lpips
-from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_stage, latent_shape
+from ldm_jax.models import (LatentDiffusion, build_discriminator, build_first_stage,
+                            check_pipeline_conditioning, latent_shape)
 from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
 from ldm_jax.train_steps import latent_std, make_autoencoder_step, make_ldm_step
 
@@ -72,6 +73,7 @@ def train(config, workdir: str) -> TrainState:
   ldm_stage = config.stage == 'ldm'
 
   if ldm_stage:
+    check_pipeline_conditioning(config, 'training')
     ldm = LatentDiffusion.from_config(config)
     model_init = lambda k: ldm.init_params(k, latent_shape(config))
     step_fn = make_ldm_step(ldm, tx, config)
