@@ -99,7 +99,7 @@ def load_state_dict(template: Mapping, state_dict: Mapping[str, np.ndarray], pre
     if path in used_by:
       raise ConversionError(f'{key} and {used_by[path]} both map to {"/".join(path)}')
     used_by[path] = key
-    out[path] = array.astype(getattr(flat[path], 'dtype', array.dtype))
+    out[path] = array.astype(getattr(flat[path], 'dtype', array.dtype), copy=False)
   missing = sorted('/'.join(p) for p in flat if p not in out)
   problems = []
   if unmatched:
