@@ -15,7 +15,8 @@ from configs import digits_autoencoder
 
 def get_config():
   c = digits_autoencoder.get_config()
-  c.first_stage_loss.update(dict(perceptual_weight=1.0, use_discriminator=True, disc_start=150,
-                                 disc_weight=0.5, disc_num_layers=2))
-  c.training.update(dict(num_steps=300, checkpoint_every=100, sample_every=100, log_every=25))
+  c.first_stage_loss.update(dict(perceptual_weight=1.0, use_discriminator=True, disc_start=200,
+                                 disc_weight=0.1, disc_num_layers=2))
+  c.training.update(dict(num_steps=300, checkpoint_every=100, sample_every=100, log_every=25,
+                         use_ema=True, ema_decay=0.99))
   return c
