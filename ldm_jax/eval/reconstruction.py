@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax.autoencoder import AutoencoderKL
@@ -141,6 +142,7 @@ def main(argv):
   del argv
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required (the autoencoder run to evaluate)')
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-restore INFO lines: noise here
   report = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.source, FLAGS.data_path, FLAGS.num_images,
                     FLAGS.batch_size, FLAGS.step, FLAGS.ema, FLAGS.lpips_weights)
   out = FLAGS.out or os.path.join(FLAGS.workdir, 'eval',
