@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.layers import attention, conv, torch_uniform_init
+from ldm_jax.layers import attention, conv, dense, layer_norm, torch_uniform_init
 
 
 class ClassEmbedder(nn.Module):
@@ -23,22 +23,17 @@ class ClassEmbedder(nn.Module):
     return emb[:, None, :]
 
 
-class _Linear(nn.Module):
-  """torch.nn.Linear-initialised Dense; with ``x=None`` it only declares its parameters (the
-  reference's unused ``to_logits`` head, kept so that parameter counts and checkpoints match)."""
+class _DeclaredLinear(nn.Module):
+  """The parameters of a torch.nn.Linear, declared and never applied: the reference's unused
+  ``to_logits`` head, kept so that parameter counts and checkpoints match."""
   features: int
   in_features: int
-  use_bias: bool = True
 
   @nn.compact
-  def __call__(self, x=None):
+  def __call__(self):
     init = torch_uniform_init(self.in_features)
-    kernel = self.param('kernel', init, (self.in_features, self.features))
-    bias = self.param('bias', init, (self.features,)) if self.use_bias else None
-    if x is None:
-      return None
-    y = jnp.dot(x, kernel.astype(x.dtype))
-    return y + bias.astype(x.dtype) if bias is not None else y
+    self.param('kernel', init, (self.in_features, self.features))
+    self.param('bias', init, (self.features,))
 
 
 class _Attention(nn.Module):
@@ -53,10 +48,10 @@ class _Attention(nn.Module):
     inner = self.heads * self.dim_head
     b, t, _ = x.shape
     split = lambda y: y.reshape(b, t, self.heads, self.dim_head)
-    q, k, v = (split(_Linear(inner, self.dim, use_bias=False, name=n)(x))
+    q, k, v = (split(dense(inner, self.dim, use_bias=False, dtype=x.dtype, name=n)(x))
                for n in ('to_q', 'to_k', 'to_v'))
     out = attention(q, k, v, self.dim_head ** -0.5).reshape(b, t, inner)
-    return _Linear(self.dim, inner, name='to_out')(out)
+    return dense(self.dim, inner, dtype=x.dtype, name='to_out')(out)
 
 
 class _FeedForward(nn.Module):
@@ -67,8 +62,8 @@ class _FeedForward(nn.Module):
   def __call__(self, x):
     inner = self.dim * self.mult
     # torch's nn.GELU() is the exact (erf) GELU.
-    h = jax.nn.gelu(_Linear(inner, self.dim, name='net_0_0')(x), approximate=False)
-    return _Linear(self.dim, inner, name='net_2')(h)
+    h = jax.nn.gelu(dense(inner, self.dim, dtype=x.dtype, name='net_0_0')(x), approximate=False)
+    return dense(self.dim, inner, dtype=x.dtype, name='net_2')(h)
 
 
 class _PositionalEmbedding(nn.Module):
@@ -106,8 +101,8 @@ class TransformerEmbedder(nn.Module):
     x = x + _PositionalEmbedding(self.max_seq_len, self.n_embed, name='pos_emb')(tokens.shape[1])
     x = x.astype(self.dtype)
     x = _AttentionLayers(self.n_embed, self.n_layer, name='attn_layers')(x)
-    x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(x)
-    _Linear(self.vocab_size, self.n_embed, name='to_logits')()  # declared, unused (as the reference)
+    x = layer_norm(x, 'norm')
+    _DeclaredLinear(self.vocab_size, self.n_embed, name='to_logits')()
     return x
 
 
@@ -120,7 +115,7 @@ class _AttentionLayers(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i in range(2 * self.depth):
-      h = nn.LayerNorm(epsilon=1e-5, dtype=x.dtype, name=f'layers_{i}_0')(x)
+      h = layer_norm(x, f'layers_{i}_0')
       block = _Attention if i % 2 == 0 else _FeedForward
       x = x + block(self.dim, name=f'layers_{i}_1')(h)
     return x

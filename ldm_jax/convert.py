@@ -29,9 +29,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ldm_jax import checkpoint as ckpt_lib
-from ldm_jax.config import conditioning_key, validate
-from ldm_jax.models import (build_cond_stage, build_discriminator, build_first_stage,
-                            build_schedule, build_unet, cond_stage_example_input, latent_shape)
+from ldm_jax.config import validate
+from ldm_jax.models import abstract_params, build_discriminator, build_schedule
 from ldm_jax.torch_names import ConversionError, load_state_dict
 from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
 
@@ -79,10 +78,6 @@ def _to_numpy(v) -> np.ndarray:
   return a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
 
 
-def _abstract(module, *inputs):
-  return jax.eval_shape(lambda k: module.init(k, *inputs), jax.random.PRNGKey(0))
-
-
 def ema_state_dict(sd: Mapping[str, np.ndarray], prefix: str = 'model.diffusion_model.'):
   """The EMA weights renamed like the raw ones: LitEma stores ``diffusion_model.a.b`` as
   ``model_ema.diffusion_modelab`` (dots removed). None when the checkpoint has no EMA copy."""
@@ -120,27 +115,17 @@ def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> d
   """Parameter trees of an LDM checkpoint: {'params', 'ema_params', 'first_stage', 'scale_factor',
   'used', 'ignored'}."""
   used, ignored = set(), set()
-  unet = build_unet(config)
-  h, w, _ = latent_shape(config)
-  x = jnp.zeros((1, h, w, config.unet.in_channels or config.first_stage.embed_dim))
-  cond = build_cond_stage(config)
-  ctx = None
-  if conditioning_key(config) in ('crossattn', 'hybrid'):
-    ctx = jnp.zeros((1, 1, config.unet.context_dim))
-  unet_t = _abstract(unet, x, jnp.zeros((1,), jnp.int32), ctx)['params']
+  templates = abstract_params(config)
+  unet_t = templates['unet']
   params = {'unet': load_state_dict(unet_t, sd, 'model.diffusion_model.')}
   used |= {k for k in sd if k.startswith('model.diffusion_model.')}
-
-  fs = build_first_stage(config.first_stage)
-  s = config.first_stage.resolution
-  fs_t = _abstract(fs, jnp.zeros((1, s, s, 3)))['params']
-  first_stage = load_state_dict(fs_t, sd, 'first_stage_model.', ignore=('loss.',))
+  first_stage = load_state_dict(templates['first_stage'], sd, 'first_stage_model.',
+                                ignore=('loss.',))
   used |= {k for k in sd if k.startswith('first_stage_model.')}
 
   cond_keys = {k for k in sd if k.startswith('cond_stage_model.')}
-  if cond is not None:
-    cond_t = _abstract(cond, cond_stage_example_input(config))['params']
-    params['cond_stage'] = load_state_dict(cond_t, sd, 'cond_stage_model.')
+  if templates['cond_stage'] is not None:
+    params['cond_stage'] = load_state_dict(templates['cond_stage'], sd, 'cond_stage_model.')
     used |= cond_keys
   elif config.cond_stage.kind == 'first_stage' and cond_keys:
     # inpainting: cond_stage_model is the first stage object itself; its copy must be identical.
@@ -175,10 +160,7 @@ def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> d
 def convert_first_stage(sd: Mapping[str, np.ndarray], config) -> dict:
   """A first-stage checkpoint: autoencoder params, and the discriminator/logvar when present."""
   used, ignored = set(), set()
-  fs = build_first_stage(config.first_stage)
-  s = config.first_stage.resolution
-  params = load_state_dict(_abstract(fs, jnp.zeros((1, s, s, 3)))['params'], sd, '',
-                           ignore=('loss.',))
+  params = load_state_dict(abstract_params(config)['first_stage'], sd, '', ignore=('loss.',))
   used |= {k for k in sd if not k.startswith('loss.')}
   loss = {}
   if 'loss.logvar' in sd:
@@ -201,7 +183,9 @@ def convert_first_stage(sd: Mapping[str, np.ndarray], config) -> dict:
 def _discriminator_variables(sd, disc, config) -> dict:
   from flax.traverse_util import flatten_dict, unflatten_dict
   size = config.data.image_size
-  template = _abstract(disc, jnp.zeros((1, size, size, config.first_stage_loss.disc_in_channels)))
+  template = jax.eval_shape(
+      lambda k: disc.init(k, jnp.zeros((1, size, size, config.first_stage_loss.disc_in_channels))),
+      jax.random.PRNGKey(0))
   flat = {('params',) + k: v for k, v in flatten_dict(template['params']).items()}
   flat.update({('batch_stats',) + k: v for k, v in flatten_dict(template.get('batch_stats', {})).items()})
   out = {}

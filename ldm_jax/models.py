@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from ldm_jax.autoencoder import AutoencoderKL, VQModel
 from ldm_jax.conditioning import BERTEmbedder, ClassEmbedder, SpatialRescaler
-from ldm_jax.config import COND_KINDS
+from ldm_jax.config import COND_KINDS, conditioning_key
 from ldm_jax.diffusion import model_output_to_eps
 from ldm_jax.discriminator import NLayerDiscriminator
 from ldm_jax.distributions import DiagonalGaussian
@@ -86,6 +86,29 @@ def cond_stage_example_input(config, batch: int = 1):
     s = config.data.image_size
     return jnp.zeros((batch, s, s, cs.in_channels), jnp.float32)
   raise ValueError(f'cond_stage.kind {cs.kind!r} has no encoder input')
+
+
+def abstract_params(config, with_ldm: bool = True) -> dict:
+  """Parameter shapes (ShapeDtypeStructs, nothing allocated) of a config's models:
+  {'first_stage', 'unet', 'cond_stage'}; 'unet'/'cond_stage' are None for autoencoder configs
+  (or ``with_ldm=False``), 'cond_stage' is None for kinds without parameters."""
+  key = jax.random.PRNGKey(0)
+  shapes = lambda module, *args: jax.eval_shape(lambda k: module.init(k, *args), key)['params']
+  s = config.first_stage.resolution
+  out = {'first_stage': shapes(build_first_stage(config.first_stage), jnp.zeros((1, s, s, 3))),
+         'unet': None, 'cond_stage': None}
+  if config.stage != 'ldm' or not with_ldm:
+    return out
+  cond = build_cond_stage(config)
+  if cond is not None:
+    out['cond_stage'] = shapes(cond, cond_stage_example_input(config))
+  context = None
+  if conditioning_key(config) in ('crossattn', 'hybrid'):
+    context = jnp.zeros((1, 1, config.unet.context_dim))
+  h, w, _ = latent_shape(config)
+  x = jnp.zeros((1, h, w, config.unet.in_channels or config.first_stage.embed_dim))
+  out['unet'] = shapes(build_unet(config), x, jnp.zeros((1,), jnp.int32), context)
+  return out
 
 
 SUPPORTED_PIPELINE_CONDITIONING = ('none', 'class')

@@ -7,44 +7,22 @@ from __future__ import annotations
 
 import json
 
-import jax
-import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
 from ldm_jax.layers import count_params
-from ldm_jax.config import conditioning_key
-from ldm_jax.models import (build_cond_stage, build_first_stage, build_unet,
-                            cond_stage_example_input, latent_shape)
+from ldm_jax.models import abstract_params
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 
 
 def param_counts(config) -> dict:
-  key = jax.random.PRNGKey(0)
-  fs = build_first_stage(config.first_stage)
-  s = config.first_stage.resolution
-  fs_params = jax.eval_shape(lambda k: fs.init(k, jnp.zeros((1, s, s, 3)))['params'], key)
-  counts = {'unet': 0, 'first_stage': count_params(fs_params), 'cond_stage': 0}
-  if config.stage == 'ldm':
-    cond = build_cond_stage(config)
-    context = None
-    if cond is not None:
-      cond_in = cond_stage_example_input(config)
-      cond_params = jax.eval_shape(lambda k: cond.init(k, cond_in), key)
-      counts['cond_stage'] = count_params(cond_params)
-    cs = config.cond_stage
-    if conditioning_key(config) in ('crossattn', 'hybrid'):
-      tokens = 1 if cs.kind in ('class', 'identity') else cs.max_seq_len
-      context = jnp.zeros((1, tokens, config.unet.context_dim))
-    unet = build_unet(config)
-    h, w, _ = latent_shape(config)
-    x = jnp.zeros((1, h, w, config.unet.in_channels or config.first_stage.embed_dim))
-    counts['unet'] = count_params(jax.eval_shape(
-        lambda k: unet.init(k, x, jnp.zeros((1,), jnp.int32), context), key))
+  shapes = abstract_params(config)
+  counts = {k: count_params(shapes[k]) if shapes[k] is not None else 0
+            for k in ('unet', 'first_stage', 'cond_stage')}
   counts['total'] = counts['unet'] + counts['first_stage'] + counts['cond_stage']
-  counts['first_stage_parts'] = {k: count_params(v) for k, v in fs_params.items()}
+  counts['first_stage_parts'] = {k: count_params(v) for k, v in shapes['first_stage'].items()}
   return counts
 
 

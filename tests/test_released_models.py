@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ldm_jax.config import conditioning_key, validate
+from ldm_jax.config import validate
 from ldm_jax.layers import count_params
-from ldm_jax.models import build_cond_stage, build_first_stage, build_unet, cond_stage_example_input
+from ldm_jax.models import abstract_params, build_first_stage
 from ldm_jax.summary import param_counts
 from tests.test_architecture import assert_maps_one_to_one, reference_keys
 
@@ -53,26 +53,8 @@ def _config(name):
 @functools.lru_cache(maxsize=None)
 def _shapes_and_counts(name):
   config = _config(name)
-  return _shapes(config), param_counts(config)
-
-
-def _shapes(config):
-  key = jax.random.PRNGKey(0)
-  fs = build_first_stage(config.first_stage)
-  s = config.first_stage.resolution
-  fs_params = jax.eval_shape(lambda k: fs.init(k, jnp.zeros((1, s, s, 3)))['params'], key)
-  cond = build_cond_stage(config)
-  cond_params = (jax.eval_shape(lambda k: cond.init(k, cond_stage_example_input(config)), key)
-                 ['params'] if cond is not None else None)
-  h = config.data.image_size // 2**(len(config.first_stage.ch_mult) - 1)
-  x = jnp.zeros((1, h, h, config.unet.in_channels or config.first_stage.embed_dim))
-  ctx = None
-  if conditioning_key(config) in ('crossattn', 'hybrid'):
-    ctx = jnp.zeros((1, 1, config.unet.context_dim))
-  unet = build_unet(config)
-  unet_params = jax.eval_shape(
-      lambda k: unet.init(k, x, jnp.zeros((1,), jnp.int32), ctx)['params'], key)
-  return unet_params, fs_params, cond_params
+  shapes = abstract_params(config)
+  return (shapes['unet'], shapes['first_stage'], shapes['cond_stage']), param_counts(config)
 
 
 @pytest.mark.parametrize('listing', sorted(LDMS))
