@@ -1,9 +1,17 @@
-"""Draw samples from a trained LDM workdir (EMA weights by default).
+"""Draw samples from an LDM: a workdir (trained, or converted from CompVis/diffusers weights), or a
+config file (random weights, for trying things offline). EMA weights by default.
 
-  python sample.py --workdir=runs/digits/ldm --num_samples=100 --sampler=ddim --steps=50 \
-      --class_label=all --guidance_scale=3 --outdir=runs/digits/samples
+  python sample.py --workdir=runs/digits/ldm --num_samples=100 --class_label=all --guidance_scale=3
+  python sample.py --workdir=runs/txt2img --prompt='a virus monster is playing guitar, oil on canvas' \
+      --guidance_scale=5 --steps=50 --height=256 --width=384
+  python sample.py --workdir=runs/bsr_sr --lr_image=lr.png --steps=100 --eta=1
+  python sample.py --workdir=runs/inpainting --image=photo.png --mask=photo_mask.png
+  python sample.py --workdir=runs/layout --layout=boxes.json
+  python sample.py --workdir=runs/semantic --segmentation=labels.png
 
-Writes OUTDIR/000000.png ..., OUTDIR/grid.png and OUTDIR/samples.npz (uint8 images, labels).
+The task flag depends on the model (sample.py says which one it expects). Writes OUTDIR/000000.png
+..., OUTDIR/grid.png and OUTDIR/samples.npz (uint8 images [N, H, W, 3]; class models:
+labels).
 """
 from __future__ import annotations
 
@@ -16,59 +24,76 @@ from absl import app, flags
 
 from ldm_jax.runtime import setup_runtime
 
-flags.DEFINE_string('workdir', None, 'Workdir of an LDM training run.')
+flags.DEFINE_string('workdir', None, 'Workdir of an LDM (train.py or python -m ldm_jax.convert).')
+flags.DEFINE_string('config', None, 'Instead of --workdir: a config file, sampled with random '
+                    'weights (for testing the pipeline offline).')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
 flags.DEFINE_integer('num_samples', 16, 'Number of images.')
-flags.DEFINE_enum('sampler', 'ddim', ['ddim', 'plms', 'ddpm'], 'Sampler.')
-flags.DEFINE_integer('steps', 50, 'Sampling steps (ddim/plms; the reference grid may realise more).')
-flags.DEFINE_float('eta', 0.0, 'DDIM eta (0 = deterministic).')
-flags.DEFINE_string('class_label', None, "Class index, or 'all' to cycle through the classes "
-                    '(class-conditional models only).')
-flags.DEFINE_float('guidance_scale', 1.0, 'Classifier-free guidance scale (1 = none).')
+flags.DEFINE_enum('sampler', None, ['ddim', 'plms', 'ddpm'], 'Sampler (default: config.sampling).')
+flags.DEFINE_integer('steps', None, 'Sampling steps for ddim/plms (the reference grid may realise '
+                     'more; default: config.sampling).')
+flags.DEFINE_float('eta', None, 'DDIM eta (0 = deterministic; default: config.sampling).')
+flags.DEFINE_float('guidance_scale', None, 'Classifier-free guidance scale (1 = none; default: '
+                   'config.sampling): null class, empty prompt or empty layout as unconditional.')
+flags.DEFINE_integer('height', None, 'Output height for unconditional/class/text models (default: '
+                     'the training size); a multiple of the first-stage factor.')
+flags.DEFINE_integer('width', None, 'Output width, as --height.')
+# Task inputs: one, by the model.
+flags.DEFINE_string('class_label', None, "Class index, or 'all' to cycle through the classes.")
+flags.DEFINE_string('prompt', None, 'Text prompt (text-to-image models).')
+flags.DEFINE_string('lr_image', None, 'Low-resolution image (super-resolution models).')
+flags.DEFINE_string('image', None, 'Image to inpaint (with --mask).')
+flags.DEFINE_string('mask', None, 'Inpainting mask, white = region to fill (with --image).')
+flags.DEFINE_string('layout', None, 'Layout JSON: [{"class": 12, "bbox": [x, y, w, h]}, ...] '
+                    '(relative coordinates; layout-to-image models).')
+flags.DEFINE_string('segmentation', None, 'Segmentation map: PNG or .npy of class indices '
+                    '(semantic synthesis models).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
-flags.DEFINE_integer('batch_size', 64, 'Images per sampling call (rounded to the device count).')
+flags.DEFINE_integer('batch_size', 16, 'Images per sampling call (rounded to the device count).')
 flags.DEFINE_bool('use_ema', True, 'Sample with the EMA weights when the run has them.')
 flags.DEFINE_string('outdir', None, 'Output directory (default: WORKDIR/samples/step_N).')
 FLAGS = flags.FLAGS
+_TASK_FLAGS = ('class_label', 'prompt', 'lr_image', 'image', 'mask', 'layout', 'segmentation')
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if bool(FLAGS.workdir) == bool(FLAGS.config):
+    raise app.UsageError('give exactly one of --workdir (trained or converted) and --config')
   setup_runtime()
-  import jax
   import numpy as np
-  from ldm_jax.pipeline import load_ldm, sample_labels
-  from ldm_jax.generate import make_generate_fn, to_uint8
   from ldm_jax.images import make_grid, save_png
+  from ldm_jax.pipeline import load
+  from ldm_jax.tasks import TaskInputError
 
-  pipe = load_ldm(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.use_ema)
-  labels = sample_labels(pipe.config, FLAGS.class_label, FLAGS.num_samples)
-  n_dev = jax.device_count()
-  batch = max(n_dev, FLAGS.batch_size - FLAGS.batch_size % n_dev)
-  generate = make_generate_fn(pipe.ldm, pipe.latent_shape, sampler=FLAGS.sampler, steps=FLAGS.steps,
-                              eta=FLAGS.eta, guidance_scale=FLAGS.guidance_scale,
-                              null_label=pipe.config.cond_stage.null_label)
-  outdir = FLAGS.outdir or os.path.join(FLAGS.workdir, 'samples', f'step_{pipe.step}')
-  os.makedirs(outdir, exist_ok=True)
-  images, t0 = [], time.time()
-  for start in range(0, FLAGS.num_samples, batch):
-    chunk = labels[start:start + batch]
-    padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk))])
-    key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), start)
-    out = generate(pipe.params, pipe.first_stage_params, pipe.scale_factor,
-                   pipe.shard_batch(padded), key)
-    images.append(np.asarray(jax.device_get(to_uint8(out)))[:len(chunk)])
-  images = np.concatenate(images)
+  pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
+  task = {k: getattr(FLAGS, k) for k in _TASK_FLAGS if getattr(FLAGS, k) is not None}
+  t0 = time.time()
+  try:
+    images = pipe.sample(FLAGS.num_samples, height=FLAGS.height, width=FLAGS.width,
+                         sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta,
+                         guidance_scale=FLAGS.guidance_scale, seed=FLAGS.seed,
+                         batch_size=FLAGS.batch_size, **task)
+  except TaskInputError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   elapsed = time.time() - t0
+  outdir = FLAGS.outdir or os.path.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
+  os.makedirs(outdir, exist_ok=True)
   for i, im in enumerate(images):
     save_png(os.path.join(outdir, f'{i:06d}.png'), im)
   nrow = pipe.num_classes if FLAGS.class_label == 'all' else None
   save_png(os.path.join(outdir, 'grid.png'), make_grid(images, nrow=nrow))
-  np.savez(os.path.join(outdir, 'samples.npz'), images=images, labels=labels)
-  logging.info('%d samples (%s, %s steps, guidance %.2f) in %.1fs -> %s', len(images),
-               FLAGS.sampler, FLAGS.steps, FLAGS.guidance_scale, elapsed, outdir)
+  extra = {}
+  if pipe.config.cond_stage.kind == 'class':  # the labels sampled, for evaluation
+    from ldm_jax.tasks import class_condition
+    extra['labels'] = class_condition(pipe.config, FLAGS.class_label, len(images))
+  np.savez(os.path.join(outdir, 'samples.npz'), images=images, **extra)
+  s = pipe.config.sampling
+  logging.info('%d samples %s (%s, %s steps) in %.1fs -> %s', len(images), images.shape[1:3],
+               FLAGS.sampler or s.sampler, FLAGS.steps or s.steps, elapsed, outdir)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['workdir'])
   app.run(main)

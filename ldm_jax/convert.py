@@ -3,7 +3,7 @@
   python -m ldm_jax.convert compvis --ckpt model.ckpt --config configs/released/<name>.py --out DIR
 
 ``DIR`` is then a workdir like one written by train.py (step 0): ``sample.py --workdir=DIR`` and
-``ldm_jax.pipeline.load_ldm(DIR)`` sample from it, and ``train.py --workdir=DIR`` fine-tunes it
+``ldm_jax.load(DIR)`` sample from it, and ``train.py --workdir=DIR`` fine-tunes it
 (fresh optimizer state). LDM checkpoints: UNet (``model.diffusion_model.*``), its EMA copy
 (``model_ema.<dotless name>``, used as the EMA weights, which sampling uses by default; ``--no_ema``
 samples from the raw weights), the first stage, the conditioning encoder, ``scale_factor``; the

@@ -137,18 +137,46 @@ def latent_shape(config) -> tuple[int, int, int]:
   return (size, size, config.first_stage.embed_dim)
 
 
+def resize_nearest_torch(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """torch.nn.functional.interpolate(mode='nearest') on NHWC: source index floor(i * in / out)."""
+  idx = lambda n_in, n_out: jnp.minimum(
+      jnp.floor(jnp.arange(n_out) * (n_in / n_out)).astype(jnp.int32), n_in - 1)
+  return x[:, idx(x.shape[1], size[0])][:, :, idx(x.shape[2], size[1])]
+
+
+Conditioning = dict  # {'concat': [B, h, w, c], 'crossattn': [B, L, D]}, either key optional
+
+
 @dataclasses.dataclass(frozen=True)
 class LatentDiffusion:
+  """First stage + UNet + conditioning encoder + schedule (reference: LatentDiffusion and
+  DiffusionWrapper in ddpm.py).
+
+  The raw condition ``cond`` of each ``cond_kind`` (what a data batch or a user provides):
+  class -> int labels [B]; bert -> token ids [B, L]; rescaler -> a map [B, H, W, C] (one-hot
+  segmentation); first_stage -> {'masked_image': [B, H, W, 3] in [-1, 1], 'mask': [B, H, W, 1] in
+  {-1, 1}, 1 = to fill} (inpainting); identity -> the conditioning itself ([B, h, w, c] for concat,
+  [B, L, D] for cross-attention, a dict of both for hybrid). ``conditioning`` turns it into what the
+  UNet consumes (``Conditioning``), once per sample; ``eps`` then takes that.
+  """
   first_stage: Any
   unet: UNetModel
-  cond_stage: Any  # ClassEmbedder or None
+  cond_stage: Any  # a conditioning encoder (ClassEmbedder, BERTEmbedder, SpatialRescaler) or None
   schedule: Schedule
   parameterization: str = 'eps'
+  cond_kind: str = 'none'
+  conditioning_key: str = ''  # '', 'crossattn', 'concat' or 'hybrid'
+  cond_example_shape: tuple = ()  # the cond stage's input shape for init (batch 1)
+  cond_example_dtype: Any = jnp.int32
 
   @classmethod
   def from_config(cls, config) -> 'LatentDiffusion':
-    return cls(build_first_stage(config.first_stage), build_unet(config), build_cond_stage(config),
-               build_schedule(config), config.diffusion.parameterization)
+    cond = build_cond_stage(config)
+    example = cond_stage_example_input(config) if cond is not None else None
+    return cls(build_first_stage(config.first_stage), build_unet(config), cond,
+               build_schedule(config), config.diffusion.parameterization, config.cond_stage.kind,
+               conditioning_key(config), example.shape if example is not None else (),
+               example.dtype if example is not None else jnp.int32)
 
   # -- first stage -------------------------------------------------------------------------
   def encode(self, first_stage_params, images, key=None):
@@ -178,32 +206,59 @@ class LatentDiffusion:
     z = latents / scale_factor
     return self.first_stage.apply({'params': first_stage_params}, z, method='decode')
 
-  # -- denoiser ----------------------------------------------------------------------------
+  # -- conditioning ------------------------------------------------------------------------
   def init_params(self, key, latent_hw_c, batch: int = 1) -> dict:
+    """Fresh trainable parameters {'unet', 'cond_stage' (if the kind has parameters)}."""
     k_unet, k_cond = jax.random.split(key)
-    x = jnp.zeros((batch,) + tuple(latent_hw_c), jnp.float32)
+    h, w, _ = latent_hw_c
+    x = jnp.zeros((batch, h, w, self.unet.in_channels), jnp.float32)
     t = jnp.zeros((batch,), jnp.int32)
     params = {}
-    context = None
     if self.cond_stage is not None:
-      labels = jnp.zeros((batch,), jnp.int32)
-      params['cond_stage'] = self.cond_stage.init(k_cond, labels)['params']
-      context = self.cond_stage.apply({'params': params['cond_stage']}, labels)
+      example = jnp.zeros((batch,) + tuple(self.cond_example_shape[1:]), self.cond_example_dtype)
+      params['cond_stage'] = self.cond_stage.init(k_cond, example)['params']
+    context = None
+    if self.unet.context_dim:
+      context = jnp.zeros((batch, 1, self.unet.context_dim), jnp.float32)
     params['unet'] = self.unet.init(k_unet, x, t, context)['params']
     return params
 
-  def context(self, params, labels):
-    if self.cond_stage is None:
-      return None
-    return self.cond_stage.apply({'params': params['cond_stage']}, labels)
+  def conditioning(self, params, first_stage_params, cond) -> Conditioning:
+    """The UNet's conditioning from the raw condition (see the class docstring); {} when
+    unconditional. The reference's get_learned_conditioning, plus the inpainting script's mask."""
+    kind = self.cond_kind
+    if kind == 'none':
+      return {}
+    if cond is None:
+      raise ValueError(f'this model is conditioned ({kind}) and needs a condition')
+    if self.cond_stage is not None:
+      c = self.cond_stage.apply({'params': params['cond_stage']}, cond)
+    elif kind == 'first_stage':
+      # scripts/inpaint.py: the first stage's encoding of the masked image (VQ: pre-quantisation;
+      # KL: the posterior mode), then the mask resized (nearest) to the latent size.
+      z = self.encode(first_stage_params, cond['masked_image'])
+      mask = resize_nearest_torch(cond['mask'].astype(z.dtype), z.shape[1:3])
+      c = jnp.concatenate([z, mask], axis=-1)
+    else:  # identity
+      c = cond
+    if self.conditioning_key == 'hybrid':
+      if not isinstance(c, dict) or set(c) != {'concat', 'crossattn'}:
+        raise ValueError("hybrid conditioning needs a condition {'concat': ..., 'crossattn': ...}")
+      return dict(c)
+    return {'concat' if self.conditioning_key == 'concat' else 'crossattn': c}
 
-  def eps(self, params, x, t, labels=None, dropout_key=None):
-    """The model's noise prediction at (x_t, t) given class labels (None when unconditional)."""
-    out = self.model_output(params, x, t, labels, dropout_key)
-    return model_output_to_eps(self.schedule, self.parameterization, x, t, out)
-
-  def model_output(self, params, x, t, labels=None, dropout_key=None):
-    """Raw UNet output (eps or x0 by parameterisation), for the loss."""
+  # -- denoiser ----------------------------------------------------------------------------
+  def model_output(self, params, x, t, c: Conditioning | None = None, dropout_key=None):
+    """Raw UNet output (eps or x0 by parameterisation) for the conditioning ``c``
+    (DiffusionWrapper: concat joins the channels, crossattn is the context)."""
+    c = c or {}
+    if 'concat' in c:
+      x = jnp.concatenate([x, c['concat'].astype(x.dtype)], axis=-1)
     rngs = {'dropout': dropout_key} if dropout_key is not None else {}
-    return self.unet.apply({'params': params['unet']}, x, t, self.context(params, labels),
+    return self.unet.apply({'params': params['unet']}, x, t, c.get('crossattn'),
                            train=dropout_key is not None, rngs=rngs)
+
+  def eps(self, params, x, t, c: Conditioning | None = None, dropout_key=None):
+    """The model's noise prediction at (x_t, t) given the conditioning (None: unconditional)."""
+    out = self.model_output(params, x, t, c, dropout_key)
+    return model_output_to_eps(self.schedule, self.parameterization, x, t, out)

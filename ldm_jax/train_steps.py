@@ -164,7 +164,8 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
     x_t = q_sample(ldm.schedule, z0, t, noise)
 
     def loss_fn(params):
-      out = ldm.model_output(params, x_t, t, labels, dropout_key=k_drop)
+      c = ldm.conditioning(params, first_stage_params, labels)  # inside: the encoder is trained
+      out = ldm.model_output(params, x_t, t, c, dropout_key=k_drop)
       return diffusion_loss(ldm.schedule, out, z0, noise, t, parameterization=d.parameterization,
                             loss_type=d.loss_type, l_simple_weight=d.l_simple_weight,
                             original_elbo_weight=d.original_elbo_weight)

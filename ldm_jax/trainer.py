@@ -233,15 +233,21 @@ class _ImageLogger:
 
   def _samples(self, step, params, scale_factor, first_stage_params):
     c, ldm = self.config, self.model
+    guided = c.sampling.guidance_scale != 1.0 and c.cond_stage.kind == 'class'
     if self._fn is None:
-      self._fn = make_generate_fn(ldm, latent_shape(c), sampler=c.sampling.sampler,
-                                  steps=c.sampling.steps, eta=c.sampling.eta,
-                                  guidance_scale=c.sampling.guidance_scale,
-                                  null_label=c.cond_stage.null_label)
-    labels = jax.device_put(np.arange(self.n, dtype=np.int32) % _num_real_classes(c),
-                            sharding.batch_sharded(self.mesh))
-    images = self._fn(params, first_stage_params, scale_factor, labels,
-                      jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), step))
+      self._fn = make_generate_fn(ldm, sampler=c.sampling.sampler, steps=c.sampling.steps,
+                                  eta=c.sampling.eta,
+                                  guidance_scale=c.sampling.guidance_scale if guided else 1.0)
+    batch = sharding.batch_sharded(self.mesh)
+    key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), step)
+    k_noise, k_sample = jax.random.split(key)
+    x_T = jax.device_put(jax.random.normal(k_noise, (self.n,) + latent_shape(c)), batch)
+    labels = uncond = None
+    if c.cond_stage.kind == 'class':
+      labels = jax.device_put(np.arange(self.n, dtype=np.int32) % _num_real_classes(c), batch)
+      uncond = jax.device_put(np.full(self.n, c.cond_stage.null_label, np.int32), batch)
+    images = self._fn(params, first_stage_params, scale_factor, x_T, labels,
+                      uncond if guided else None, k_sample)
     return make_grid(np.asarray(jax.device_get(to_uint8(images))), nrow=_num_real_classes(c))
 
   def _reconstructions(self, params, batch):

