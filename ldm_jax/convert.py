@@ -1,6 +1,7 @@
 """Convert released CompVis checkpoints into ldm_jax workdirs.
 
   python -m ldm_jax.convert compvis --ckpt model.ckpt --config configs/released/<name>.py --out DIR
+  python -m ldm_jax.convert diffusers --path <diffusers folder> --out DIR   (ldm_jax.convert_diffusers)
 
 ``DIR`` is then a workdir like one written by train.py (step 0): ``sample.py --workdir=DIR`` and
 ``ldm_jax.load(DIR)`` sample from it, and ``train.py --workdir=DIR`` fine-tunes it
@@ -285,6 +286,10 @@ def validate_for_conversion(config) -> None:
 
 def _define_flags():
   flags.DEFINE_string('ckpt', None, 'CompVis checkpoint (.ckpt, .pt, .pth or .safetensors).')
+  flags.DEFINE_string('path', None, 'diffusers: a pipeline folder (model_index.json) or a model '
+                      'folder (config.json + weights).')
+  flags.DEFINE_string('first_stage', None, 'diffusers: the VQModel/AutoencoderKL folder of a '
+                      'UNet folder given alone.')
   flags.DEFINE_string('out', None, 'New workdir to write the converted checkpoint to.')
   flags.DEFINE_bool('ema', True, 'Keep the EMA weights (used for sampling) when the file has them.')
   flags.DEFINE_bool('unsafe_pickle', False, 'Allow arbitrary pickled objects in a trusted .ckpt.')
@@ -294,9 +299,15 @@ def _define_flags():
 
 def main(argv):
   FLAGS = flags.FLAGS
+  if len(argv) == 2 and argv[1] == 'diffusers':
+    from ldm_jax.convert_diffusers import convert_diffusers
+    if not FLAGS.path or not FLAGS.out:
+      raise app.UsageError('usage: python -m ldm_jax.convert diffusers --path DIR --out DIR')
+    print(json.dumps(convert_diffusers(FLAGS.path, FLAGS.out, FLAGS.first_stage), indent=2))
+    return
   if len(argv) != 2 or argv[1] != 'compvis':
     raise app.UsageError('usage: python -m ldm_jax.convert compvis --ckpt FILE --config CONFIG '
-                         '--out DIR')
+                         '--out DIR  |  python -m ldm_jax.convert diffusers --path DIR --out DIR')
   for name in ('ckpt', 'out', 'config'):
     if getattr(FLAGS, name) is None:
       raise app.UsageError(f'--{name} is required')

@@ -2,7 +2,6 @@
 consumed or deliberately ignored, EMA weights are picked up, schedules are checked, errors name the
 problem; a converted workdir samples with sample.py."""
 
-import jax
 import numpy as np
 import pytest
 
