@@ -115,15 +115,15 @@ SUPPORTED_PIPELINE_CONDITIONING = ('none', 'class')
 
 
 def check_pipeline_conditioning(config, what: str) -> None:
-  """Training and sampling run unconditional and class-conditional LDMs today; the other
-  conditioning kinds build (configs, parameter counts, checkpoints) but have no data/sampling path
-  yet: say so clearly instead of failing somewhere inside."""
+  """Training runs unconditional and class-conditional LDMs today; the other conditioning kinds
+  sample (sample.py, ldm_jax.load) but have no training data pipeline yet: say so clearly instead
+  of failing somewhere inside."""
   kind = config.cond_stage.kind
   if kind not in SUPPORTED_PIPELINE_CONDITIONING:
     raise NotImplementedError(
         f'{what} with config.cond_stage.kind={kind!r} is not available yet (supported: '
-        f'{", ".join(SUPPORTED_PIPELINE_CONDITIONING)}). The model itself is built: '
-        'python -m ldm_jax.summary --config=... counts its parameters.')
+        f'{", ".join(SUPPORTED_PIPELINE_CONDITIONING)}). The model itself is built and samples '
+        '(python sample.py, ldm_jax.load); python -m ldm_jax.summary --config=... counts it.')
 
 
 def build_schedule(config) -> Schedule:

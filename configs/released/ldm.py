@@ -11,10 +11,9 @@ segmentation map, concatenated; first_stage -> the masked image's latent (+ mask
 identity -> the conditioning as given (super-resolution: the low-resolution image, concatenated;
 RDM: precomputed CLIP embeddings, cross-attention).
 
-These configs build the exact architectures (python -m ldm_jax.summary --config=...). Training and
-sampling run for unconditional and class-conditional models; the text, layout, super-resolution,
-inpainting and semantic pipelines are being built (the models, parameter trees and counts are
-final).
+These configs build the exact architectures (python -m ldm_jax.summary --config=...) and sample
+every task from converted weights (sample.py). Training runs for unconditional and
+class-conditional models; the data pipelines of the other tasks are issue 6.
 """
 from configs.released import first_stage as fs_lib
 from ldm_jax.config import base_config
