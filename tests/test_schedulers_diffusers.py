@@ -92,7 +92,7 @@ def test_ddpm_trajectory_matches_diffusers_with_the_same_noise(monkeypatch):
   import diffusers.schedulers.scheduling_ddpm as ddpm_module
   queue = iter(noises)
   monkeypatch.setattr(ddpm_module, 'randn_tensor',
-                      lambda shape, **kw: torch.from_numpy(next(queue)))
+                      lambda shape, **kw: torch.from_numpy(np.array(next(queue))))
   sched = _reference_alphas(diffusers.DDPMScheduler(variance_type='fixed_small', **BETAS))
   sched.set_timesteps(1000)
   # Step i (t = 999 - i) uses noises[i] in both; diffusers draws none at t = 0, ours multiplies by 0.
