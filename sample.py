@@ -53,7 +53,6 @@ flags.DEFINE_integer('batch_size', 16, 'Images per sampling call (rounded to the
 flags.DEFINE_bool('use_ema', True, 'Sample with the EMA weights when the run has them.')
 flags.DEFINE_string('outdir', None, 'Output directory (default: WORKDIR/samples/step_N).')
 FLAGS = flags.FLAGS
-_TASK_FLAGS = ('class_label', 'prompt', 'lr_image', 'image', 'mask', 'layout', 'segmentation')
 
 
 def main(argv):
@@ -64,11 +63,11 @@ def main(argv):
   setup_runtime()
   import numpy as np
   from ldm_jax.images import make_grid, save_png
-  from ldm_jax.pipeline import load
+  from ldm_jax.pipeline import TASK_ARGS, load
   from ldm_jax.tasks import TaskInputError
 
   pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
-  task = {k: getattr(FLAGS, k) for k in _TASK_FLAGS if getattr(FLAGS, k) is not None}
+  task = {k: getattr(FLAGS, k) for k in TASK_ARGS if getattr(FLAGS, k) is not None}
   t0 = time.time()
   try:
     images = pipe.sample(FLAGS.num_samples, height=FLAGS.height, width=FLAGS.width,

@@ -129,6 +129,12 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def num_real_classes(config) -> int:
+  """Class-conditional models: the classes a user can ask for (without the null class); else 0."""
+  cs = config.cond_stage
+  return 0 if cs.kind != 'class' else cs.n_classes - (1 if cs.null_label >= 0 else 0)
+
+
 def learning_rate(config) -> float:
   o = config.optimizer
   return o.base_learning_rate * (config.training.batch_size if o.scale_lr else 1)

@@ -219,10 +219,14 @@ def _no_leftovers(sd, consumed) -> None:
                           + (' ...' if len(left) > 20 else '') + ' (is --config right?)')
 
 
-def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
-  """Save converted trees as an ldm_jax workdir checkpoint (``out/checkpoints/<step>``)."""
+def check_new_workdir(out: str) -> None:
   if ckpt_lib.Checkpointer(out, async_save=False).latest_step() is not None:
     raise FileExistsError(f'{out} already holds checkpoints: pass a new --out directory')
+
+
+def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
+  """Save converted trees as an ldm_jax workdir checkpoint (``out/checkpoints/<step>``)."""
+  check_new_workdir(out)
   tx = make_optimizer(config)
   to_j = lambda tree: jax.tree.map(jnp.asarray, tree)
   if config.stage == 'ldm':

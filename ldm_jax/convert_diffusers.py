@@ -180,6 +180,13 @@ def unet_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'model.diffusion_
     for a, b in _RESNET.items():
       move(f'{src}.{a}', f'{dst}.{b}')
 
+  def resample(src, dst, conv):
+    """A level's down/upsampler: a ResBlock with resblock_updown, else a conv."""
+    if fields['resblock_updown']:
+      resnet(src, dst)
+    else:
+      move(f'{src}.conv', f'{dst}.{conv}')
+
   def attention(src, dst):
     if any(k.startswith(f'{src}.transformer_blocks.') for k in sd):
       move(src, dst)  # Transformer2DModel = SpatialTransformer, same names
@@ -203,10 +210,7 @@ def unet_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'model.diffusion_
       attention(f'down_blocks.{i}.attentions.{j}', f'input_blocks.{idx}.1')
       idx += 1
     if i < levels - 1:
-      if fields['resblock_updown']:
-        resnet(f'down_blocks.{i}.downsamplers.0', f'input_blocks.{idx}.0')
-      else:
-        move(f'down_blocks.{i}.downsamplers.0.conv', f'input_blocks.{idx}.0.op')
+      resample(f'down_blocks.{i}.downsamplers.0', f'input_blocks.{idx}.0', 'op')
       idx += 1
   resnet('mid_block.resnets.0', 'middle_block.0')
   attention('mid_block.attentions.0', 'middle_block.1')
@@ -218,11 +222,8 @@ def unet_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'model.diffusion_
       has_attn = any(k.startswith(f'up_blocks.{i}.attentions.{j}.') for k in sd)
       attention(f'up_blocks.{i}.attentions.{j}', f'output_blocks.{idx}.1')
       if j == nrb and i < levels - 1:
-        sub = 2 if has_attn else 1
-        if fields['resblock_updown']:
-          resnet(f'up_blocks.{i}.upsamplers.0', f'output_blocks.{idx}.{sub}')
-        else:
-          move(f'up_blocks.{i}.upsamplers.0.conv', f'output_blocks.{idx}.{sub}.conv')
+        resample(f'up_blocks.{i}.upsamplers.0', f'output_blocks.{idx}.{2 if has_attn else 1}',
+                 'conv')
       idx += 1
   move('conv_norm_out', 'out.0')
   move('conv_out', 'out.2')
@@ -326,7 +327,7 @@ def diffusers_config(path: str, first_stage: str | None = None):
     if not first_stage:
       raise ConversionError(f'{path} holds a {cls}: an LDM also needs its first stage, pass '
                             '--first_stage=<VQModel/AutoencoderKL folder>')
-    unet_dir, fs_dir, bert_dir, sched_path, pipeline = path, first_stage, None, None, ''
+    unet_dir, fs_dir, bert_dir, sched_path = path, first_stage, None, None
     tokenizer_dir = None
   fs_cfg, fs_sd = read_model_folder(fs_dir)
   unet_cfg, unet_sd = read_model_folder(unet_dir)
@@ -356,17 +357,7 @@ def diffusers_config(path: str, first_stage: str | None = None):
   elif c.unet.in_channels > latent:  # LDMSuperResolutionPipeline: the LR image is concatenated
     c.cond_stage.update(dict(kind='identity', conditioning_key='concat',
                              channels=c.unet.in_channels - latent))
-  if pipeline == 'LDMTextToImagePipeline':
-    c.sampling.update(dict(guidance_scale=1.0))
-  c.unet.out_channels = c.unet.out_channels if c.unet.out_channels != latent else 0
-  if c.unet.in_channels == latent:
-    c.unet.in_channels = 0
   return c, sd
-
-
-def ckpt_exists(out: str) -> bool:
-  return os.path.isdir(os.path.join(out, 'checkpoints')) and bool(
-      os.listdir(os.path.join(out, 'checkpoints')))
 
 
 def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> dict:
@@ -377,8 +368,7 @@ def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> di
   if config.cond_stage.kind == 'bert' and os.path.isdir(config.cond_stage.tokenizer):
     # The pipeline's own tokenizer files travel with the workdir (no hub access needed later).
     import shutil
-    if ckpt_exists(out):
-      raise FileExistsError(f'{out} already holds checkpoints: pass a new --out directory')
+    convert.check_new_workdir(out)
     target = os.path.join(os.path.abspath(out), 'tokenizer')
     shutil.copytree(config.cond_stage.tokenizer, target, dirs_exist_ok=True)
     config.cond_stage.tokenizer = target

@@ -137,6 +137,14 @@ def latent_shape(config) -> tuple[int, int, int]:
   return (size, size, config.first_stage.embed_dim)
 
 
+def first_stage_latents(first_stage, first_stage_params, images, key=None):
+  """Unscaled latents: a KL posterior sample (its mode if key is None) or VQ pre-quant latents."""
+  out = first_stage.apply({'params': first_stage_params}, images, method='encode')
+  if isinstance(first_stage, AutoencoderKL):
+    return out.mode() if key is None else out.sample(key)
+  return out
+
+
 def resize_nearest_torch(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   """torch.nn.functional.interpolate(mode='nearest') on NHWC: source index floor(i * in / out)."""
   idx = lambda n_in, n_out: jnp.minimum(
@@ -181,10 +189,7 @@ class LatentDiffusion:
   # -- first stage -------------------------------------------------------------------------
   def encode(self, first_stage_params, images, key=None):
     """Unscaled latents: a KL posterior sample (its mode if key is None) or VQ pre-quant latents."""
-    out = self.first_stage.apply({'params': first_stage_params}, images, method='encode')
-    if isinstance(self.first_stage, AutoencoderKL):
-      return out.mode() if key is None else out.sample(key)
-    return out
+    return first_stage_latents(self.first_stage, first_stage_params, images, key)
 
   def encode_moments(self, first_stage_params, images):
     """What a latent cache stores: KL -> concat(mean, logvar) (sampled per step); VQ -> latents."""

@@ -17,6 +17,7 @@ your own jitted code; ``pipe.ldm`` holds the pure functions (``conditioning``, `
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import sys
@@ -29,11 +30,11 @@ import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding, tasks
-from ldm_jax.config import conditioning_key, validate
+from ldm_jax.config import conditioning_key, num_real_classes, validate
 from ldm_jax.generate import make_generate_fn, to_uint8
-from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
+from ldm_jax.models import LatentDiffusion, build_first_stage, first_stage_latents, latent_shape
 
-_TASK_ARGS = ('class_label', 'prompt', 'lr_image', 'image', 'mask', 'layout', 'segmentation')
+TASK_ARGS = ('class_label', 'prompt', 'lr_image', 'image', 'mask', 'layout', 'segmentation')
 # Which keyword gives the condition of each conditioning kind ('first_stage' = inpainting).
 _KIND_ARGS = {'none': (), 'class': ('class_label',), 'rescaler': ('segmentation',),
               'first_stage': ('image', 'mask'), 'identity': ('lr_image',)}
@@ -72,13 +73,7 @@ class Pipeline:
     tasks.check_divisible(x.shape[1], x.shape[2], self.downsampling, 'the image')
     fn = self._fns.get('encode')
     if fn is None:
-      model = self.first_stage
-      def fn(p, x, k):
-        out = model.apply({'params': p}, x, method='encode')
-        if hasattr(out, 'mode'):
-          return out.mode() if k is None else out.sample(k)
-        return out
-      fn = self._fns['encode'] = jax.jit(fn)
+      fn = self._fns['encode'] = jax.jit(functools.partial(first_stage_latents, self.first_stage))
     return fn(self.first_stage_params, x, key) * self.scale_factor
 
   def decode(self, latents) -> jax.Array:
@@ -135,9 +130,9 @@ class Pipeline:
     if self.ldm is None:
       raise ValueError('this is an autoencoder (config.stage="autoencoder"): it encodes and '
                        'decodes; sampling needs an LDM')
-    unknown = set(task_inputs) - set(_TASK_ARGS)
+    unknown = set(task_inputs) - set(TASK_ARGS)
     if unknown:
-      raise TypeError(f'unknown task input(s) {sorted(unknown)}; expected one of {_TASK_ARGS}')
+      raise TypeError(f'unknown task input(s) {sorted(unknown)}; expected one of {TASK_ARGS}')
     s = self.config.sampling
     sampler = sampler or s.sampler
     steps = steps or s.steps
@@ -180,8 +175,7 @@ class Pipeline:
   @property
   def num_classes(self) -> int:
     """Real classes (without the null class), 0 for other models."""
-    cs = self.config.cond_stage
-    return 0 if cs.kind != 'class' else cs.n_classes - (1 if cs.null_label >= 0 else 0)
+    return num_real_classes(self.config)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -221,11 +215,9 @@ def _load_workdir(workdir, step, use_ema) -> Pipeline:
   saved, step, state, first_stage = ckpt_lib.load_raw(workdir, step)
   config = ml_collections.ConfigDict(saved)
   mesh = sharding.make_mesh()
-  if saved['stage'] != 'ldm':
-    fs = state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
-    return Pipeline(config, step, None, None, _device_tree(mesh, fs),
-                    jnp.float32(1.0), mesh)
   params = state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
+  if saved['stage'] != 'ldm':  # an autoencoder: its (EMA) weights are the first stage
+    return Pipeline(config, step, None, None, _device_tree(mesh, params), jnp.float32(1.0), mesh)
   return Pipeline(config, step, LatentDiffusion.from_config(config), _device_tree(mesh, params),
                   _device_tree(mesh, first_stage), _device_tree(mesh, np.float32(state['scale_factor'])),
                   mesh)

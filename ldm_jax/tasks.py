@@ -18,6 +18,7 @@ import functools
 import numpy as np
 
 from ldm_jax import layout as layout_lib
+from ldm_jax.config import conditioning_key, num_real_classes
 
 
 class TaskInputError(ValueError):
@@ -70,8 +71,7 @@ def check_divisible(height: int, width: int, factor: int, what: str) -> None:
 # -- per task ------------------------------------------------------------------------------------
 def class_condition(config, class_label, num: int) -> np.ndarray:
   """'all' (or None) cycles the real classes; an integer repeats one class."""
-  cs = config.cond_stage
-  real = cs.n_classes - (1 if cs.null_label >= 0 else 0)
+  real = num_real_classes(config)
   if class_label in (None, '', 'all'):
     return np.arange(num, dtype=np.int32) % real
   try:
@@ -169,7 +169,6 @@ def segmentation_condition(config, segmentation, num: int) -> np.ndarray:
 def null_condition(config, cond):
   """The unconditional input for classifier-free guidance, shaped like ``cond``: the null class,
   the empty prompt (txt2img.py), the empty layout, zeros for given embeddings (knn2img.py)."""
-  from ldm_jax.config import conditioning_key
   cs, num = config.cond_stage, len(cond)
   if conditioning_key(config) != 'crossattn':
     raise TaskInputError('classifier-free guidance needs a model conditioned through cross-'

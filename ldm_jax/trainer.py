@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding
-from ldm_jax.config import learning_rate, state_defining_differences, validate
+from ldm_jax.config import (learning_rate, num_real_classes, state_defining_differences,
+                            validate)
 from ldm_jax.data import make_source, make_train_iterator
 from ldm_jax.data.latent_cache import encode_dataset
 from ldm_jax.generate import make_generate_fn, to_uint8
@@ -244,11 +245,11 @@ class _ImageLogger:
     x_T = jax.device_put(jax.random.normal(k_noise, (self.n,) + latent_shape(c)), batch)
     labels = uncond = None
     if c.cond_stage.kind == 'class':
-      labels = jax.device_put(np.arange(self.n, dtype=np.int32) % _num_real_classes(c), batch)
+      labels = jax.device_put(np.arange(self.n, dtype=np.int32) % num_real_classes(c), batch)
       uncond = jax.device_put(np.full(self.n, c.cond_stage.null_label, np.int32), batch)
     images = self._fn(params, first_stage_params, scale_factor, x_T, labels,
                       uncond if guided else None, k_sample)
-    return make_grid(np.asarray(jax.device_get(to_uint8(images))), nrow=_num_real_classes(c))
+    return make_grid(np.asarray(jax.device_get(to_uint8(images))), nrow=_grid_rows(c))
 
   def _reconstructions(self, params, batch):
     if self._fn is None:
@@ -266,8 +267,6 @@ def _hms(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
-def _num_real_classes(config) -> int:
-  cs = config.cond_stage
-  if cs.kind != 'class':
-    return max(1, int(np.sqrt(config.training.num_sample_images)))
-  return cs.n_classes - (1 if cs.null_label >= 0 else 0)
+def _grid_rows(config) -> int:
+  """Sample grids: one column per class (class models), else a square-ish grid."""
+  return num_real_classes(config) or max(1, int(np.sqrt(config.training.num_sample_images)))

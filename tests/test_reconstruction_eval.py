@@ -2,7 +2,6 @@
 train.py (LPIPS + PatchGAN, KL and VQ), resumed with its discriminator state, then evaluated by
 ``python -m ldm_jax.eval.reconstruction`` on held-out digits."""
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
