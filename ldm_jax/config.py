@@ -43,6 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
       random_flip=True,
       num_threads=8,  # image decoding threads per process
       cache_latents=False,  # ldm stage: encode the dataset once, train on stored latents
+      # Conditional tasks (ldm_jax/data/conditions.py). TFDS feature names ('/' for nesting):
+      caption_key='captions/text',  # text: a string or a sequence of strings (coco_captions)
+      boxes_key='objects/bbox', box_labels_key='objects/label',  # layout (coco/2017)
+      segmentation_key='segmentation',  # semantic: a class map [H, W(, 1)]
+      segmentation_dir='',  # folder: class maps here, same relative paths as the images, .png
+      degradation='bicubic',  # superres: 'bicubic' (SR3, Table 5) or 'bsr_light' (bsr_sr)
+      mask='mixed',  # inpainting: LaMa-style 'strokes', 'boxes' or 'mixed'
   ))
 
   c.first_stage = ml_collections.ConfigDict(dict(
@@ -188,9 +195,24 @@ def validate(config) -> None:
   if key in ('concat', 'hybrid') and config.unet.in_channels <= config.first_stage.embed_dim:
     raise ValueError(f'{cs.kind} conditioning is concatenated to the latents: set '
                      'config.unet.in_channels to the latent channels + the conditioning channels')
-  if cs.p_uncond > 0 and not 0 <= cs.null_label < max(cs.n_classes, 1):
+  if cs.p_uncond > 0 and key != 'crossattn':
+    raise ValueError(f'config.cond_stage.p_uncond={cs.p_uncond} (condition dropout for classifier-'
+                     f'free guidance) needs cross-attention conditioning; {cs.kind!r} uses '
+                     f'{key or "none"}: set config.cond_stage.p_uncond=0')
+  if cs.p_uncond > 0 and cs.kind == 'class' and not 0 <= cs.null_label < cs.n_classes:
     raise ValueError(f'config.cond_stage.p_uncond={cs.p_uncond} needs a null class: set '
                      f'config.cond_stage.null_label to an index in [0, {cs.n_classes})')
+  if cs.p_uncond > 0 and cs.kind not in ('class', 'bert'):
+    raise ValueError(f'config.cond_stage.p_uncond: no null condition is defined for {cs.kind!r} '
+                     'conditioning (class: null_label; text: the empty prompt; layout: no boxes)')
+  _choice('data.degradation', config.data.degradation, ('bicubic', 'bsr_light'))
+  _choice('data.mask', config.data.mask, ('strokes', 'boxes', 'mixed'))
+  pixel_or_crop_condition = (cs.kind in ('identity', 'first_stage', 'rescaler')
+                             or (cs.kind == 'bert' and not cs.use_tokenizer))
+  if config.stage == 'ldm' and config.data.cache_latents and pixel_or_crop_condition:
+    raise ValueError(f'config.data.cache_latents: the {cs.kind} condition is made from the pixels or '
+                     'follows the crop and flip of each image, so this task trains from images: '
+                     'set --config.data.cache_latents=False')
   if config.stage == 'ldm' and config.data.image_size % (2**(len(config.first_stage.ch_mult) - 1)):
     raise ValueError('config.data.image_size must be divisible by the first stage downsampling '
                      'factor 2**(len(first_stage.ch_mult) - 1)')

@@ -81,3 +81,18 @@ def empty_layout(seq_len: int, no_tokens: int = NO_TOKENS) -> np.ndarray:
   encode_crop = (seq_len - 2) % 3 == 0
   return tokenize_layout([], no_tokens, (seq_len - 2) // 3 if encode_crop else seq_len // 3,
                          encode_crop)
+
+
+def detokenize_layout(tokens: np.ndarray, no_tokens: int = NO_TOKENS) -> list[dict]:
+  """Tokens (one layout) -> objects {'class', 'bbox': [x, y, w, h]} (grid-quantised), for display."""
+  n, none = _grid(no_tokens), no_tokens - 1
+  tokens = [int(t) for t in np.asarray(tokens)]
+  objects = []
+  for i in range(0, len(tokens) - 2, 3):
+    cls, a, b = tokens[i:i + 3]
+    if cls == none:
+      continue
+    (y0, x0), (y1, x1) = divmod(a, n), divmod(b, n)
+    objects.append({'class': cls, 'bbox': [x0 / (n - 1), y0 / (n - 1), (x1 - x0) / (n - 1),
+                                           (y1 - y0) / (n - 1)]})
+  return objects

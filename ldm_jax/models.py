@@ -111,21 +111,6 @@ def abstract_params(config, with_ldm: bool = True) -> dict:
   return out
 
 
-SUPPORTED_PIPELINE_CONDITIONING = ('none', 'class')
-
-
-def check_pipeline_conditioning(config, what: str) -> None:
-  """Training runs unconditional and class-conditional LDMs today; the other conditioning kinds
-  sample (sample.py, ldm_jax.load) but have no training data pipeline yet: say so clearly instead
-  of failing somewhere inside."""
-  kind = config.cond_stage.kind
-  if kind not in SUPPORTED_PIPELINE_CONDITIONING:
-    raise NotImplementedError(
-        f'{what} with config.cond_stage.kind={kind!r} is not available yet (supported: '
-        f'{", ".join(SUPPORTED_PIPELINE_CONDITIONING)}). The model itself is built and samples '
-        '(python sample.py, ldm_jax.load); python -m ldm_jax.summary --config=... counts it.')
-
-
 def build_schedule(config) -> Schedule:
   d = config.diffusion
   return make_schedule(d.beta_schedule, d.timesteps, d.linear_start, d.linear_end, d.cosine_s,
@@ -162,7 +147,7 @@ class LatentDiffusion:
 
   The raw condition ``cond`` of each ``cond_kind`` (what a data batch or a user provides):
   class -> int labels [B]; bert -> token ids [B, L]; rescaler -> a map [B, H, W, C] (one-hot
-  segmentation); first_stage -> {'masked_image': [B, H, W, 3] in [-1, 1], 'mask': [B, H, W, 1] in
+  segmentation) or a class map int [B, H, W] (one-hot inside); first_stage -> {'masked_image': [B, H, W, 3] in [-1, 1], 'mask': [B, H, W, 1] in
   {-1, 1}, 1 = to fill} (inpainting); identity -> the conditioning itself ([B, h, w, c] for concat,
   [B, L, D] for cross-attention, a dict of both for hybrid). ``conditioning`` turns it into what the
   UNet consumes (``Conditioning``), once per sample; ``eps`` then takes that.
@@ -236,6 +221,9 @@ class LatentDiffusion:
       return {}
     if cond is None:
       raise ValueError(f'this model is conditioned ({kind}) and needs a condition')
+    if kind == 'rescaler' and jnp.issubdtype(jnp.asarray(cond).dtype, jnp.integer):
+      # a class map [B, H, W] (training batches): one-hot here, on the device
+      cond = jax.nn.one_hot(cond, self.cond_example_shape[-1], dtype=jnp.float32)
     if self.cond_stage is not None:
       c = self.cond_stage.apply({'params': params['cond_stage']}, cond)
     elif kind == 'first_stage':

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ldm_jax.autoencoder import AutoencoderKL
@@ -142,23 +143,36 @@ def make_autoencoder_step(model, tx, config, disc=None, tx_disc=None, lpips_fn=N
   return step
 
 
-def drop_labels(key, labels, p_uncond: float, null_label: int):
-  """Classifier-free guidance training: replace each label by null_label with probability p."""
+def drop_condition(key, cond, null, p_uncond: float):
+  """Classifier-free guidance training: replace each example's condition by ``null`` (the null
+  class, the empty prompt's tokens, the empty layout; one example, no batch axis) with
+  probability p."""
   if p_uncond <= 0:
-    return labels
-  return jnp.where(jax.random.bernoulli(key, p_uncond, labels.shape), null_label, labels)
+    return cond
+  drop = jax.random.bernoulli(key, p_uncond, (cond.shape[0],))
+  return jnp.where(drop.reshape((-1,) + (1,) * (cond.ndim - 1)), jnp.asarray(null, cond.dtype), cond)
 
 
 def make_ldm_step(ldm: LatentDiffusion, tx, config):
-  """LatentDiffusion.p_losses on first-stage latents of the batch (first stage frozen)."""
+  """LatentDiffusion.p_losses on first-stage latents of the batch (first stage frozen). A
+  conditional batch holds its raw condition under 'cond'."""
   d, cs = config.diffusion, config.cond_stage
-  conditional = ldm.cond_stage is not None
+  conditional = cs.kind != 'none'
+  null = None
+  if conditional and cs.p_uncond > 0:
+    from ldm_jax.tasks import null_condition
+    example = np.zeros((1,), np.int32) if cs.kind == 'class' else np.zeros((1, cs.max_seq_len), np.int32)
+    null = null_condition(config, example)[0]
 
   def step(state: TrainState, batch, first_stage_params):
     k_post, k_t, k_noise, k_drop, k_uncond = jax.random.split(step_key(config, state.step), 5)
     z0 = jax.lax.stop_gradient(ldm.latents_from_batch(first_stage_params, batch, k_post))
     z0 = z0 * state.scale_factor
-    labels = drop_labels(k_uncond, batch['label'], cs.p_uncond, cs.null_label) if conditional else None
+    labels = None
+    if conditional:
+      labels = batch['cond']
+      if null is not None:
+        labels = drop_condition(k_uncond, labels, null, cs.p_uncond)
     t = jax.random.randint(k_t, (z0.shape[0],), 0, d.timesteps)
     noise = jax.random.normal(k_noise, z0.shape, z0.dtype)
     x_t = q_sample(ldm.schedule, z0, t, noise)

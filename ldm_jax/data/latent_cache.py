@@ -2,7 +2,9 @@
 the LDM on the stored latents. KL: the posterior moments are stored and a fresh sample is drawn every
 step (as training on images would); VQ: the pre-quantisation latents. With random flips both the
 image and its mirror are encoded. Held in host memory: meant for datasets that fit (the embedded
-digits: 1,500 x 8x8x6 floats)."""
+digits: 1,500 x 8x8x6 floats). Captions are kept (text-to-image); tasks whose condition is made
+from the pixels or follows the crop (super-resolution, inpainting, layout, semantic) train from
+images."""
 from __future__ import annotations
 
 import logging
@@ -19,17 +21,21 @@ log = logging.getLogger(__name__)
 class LatentCache:
   key = 'moments'
 
-  def __init__(self, latents: np.ndarray, labels: np.ndarray, bad=()):
+  def __init__(self, latents: np.ndarray, labels: np.ndarray, bad=(), captions=None):
     self.latents, self.labels = latents, labels  # latents: [2 (flip), N, h, w, c]
+    self.captions = captions  # text-to-image: each image's captions (flip-independent)
     self.bad = set(bad)  # unreadable images: raise like the image source would
 
   def __len__(self):
     return self.labels.shape[0]
 
-  def load(self, index: int, flip: bool = False):
+  def load(self, index: int, flip: bool = False) -> dict:
     if index in self.bad:
       raise CorruptImage(f'image {index} was unreadable when the cache was built')
-    return self.latents[int(flip)][index], int(self.labels[index])
+    example = {'moments': self.latents[int(flip)][index], 'label': int(self.labels[index])}
+    if self.captions is not None:
+      example['caption'] = self.captions[index]
+    return example
 
 
 def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCache:
@@ -38,13 +44,16 @@ def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCac
   batch iterator skips and counts them as it does for images."""
   n = len(source)
   out, labels, bad = [[], []], np.zeros(n, np.int32), set()
+  captions = [None] * n
   for flip in ((False, True) if flips else (False,)):
     for start in range(0, n, batch_size):
       idx = list(range(start, min(n, start + batch_size)))
       imgs = []
       for i in idx:
         try:
-          img, labels[i] = source.load(i, flip)
+          example = source.load(i, flip)
+          img, labels[i] = example['image'], example['label']
+          captions[i] = example.get('caption')
         except CorruptImage as e:
           log.warning('latent cache: skipping unreadable image: %s', e)
           bad.add(i)
@@ -63,4 +72,5 @@ def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCac
     latents = latents * 2
   log.info('latent cache: %d images -> %s latents (%s flips)', n, latents[0].shape[1:],
            'with' if flips else 'no')
-  return LatentCache(np.stack(latents), labels, bad)
+  has_captions = any(c is not None for c in captions)
+  return LatentCache(np.stack(latents), labels, bad, captions if has_captions else None)

@@ -2,7 +2,8 @@
 [s*B, (s+1)*B) of a per-epoch permutation seeded by (seed, epoch), and process p takes its
 contiguous part of it: batches depend only on (seed, step), so a resumed run sees exactly the
 batches it would have seen. Unreadable images are skipped (replaced by the next image of the same
-permutation), logged once and counted."""
+permutation), logged once and counted. Conditional tasks add the batch's raw condition under
+'cond' (``ldm_jax.data.conditions``)."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -13,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ldm_jax.data.conditions import ANNOTATIONS, ConditionMaker, task_of
 from ldm_jax.data.preprocess import to_model_range
 from ldm_jax.data.sources import (CorruptImage, DataError, DigitsSource, FolderSource)
 
@@ -22,13 +24,13 @@ log = logging.getLogger(__name__)
 class RandomAccessBatches:
   def __init__(self, source, global_batch: int, seed: int, start_step: int = 0,
                process_index: int = 0, process_count: int = 1, random_flip: bool = True,
-               num_threads: int = 8):
+               num_threads: int = 8, conditions=None):
     if global_batch % process_count:
       raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
     self.source, self.global_batch, self.seed = source, global_batch, seed
     self.local = global_batch // process_count
     self.offset = process_index * self.local
-    self.step, self.random_flip = start_step, random_flip
+    self.step, self.random_flip, self.conditions = start_step, random_flip, conditions
     self.bad: set[int] = set()
     self._perms: dict[int, np.ndarray] = {}
     self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
@@ -59,11 +61,15 @@ class RandomAccessBatches:
 
   def batch_for_step(self, step: int) -> dict:
     start = step * self.global_batch + self.offset
-    items = list(self._pool.map(self._load, range(start, start + self.local)))
-    arrays = np.stack([a for a, _ in items])
-    if self.source.key == 'image':
-      arrays = to_model_range(arrays)
-    return {self.source.key: arrays, 'label': np.array([l for _, l in items], np.int32)}
+    positions = list(range(start, start + self.local))
+    examples = list(self._pool.map(self._load, positions))
+    key = self.source.key
+    arrays = np.stack([e[key] for e in examples])
+    batch = {key: to_model_range(arrays) if key == 'image' else arrays,
+             'label': np.array([e['label'] for e in examples], np.int32)}
+    if self.conditions is not None:
+      batch['cond'] = self.conditions(examples, positions)
+    return batch
 
   def __iter__(self):
     return self
@@ -115,29 +121,38 @@ class Prefetch:
     self._stop.set()
 
 
-def make_source(data_cfg):
+def make_source(data_cfg, annotations=()):
+  """The random-access source of config.data; ``annotations`` (caption, boxes, segmentation): what
+  each example must carry besides image and label."""
   if data_cfg.source == 'digits':
     return DigitsSource(data_cfg.image_size, data_cfg.split)
   if data_cfg.source == 'folder':
-    return FolderSource(data_cfg.path, data_cfg.image_size, data_cfg.labels_from_subdirs)
+    return FolderSource(data_cfg.path, data_cfg.image_size, data_cfg.labels_from_subdirs,
+                        annotations, data_cfg.segmentation_dir)
   raise DataError(f'{data_cfg.source!r} is not a random-access source')
+
+
+def _conditions(config):
+  if config.stage != 'ldm' or config.cond_stage.kind == 'none':
+    return None
+  return ConditionMaker(config)
 
 
 def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
                         process_count: int = 1, prefetch: int = 2, source=None):
   """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}
-  ({'moments': ...} instead of 'image' when ``source`` is a latent cache)."""
+  ({'moments': ...} instead of 'image' when ``source`` is a latent cache), plus 'cond' (the raw
+  condition, ``ldm_jax.data.conditions``) for conditional LDMs."""
   d = config.data
-  if source is not None:
-    it = RandomAccessBatches(source, config.training.batch_size, config.seed, start_step,
-                             process_index, process_count, d.random_flip, d.num_threads)
-    return Prefetch(it, prefetch) if prefetch else it
-  if d.source == 'tfds':
+  conditions = _conditions(config)
+  if d.source == 'tfds' and source is None:
     from ldm_jax.data.tfds_source import tfds_batches
-    return tfds_batches(d, config.training.batch_size, config.seed, start_step, process_index,
-                        process_count)
-  it = RandomAccessBatches(make_source(d), config.training.batch_size, config.seed, start_step,
-                           process_index, process_count, d.random_flip, d.num_threads)
+    return tfds_batches(config, config.training.batch_size, config.seed, start_step,
+                        process_index, process_count, conditions)
+  if source is None:
+    source = make_source(d, ANNOTATIONS.get(task_of(config), ()) if conditions else ())
+  it = RandomAccessBatches(source, config.training.batch_size, config.seed, start_step,
+                           process_index, process_count, d.random_flip, d.num_threads, conditions)
   return Prefetch(it, prefetch) if prefetch else it
 
 
@@ -155,12 +170,36 @@ def eval_batches(data_cfg, batch_size: int, max_images: int = 0) -> Iterator[dic
     images, labels = [], []
     for i in range(start, min(start + batch_size, n)):
       try:
-        image, label = source.load(i, False)
+        example = source.load(i, False)
       except CorruptImage as e:
         skipped += 1
         log.warning('skipping unreadable image (%d so far): %s', skipped, e)
         continue
-      images.append(image)
-      labels.append(label)
+      images.append(example['image'])
+      labels.append(example['label'])
     if images:
       yield {'image': to_model_range(np.stack(images)), 'label': np.array(labels, np.int32)}
+
+
+def condition_examples(config, num: int) -> dict:
+  """The first ``num`` readable examples of config.data (file order, no flips) with their raw
+  conditions: {'image': [num, S, S, 3] in [-1, 1], 'cond'}. The same on every process (training
+  grids show samples for these conditions next to the originals)."""
+  d = config.data
+  annotations = ANNOTATIONS.get(task_of(config), ())
+  if d.source == 'tfds':
+    from ldm_jax.data.tfds_source import tfds_eval_batches
+    examples = next(iter(tfds_eval_batches(d, num, num, annotations, as_examples=True)))
+  else:
+    source, examples = make_source(d, annotations), []
+    for i in range(len(source)):
+      if len(examples) == num:
+        break
+      try:
+        examples.append(source.load(i, False))
+      except CorruptImage:
+        continue
+  if len(examples) < num:
+    raise DataError(f'the data has only {len(examples)} readable examples; {num} are needed')
+  cond = ConditionMaker(config)(examples, list(range(num)))
+  return {'image': to_model_range(np.stack([e['image'] for e in examples])), 'cond': cond}

@@ -19,3 +19,37 @@ def center_crop_resize(image: Image.Image, size: int) -> np.ndarray:
 
 def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
   return images_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def crop_resize_nearest(labels: np.ndarray, size: int) -> np.ndarray:
+  """A class map [H, W] through the same centre crop as the image, resized with nearest neighbour
+  (class indices must not be interpolated)."""
+  h, w = labels.shape[:2]
+  crop = min(h, w)
+  labels = labels[(h - crop) // 2:(h + crop) // 2, (w - crop) // 2:(w + crop) // 2]
+  if crop != size:
+    idx = np.minimum((np.arange(size) + 0.5) * crop / size, crop - 1).astype(np.int64)
+    labels = labels[idx][:, idx]
+  return labels
+
+
+def crop_boxes(objects, hw: tuple[int, int], flip: bool = False) -> list[dict]:
+  """Layout objects ({'class', 'bbox': [x, y, w, h]} relative to the full H x W image) -> the same
+  relative to the centre square crop (clipped; objects left with no area are dropped), mirrored
+  if ``flip``."""
+  h, w = hw
+  crop = min(h, w)
+  ox, oy = (w - crop) // 2 / w, (h - crop) // 2 / h  # crop origin, relative
+  sx, sy = w / crop, h / crop
+  out = []
+  for obj in objects:
+    x, y, bw, bh = (float(v) for v in obj['bbox'])
+    x0, y0 = (x - ox) * sx, (y - oy) * sy
+    x1, y1 = x0 + bw * sx, y0 + bh * sy
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0)
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+      continue
+    if flip:
+      x0, x1 = 1.0 - x1, 1.0 - x0
+    out.append({'class': int(obj['class']), 'bbox': [x0, y0, x1 - x0, y1 - y0]})
+  return out

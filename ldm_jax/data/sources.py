@@ -1,13 +1,20 @@
-"""Random-access image sources: the embedded digits and a folder of images."""
+"""Random-access image sources: the embedded digits and a folder of images.
+
+``load(index, flip)`` returns an example dict: ``image`` (uint8 [S, S, 3], centre-cropped, resized,
+flipped), ``label`` (int) and, where the source has them, the annotations of conditional tasks, in
+the same crop and flip as the image: ``caption`` (str), ``boxes`` (a layout: list of
+{'class', 'bbox': [x, y, w, h] relative}), ``segmentation`` (int32 [S, S] class map).
+"""
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ldm_jax.data.preprocess import center_crop_resize
+from ldm_jax.data.preprocess import center_crop_resize, crop_boxes, crop_resize_nearest
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 
@@ -34,8 +41,23 @@ def digits_uint8(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 DIGITS_TRAIN = 1500  # split 'train' = the first 1,500 digits, 'test' = the last 297 (held out)
 
 
+DIGIT_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
+_CAPTIONS = ('a handwritten digit {name}', 'the number {name}, written by hand',
+             'a white {name} on a black background', 'digit {digit}')
+
+
+def digit_caption(label: int, variant: int = 0) -> str:
+  """The digits' captions (text-to-image demo): a few phrasings that all name the digit."""
+  return _CAPTIONS[variant % len(_CAPTIONS)].format(name=DIGIT_NAMES[label], digit=label)
+
+
 class DigitsSource:
+  """The embedded digits, with annotations derived from each image for the conditional demos:
+  captions naming the digit, one box around its ink (class = the digit), and a segmentation map
+  (0 = background, 1 + digit = ink, so 11 classes)."""
+
   key = 'image'  # what load() returns: uint8 images (a latent cache returns 'moments')
+  num_segmentation_classes = 11
 
   def __init__(self, image_size: int, split: str = 'train'):
     images, labels = digits_uint8(image_size)
@@ -47,9 +69,19 @@ class DigitsSource:
   def __len__(self):
     return len(self.labels)
 
-  def load(self, index: int, flip: bool = False) -> tuple[np.ndarray, int]:
+  def load(self, index: int, flip: bool = False) -> dict:
     image = self.images[index]
-    return (image[:, ::-1] if flip else image), int(self.labels[index])
+    image = image[:, ::-1] if flip else image
+    label = int(self.labels[index])
+    ink = image[..., 0] >= 128
+    ys, xs = np.nonzero(ink)
+    size = image.shape[0]
+    boxes = []
+    if len(xs):
+      x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+      boxes = [{'class': label, 'bbox': [x0 / size, y0 / size, (x1 - x0) / size, (y1 - y0) / size]}]
+    return {'image': image, 'label': label, 'caption': [digit_caption(label, v) for v in range(len(_CAPTIONS))],
+            'boxes': boxes, 'segmentation': np.where(ink, label + 1, 0).astype(np.int32)}
 
 
 def list_images(root: str) -> list[str]:
@@ -70,13 +102,30 @@ def list_images(root: str) -> list[str]:
 
 class FolderSource:
   """Every image under ``root`` (recursive, sorted). Labels: index of the top-level subfolder in
-  sorted order if ``labels_from_subdirs``, else 0."""
+  sorted order if ``labels_from_subdirs``, else 0. Annotations are read from files next to each
+  image (``a/b.jpg`` -> ``a/b.txt`` etc.), those that the task needs (``annotations``):
+
+    caption        ``b.txt``: one caption per line (one is drawn per use)
+    boxes          ``b.json``: a layout, ``[{"class": 3, "bbox": [x, y, w, h]}, ...]`` relative to
+                   the uncropped image (the format of ``sample.py --layout``)
+    segmentation   ``b.png`` under ``segmentation_dir`` (same relative path; a single-channel PNG of
+                   class indices), else ``b_seg.png`` next to the image
+  """
 
   key = 'image'
 
-  def __init__(self, root: str, image_size: int, labels_from_subdirs: bool = False):
-    self.files = list_images(root)
+  def __init__(self, root: str, image_size: int, labels_from_subdirs: bool = False,
+               annotations: Sequence[str] = (), segmentation_dir: str = ''):
+    self.root, self.annotations, self.segmentation_dir = root, tuple(annotations), segmentation_dir
+    self.files = [f for f in list_images(root) if not f.endswith('_seg.png')]
     self.image_size = image_size
+    missing = [(a, self._annotation_path(f, a)) for f in self.files[:1] for a in self.annotations
+               if not os.path.exists(self._annotation_path(f, a))]
+    if missing:
+      what, path = missing[0]
+      raise DataError(f'this task reads a {what} for every image, but {path!r} (for '
+                      f'{self.files[0]!r}) does not exist; see FolderSource in '
+                      'ldm_jax/data/sources.py for the file layout')
     if labels_from_subdirs:
       top = [os.path.relpath(f, root).split(os.sep)[0] for f in self.files]
       if any(os.sep not in os.path.relpath(f, root) for f in self.files):
@@ -91,12 +140,43 @@ class FolderSource:
   def __len__(self):
     return len(self.files)
 
-  def load(self, index: int, flip: bool = False) -> tuple[np.ndarray, int]:
+  def _annotation_path(self, image_path: str, what: str) -> str:
+    stem = os.path.splitext(image_path)[0]
+    if what == 'caption':
+      return stem + '.txt'
+    if what == 'boxes':
+      return stem + '.json'
+    if self.segmentation_dir:
+      rel = os.path.splitext(os.path.relpath(image_path, self.root))[0]
+      return os.path.join(self.segmentation_dir, rel + '.png')
+    return stem + '_seg.png'
+
+  def load(self, index: int, flip: bool = False) -> dict:
     path = self.files[index]
     try:
       with Image.open(path) as im:
         im.load()
+        hw = (im.height, im.width)
         image = center_crop_resize(im, self.image_size)
-        return (image[:, ::-1] if flip else image), int(self.labels[index])
+      example = {'image': image[:, ::-1] if flip else image, 'label': int(self.labels[index])}
+      for what in self.annotations:
+        example[what] = self._read_annotation(path, what, hw, flip)
+      return example
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for truncated/invalid files
       raise CorruptImage(f'{path}: {e}') from e
+
+  def _read_annotation(self, image_path, what, hw, flip):
+    path = self._annotation_path(image_path, what)
+    if what == 'caption':
+      with open(path, encoding='utf-8') as f:
+        captions = [line.strip() for line in f if line.strip()]
+      return captions or ['']
+    if what == 'boxes':
+      with open(path) as f:
+        return crop_boxes(json.load(f), hw, flip)
+    with Image.open(path) as im:
+      if im.mode not in ('L', 'P', 'I', 'I;16'):
+        raise ValueError(f'segmentation {path} is a {im.mode} image; expected a single-channel '
+                         'PNG of class indices')
+      seg = crop_resize_nearest(np.asarray(im).astype(np.int32), self.image_size)
+    return seg[:, ::-1] if flip else seg

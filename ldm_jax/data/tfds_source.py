@@ -1,5 +1,11 @@
 """TFDS datasets by name (e.g. 'lsun/church_outdoor'), one disjoint even split per process.
 
+Conditional tasks read their annotation from the feature named in config.data (nested features
+with '/'): ``caption_key`` (a string or a sequence of strings, one drawn per use; coco_captions:
+'captions/text'), ``boxes_key`` + ``box_labels_key`` (TFDS BBoxFeature, [N, 4] ymin, xmin, ymax,
+xmax relative; coco/2017: 'objects/bbox', 'objects/label'), ``segmentation_key`` (a class map
+[H, W(, 1)]). Crop and flip are applied to boxes and maps as to the image.
+
 TensorFlow runs on the CPU only (GPUs are hidden from it so it never takes accelerator memory).
 Resuming skips ``start_step`` batches of the seeded stream: the same batches, at the cost of
 reading past them once.
@@ -32,48 +38,128 @@ def _as_dataset(tfds, builder, d, split, **kwargs):
                     f'with `tfds build {d.name}` (some datasets need a manual download).') from e
 
 
-def _preprocess_fn(tf, d, builder, seed, random_flip):
-  """(index, example) -> {'image': [-1, 1] float32, 'label'}: centre crop, bicubic resize, flip."""
-  if d.image_key not in builder.info.features:
-    raise DataError(f'TFDS dataset {d.name!r} has no feature {d.image_key!r} '
-                    f'(config.data.image_key); features: {list(builder.info.features)}')
+MAX_BOXES = 100  # boxes kept per image in the TF pipeline (the layout tokenizer keeps fewer)
+
+
+def _feature(features, key: str):
+  for part in key.split('/'):
+    features = features[part]
+  return features
+
+
+def _has_feature(builder, key: str) -> bool:
+  try:
+    _feature(builder.info.features, key)
+    return True
+  except (KeyError, TypeError):
+    return False
+
+
+def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=False):
+  """(index, example) -> {'image': [-1, 1] float32 (uint8 if ``as_uint8``), 'label', annotations}:
+  centre crop, bicubic resize, flip; boxes and class maps follow the crop and flip."""
+  keys = {'image': d.image_key, 'caption': d.caption_key, 'boxes': d.boxes_key,
+          'segmentation': d.segmentation_key}
+  for what in ('image',) + tuple(annotations):
+    if not keys[what] or not _has_feature(builder, keys[what]):
+      raise DataError(f'TFDS dataset {d.name!r} has no feature {keys[what]!r} for the {what} '
+                      f'(config.data.{what}_key); features: {builder.info.features}')
+  if 'boxes' in annotations and not _has_feature(builder, d.box_labels_key):
+    raise DataError(f'TFDS dataset {d.name!r} has no feature {d.box_labels_key!r} '
+                    '(config.data.box_labels_key) for the box classes')
   has_label = d.label_key in builder.info.features
   size = d.image_size
 
   def preprocess(index, ex):
-    img = ex[d.image_key]
+    img = _feature(ex, d.image_key)
     if img.shape[-1] == 1:
       img = tf.image.grayscale_to_rgb(img)
     h, w = tf.shape(img)[0], tf.shape(img)[1]
     crop = tf.minimum(h, w)
-    img = tf.image.crop_to_bounding_box(img, (h - crop) // 2, (w - crop) // 2, crop, crop)
+    oy, ox = (h - crop) // 2, (w - crop) // 2
+    img = tf.image.crop_to_bounding_box(img, oy, ox, crop, crop)
     img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method='bicubic', antialias=True)
+    flip = tf.constant(False)
     if random_flip:
       flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), index])) < 0.5
       img = tf.cond(flip, lambda: img[:, ::-1], lambda: img)
-    img = tf.clip_by_value(tf.round(img), 0.0, 255.0) / 127.5 - 1.0
+    img = tf.clip_by_value(tf.round(img), 0.0, 255.0)
+    img = tf.cast(img, tf.uint8) if as_uint8 else img / 127.5 - 1.0
     label = tf.cast(ex[d.label_key], tf.int32) if has_label else tf.constant(0, tf.int32)
-    return {'image': img, 'label': label}
+    out = {'image': img, 'label': label}
+    if 'caption' in annotations:
+      caps = tf.reshape(_feature(ex, d.caption_key), [-1])
+      pick = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64) + 1, index]),
+                                         maxval=tf.maximum(tf.size(caps), 1), dtype=tf.int32)
+      out['caption'] = tf.cond(tf.size(caps) > 0, lambda: caps[pick], lambda: tf.constant(''))
+    if 'boxes' in annotations:
+      b = tf.reshape(tf.cast(_feature(ex, d.boxes_key), tf.float32), [-1, 4])[:MAX_BOXES]
+      cls = tf.reshape(tf.cast(_feature(ex, d.box_labels_key), tf.int32), [-1])[:MAX_BOXES]
+      hf, wf, cf = tf.cast(h, tf.float32), tf.cast(w, tf.float32), tf.cast(crop, tf.float32)
+      y0 = tf.clip_by_value((b[:, 0] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
+      x0 = tf.clip_by_value((b[:, 1] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
+      y1 = tf.clip_by_value((b[:, 2] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
+      x1 = tf.clip_by_value((b[:, 3] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
+      x0, x1 = tf.cond(flip, lambda: (1.0 - x1, 1.0 - x0), lambda: (x0, x1))
+      keep = tf.logical_and(x1 > x0, y1 > y0)
+      boxes = tf.boolean_mask(tf.stack([x0, y0, x1 - x0, y1 - y0], -1), keep)
+      cls = tf.boolean_mask(cls, keep)
+      n = tf.shape(boxes)[0]
+      out['boxes'] = tf.pad(boxes, [[0, MAX_BOXES - n], [0, 0]])
+      out['box_classes'] = tf.pad(cls, [[0, MAX_BOXES - n]])
+      out['num_boxes'] = n
+    if 'segmentation' in annotations:
+      seg = _feature(ex, d.segmentation_key)
+      seg = seg[..., None] if len(seg.shape) == 2 else seg[..., :1]
+      seg = tf.image.crop_to_bounding_box(seg, oy, ox, crop, crop)
+      seg = tf.image.resize(seg, (size, size), method='nearest')
+      seg = tf.cond(flip, lambda: seg[:, ::-1], lambda: seg)
+      out['segmentation'] = tf.cast(seg[..., 0], tf.int32)
+    return out
 
   return preprocess
 
 
-def tfds_eval_batches(d, batch_size: int, max_images: int = 0):
-  """The first ``max_images`` examples of d.split in file order, no flips (evaluation)."""
+def _examples(batch: dict) -> list[dict]:
+  """A numpy batch of the TF pipeline -> per-example dicts as the random-access sources give."""
+  n = len(batch['label'])
+  out = []
+  for i in range(n):
+    e = {'image': batch['image'][i], 'label': int(batch['label'][i])}
+    if 'caption' in batch:
+      e['caption'] = batch['caption'][i].decode('utf-8')
+    if 'boxes' in batch:
+      k = int(batch['num_boxes'][i])
+      e['boxes'] = [{'class': int(c), 'bbox': [float(v) for v in bb]}
+                    for c, bb in zip(batch['box_classes'][i][:k], batch['boxes'][i][:k])]
+    if 'segmentation' in batch:
+      e['segmentation'] = batch['segmentation'][i]
+    out.append(e)
+  return out
+
+
+def tfds_eval_batches(d, batch_size: int, max_images: int = 0, annotations=(), as_examples=False):
+  """The first ``max_images`` examples of d.split in file order, no flips (evaluation);
+  ``as_examples``: lists of per-example dicts (uint8 images, the annotations) instead."""
   tf = import_tf()
   import tensorflow_datasets as tfds
   builder = _builder(tfds, d)
   ds = _as_dataset(tfds, builder, d, d.split, shuffle_files=False)
   if max_images > 0:
     ds = ds.take(max_images)
-  ds = ds.enumerate().map(_preprocess_fn(tf, d, builder, 0, False),
+  ds = ds.enumerate().map(_preprocess_fn(tf, d, builder, 0, False, annotations, as_examples),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   for b in tfds.as_numpy(ds.batch(batch_size).prefetch(2)):
-    yield {k: np.asarray(v) for k, v in b.items()}
+    yield _examples(b) if as_examples else {k: np.asarray(v) for k, v in b.items()}
 
 
-def tfds_batches(d, global_batch: int, seed: int, start_step: int, process_index: int,
-                 process_count: int):
+def tfds_batches(config, global_batch: int, seed: int, start_step: int, process_index: int,
+                 process_count: int, conditions=None):
+  """Per-process training batches; with ``conditions`` (a ConditionMaker) each batch also holds
+  its raw condition under 'cond'."""
+  from ldm_jax.data.conditions import ANNOTATIONS, task_of
+  from ldm_jax.data.preprocess import to_model_range
+  d = config.data
   tf = import_tf()
   import tensorflow_datasets as tfds
   if global_batch % process_count:
@@ -83,8 +169,21 @@ def tfds_batches(d, global_batch: int, seed: int, start_step: int, process_index
   builder = _builder(tfds, d)
   read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
   ds = _as_dataset(tfds, builder, d, split, shuffle_files=True, read_config=read_config)
-  preprocess = _preprocess_fn(tf, d, builder, seed, d.random_flip)
+  annotations = ANNOTATIONS.get(task_of(config), ()) if conditions is not None else ()
+  preprocess = _preprocess_fn(tf, d, builder, seed, d.random_flip, annotations,
+                              as_uint8=conditions is not None)
   ds = ds.repeat().shuffle(10_000, seed=seed, reshuffle_each_iteration=True).enumerate()
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local, drop_remainder=True).skip(start_step).prefetch(2)
-  return (({k: np.asarray(v) for k, v in b.items()}) for b in tfds.as_numpy(ds))
+
+  def batches():
+    for step, b in enumerate(tfds.as_numpy(ds), start=start_step):
+      if conditions is None:
+        yield {k: np.asarray(v) for k, v in b.items()}
+        continue
+      # stream positions for the condition's randomness: unique per (step, process, example)
+      positions = [(step * process_count + process_index) * local + i for i in range(local)]
+      yield {'image': to_model_range(b['image']), 'label': np.asarray(b['label']),
+             'cond': conditions(_examples(b), positions)}
+
+  return batches()
