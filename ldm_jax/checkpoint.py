@@ -15,8 +15,23 @@ class CheckpointMismatch(ValueError):
   pass
 
 
+_HANDLER_SET = False
+
+
+def _array_handler_for_backend() -> None:
+  """On CPU, save each replicated array from one replica: Orbax's replica-parallel default slices
+  every array per device with a compiled slice per shape (~25 s for a small UNet on 8 host
+  devices). GPU runs already default to this; TPU keeps replica-parallel writes."""
+  global _HANDLER_SET
+  if not _HANDLER_SET and jax.default_backend() == 'cpu':
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+  _HANDLER_SET = True
+
+
 class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
+    _array_handler_for_backend()
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)

@@ -19,4 +19,8 @@ python train.py --config=configs/digits_ldm.py --workdir="$RUN/ldm" \
 python sample.py --workdir="$RUN/ldm" --num_samples=100 --class_label=all --guidance_scale=3 \
   --batch_size=100 --outdir="$RUN/samples"
 python -m ldm_jax.eval.digits --samples="$RUN/samples/samples.npz"
+# The same without guidance (scale 1): classifier-free guidance should raise the class accuracy.
+python sample.py --workdir="$RUN/ldm" --num_samples=100 --class_label=all --guidance_scale=1 \
+  --batch_size=100 --outdir="$RUN/samples_unguided"
+python -m ldm_jax.eval.digits --samples="$RUN/samples_unguided/samples.npz"
 echo "Sample grid: $RUN/samples/grid.png (one column per class 0..9)"

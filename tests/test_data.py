@@ -47,8 +47,57 @@ def test_folder_recursive_crop_resize_and_labels(tmp_path):
   write_images(str(tmp_path), 2, sub='dogs/deeper')
   src = FolderSource(str(tmp_path), 16, labels_from_subdirs=True)
   assert len(src) == 5 and list(src.class_names) == ['cats', 'dogs']
-  img, label = src.load(4)
-  assert img.shape == (16, 16, 3) and label == 1
+  example = src.load(4)
+  assert example['image'].shape == (16, 16, 3) and example['label'] == 1
+
+
+def test_folder_annotations_follow_crop_and_flip(tmp_path):
+  """Captions (.txt), boxes (.json, relative to the full image) and class maps (_seg.png) beside
+  each image; a 40x20 (w x h) image is centre-cropped to its middle 20x20 square."""
+  import json
+  from PIL import Image
+  img = np.zeros((20, 40, 3), np.uint8)
+  img[5:15, 12:18] = 255  # a white block inside the crop, left half of the square
+  Image.fromarray(img).save(tmp_path / 'a.png')
+  (tmp_path / 'a.txt').write_text('a white block\n\nanother caption\n')
+  (tmp_path / 'a.json').write_text(json.dumps([
+      {'class': 3, 'bbox': [12 / 40, 5 / 20, 6 / 40, 10 / 20]},
+      {'class': 4, 'bbox': [0.0, 0.0, 0.1, 0.1]}]))  # outside the crop: dropped
+  seg = np.zeros((20, 40), np.uint8)
+  seg[5:15, 12:18] = 2
+  Image.fromarray(seg).save(tmp_path / 'a_seg.png')
+  src = FolderSource(str(tmp_path), 10, annotations=('caption', 'boxes', 'segmentation'))
+  assert len(src) == 1  # the _seg.png is not an image of the dataset
+  e = src.load(0)
+  assert e['caption'] == ['a white block', 'another caption']
+  (box,) = e['boxes']
+  assert box['class'] == 3
+  np.testing.assert_allclose(box['bbox'], [2 / 20, 5 / 20, 6 / 20, 10 / 20], atol=1e-6)
+  np.testing.assert_array_equal(e['segmentation'], seg[:, 10:30][1::2, 1::2])  # crop, nearest
+  f = src.load(0, flip=True)
+  np.testing.assert_allclose(f['boxes'][0]['bbox'], [12 / 20, 5 / 20, 6 / 20, 10 / 20], atol=1e-6)
+  np.testing.assert_array_equal(f['segmentation'], e['segmentation'][:, ::-1])
+  (tmp_path / 'a.txt').unlink()
+  with pytest.raises(DataError, match="a.txt' .* does not exist"):
+    FolderSource(str(tmp_path), 10, annotations=('caption',))
+
+
+def test_degradations_and_masks():
+  from ldm_jax.data.degradations import bicubic_downscale, bsr_light
+  from ldm_jax.data.masks import random_mask
+  img = DigitsSource(32).load(0)['image']
+  lr = bicubic_downscale(img, 4)
+  assert lr.shape == (8, 8, 3) and lr.dtype == np.uint8
+  a = bsr_light(img, 4, np.random.default_rng(0))
+  assert a.shape == (8, 8, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, bsr_light(img, 4, np.random.default_rng(0)))  # seeded
+  assert not np.array_equal(a, bsr_light(img, 4, np.random.default_rng(1)))
+  assert np.abs(a.astype(int) - lr).mean() < 60  # degraded, still the same picture
+  for kind in ('strokes', 'boxes', 'mixed'):
+    masks = np.stack([random_mask(64, np.random.default_rng(i), kind) for i in range(20)])
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    cover = masks.mean((1, 2))
+    assert (cover > 0).all() and (cover < 1).all() and 0.05 < cover.mean() < 0.7
 
 
 def test_corrupt_image_is_skipped_and_counted(tmp_path):
@@ -89,3 +138,28 @@ def test_tfds_source_with_mock_data():
     batch = next(iter(make_train_iterator(config, start_step=0)))
   assert batch['image'].shape == (8, 16, 16, 3) and batch['image'].dtype == np.float32
   assert batch['label'].shape == (8,) and np.abs(batch['image']).max() <= 1.0
+
+
+def test_tfds_captions_and_boxes_with_mock_data():
+  """coco_captions ('captions/text') and coco/2017 ('objects/bbox', 'objects/label') features
+  become token conditions; boxes are valid layouts after crop and flip."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from ldm_jax.data import make_train_iterator
+  from ldm_jax.data.pipeline import condition_examples
+  from ldm_jax.layout import detokenize_layout
+  from tests.helpers import tiny_task_config
+  for task, name, length in (('text', 'coco_captions', 77), ('layout', 'coco/2017', 92)):
+    config = tiny_task_config(task)
+    config.data.update(dict(source='tfds', name=name, image_size=16, random_flip=True))
+    with tfds.testing.mock_data(num_examples=16):
+      batch = next(iter(make_train_iterator(config, start_step=0)))
+      fixed = condition_examples(config, 8)
+    assert batch['image'].shape == (8, 16, 16, 3) and batch['cond'].shape == (8, length)
+    assert fixed['cond'].shape == (8, length)
+    if task == 'text':
+      assert (batch['cond'][:, 0] == 101).all()
+    else:
+      for tokens in batch['cond']:
+        for obj in detokenize_layout(tokens):
+          x, y, w, h = obj['bbox']
+          assert 0 <= x <= x + w <= 1 and 0 <= y <= y + h <= 1

@@ -157,8 +157,8 @@ def test_segmentation_is_one_hot(inputs):
   config = tiny_task_config('semantic')
   seg = tasks.segmentation_condition(config, str(inputs / 'seg.png'), 3)
   labels = np.asarray(Image.open(inputs / 'seg.png'))
-  assert seg.shape == (3, 16, 16, 5)
+  assert seg.shape == (3, 16, 16, 11)
   np.testing.assert_array_equal(seg[2].argmax(-1), labels)
   np.testing.assert_array_equal(seg.sum(-1), 1)
-  with pytest.raises(tasks.TaskInputError, match='classes must be in 0..4'):
-    tasks.segmentation_condition(config, np.full((4, 4), 7), 1)
+  with pytest.raises(tasks.TaskInputError, match='classes must be in 0..10'):
+    tasks.segmentation_condition(config, np.full((4, 4), 12), 1)

@@ -13,4 +13,5 @@ def get_config():
       dict(in_channels=6, out_channels=3, model_channels=160, channel_mult=(1, 2, 2, 4),
            attention_resolutions=(16, 8), num_head_channels=32),
       dict(kind='identity', conditioning_key='concat', channels=3),
-      linear_end=0.0155, base_lr=1e-6, batch_size=64, data=dict(source='folder'))
+      linear_end=0.0155, base_lr=1e-6, batch_size=64,
+      data=dict(source='folder', degradation='bsr_light'))

@@ -13,5 +13,6 @@ def get_config():
       dict(model_channels=192, channel_mult=(1, 2, 3, 5), attention_resolutions=(8, 4, 2),
            num_head_channels=32, use_spatial_transformer=True, transformer_depth=1,
            context_dim=640),
-      dict(kind='bert', embed_dim=640, n_layer=32, vocab_size=30522, max_seq_len=77),
+      dict(kind='bert', embed_dim=640, n_layer=32, vocab_size=30522, max_seq_len=77,
+           p_uncond=0.1),  # empty prompts for guidance (our choice: not published)
       base_lr=2e-6, batch_size=28, data=dict(source='folder'))

@@ -95,6 +95,8 @@ def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=F
     if 'boxes' in annotations:
       b = tf.reshape(tf.cast(_feature(ex, d.boxes_key), tf.float32), [-1, 4])[:MAX_BOXES]
       cls = tf.reshape(tf.cast(_feature(ex, d.box_labels_key), tf.int32), [-1])[:MAX_BOXES]
+      n0 = tf.minimum(tf.shape(b)[0], tf.shape(cls)[0])  # equal in real data
+      b, cls = b[:n0], cls[:n0]
       hf, wf, cf = tf.cast(h, tf.float32), tf.cast(w, tf.float32), tf.cast(crop, tf.float32)
       y0 = tf.clip_by_value((b[:, 0] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
       x0 = tf.clip_by_value((b[:, 1] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
