@@ -48,6 +48,10 @@ flags.DEFINE_string('layout', None, 'Layout JSON: [{"class": 12, "bbox": [x, y, 
                     '(relative coordinates; layout-to-image models).')
 flags.DEFINE_string('segmentation', None, 'Segmentation map: PNG or .npy of class indices '
                     '(semantic synthesis models).')
+flags.DEFINE_integer('tile', 0, 'Denoise and decode latents larger than this in overlapping '
+                     'tiles (0 = never; the reference notebook uses 128 for large super-'
+                     'resolution inputs).')
+flags.DEFINE_integer('tile_stride', 0, 'Tile stride (default: tile // 2).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
 flags.DEFINE_integer('batch_size', 16, 'Images per sampling call (rounded to the device count).')
 flags.DEFINE_bool('use_ema', True, 'Sample with the EMA weights when the run has them.')
@@ -73,6 +77,7 @@ def main(argv):
     images = pipe.sample(FLAGS.num_samples, height=FLAGS.height, width=FLAGS.width,
                          sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta,
                          guidance_scale=FLAGS.guidance_scale, seed=FLAGS.seed,
+                         tile=FLAGS.tile, tile_stride=FLAGS.tile_stride,
                          batch_size=FLAGS.batch_size, **task)
   except TaskInputError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -122,11 +122,15 @@ class Pipeline:
   def sample(self, num: int = 4, *, height: int | None = None, width: int | None = None,
              sampler: str | None = None, steps: int | None = None, eta: float | None = None,
              guidance_scale: float | None = None, seed: int = 0, batch_size: int = 16,
-             return_float: bool = False, **task_inputs) -> np.ndarray:
+             tile: int = 0, tile_stride: int = 0, return_float: bool = False,
+             **task_inputs) -> np.ndarray:
     """``num`` images, uint8 [num, H, W, 3] (``return_float``: [-1, 1]). Task inputs (one, by the
     model): class_label ('all' or an int), prompt, lr_image, image + mask, layout, segmentation
     (paths or arrays). height/width (default: the training size) set a larger canvas for models
-    whose condition has no size; sampler/steps/eta/guidance_scale default to config.sampling."""
+    whose condition has no size; sampler/steps/eta/guidance_scale default to config.sampling.
+    ``tile`` > 0 denoises and decodes latents larger than tile x tile in overlapping tiles (stride
+    ``tile_stride``, default tile // 2): large super-resolution inputs, as the reference's
+    notebook (tile 128, stride 64 on the latent)."""
     if self.ldm is None:
       raise ValueError('this is an autoencoder (config.stage="autoencoder"): it encodes and '
                        'decodes; sampling needs an LDM')
@@ -148,10 +152,11 @@ class Pipeline:
     f = self.downsampling
     tasks.check_divisible(H, W, f, 'the output size')
     uncond = tasks.null_condition(self.config, cond) if guidance_scale != 1.0 else None
-    key = (sampler, steps, eta, guidance_scale)
+    key = (sampler, steps, eta, guidance_scale, tile, tile_stride)
     if key not in self._fns:
       self._fns[key] = make_generate_fn(self.ldm, sampler=sampler, steps=steps, eta=eta,
-                                        guidance_scale=guidance_scale)
+                                        guidance_scale=guidance_scale, tile=tile,
+                                        tile_stride=tile_stride)
     generate = self._fns[key]
     n_dev = self.mesh.devices.size
     batch = max(n_dev, batch_size - batch_size % n_dev)

@@ -129,3 +129,25 @@ def test_guidance_combines_unconditional_first():
   assert float(out.squeeze()) == pytest.approx(0.5 + 3.0 * (2.0 - 0.5))
   same = guided_eps_fn(model, jnp.array([2.0]), jnp.array([0.5]), scale=1.0)
   assert float(same(jnp.ones((1, 1, 1, 1)), jnp.zeros((1,), jnp.int32)).squeeze()) == 2.0
+
+
+def test_tiles_cover_the_canvas_and_blend_back_exactly():
+  import jax.numpy as jnp
+  from ldm_jax.samplers.tiling import _blend, border_weights, tile_starts, tiled_model_fn
+  assert tile_starts(20, 8, 4) == [0, 4, 8, 12] and tile_starts(21, 8, 4) == [0, 4, 8, 12, 13]
+  assert tile_starts(6, 8, 4) == [0]
+  w = border_weights(8, 8)
+  assert w.min() == pytest.approx(0.01) and w.max() == pytest.approx(0.5)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 21, 13, 3)), jnp.float32)
+  np.testing.assert_allclose(_blend(lambda a, _: a, x, None, 8, 4, 1), x, atol=1e-6)
+  up = lambda a, _: jnp.repeat(jnp.repeat(a, 2, 1), 2, 2)  # a per-pixel 2x "decoder"
+  np.testing.assert_allclose(_blend(up, x, None, 8, 3, 2), up(x, None), atol=1e-6)
+  # A local (per-pixel) model with a concatenated condition and a shared context: tiling is exact.
+  cond = {'concat': jnp.asarray(rng.normal(size=(2, 21, 13, 1)), jnp.float32),
+          'crossattn': jnp.ones((2, 4, 5))}
+  model = lambda a, t, c: a * c['concat'] + t[:, None, None, None] + c['crossattn'].sum((1, 2))[
+      :, None, None, None]
+  t = jnp.array([3, 7])
+  np.testing.assert_allclose(tiled_model_fn(model, 8, 4)(x, t, cond), model(x, t, cond),
+                             rtol=1e-5, atol=1e-5)
