@@ -5,6 +5,7 @@ config file (random weights, for trying things offline). EMA weights by default.
   python sample.py --workdir=runs/txt2img --prompt='a virus monster is playing guitar, oil on canvas' \
       --guidance_scale=5 --steps=50 --height=256 --width=384
   python sample.py --workdir=runs/bsr_sr --lr_image=lr.png --steps=100 --eta=1
+  python sample.py --workdir=runs/bsr_sr --lr_image=big.png --tile=128   # tiled, as the reference
   python sample.py --workdir=runs/inpainting --image=photo.png --mask=photo_mask.png
   python sample.py --workdir=runs/layout --layout=boxes.json
   python sample.py --workdir=runs/semantic --segmentation=labels.png
