@@ -170,7 +170,8 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
     z0 = z0 * state.scale_factor
     labels = None
     if conditional:
-      labels = batch['cond']
+      # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
+      labels = batch['cond'] if 'cond' in batch or cs.kind != 'class' else batch['label']
       if null is not None:
         labels = drop_condition(k_uncond, labels, null, cs.p_uncond)
     t = jax.random.randint(k_t, (z0.shape[0],), 0, d.timesteps)

@@ -20,14 +20,18 @@ import os
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_string('workdir', None, 'Workdir of a super-resolution LDM.')
-flags.DEFINE_string('split', 'test', 'Held-out split of config.data.')
-flags.DEFINE_integer('num_images', 0, 'Images to evaluate (0 = the whole split).')
-flags.DEFINE_integer('steps', 100, 'DDIM steps.')
-flags.DEFINE_float('eta', 1.0, 'DDIM eta.')
-flags.DEFINE_integer('batch_size', 64, 'Images per sampling call.')
-flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Flags of the command line only (importing evaluate() defines none)."""
+  flags.DEFINE_string('workdir', None, 'Workdir of a super-resolution LDM.')
+  flags.DEFINE_string('split', 'test', 'Held-out split of config.data.')
+  flags.DEFINE_integer('num_images', 0, 'Images to evaluate (0 = the whole split).')
+  flags.DEFINE_integer('steps', 100, 'DDIM steps.')
+  flags.DEFINE_float('eta', 1.0, 'DDIM eta.')
+  flags.DEFINE_integer('batch_size', 64, 'Images per sampling call.')
+  flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -108,5 +112,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   flags.mark_flag_as_required('workdir')
   app.run(main)
