@@ -6,4 +6,6 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q -e '.[test]'
-python -m pytest -q --durations=10 "$@"
+# -n 2: one test process per core (XLA compiles are single-threaded); loadscope keeps a module's
+# tests (and its module fixtures) in one process.
+python -m pytest -q -n 2 --dist loadscope --durations=10 "$@"
