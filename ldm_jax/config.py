@@ -136,6 +136,11 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def downsampling_factor(config) -> int:
+  """The first stage's spatial factor f: 2 ** (number of resolution levels - 1)."""
+  return 2**(len(config.first_stage.ch_mult) - 1)
+
+
 def num_real_classes(config) -> int:
   """Class-conditional models: the classes a user can ask for (without the null class); else 0."""
   cs = config.cond_stage
@@ -213,7 +218,7 @@ def validate(config) -> None:
     raise ValueError(f'config.data.cache_latents: the {cs.kind} condition is made from the pixels or '
                      'follows the crop and flip of each image, so this task trains from images: '
                      'set --config.data.cache_latents=False')
-  if config.stage == 'ldm' and config.data.image_size % (2**(len(config.first_stage.ch_mult) - 1)):
+  if config.stage == 'ldm' and config.data.image_size % downsampling_factor(config):
     raise ValueError('config.data.image_size must be divisible by the first stage downsampling '
                      'factor 2**(len(first_stage.ch_mult) - 1)')
 

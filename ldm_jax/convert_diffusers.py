@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from ldm_jax.config import base_config
+from ldm_jax.config import base_config, downsampling_factor
 from ldm_jax.torch_names import ConversionError
 
 _WEIGHT_FILES = ('diffusion_pytorch_model.safetensors', 'model.safetensors',
@@ -335,7 +335,7 @@ def diffusers_config(path: str, first_stage: str | None = None):
   c.stage = 'ldm'
   c.unet.update(unet_fields(unet_cfg))
   latent = c.first_stage.embed_dim
-  f = 2**(len(c.first_stage.ch_mult) - 1)
+  f = downsampling_factor(c)
   c.data.image_size = int(unet_cfg.get('sample_size', 64)) * f
   if sched_path and os.path.exists(sched_path):
     with open(sched_path) as fh:

@@ -39,9 +39,8 @@ def make_generate_fn(ldm: LatentDiffusion, *, sampler: str = 'ddim', steps: int 
     eps_fn = guided_eps_fn(model_fn, c, u, guidance_scale)
     z = sample_fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
     if tiled:
-      factor = 2**(len(ldm.first_stage.ch_mult) - 1)
       return tiled_decode(lambda zt: ldm.decode(first_stage_params, zt, scale_factor), z, tile,
-                          stride, factor)
+                          stride, ldm.first_stage.downsample_factor)
     return ldm.decode(first_stage_params, z, scale_factor)
 
   return jax.jit(generate)

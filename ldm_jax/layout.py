@@ -61,6 +61,19 @@ def tokenize_layout(objects: Sequence[dict], no_tokens: int = NO_TOKENS,
   return np.asarray(tokens, np.int32)
 
 
+def layout_geometry(seq_len: int) -> tuple[int, bool]:
+  """(objects, encode_crop) of a token sequence length: 3 tokens per object, plus 2 crop tokens
+  when the length allows (92 -> 30 objects + crop)."""
+  encode_crop = (seq_len - 2) % 3 == 0
+  return ((seq_len - 2) // 3 if encode_crop else seq_len // 3), encode_crop
+
+
+def tokenize_for(objects, seq_len: int, no_tokens: int = NO_TOKENS) -> np.ndarray:
+  """One layout -> the ``seq_len`` tokens a model with that sequence length reads."""
+  max_objects, encode_crop = layout_geometry(seq_len)
+  return tokenize_layout(objects, no_tokens, max_objects, encode_crop)
+
+
 def load_layouts(path: str, num: int, seq_len: int, no_tokens: int = NO_TOKENS) -> np.ndarray:
   """A layout JSON file -> int32 [num, seq_len] (one layout repeated, or one per sample, cycled)."""
   with open(path) as f:
@@ -68,9 +81,7 @@ def load_layouts(path: str, num: int, seq_len: int, no_tokens: int = NO_TOKENS) 
   if not isinstance(data, list):
     raise ValueError(f'{path}: a layout file holds a JSON list of objects (or of layouts)')
   layouts = data if data and all(isinstance(d, list) for d in data) else [data]
-  encode_crop = (seq_len - 2) % 3 == 0
-  max_objects = (seq_len - 2) // 3 if encode_crop else seq_len // 3
-  tokens = np.stack([tokenize_layout(l, no_tokens, max_objects, encode_crop) for l in layouts])
+  tokens = np.stack([tokenize_for(l, seq_len, no_tokens) for l in layouts])
   if tokens.shape[1] != seq_len:
     raise ValueError(f'layouts tokenise to {tokens.shape[1]} tokens, the model reads {seq_len}')
   return tokens[np.arange(num) % len(tokens)]
@@ -78,9 +89,7 @@ def load_layouts(path: str, num: int, seq_len: int, no_tokens: int = NO_TOKENS) 
 
 def empty_layout(seq_len: int, no_tokens: int = NO_TOKENS) -> np.ndarray:
   """The token sequence of a layout without objects (the "unconditional" input for guidance)."""
-  encode_crop = (seq_len - 2) % 3 == 0
-  return tokenize_layout([], no_tokens, (seq_len - 2) // 3 if encode_crop else seq_len // 3,
-                         encode_crop)
+  return tokenize_for([], seq_len, no_tokens)
 
 
 def detokenize_layout(tokens: np.ndarray, no_tokens: int = NO_TOKENS) -> list[dict]:

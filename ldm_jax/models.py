@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from ldm_jax.autoencoder import AutoencoderKL, VQModel
 from ldm_jax.conditioning import BERTEmbedder, ClassEmbedder, SpatialRescaler
-from ldm_jax.config import COND_KINDS, conditioning_key
+from ldm_jax.config import COND_KINDS, conditioning_key, downsampling_factor
 from ldm_jax.diffusion import model_output_to_eps
 from ldm_jax.discriminator import NLayerDiscriminator
 from ldm_jax.distributions import DiagonalGaussian
@@ -118,7 +118,7 @@ def build_schedule(config) -> Schedule:
 
 
 def latent_shape(config) -> tuple[int, int, int]:
-  size = config.data.image_size // 2**(len(config.first_stage.ch_mult) - 1)
+  size = config.data.image_size // downsampling_factor(config)
   return (size, size, config.first_stage.embed_dim)
 
 
@@ -147,8 +147,8 @@ class LatentDiffusion:
 
   The raw condition ``cond`` of each ``cond_kind`` (what a data batch or a user provides):
   class -> int labels [B]; bert -> token ids [B, L]; rescaler -> a map [B, H, W, C] (one-hot
-  segmentation) or a class map int [B, H, W] (one-hot inside); first_stage -> {'masked_image': [B, H, W, 3] in [-1, 1], 'mask': [B, H, W, 1] in
-  {-1, 1}, 1 = to fill} (inpainting); identity -> the conditioning itself ([B, h, w, c] for concat,
+  segmentation) or a class map int [B, H, W] (one-hot inside); first_stage -> {'masked_image':
+  [B, H, W, 3] in [-1, 1], 'mask': [B, H, W, 1] in {-1, 1}, 1 = to fill} (inpainting); identity -> the conditioning itself ([B, h, w, c] for concat,
   [B, L, D] for cross-attention, a dict of both for hybrid). ``conditioning`` turns it into what the
   UNet consumes (``Conditioning``), once per sample; ``eps`` then takes that.
   """

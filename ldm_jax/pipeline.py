@@ -30,7 +30,7 @@ import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding, tasks
-from ldm_jax.config import conditioning_key, num_real_classes, validate
+from ldm_jax.config import conditioning_key, downsampling_factor, num_real_classes, validate
 from ldm_jax.generate import make_generate_fn, to_uint8
 from ldm_jax.models import LatentDiffusion, build_first_stage, first_stage_latents, latent_shape
 
@@ -58,7 +58,7 @@ class Pipeline:
   # -- first stage -------------------------------------------------------------------------
   @property
   def downsampling(self) -> int:
-    return 2**(len(self.config.first_stage.ch_mult) - 1)
+    return downsampling_factor(self.config)
 
   @property
   def first_stage(self):

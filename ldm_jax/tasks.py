@@ -106,15 +106,19 @@ def layout_condition(config, layout, num: int) -> np.ndarray:
   try:
     if isinstance(layout, str):
       return layout_lib.load_layouts(layout, num, cs.max_seq_len, cs.vocab_size)
-    tokens = layout_lib.tokenize_layout(layout, cs.vocab_size, (cs.max_seq_len - 2) // 3)
-    return _repeat(tokens, num)
+    return _repeat(layout_lib.tokenize_for(layout, cs.max_seq_len, cs.vocab_size), num)
   except (OSError, ValueError) as e:
     raise TaskInputError(str(e)) from None
 
 
 def image_condition(image, num: int) -> np.ndarray:
   """A low-resolution image (super-resolution) -> [num, h, w, 3] in [-1, 1], as the reference's
-  LR_image (it is concatenated to the latent, so the output is f times its size)."""
+  LR_image (it is concatenated to the latent, so the output is f times its size). A batch of
+  ``num`` images (an array [num, h, w, 3]) gives each sample its own input."""
+  if not isinstance(image, str) and np.ndim(image) == 4:
+    if len(image) != num:
+      raise TaskInputError(f'got {len(image)} low-resolution images for {num} samples')
+    return np.stack([to_model_range(read_image(im)) for im in image])
   return _repeat(to_model_range(read_image(image)), num)
 
 
@@ -128,10 +132,15 @@ def inpainting_condition(image, mask, num: int) -> tuple[dict, np.ndarray, np.nd
     raise TaskInputError(f'the mask is {m.shape[1]}x{m.shape[0]} but the image is '
                          f'{img.shape[1]}x{img.shape[0]}; they must be the same size')
   m = (m >= 0.5).astype(np.float32)
-  x = img.astype(np.float32) / 255.0
-  masked = (1.0 - m) * x
-  cond = {'masked_image': _repeat(masked * 2 - 1, num), 'mask': _repeat(m * 2 - 1, num)}
+  cond = {k: _repeat(v, num) for k, v in masked_input(img, m).items()}
   return cond, to_model_range(img), m
+
+
+def masked_input(image_uint8: np.ndarray, mask01: np.ndarray) -> dict:
+  """The inpainting model's raw condition (any leading batch axes): masked_image = (1 - mask) *
+  image and the mask, both in [-1, 1] (mask 1 = to fill), as scripts/inpaint.py."""
+  masked = (1.0 - mask01) * (image_uint8.astype(np.float32) / 255.0)
+  return {'masked_image': masked * 2 - 1, 'mask': mask01 * 2 - 1}
 
 
 def composite(samples: np.ndarray, image: np.ndarray, mask01: np.ndarray) -> np.ndarray:

@@ -160,9 +160,8 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   conditional = cs.kind != 'none'
   null = None
   if conditional and cs.p_uncond > 0:
-    from ldm_jax.tasks import null_condition
-    example = np.zeros((1,), np.int32) if cs.kind == 'class' else np.zeros((1, cs.max_seq_len), np.int32)
-    null = null_condition(config, example)[0]
+    from ldm_jax.tasks import null_condition  # class or bert (validate): one null example
+    null = null_condition(config, np.zeros(1))[0]
 
   def step(state: TrainState, batch, first_stage_params):
     k_post, k_t, k_noise, k_drop, k_uncond = jax.random.split(step_key(config, state.step), 5)

@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ldm_jax import layout as layout_lib
+from ldm_jax.generate import to_uint8
+from ldm_jax.models import resize_nearest_torch
 
 
 def _palette(n: int) -> np.ndarray:
@@ -31,16 +33,6 @@ def text_tiles(texts, height: int, width: int) -> np.ndarray:
       draw.text((2, 1 + 11 * i), line, fill=(0, 0, 0), font=font)
     tiles.append(np.asarray(im))
   return np.stack(tiles)
-
-
-def _to_uint8(x) -> np.ndarray:
-  return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def _resize_nearest(images: np.ndarray, height: int, width: int) -> np.ndarray:
-  ys = (np.arange(height) * images.shape[1] // height)
-  xs = (np.arange(width) * images.shape[2] // width)
-  return images[:, ys][:, :, xs]
 
 
 def box_tiles(layouts, height: int, width: int, no_tokens: int) -> np.ndarray:
@@ -84,8 +76,9 @@ def condition_tiles(config, cond, height: int, width: int) -> np.ndarray | None:
   if task == 'layout':
     return box_tiles(np.asarray(cond), height, width, cs.vocab_size)
   if task == 'superres':
-    return _resize_nearest(_to_uint8(cond), height, width)
+    return np.asarray(resize_nearest_torch(to_uint8(cond), (height, width)))
   if task == 'inpainting':
     masked, mask = np.asarray(cond['masked_image']), np.asarray(cond['mask']) > 0
-    return _to_uint8(np.where(mask, 0.0, masked))  # the hole in mid grey
-  return _resize_nearest(segmentation_tiles(cond, cs.in_channels), height, width)
+    return np.asarray(to_uint8(np.where(mask, 0.0, masked)))  # the hole in mid grey
+  tiles = segmentation_tiles(cond, cs.in_channels)
+  return np.asarray(resize_nearest_torch(tiles, (height, width)))

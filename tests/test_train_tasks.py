@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 import ldm_jax
-from ldm_jax import tasks
 from ldm_jax.data import make_train_iterator
 from ldm_jax.data.conditions import ConditionMaker
 from ldm_jax.data.sources import DigitsSource

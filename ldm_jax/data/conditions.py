@@ -15,12 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from ldm_jax import layout as layout_lib
+from ldm_jax.config import downsampling_factor
 from ldm_jax.data.degradations import degrade
 from ldm_jax.data.masks import random_mask
 from ldm_jax.data.preprocess import to_model_range
 from ldm_jax.data.sources import DataError
+from ldm_jax.tasks import masked_input
 
-TASKS = ('unconditional', 'class', 'text', 'layout', 'superres', 'inpainting', 'semantic')
 # The annotation each task reads from a source (besides the image and label).
 ANNOTATIONS = {'text': ('caption',), 'layout': ('boxes',), 'semantic': ('segmentation',)}
 
@@ -33,10 +34,6 @@ def task_of(config) -> str:
           'bert': 'text' if cs.use_tokenizer else 'layout'}[cs.kind]
 
 
-def downsampling(config) -> int:
-  return 2**(len(config.first_stage.ch_mult) - 1)
-
-
 class ConditionMaker:
   """examples (dicts from a source) + their stream positions -> the batch's raw condition."""
 
@@ -47,8 +44,7 @@ class ConditionMaker:
       from ldm_jax.tasks import _tokenizer
       self.tokenizer = _tokenizer(cs.tokenizer)
     if self.task == 'layout':
-      self.encode_crop = (cs.max_seq_len - 2) % 3 == 0
-      self.max_objects = (cs.max_seq_len - 2) // 3 if self.encode_crop else cs.max_seq_len // 3
+      self.max_objects, _ = layout_lib.layout_geometry(cs.max_seq_len)
 
   def rng(self, position: int) -> np.random.Generator:
     return np.random.default_rng([self.config.seed, 2, position])
@@ -69,18 +65,17 @@ class ConditionMaker:
       out = []
       for e, rng in zip(examples, rngs):
         objects = [e['boxes'][i] for i in rng.permutation(len(e['boxes']))][:self.max_objects]
-        out.append(layout_lib.tokenize_layout(objects, c.cond_stage.vocab_size, self.max_objects,
-                                              self.encode_crop))
+        out.append(layout_lib.tokenize_for(objects, c.cond_stage.max_seq_len,
+                                           c.cond_stage.vocab_size))
       return np.stack(out)
     if task == 'superres':
-      f = downsampling(c)
+      f = downsampling_factor(c)
       return to_model_range(np.stack([degrade(e['image'], f, c.data.degradation, rng)
                                       for e, rng in zip(examples, rngs)]))
     if task == 'inpainting':
       size = examples[0]['image'].shape[0]
       masks = np.stack([random_mask(size, rng, c.data.mask) for rng in rngs])[..., None]
-      images = np.stack([e['image'] for e in examples]).astype(np.float32) / 255.0
-      return {'masked_image': (1.0 - masks) * images * 2 - 1, 'mask': masks * 2 - 1}
+      return masked_input(np.stack([e['image'] for e in examples]), masks)
     if task == 'semantic':
       seg = np.stack([e['segmentation'] for e in examples]).astype(np.int32)
       n = c.cond_stage.in_channels

@@ -57,7 +57,6 @@ class DigitsSource:
   (0 = background, 1 + digit = ink, so 11 classes)."""
 
   key = 'image'  # what load() returns: uint8 images (a latent cache returns 'moments')
-  num_segmentation_classes = 11
 
   def __init__(self, image_size: int, split: str = 'train'):
     images, labels = digits_uint8(image_size)
@@ -80,8 +79,9 @@ class DigitsSource:
     if len(xs):
       x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
       boxes = [{'class': label, 'bbox': [x0 / size, y0 / size, (x1 - x0) / size, (y1 - y0) / size]}]
-    return {'image': image, 'label': label, 'caption': [digit_caption(label, v) for v in range(len(_CAPTIONS))],
-            'boxes': boxes, 'segmentation': np.where(ink, label + 1, 0).astype(np.int32)}
+    captions = [digit_caption(label, v) for v in range(len(_CAPTIONS))]
+    return {'image': image, 'label': label, 'caption': captions, 'boxes': boxes,
+            'segmentation': np.where(ink, label + 1, 0).astype(np.int32)}
 
 
 def list_images(root: str) -> list[str]:

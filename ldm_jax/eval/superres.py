@@ -20,6 +20,8 @@ import os
 import numpy as np
 from absl import app, flags
 
+from ldm_jax.eval.metrics import psnr
+
 FLAGS = flags.FLAGS
 
 
@@ -34,9 +36,8 @@ def _define_flags():
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  mse = ((a.astype(np.float64) - b.astype(np.float64)) / 255.0)**2
-  return 10 * np.log10(1.0 / np.maximum(mse.mean(axis=(1, 2, 3)), 1e-12))
+def _psnr(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
+  return np.asarray(psnr(np.float32(a_uint8) / 255.0, np.float32(b_uint8) / 255.0))
 
 
 def evaluate(pipe, split: str, num_images: int = 0, steps: int = 100, eta: float = 1.0,
@@ -44,8 +45,9 @@ def evaluate(pipe, split: str, num_images: int = 0, steps: int = 100, eta: float
   from PIL import Image
 
   from ldm_jax.data.conditions import ConditionMaker, task_of
-  from ldm_jax.data.pipeline import eval_batches
   from ldm_jax.data.degradations import bicubic_downscale
+  from ldm_jax.data.pipeline import eval_batches
+  from ldm_jax.generate import to_uint8
   config = pipe.config
   if task_of(config) != 'superres':
     raise ValueError(f'{task_of(config)} model: this evaluation needs a super-resolution LDM')
@@ -55,19 +57,20 @@ def evaluate(pipe, split: str, num_images: int = 0, steps: int = 100, eta: float
   rows = {k: [] for k in ('consistency', 'to_original', 'bicubic_consistency', 'bicubic_to_original')}
   seen = 0
   for batch in eval_batches(data, batch_size, num_images):
-    hr = np.clip(np.round((batch['image'] + 1) * 127.5), 0, 255).astype(np.uint8)
-    examples = [{'image': im, 'label': 0} for im in hr]
-    lr_model = maker(examples, list(range(seen, seen + len(hr))))  # [-1, 1], as in training
-    lr = np.clip(np.round((lr_model + 1) * 127.5), 0, 255).astype(np.uint8)
-    out = _sample(pipe, lr_model, steps, eta, seed + seen)
+    hr = np.asarray(to_uint8(batch['image']))
+    n = len(hr)
+    lr_model = maker([{'image': im} for im in hr], list(range(seen, seen + n)))  # as in training
+    lr = np.asarray(to_uint8(lr_model))
+    out = pipe.sample(n, lr_image=lr_model * 0.5 + 0.5, sampler='ddim', steps=steps, eta=eta,
+                      seed=seed + seen, batch_size=batch_size)
     up = np.stack([np.asarray(Image.fromarray(im).resize(hr.shape[1:3][::-1], Image.BICUBIC))
                    for im in lr])
     down = lambda x: np.stack([bicubic_downscale(im, f) for im in x])
-    rows['consistency'].append(psnr_uint8(down(out), lr))
-    rows['to_original'].append(psnr_uint8(out, hr))
-    rows['bicubic_consistency'].append(psnr_uint8(down(up), lr))
-    rows['bicubic_to_original'].append(psnr_uint8(up, hr))
-    seen += len(hr)
+    rows['consistency'].append(_psnr(down(out), lr))
+    rows['to_original'].append(_psnr(out, hr))
+    rows['bicubic_consistency'].append(_psnr(down(up), lr))
+    rows['bicubic_to_original'].append(_psnr(up, hr))
+    seen += n
   report = {'images': seen, 'split': split, 'steps': steps, 'eta': eta,
             'degradation': config.data.degradation, 'factor': f}
   for k, v in rows.items():
@@ -75,27 +78,6 @@ def evaluate(pipe, split: str, num_images: int = 0, steps: int = 100, eta: float
     report[f'psnr_{k}'] = float(v.mean())
     report[f'psnr_{k}_std'] = float(v.std())
   return report
-
-
-def _sample(pipe, lr_model, steps, eta, seed):
-  """One sampling call per image batch: every image has its own low-resolution input."""
-  import jax
-  import jax.numpy as jnp
-  from ldm_jax import sharding
-  from ldm_jax.generate import make_generate_fn, to_uint8
-  key = ('superres_eval', steps, eta)
-  if key not in pipe._fns:
-    pipe._fns[key] = make_generate_fn(pipe.ldm, sampler='ddim', steps=steps, eta=eta)
-  n, h, w, _ = lr_model.shape
-  n_dev = pipe.mesh.devices.size
-  pad = -n % n_dev
-  cond = np.concatenate([lr_model, np.repeat(lr_model[-1:], pad, 0)]) if pad else lr_model
-  k_noise, k_sample = jax.random.split(jax.random.PRNGKey(seed))
-  x_T = jax.random.normal(k_noise, (n + pad, h, w, pipe.config.first_stage.embed_dim), jnp.float32)
-  put = lambda a: jax.device_put(a, sharding.batch_sharded(pipe.mesh))
-  images = pipe._fns[key](pipe.params, pipe.first_stage_params, pipe.scale_factor, put(x_T),
-                          put(cond), None, k_sample)
-  return np.asarray(to_uint8(images))[:n]
 
 
 def main(argv):
