@@ -2,13 +2,17 @@
 stage's parameters, so that a workdir alone is enough to resume and to sample."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import jax
 from etils import epath
 import orbax.checkpoint as ocp
 
 from ldm_jax.config import state_defining_differences, to_json_dict
+
+log = logging.getLogger('ldm_jax')
 
 
 class CheckpointMismatch(ValueError):
@@ -30,28 +34,53 @@ def _array_handler_for_backend() -> None:
 
 
 class Checkpointer:
-  def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
+  """The run's CheckpointManager: async saves (the step goes on while arrays are written),
+  atomic (a step directory appears only when complete: a crash mid-save leaves the previous
+  checkpoint as the newest), the newest ``max_to_keep`` plus every ``keep_every``-th step kept.
+  Every process takes part in saving and restoring its shards."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True,
+               keep_every: int = 0):
     _array_handler_for_backend()
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self._options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, keep_period=keep_every or None, create=True,
+        enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, config, first_stage_params=None, force: bool = False) -> None:
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, config, first_stage_params=None, force: bool = False,
+           data_state: dict | None = None) -> None:
+    """``data_state``: the input pipeline's position (JSON), restored with the state."""
     items = {'state': ocp.args.StandardSave(state),
              'config': ocp.args.JsonSave(to_json_dict(config))}
     if first_stage_params is not None:
       items['first_stage'] = ocp.args.StandardSave(first_stage_params)
+    if data_state is not None:
+      items['data'] = ocp.args.JsonSave(data_state)
     self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
+  def reached_preemption(self, step: int) -> bool:
+    """True on every process at the same step once any was told it will be preempted (JAX's
+    preemption sync point; needs jax.distributed)."""
+    return self.manager.reached_preemption(step)
+
   def saved_config(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+
+  def data_state(self, step: int) -> dict | None:
+    if not os.path.isdir(os.path.join(self.directory, str(step), 'data')):
+      return None  # written before the data position was stored
+    return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))['data']
 
   def check_compatible(self, step: int, config) -> None:
     diffs = state_defining_differences(self.saved_config(step), to_json_dict(config))
@@ -69,8 +98,44 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(**items))
     return out['state'], out.get('first_stage') if abstract_first_stage is not None else None
 
+  def restore_newest_readable(self, config, abstract_state, abstract_first_stage=None):
+    """(step, state, first_stage, data_state) of the newest checkpoint that reads back, or None
+    when there is none. An unreadable one (a truncated or corrupt file, e.g. a disk that filled
+    up) is moved to WORKDIR/corrupt_checkpoints/ with a warning naming it, and the one before is
+    tried. A checkpoint of another model config is an error (CheckpointMismatch), not skipped."""
+    for step in reversed(self.all_steps()):
+      try:
+        self.check_compatible(step, config)
+        state, first_stage = self.restore(step, abstract_state, abstract_first_stage)
+        return step, state, first_stage, self.data_state(step)
+      except CheckpointMismatch:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (tensorstore/JSON/OSError/...)
+        self._quarantine(step, e)
+    return None
+
+  def _quarantine(self, step: int, error: Exception) -> None:
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(self.workdir, 'corrupt_checkpoints', f'{step}')
+    log.warning('checkpoint %s is unreadable (%s: %s); moving it to %s and falling back to the '
+                'previous checkpoint', src, type(error).__name__, str(error)[:300], dst)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      if os.path.exists(dst):
+        dst = f'{dst}.{int(time.time())}'
+      os.rename(src, dst)
+    _sync(f'ldm_jax_quarantine_{step}')
+    self.manager.close()
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+
   def close(self) -> None:
     self.manager.close()
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def load_raw(workdir: str, step: int | None = None):

@@ -125,9 +125,27 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=500,
       sample_every=1000,  # write a PNG grid of samples/reconstructions every N steps (0 = never)
       num_sample_images=16,
-      keep_checkpoints=3,
+      keep_checkpoints=3,  # the newest N checkpoints are kept ...
+      keep_every=0,  # ... and every checkpoint whose step is a multiple of this (0 = none)
+      async_checkpoints=True,  # write checkpoints in the background while training goes on
       use_ema=True,
       ema_decay=0.9999,
+      grad_accum_steps=1,  # ldm stage: split the global batch into this many micro-batches
+      compute_dtype='float32',  # 'bfloat16': activations in bf16, parameters and Adam in fp32
+      remat='',  # ldm stage: '' (none), 'full' (recompute each UNet block in the backward pass)
+      # or 'dots' (keep matmul/conv outputs without batch dims, recompute the rest)
+      max_nonfinite_steps=10,  # NaN/Inf loss or gradients: skip the update; stop after N in a row
+  ))
+
+  # The device mesh (ldm_jax/sharding.py): axes ('data', 'fsdp'), the batch split over both.
+  # Sizes within a slice (data, fsdp) and across slices (dcn_*, multi-slice TPU); one of each
+  # may be -1 (fill). fsdp > 1 splits parameters, EMA and optimizer moments over the 'fsdp' axis.
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1,
+      # (regex on the array path, rule): the first match decides; rule 'largest' (the largest
+      # dimension divisible by fsdp), 'replicate' or a dimension index ('-1' = last)
+      fsdp_rules=(('.*', 'largest'),),
+      fsdp_min_size=2**14,  # arrays with fewer elements stay replicated
   ))
 
   c.sampling = ml_collections.ConfigDict(dict(
@@ -182,9 +200,23 @@ def validate(config) -> None:
   _choice('optimizer.name', config.optimizer.name, ('adamw', 'adam'))
   _choice('sampling.sampler', config.sampling.sampler, ('ddim', 'plms', 'ddpm'))
   t = config.training
-  for key in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
+  for key in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
+              'grad_accum_steps'):
     if t[key] <= 0:
       raise ValueError(f'config.training.{key} must be > 0, got {t[key]}')
+  _choice('training.compute_dtype', t.compute_dtype, ('float32', 'bfloat16'))
+  _choice('training.remat', t.remat, ('', 'full', 'dots'))
+  for key, off in (('compute_dtype', 'float32'), ('remat', '')):
+    if t[key] != off and config.stage != 'ldm':
+      raise ValueError(f'config.training.{key}={t[key]!r} is for the ldm stage (the UNet); the '
+                       f'first stage trains in float32: set --config.training.{key}={off!r}')
+  if t.grad_accum_steps > 1 and config.stage != 'ldm':
+    raise ValueError('config.training.grad_accum_steps > 1 is for the ldm stage: the first stage\'s '
+                     'adaptive GAN weight and BatchNorm discriminator need the whole batch at once; '
+                     'use more devices or a smaller batch_size')
+  if t.batch_size % t.grad_accum_steps:
+    raise ValueError(f'config.training.batch_size={t.batch_size} must be divisible by '
+                     f'grad_accum_steps={t.grad_accum_steps}')
   cs = config.cond_stage
   if cs.kind == 'class' and cs.n_classes <= 0:
     raise ValueError('config.cond_stage.kind=class needs config.cond_stage.n_classes > 0')

@@ -22,8 +22,9 @@ from ldm_jax.schedule import Schedule, make_schedule
 from ldm_jax.unet import UNetModel
 
 
-def build_first_stage(fs) -> AutoencoderKL | VQModel:
-  common = dict(embed_dim=fs.embed_dim, ch=fs.ch, ch_mult=tuple(fs.ch_mult),
+def build_first_stage(fs, dtype=jnp.float32) -> AutoencoderKL | VQModel:
+  """The autoencoder of config.first_stage; ``dtype``: its computation dtype (parameters fp32)."""
+  common = dict(dtype=dtype, embed_dim=fs.embed_dim, ch=fs.ch, ch_mult=tuple(fs.ch_mult),
                 num_res_blocks=fs.num_res_blocks, attn_resolutions=tuple(fs.attn_resolutions),
                 resolution=fs.resolution, in_channels=fs.in_channels, out_ch=fs.out_ch,
                 z_channels=fs.z_channels, attn_type=fs.attn_type, dropout=fs.dropout)
@@ -43,7 +44,9 @@ def build_discriminator(config) -> NLayerDiscriminator | None:
                              n_layers=L.disc_num_layers, use_actnorm=L.use_actnorm)
 
 
-def build_unet(config) -> UNetModel:
+def build_unet(config, dtype=jnp.float32, remat: str = '') -> UNetModel:
+  """The UNet of config.unet; ``dtype`` (computation, parameters stay fp32) and ``remat`` are
+  training choices (config.training.compute_dtype / remat) that leave the parameters as they are."""
   u = config.unet
   latent = config.first_stage.embed_dim
   return UNetModel(
@@ -54,7 +57,7 @@ def build_unet(config) -> UNetModel:
       num_classes=u.num_classes, num_heads=u.num_heads, num_head_channels=u.num_head_channels,
       use_scale_shift_norm=u.use_scale_shift_norm, resblock_updown=u.resblock_updown,
       use_spatial_transformer=u.use_spatial_transformer, transformer_depth=u.transformer_depth,
-      context_dim=u.context_dim, legacy=u.legacy)
+      context_dim=u.context_dim, legacy=u.legacy, dtype=dtype, remat=remat)
 
 
 def build_cond_stage(config):
@@ -163,10 +166,14 @@ class LatentDiffusion:
   cond_example_dtype: Any = jnp.int32
 
   @classmethod
-  def from_config(cls, config) -> 'LatentDiffusion':
+  def from_config(cls, config, compute_dtype: str = 'float32',
+                  remat: str = '') -> 'LatentDiffusion':
+    """``compute_dtype`` ('bfloat16': first stage and UNet compute in bf16 on fp32 parameters)
+    and ``remat`` (the UNet's, see UNetModel.remat): the trainer passes config.training's."""
     cond = build_cond_stage(config)
     example = cond_stage_example_input(config) if cond is not None else None
-    return cls(build_first_stage(config.first_stage), build_unet(config), cond,
+    dtype = jnp.dtype(compute_dtype)
+    return cls(build_first_stage(config.first_stage, dtype), build_unet(config, dtype, remat), cond,
                build_schedule(config), config.diffusion.parameterization, config.cond_stage.kind,
                conditioning_key(config), example.shape if example is not None else (),
                example.dtype if example is not None else jnp.int32)
@@ -183,13 +190,18 @@ class LatentDiffusion:
       return jnp.concatenate([out.mean, out.logvar], axis=-1)
     return out
 
-  def latents_from_batch(self, first_stage_params, batch, key):
-    """Unscaled latents of a batch of images, or of cached moments."""
-    if 'moments' in batch:
-      if isinstance(self.first_stage, AutoencoderKL):
-        return DiagonalGaussian.from_moments(batch['moments']).sample(key)
-      return batch['moments']
-    return self.encode(first_stage_params, batch['image'], key)
+  def latents_from_batch(self, first_stage_params, batch, key=None, noise=None):
+    """Unscaled fp32 latents of a batch of images, or of cached moments: KL -> a posterior sample
+    (``noise``: its standard normal draw, else drawn from ``key``); VQ -> pre-quant latents."""
+    moments = batch['moments'] if 'moments' in batch else self.encode_moments(
+        first_stage_params, batch['image'])
+    moments = moments.astype(jnp.float32)
+    if not isinstance(self.first_stage, AutoencoderKL):
+      return moments
+    posterior = DiagonalGaussian.from_moments(moments)
+    if noise is None:
+      noise = jax.random.normal(key, posterior.mean.shape)
+    return posterior.mean + posterior.std * noise
 
   def decode(self, first_stage_params, latents, scale_factor):
     """Images in [-1, 1] (not clipped) from scaled latents; VQ latents are quantised first."""

@@ -1,7 +1,10 @@
 """The training loop: build mesh, data, state; restore; loop (step, log, checkpoint, sample); finish.
 
-One jitted step over a Mesh: the global batch is sharded over the 'data' axis, the state is
-replicated (GSPMD inserts the gradient all-reduce). Works unchanged on 1 CPU, 8 GPUs or a pod slice.
+One jitted step over a ('data', 'fsdp') Mesh: the global batch is sharded over all devices, the
+state is replicated or FSDP-sharded (config.mesh; GSPMD inserts the collectives). Works unchanged
+on 1 CPU, 8 GPUs or a multi-host pod slice. Nothing is lost: checkpoints hold the state, the
+frozen first stage and the data position; a run resumes from the newest readable one; SIGTERM
+(preemption) saves at the current step and exits cleanly; NaN/Inf updates are skipped.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_sta
 from ldm_jax.tasks import composite, null_condition
 from ldm_jax.visualize import condition_tiles
 from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
-from ldm_jax.train_steps import latent_std, make_autoencoder_step, make_ldm_step
+from ldm_jax.distributed import Preemption
+from ldm_jax.train_steps import guard_nonfinite, latent_std, make_autoencoder_step, make_ldm_step
 
 log = logging.getLogger('ldm_jax')
 
@@ -69,15 +73,16 @@ def train(config, workdir: str) -> TrainState:
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.training.batch_size, mesh)
+  t = config.training
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
   repl = sharding.replicated(mesh)
   tx = make_optimizer(config)
   key = jax.random.PRNGKey(config.seed)
   ldm_stage = config.stage == 'ldm'
 
   if ldm_stage:
-    ldm = LatentDiffusion.from_config(config)
+    ldm = LatentDiffusion.from_config(config, t.compute_dtype, t.remat)
     model_init = lambda k: ldm.init_params(k, latent_shape(config))
     step_fn = make_ldm_step(ldm, tx, config)
     loss_init, frozen_loss = None, None
@@ -96,35 +101,40 @@ def train(config, workdir: str) -> TrainState:
                          loss_init)
 
   # -- state: restore or create ------------------------------------------------------------
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.training.keep_checkpoints)
-  latest = checkpointer.latest_step()
   abstract = jax.eval_shape(init_fn, key)
-  first_stage_params = None
-  if latest is not None:
-    checkpointer.check_compatible(latest, config)
-    with_sharding = lambda tree: jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), tree)
-    abstract_fs = None
-    if ldm_stage:
-      fs = build_first_stage(config.first_stage)
-      s = config.data.image_size
-      abstract_fs = with_sharding(jax.eval_shape(
-          lambda k: fs.init(k, jnp.zeros((1, s, s, 3)))['params'], key))
-    state, first_stage_params = checkpointer.restore(latest, with_sharding(abstract), abstract_fs)
+  state_sh = sharding.state_shardings(abstract, mesh, config.mesh)
+  abstract_fs = fs_sh = None
+  if ldm_stage:
+    s = config.data.image_size
+    abstract_fs = jax.eval_shape(
+        lambda k: build_first_stage(config.first_stage).init(k, jnp.zeros((1, s, s, 3)))['params'],
+        key)
+    fs_sh = sharding.state_shardings(abstract_fs, mesh, config.mesh)
+  checkpointer = ckpt_lib.Checkpointer(workdir, t.keep_checkpoints, t.async_checkpoints,
+                                       t.keep_every)
+  restored = checkpointer.restore_newest_readable(
+      config, sharding.with_shardings(abstract, state_sh),
+      sharding.with_shardings(abstract_fs, fs_sh) if ldm_stage else None)
+  data_state = None
+  if restored is not None:
+    latest, state, first_stage_params, data_state = restored
     log.info('resumed from %s at step %d', checkpointer.directory, latest)
   else:
-    state = jax.jit(init_fn, out_shardings=repl)(key)
-    if ldm_stage:
-      first_stage_params = jax.device_put(load_first_stage(config), repl)
+    latest = None
+    state = jax.jit(init_fn, out_shardings=state_sh)(key)
+    first_stage_params = (jax.device_put(load_first_stage(config), fs_sh) if ldm_stage else None)
   start_step = int(state.step)
+  # The data position: examples consumed by the job (older checkpoints: steps x batch size).
+  position = data_state['position'] if data_state else start_step * t.batch_size
   # The step's frozen inputs: the first stage (LDM) or the LPIPS network (autoencoder).
   frozen = first_stage_params if ldm_stage else (
       jax.device_put(frozen_loss, repl) if frozen_loss is not None else None)
+  frozen_sh = fs_sh if ldm_stage else repl
 
   cache = None
   if ldm_stage and config.data.cache_latents:
     cache = _build_latent_cache(config, ldm, first_stage_params, mesh)
-  data = make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
+  data = make_train_iterator(config, start_position=position, process_index=jax.process_index(),
                              process_count=jax.process_count(), source=cache)
   next_batch = lambda: sharding.global_batch(next(data), mesh)
 
@@ -142,20 +152,22 @@ def train(config, workdir: str) -> TrainState:
     rec = jax.jit(lambda p, x: model.apply({'params': p}, x, jax.random.fold_in(key, 3))[0])(
         state.params, pending['image'])
     ls = dict(state.loss_state)
-    ls['disc'] = jax.device_put(dict(disc.init(jax.random.fold_in(key, 4), rec)), repl)
+    ls['disc'] = dict(disc.init(jax.random.fold_in(key, 4), rec))
     state = state.replace(loss_state=ls)
   else:
     pending = None
+  state = jax.device_put(state, state_sh)
 
-  train_step = jax.jit(step_fn, in_shardings=(repl, sharding.batch_sharded(mesh), repl),
-                       out_shardings=(repl, repl), donate_argnums=(0,))
+  train_step = jax.jit(guard_nonfinite(step_fn),
+                       in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
+                       out_shardings=(state_sh, repl), donate_argnums=(0,))
   writer = MetricWriter(workdir, enabled=is_main)
   image_logger = _ImageLogger(config, mesh, ldm if ldm_stage else model, ldm_stage, workdir, writer)
-  t = config.training
   if is_main:
-    log.info('stage=%s devices=%d processes=%d global batch=%d lr=%.3g steps %d -> %d',
-             config.stage, mesh.size, jax.process_count(), t.batch_size, learning_rate(config),
-             start_step, t.num_steps)
+    log.info('stage=%s devices=%d (mesh %s) processes=%d global batch=%d%s lr=%.3g steps %d -> %d',
+             config.stage, mesh.size, dict(mesh.shape), jax.process_count(), t.batch_size,
+             f' ({t.grad_accum_steps} micro-batches)' if t.grad_accum_steps > 1 else '',
+             learning_rate(config), start_step, t.num_steps)
 
   # -- loop --------------------------------------------------------------------------------
   history, last_log = [], time.time()
@@ -163,34 +175,49 @@ def train(config, workdir: str) -> TrainState:
   bar = tqdm(total=t.num_steps, initial=start_step, disable=not (is_main and sys.stderr.isatty()),
              dynamic_ncols=True, mininterval=1.0, desc=config.stage)
   t_start = time.time()
-  step = start_step
+  step, saved_step = start_step, latest
+  nonfinite = _NonfiniteCounter(t.max_nonfinite_steps, checkpointer.directory)
+  save = lambda force=False: checkpointer.save(
+      step, state, config, first_stage_params, force=force,
+      data_state={'position': position, 'global_batch': t.batch_size})
   try:
-    while step < t.num_steps:
-      batch = pending if pending is not None else next_batch()
-      pending = None
-      state, metrics = train_step(state, batch, frozen)
-      history.append(metrics)
-      step += 1
-      bar.update(1)
-      if step % t.log_every == 0 or step == t.num_steps:
-        means = {k: float(np.mean([float(m[k]) for m in jax.device_get(history)])) for k in history[0]}
-        means['steps_per_sec'] = len(history) / (time.time() - last_log)
-        means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
-        history, last_log = [], time.time()
-        if not np.isfinite(means['loss']):
-          raise FloatingPointError(f'loss is {means["loss"]} at step {step}; the last good '
-                                   f'checkpoint is kept in {checkpointer.directory}')
-        writer.scalars(step, means)
-        bar.set_postfix(loss=f'{means["loss"]:.4f}')
-        if is_main:
-          rate = (step - start_step) / (time.time() - t_start)
-          log.info('step %d/%d (%.2f it/s, ETA %s) %s', step, t.num_steps, rate,
-                   _hms((t.num_steps - step) / max(rate, 1e-9)),
-                   ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
-      if step % t.checkpoint_every == 0 or step == t.num_steps:
-        checkpointer.save(step, state, config, first_stage_params)
-      if t.sample_every and (step % t.sample_every == 0 or step == t.num_steps):
-        image_logger(step, state, batch, first_stage_params)
+    with Preemption(checkpointer) as preemption:
+      while step < t.num_steps:
+        batch = pending if pending is not None else next_batch()
+        pending = None
+        state, metrics = train_step(state, batch, frozen)
+        nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
+        history.append(metrics)
+        step += 1
+        position += t.batch_size
+        bar.update(1)
+        if step % t.log_every == 0 or step == t.num_steps:
+          means = {k: float(np.mean([float(m[k]) for m in jax.device_get(history)]))
+                   for k in history[0]}
+          means['steps_per_sec'] = len(history) / (time.time() - last_log)
+          means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
+          means['nonfinite_total'] = nonfinite.total
+          history, last_log = [], time.time()
+          writer.scalars(step, means)
+          bar.set_postfix(loss=f'{means["loss"]:.4f}')
+          if is_main:
+            rate = (step - start_step) / (time.time() - t_start)
+            log.info('step %d/%d (%.2f it/s, ETA %s) %s', step, t.num_steps, rate,
+                     _hms((t.num_steps - step) / max(rate, 1e-9)),
+                     ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())))
+        if step % t.checkpoint_every == 0 or step == t.num_steps:
+          save()
+          saved_step = step
+        if t.sample_every and (step % t.sample_every == 0 or step == t.num_steps):
+          image_logger(step, state, batch, first_stage_params)
+        if step < t.num_steps and preemption.should_stop(step):
+          if saved_step != step:
+            save(force=True)
+          checkpointer.wait()
+          log.warning('preempted (SIGTERM): checkpoint saved at step %d in %s; run the same '
+                      'command again to resume', step, checkpointer.directory)
+          break
+      nonfinite.flush()
   finally:
     bar.close()
     checkpointer.wait()
@@ -201,11 +228,45 @@ def train(config, workdir: str) -> TrainState:
   return state
 
 
+class _NonfiniteCounter:
+  """Counts steps whose update was skipped for NaN/Inf (metrics['nonfinite']), one step late so
+  that reading the flag never waits for the device; raises after ``limit`` in a row."""
+
+  def __init__(self, limit: int, directory: str):
+    self.limit, self.directory = limit, directory
+    self.total, self.streak, self._pending = 0, 0, None
+
+  def add(self, metrics, step: int) -> None:
+    self.flush()
+    self._pending = (metrics['nonfinite'], step)
+
+  def flush(self) -> None:
+    if self._pending is None:
+      return
+    flag, step = self._pending
+    self._pending = None
+    if float(flag) == 0.0:
+      self.streak = 0
+      return
+    self.total += 1
+    self.streak += 1
+    log.warning('step %d: loss or gradients are NaN/Inf; the update was skipped (%d in a row, '
+                '%d in this run)', step, self.streak, self.total)
+    if self.limit and self.streak >= self.limit:
+      raise FloatingPointError(
+          f'{self.streak} steps in a row had NaN/Inf loss or gradients (last: step {step}); '
+          f'stopping. The parameters were not updated by them; the last checkpoint in '
+          f'{self.directory} is good. Lower the learning rate, set optimizer.grad_clip_norm, or '
+          f'check the data, then resume.')
+
+
 def _build_latent_cache(config, ldm, first_stage_params, mesh):
   if config.data.source == 'tfds':
     raise ValueError('config.data.cache_latents needs a random-access source (digits or folder); '
                      'set --config.data.cache_latents=False for TFDS data')
-  encode = jax.jit(lambda p, x: ldm.encode_moments(p, x))
+  # replicated output: every process gets the whole cache (also with several processes)
+  encode = jax.jit(lambda p, x: ldm.encode_moments(p, x).astype(jnp.float32),
+                   out_shardings=sharding.replicated(mesh))
   batch_sh = sharding.batch_sharded(mesh)
   size = config.training.batch_size
   fn = lambda images: encode(first_stage_params, jax.device_put(images, batch_sh))
@@ -259,7 +320,7 @@ class _ImageLogger:
         lambda a: jax.device_put(np.asarray(a), batch), tree)
     images = self._fn(params, first_stage_params, scale_factor, x_T, put(cond), put(uncond),
                       k_sample)
-    images = np.asarray(jax.device_get(images))
+    images = sharding.to_host(images)
     if c.cond_stage.kind == 'first_stage':  # inpainting: keep the known pixels
       mask = (np.asarray(cond['mask']) > 0).astype(np.float32)
       images = composite(images, originals, mask)
@@ -277,8 +338,8 @@ class _ImageLogger:
       self._fn = jax.jit(lambda p, x: model.apply({'params': p}, x)[0])
     x = batch['image'][:self.n]
     rec = self._fn(params, x)
-    pairs = np.concatenate([np.asarray(jax.device_get(to_uint8(x))),
-                            np.asarray(jax.device_get(to_uint8(rec)))], axis=2)
+    pairs = np.concatenate([sharding.to_host(to_uint8(x)), sharding.to_host(to_uint8(rec))],
+                           axis=2)
     return make_grid(pairs, nrow=4)
 
 

@@ -126,6 +126,19 @@ class UNetModel(nn.Module):
   context_dim: int = 0
   legacy: bool = True
   dtype: Any = jnp.float32
+  # Rematerialisation of each ResBlock and attention block in the backward pass (memory for
+  # compute): '' none, 'full' (keep only block inputs), 'dots' (keep matmul/conv results that have
+  # no batch dimension... i.e. jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims).
+  # Parameter names and values are unchanged.
+  remat: str = ''
+
+  def _wrap(self, cls, static_argnums=()):
+    if not self.remat:
+      return cls
+    policies = {'full': None, 'dots': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
+    if self.remat not in policies:
+      raise ValueError(f"UNet remat must be '', 'full' or 'dots', got {self.remat!r}")
+    return nn.remat(cls, policy=policies[self.remat], static_argnums=static_argnums)
 
   def _attention_block(self, ch: int, name: str) -> nn.Module:
     """Heads per attention site, resolved exactly as the reference does (incl. ``legacy``)."""
@@ -138,15 +151,19 @@ class UNetModel(nn.Module):
     if self.legacy:
       dim_head = ch // heads if self.use_spatial_transformer else self.num_head_channels
     if self.use_spatial_transformer:
-      return SpatialTransformer(heads, dim_head, self.transformer_depth, self.dropout,
-                                self.context_dim or None, self.dtype, name=name)
-    return AttentionBlock(heads if dim_head == -1 else ch // dim_head, self.dtype, name=name)
+      # __call__(self, x, context, train): train (index 3, self is 0) is a Python bool
+      return self._wrap(SpatialTransformer, (3,))(heads, dim_head, self.transformer_depth,
+                                                  self.dropout, self.context_dim or None,
+                                                  self.dtype, name=name)
+    return self._wrap(AttentionBlock)(heads if dim_head == -1 else ch // dim_head, self.dtype,
+                                      name=name)
 
   def _res(self, out, name, up=False, down=False):
-    return ResBlock(out, self.dropout, self.use_scale_shift_norm, up, down, self.dtype, name=name)
+    return self._wrap(ResBlock, (3,))(out, self.dropout, self.use_scale_shift_norm, up, down,
+                                      self.dtype, name=name)
 
   def _apply_attention(self, block, h, context, train):
-    if isinstance(block, SpatialTransformer):
+    if self.use_spatial_transformer:
       return block(h, context, train)
     return block(h)
 

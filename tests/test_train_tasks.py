@@ -103,12 +103,13 @@ def test_condition_dropout_uses_the_null_condition():
   from ldm_jax.train_steps import drop_condition
   tokens = np.arange(4000 * 5, dtype=np.int32).reshape(4000, 5) + 10
   null = np.array([101, 102, 0, 0, 0], np.int32)
-  out = np.asarray(drop_condition(jax.random.PRNGKey(0), tokens, null, 0.1))
+  out = np.asarray(drop_condition(jax.random.uniform(jax.random.PRNGKey(0), (4000,)) < 0.1, tokens, null))
   dropped = (out == null).all(-1)
   assert 0.08 < dropped.mean() < 0.12
   np.testing.assert_array_equal(out[~dropped], tokens[~dropped])
   labels = np.arange(1000, dtype=np.int32) % 10
-  out = np.asarray(drop_condition(jax.random.PRNGKey(1), labels, np.int32(10), 0.5))
+  out = np.asarray(drop_condition(jax.random.uniform(jax.random.PRNGKey(1), (1000,)) < 0.5, labels,
+                                  np.int32(10)))
   assert set(np.unique(out)) <= set(range(11)) and 0.4 < (out == 10).mean() < 0.6
 
 

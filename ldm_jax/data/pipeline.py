@@ -1,7 +1,8 @@
-"""Batches for one process. For random-access sources the global batch of step s is the slice
-[s*B, (s+1)*B) of a per-epoch permutation seeded by (seed, epoch), and process p takes its
-contiguous part of it: batches depend only on (seed, step), so a resumed run sees exactly the
-batches it would have seen. Unreadable images are skipped (replaced by the next image of the same
+"""Batches for one process. The data position is the number of examples the whole job has
+consumed; for random-access sources the global batch at position q is the slice [q, q+B) of a
+per-epoch permutation seeded by (seed, epoch), and process p takes its contiguous part of it:
+batches depend only on (seed, position), so a resumed run (the position is stored in each
+checkpoint) sees exactly the batches it would have seen, even with another batch size. Unreadable images are skipped (replaced by the next image of the same
 permutation), logged once and counted. Conditional tasks add the batch's raw condition under
 'cond' (``ldm_jax.data.conditions``)."""
 from __future__ import annotations
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 class RandomAccessBatches:
   def __init__(self, source, global_batch: int, seed: int, start_step: int = 0,
                process_index: int = 0, process_count: int = 1, random_flip: bool = True,
-               num_threads: int = 8, conditions=None):
+               num_threads: int = 8, conditions=None, start_position: int | None = None):
     if global_batch % process_count:
       raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
     self.source, self.global_batch, self.seed = source, global_batch, seed
     self.local = global_batch // process_count
     self.offset = process_index * self.local
-    self.step, self.random_flip, self.conditions = start_step, random_flip, conditions
+    self.position = start_step * global_batch if start_position is None else start_position
+    self.random_flip, self.conditions = random_flip, conditions
     self.bad: set[int] = set()
     self._perms: dict[int, np.ndarray] = {}
     self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
@@ -60,7 +62,11 @@ class RandomAccessBatches:
     raise DataError(f'none of the {n} images could be read ({len(self.bad)} unreadable)')
 
   def batch_for_step(self, step: int) -> dict:
-    start = step * self.global_batch + self.offset
+    return self.batch_at(step * self.global_batch)
+
+  def batch_at(self, position: int) -> dict:
+    """This process's part of the global batch of examples [position, position + B)."""
+    start = position + self.offset
     positions = list(range(start, start + self.local))
     examples = list(self._pool.map(self._load, positions))
     key = self.source.key
@@ -75,8 +81,8 @@ class RandomAccessBatches:
     return self
 
   def __next__(self) -> dict:
-    batch = self.batch_for_step(self.step)
-    self.step += 1
+    batch = self.batch_at(self.position)
+    self.position += self.global_batch
     return batch
 
 
@@ -139,20 +145,23 @@ def _conditions(config):
 
 
 def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
-                        process_count: int = 1, prefetch: int = 2, source=None):
+                        process_count: int = 1, prefetch: int = 2, source=None,
+                        start_position: int | None = None):
   """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}
   ({'moments': ...} instead of 'image' when ``source`` is a latent cache), plus 'cond' (the raw
-  condition, ``ldm_jax.data.conditions``) for conditional LDMs."""
-  d = config.data
+  condition, ``ldm_jax.data.conditions``) for conditional LDMs. It starts at ``start_position``
+  examples into the job's stream (default: ``start_step`` global batches)."""
+  d, global_batch = config.data, config.training.batch_size
+  position = start_step * global_batch if start_position is None else start_position
   conditions = _conditions(config)
   if d.source == 'tfds' and source is None:
     from ldm_jax.data.tfds_source import tfds_batches
-    return tfds_batches(config, config.training.batch_size, config.seed, start_step,
-                        process_index, process_count, conditions)
+    return tfds_batches(config, global_batch, config.seed, position, process_index,
+                        process_count, conditions)
   if source is None:
     source = make_source(d, ANNOTATIONS.get(task_of(config), ()) if conditions else ())
-  it = RandomAccessBatches(source, config.training.batch_size, config.seed, start_step,
-                           process_index, process_count, d.random_flip, d.num_threads, conditions)
+  it = RandomAccessBatches(source, global_batch, config.seed, 0, process_index, process_count,
+                           d.random_flip, d.num_threads, conditions, start_position=position)
   return Prefetch(it, prefetch) if prefetch else it
 
 

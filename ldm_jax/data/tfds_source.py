@@ -7,8 +7,8 @@ xmax relative; coco/2017: 'objects/bbox', 'objects/label'), ``segmentation_key``
 [H, W(, 1)]). Crop and flip are applied to boxes and maps as to the image.
 
 TensorFlow runs on the CPU only (GPUs are hidden from it so it never takes accelerator memory).
-Resuming skips ``start_step`` batches of the seeded stream: the same batches, at the cost of
-reading past them once.
+Resuming skips the examples the job has consumed (the data position stored in each checkpoint)
+in the seeded stream, before decoding: the same batches, at the cost of reading past them once.
 """
 from __future__ import annotations
 
@@ -155,10 +155,12 @@ def tfds_eval_batches(d, batch_size: int, max_images: int = 0, annotations=(), a
     yield _examples(b) if as_examples else {k: np.asarray(v) for k, v in b.items()}
 
 
-def tfds_batches(config, global_batch: int, seed: int, start_step: int, process_index: int,
+def tfds_batches(config, global_batch: int, seed: int, start_position: int, process_index: int,
                  process_count: int, conditions=None):
-  """Per-process training batches; with ``conditions`` (a ConditionMaker) each batch also holds
-  its raw condition under 'cond'."""
+  """Per-process training batches from ``start_position`` examples into the job's stream (each
+  process reads its own even split and skips start_position / process_count of its examples,
+  undecoded); with ``conditions`` (a ConditionMaker) each batch also holds its raw condition
+  under 'cond'."""
   from ldm_jax.data.conditions import ANNOTATIONS, task_of
   from ldm_jax.data.preprocess import to_model_range
   d = config.data
@@ -175,16 +177,18 @@ def tfds_batches(config, global_batch: int, seed: int, start_step: int, process_
   preprocess = _preprocess_fn(tf, d, builder, seed, d.random_flip, annotations,
                               as_uint8=conditions is not None)
   ds = ds.repeat().shuffle(10_000, seed=seed, reshuffle_each_iteration=True).enumerate()
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True).skip(start_step).prefetch(2)
+  skip = start_position // process_count
+  ds = ds.skip(skip).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local, drop_remainder=True).prefetch(2)
 
   def batches():
-    for step, b in enumerate(tfds.as_numpy(ds), start=start_step):
+    for i, b in enumerate(tfds.as_numpy(ds)):
       if conditions is None:
         yield {k: np.asarray(v) for k, v in b.items()}
         continue
-      # stream positions for the condition's randomness: unique per (step, process, example)
-      positions = [(step * process_count + process_index) * local + i for i in range(local)]
+      # stream positions for the condition's randomness: unique per (position, process, example)
+      base = (skip + i * local) * process_count + process_index
+      positions = [base + j * process_count for j in range(local)]
       yield {'image': to_model_range(b['image']), 'label': np.asarray(b['label']),
              'cond': conditions(_examples(b), positions)}
 
