@@ -46,7 +46,8 @@ class Checkpointer:
     self.directory = os.path.join(self.workdir, 'checkpoints')
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, keep_period=keep_every or None, create=True,
-        enable_async_checkpointing=async_save)
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True)  # what a killed save left behind
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
@@ -118,7 +119,7 @@ class Checkpointer:
     src = os.path.join(self.directory, str(step))
     dst = os.path.join(self.workdir, 'corrupt_checkpoints', f'{step}')
     log.warning('checkpoint %s is unreadable (%s: %s); moving it to %s and falling back to the '
-                'previous checkpoint', src, type(error).__name__, str(error)[:300], dst)
+                'previous checkpoint', src, type(error).__name__, (str(error).splitlines() or [''])[0][:200], dst)
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(dst), exist_ok=True)
       if os.path.exists(dst):

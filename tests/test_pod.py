@@ -1,0 +1,154 @@
+"""Training that never loses work, through train.py in fresh processes: two processes
+(jax.distributed on 127.0.0.1, CPU collectives) equal one; SIGKILL at random moments and relaunch
+gives bitwise the parameters of an uninterrupted run; SIGTERM checkpoints the current step and
+exits 0; a checkpoint written on 8 devices (FSDP) resumes on 2; a corrupt newest checkpoint is
+skipped with a warning naming it. The tiny digits autoencoder keeps each launch short."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ldm_jax.checkpoint import load_raw
+from tests.helpers import ROOT, TINY_AE_OVERRIDES
+
+pytestmark = pytest.mark.slow
+
+
+def devices_env(n: int) -> dict:
+  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
+
+
+def args(workdir, *extra):
+  return [sys.executable, 'train.py', '--config=configs/digits_autoencoder.py',
+          f'--workdir={workdir}', *TINY_AE_OVERRIDES, *extra]
+
+
+def launch(workdir, *extra, devices=2, log=None):
+  return subprocess.Popen(args(workdir, *extra), cwd=ROOT, env=devices_env(devices),
+                          stdout=subprocess.DEVNULL, stderr=log or subprocess.PIPE, text=True)
+
+
+def run(workdir, *extra, devices=2, timeout=600):
+  r = subprocess.run(args(workdir, *extra), cwd=ROOT, env=devices_env(devices),
+                     capture_output=True, text=True, timeout=timeout)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r
+
+
+def leaves(workdir):
+  _, step, state, _ = load_raw(workdir)
+  return step, jax.tree.leaves(state)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def saved_steps(workdir):
+  d = os.path.join(workdir, 'checkpoints')
+  return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  """Each of two processes (1 CPU device each) reads its half of every global batch; the result
+  equals one process on 2 devices with the same global batch (float32, rtol 1e-5)."""
+  steps = ['--config.training.num_steps=3', '--config.training.checkpoint_every=3']
+  run(str(tmp_path / 'one'), *steps)
+  port = free_port()
+  procs = [launch(str(tmp_path / 'two'), *steps, f'--coordinator_address=127.0.0.1:{port}',
+                  '--num_processes=2', f'--process_id={i}', devices=1) for i in range(2)]
+  outs = [p.communicate(timeout=600)[1] for p in procs]
+  for p, err in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'processes=2' in outs[0] and 'jax.distributed: process 0 of 2' in outs[0]
+  step_1, one = leaves(str(tmp_path / 'one'))
+  step_2, two = leaves(str(tmp_path / 'two'))
+  assert step_1 == step_2 == 3 and len(one) == len(two)
+  for a, b in zip(one, two):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sigkill_at_random_moments_and_relaunch_is_bitwise_identical(tmp_path):
+  steps = ['--config.training.num_steps=12', '--config.training.checkpoint_every=2']
+  run(str(tmp_path / 'straight'), *steps)
+  workdir = str(tmp_path / 'killed')
+  rng = np.random.default_rng(0)
+  kills = 0
+  for target in sorted(rng.choice(np.arange(2, 11, 2), size=3, replace=False)):
+    proc = launch(workdir, *steps, log=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      if saved_steps(workdir) and saved_steps(workdir)[-1] >= target:
+        time.sleep(rng.uniform(0, 0.3))  # anywhere in the next steps or an async save
+        break
+      time.sleep(0.05)
+    if proc.poll() is not None:  # it finished first
+      break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kills += 1
+  assert kills >= 2
+  r = run(workdir, *steps)
+  assert 'resumed from' in r.stderr
+  (s1, straight), (s2, killed) = leaves(str(tmp_path / 'straight')), leaves(workdir)
+  assert s1 == s2 == 12
+  for a, b in zip(straight, killed):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_0(tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = launch(workdir, '--config.training.num_steps=100000',
+                '--config.training.checkpoint_every=1000')
+  deadline, seen = time.time() + 300, ''
+  while time.time() < deadline:
+    line = proc.stderr.readline()
+    seen += line
+    if 'step 5/' in line or not line:
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, rest = proc.communicate(timeout=300)
+  seen += rest
+  assert proc.returncode == 0, seen[-3000:]
+  assert 'preempted (SIGTERM): checkpoint saved at step' in seen
+  step = int(seen.split('checkpoint saved at step ')[1].split()[0])
+  assert 5 <= step < 1000 and saved_steps(workdir) == [step]
+  _, saved, state, _ = load_raw(workdir)
+  assert saved == step and int(state['step']) == step
+  r = run(workdir, f'--config.training.num_steps={step + 1}')
+  assert f'at step {step}' in r.stderr
+
+
+def test_checkpoint_from_8_fsdp_devices_resumes_on_2_and_skips_a_corrupt_newest(tmp_path):
+  workdir = str(tmp_path / 'run')
+  run(workdir, '--config.training.num_steps=4', '--config.training.checkpoint_every=2',
+      '--config.mesh.data=2', '--config.mesh.fsdp=4', '--config.mesh.fsdp_min_size=64', devices=8)
+  assert saved_steps(workdir) == [2, 4]
+  data_dir = os.path.join(workdir, 'checkpoints', '4', 'state')
+  corrupted = 0
+  for root, _, files in os.walk(data_dir):
+    for f in files:
+      if os.path.basename(root) == 'd':  # the array data files: cut in half
+        path = os.path.join(root, f)
+        with open(path, 'r+b') as fh:
+          fh.truncate(os.path.getsize(path) // 2)
+        corrupted += 1
+  assert corrupted
+  r = run(workdir, '--config.training.num_steps=6', '--config.training.checkpoint_every=2',
+          devices=2)
+  checkpoint_4 = os.path.join(workdir, 'checkpoints', '4')
+  assert f'checkpoint {checkpoint_4} is unreadable' in r.stderr
+  assert 'resumed from' in r.stderr and 'at step 2' in r.stderr
+  assert "devices=2 (mesh {'data': 2, 'fsdp': 1})" in r.stderr
+  assert os.path.isdir(os.path.join(workdir, 'corrupt_checkpoints', '4'))
+  assert saved_steps(workdir)[-1] == 6
+  _, step, state, _ = load_raw(workdir)
+  assert step == 6 and int(state['step']) == 6
