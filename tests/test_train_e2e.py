@@ -1,16 +1,12 @@
 """End to end through the command-line tools: train both stages, kill and resume, sample, and the
 clear errors of bad input. Each test starts fresh processes (compilation cache shared)."""
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 from ldm_jax.checkpoint import Checkpointer, CheckpointMismatch, load_raw
-from tests.helpers import ROOT, TINY_AE_OVERRIDES, run_cli
+from tests.helpers import TINY_AE_OVERRIDES, run_cli
 
 pytestmark = pytest.mark.slow
 ENV = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
