@@ -123,6 +123,11 @@ def test_batches_depend_only_on_seed_and_step():
   p0 = RandomAccessBatches(src, 16, seed=1, process_index=0, process_count=2).batch_for_step(2)
   p1 = RandomAccessBatches(src, 16, seed=1, process_index=1, process_count=2).batch_for_step(2)
   np.testing.assert_array_equal(np.concatenate([p0['label'], p1['label']]), first[2]['label'])
+  # The data position (examples consumed, stored in checkpoints) survives a batch-size change:
+  # after 3 batches of 16, batches of 32 continue with examples [48, 80).
+  bigger = RandomAccessBatches(src, 32, seed=1, start_position=48)
+  np.testing.assert_array_equal(next(bigger)['image'],
+                                np.concatenate([first[3]['image'], first[4]['image']]))
   # An epoch covers every example exactly once.
   n = len(src)
   seen = np.concatenate([a._perm(0)[i * 16:(i + 1) * 16] for i in range(n // 16)])

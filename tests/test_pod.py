@@ -57,6 +57,18 @@ def saved_steps(workdir):
   return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
 
 
+def test_checkpoints_keep_the_newest_and_every_kth(tmp_path):
+  from ldm_jax.checkpoint import Checkpointer
+  from tests.helpers import tiny_autoencoder_config
+  ckpt = Checkpointer(str(tmp_path), max_to_keep=2, async_save=False, keep_every=4)
+  for step in range(1, 11):
+    ckpt.save(step, {'w': np.full(3, step, np.float32)}, tiny_autoencoder_config(),
+              data_state={'position': 8 * step, 'global_batch': 8})
+  assert ckpt.all_steps() == [4, 8, 9, 10]
+  assert ckpt.data_state(8) == {'position': 64, 'global_batch': 8}
+  ckpt.close()
+
+
 def test_two_processes_equal_one_process(tmp_path):
   """Each of two processes (1 CPU device each) reads its half of every global batch; the result
   equals one process on 2 devices with the same global batch (float32, rtol 1e-5)."""
