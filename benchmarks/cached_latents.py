@@ -78,7 +78,7 @@ def main(argv):
   for name, batch in batches.items():
     if config.cond_stage.kind == 'class':
       batch['label'] = jnp.zeros((b,), jnp.int32)
-    state = TrainState.create(params, tx, t.use_ema, 1.0)
+    state = TrainState.create(jax.tree.map(jnp.copy, params), tx, t.use_ema, 1.0)  # donated
     sec, flops, _ = measure(step, state, batch, fs_params, FLAGS.steps)
     results[name] = (sec, flops)
     print(f'{name:28s} {sec:8.3f} s/step  {b / sec:8.2f} img/s  {flops / 1e9:10.1f} GFLOP/step')
