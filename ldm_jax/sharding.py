@@ -68,13 +68,16 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, accum_steps: int = 1) -> None:
-  per_step = global_batch // max(accum_steps, 1)
-  if global_batch % max(accum_steps, 1) or per_step % mesh.size:
+  if accum_steps <= 1:
+    if global_batch % mesh.size:
+      raise ValueError(f'config.training.batch_size={global_batch} is not divisible by the '
+                       f'{mesh.size} devices; use a multiple of {mesh.size}')
+    return
+  if global_batch % (accum_steps * mesh.size):
     raise ValueError(
-        f'config.training.batch_size={global_batch} with grad_accum_steps={accum_steps} gives '
-        f'micro-batches of {global_batch / max(accum_steps, 1):g}, which must be a whole multiple '
-        f'of the {mesh.size} devices; use a batch size that is a multiple of '
-        f'{mesh.size * max(accum_steps, 1)}')
+        f'config.training.batch_size={global_batch} with grad_accum_steps={accum_steps}: each '
+        f'micro-batch must split evenly over the {mesh.size} devices; use a batch size that is '
+        f'a multiple of {accum_steps * mesh.size}')
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:

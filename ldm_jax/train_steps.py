@@ -12,7 +12,7 @@ from ldm_jax.autoencoder import AutoencoderKL
 from ldm_jax.diffusion import diffusion_loss, q_sample
 from ldm_jax.ema import ema_update
 from ldm_jax.losses import D_LOSSES, adaptive_weight, adopt_weight, codebook_stats, nll_loss
-from ldm_jax.models import LatentDiffusion
+from ldm_jax.models import LatentDiffusion, latent_shape
 from ldm_jax.train_state import TrainState, lr_schedule
 
 
@@ -175,7 +175,6 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   if conditional and cs.p_uncond > 0:
     from ldm_jax.tasks import null_condition  # class or bert (validate): one null example
     null = null_condition(config, np.zeros(1))[0]
-  from ldm_jax.models import latent_shape
   shape = latent_shape(config)
 
   def example_draws(key, n):

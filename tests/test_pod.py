@@ -69,6 +69,21 @@ def test_checkpoints_keep_the_newest_and_every_kth(tmp_path):
   ckpt.close()
 
 
+def test_distributed_start_is_explicit_or_detected(monkeypatch):
+  from ldm_jax import distributed
+  for var in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID', 'SLURM_NTASKS',
+              'SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(var, raising=False)
+  assert distributed._cluster_detected() == ''
+  assert distributed.initialize('auto') is False  # one process: nothing to start
+  assert distributed.initialize('off', '127.0.0.1:1') is False
+  with pytest.raises(ValueError, match='--num_processes=N --process_id=I'):
+    distributed.initialize('auto', '127.0.0.1:1234')
+  monkeypatch.setenv('SLURM_JOB_ID', '7')
+  monkeypatch.setenv('SLURM_NTASKS', '4')
+  assert distributed._cluster_detected() == 'SLURM'
+
+
 def test_two_processes_equal_one_process(tmp_path):
   """Each of two processes (1 CPU device each) reads its half of every global batch; the result
   equals one process on 2 devices with the same global batch (float32, rtol 1e-5)."""
