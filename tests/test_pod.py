@@ -1,5 +1,5 @@
 """Training that never loses work, through train.py in fresh processes: two processes
-(jax.distributed on 127.0.0.1, CPU collectives) equal one; SIGKILL at random moments and relaunch
+(jax.distributed on 127.0.0.1, CPU collectives) equal one and stop together on SIGTERM; SIGKILL at random moments and relaunch
 gives bitwise the parameters of an uninterrupted run; SIGTERM checkpoints the current step and
 exits 0; a checkpoint written on 8 devices (FSDP) resumes on 2; a corrupt newest checkpoint is
 skipped with a warning naming it. The tiny digits autoencoder keeps each launch short."""
@@ -84,22 +84,35 @@ def test_distributed_start_is_explicit_or_detected(monkeypatch):
   assert distributed._cluster_detected() == 'SLURM'
 
 
-def test_two_processes_equal_one_process(tmp_path):
-  """Each of two processes (1 CPU device each) reads its half of every global batch; the result
-  equals one process on 2 devices with the same global batch (float32, rtol 1e-5)."""
-  steps = ['--config.training.num_steps=3', '--config.training.checkpoint_every=3']
-  run(str(tmp_path / 'one'), *steps)
-  port = free_port()
-  procs = [launch(str(tmp_path / 'two'), *steps, f'--coordinator_address=127.0.0.1:{port}',
-                  '--num_processes=2', f'--process_id={i}', devices=1) for i in range(2)]
-  outs = [p.communicate(timeout=600)[1] for p in procs]
+def test_two_processes_equal_one_process_and_stop_together_on_sigterm(tmp_path):
+  """Each of two processes (1 CPU device each) reads its half of every global batch. SIGTERM to
+  one of them stops both at the same step (JAX's preemption sync point) with a checkpoint and
+  exit code 0; the parameters equal one process on 2 devices trained for as many steps with the
+  same global batch (float32, rtol 1e-5)."""
+  port, two = free_port(), str(tmp_path / 'two')
+  logs = [open(tmp_path / f'process_{i}.log', 'w+') for i in range(2)]
+  procs = [launch(two, '--config.training.num_steps=100000',
+                  '--config.training.checkpoint_every=1000', f'--coordinator_address=127.0.0.1:{port}',
+                  '--num_processes=2', f'--process_id={i}', devices=1, log=logs[i]) for i in range(2)]
+  deadline = time.time() + 400
+  while time.time() < deadline and 'step 3/' not in open(logs[0].name).read():
+    assert all(p.poll() is None for p in procs), open(logs[0].name).read()[-3000:]
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)
+  for p in procs:
+    p.wait(timeout=300)
+  outs = [open(f.name).read() for f in logs]
   for p, err in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert 'processes=2' in outs[0] and 'jax.distributed: process 0 of 2' in outs[0]
+  stops = [int(o.split('checkpoint saved at step ')[1].split()[0]) for o in outs]
+  assert stops[0] == stops[1] >= 3 and saved_steps(two) == [stops[0]]
+  run(str(tmp_path / 'one'), f'--config.training.num_steps={stops[0]}',
+      '--config.training.checkpoint_every=1000')
   step_1, one = leaves(str(tmp_path / 'one'))
-  step_2, two = leaves(str(tmp_path / 'two'))
-  assert step_1 == step_2 == 3 and len(one) == len(two)
-  for a, b in zip(one, two):
+  step_2, both = leaves(two)
+  assert step_1 == step_2 == stops[0] and len(one) == len(both)
+  for a, b in zip(one, both):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
