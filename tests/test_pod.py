@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ldm_jax.checkpoint import load_raw
-from tests.helpers import ROOT, TINY_AE_OVERRIDES
+from tests.helpers import ROOT, TINY_AE_OVERRIDES, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,19 @@ def devices_env(n: int) -> dict:
 
 
 def args(workdir, *extra):
-  return [sys.executable, 'train.py', '--config=configs/digits_autoencoder.py',
-          f'--workdir={workdir}', *TINY_AE_OVERRIDES, *extra]
+  return ['train.py', '--config=configs/digits_autoencoder.py', f'--workdir={workdir}',
+          *TINY_AE_OVERRIDES, *extra]
 
 
 def launch(workdir, *extra, devices=2, log=None):
-  return subprocess.Popen(args(workdir, *extra), cwd=ROOT, env=devices_env(devices),
-                          stdout=subprocess.DEVNULL, stderr=log or subprocess.PIPE, text=True)
+  """train.py in the background (for signals); ``run`` waits for it."""
+  return subprocess.Popen([sys.executable, *args(workdir, *extra)], cwd=ROOT,
+                          env=devices_env(devices), stdout=subprocess.DEVNULL,
+                          stderr=log or subprocess.PIPE, text=True)
 
 
 def run(workdir, *extra, devices=2, timeout=600):
-  r = subprocess.run(args(workdir, *extra), cwd=ROOT, env=devices_env(devices),
-                     capture_output=True, text=True, timeout=timeout)
+  r = run_cli(*args(workdir, *extra), env=devices_env(devices), timeout=timeout)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
 

@@ -23,6 +23,7 @@ import importlib.util
 import os
 
 import flax.linen as nn
+from flax.traverse_util import flatten_dict, unflatten_dict
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,8 +242,7 @@ def load_inception(source: str = 'fid-helper', cache_dir: str | None = None) -> 
   TorchScript .pt path, or a .npz written by this function (the conversion is cached there)."""
   if source.endswith('.npz'):
     with np.load(source) as f:
-      flat = {k: f[k] for k in f.files}
-    return _unflatten(flat)
+      return unflatten_dict({k: f[k] for k in f.files}, sep='/')
   path = _fid_helper_file() if source == 'fid-helper' else source
   cache_dir = cache_dir or os.path.expanduser('~/.cache/ldm_jax')
   cache = os.path.join(cache_dir, f'inception_{os.path.basename(path)}_{os.path.getsize(path)}.npz')
@@ -250,30 +250,9 @@ def load_inception(source: str = 'fid-helper', cache_dir: str | None = None) -> 
     return load_inception(cache)
   params = convert_torchscript(path)
   os.makedirs(cache_dir, exist_ok=True)
-  np.savez(cache + '.tmp.npz', **_flatten(params))
+  np.savez(cache + '.tmp.npz', **flatten_dict(params, sep='/'))
   os.replace(cache + '.tmp.npz', cache)
   return params
-
-
-def _flatten(tree, prefix=''):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}/'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
-def _unflatten(flat):
-  tree: dict = {}
-  for key, v in flat.items():
-    node = tree
-    *path, leaf = key.split('/')
-    for p in path:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
 
 
 def make_feature_fn(params):
