@@ -135,6 +135,13 @@ def base_config() -> ml_collections.ConfigDict:
       remat='',  # ldm stage: '' (none), 'full' (recompute each UNet block in the backward pass)
       # or 'dots' (keep matmul/conv outputs without batch dims, recompute the rest)
       max_nonfinite_steps=10,  # NaN/Inf loss or gradients: skip the update; stop after N in a row
+      # ldm stage: FID (+ precision/recall; IS with a classifier) of eval_num_samples samples of
+      # the EMA weights (config.sampling) against the data, every N steps, to TensorBoard (0 = never)
+      eval_every=0,
+      eval_num_samples=1000,
+      eval_reference='',  # statistics .npz (python -m ldm_jax.eval --save_ref); '' = computed once
+      # from config.data (eval_num_samples images, training preprocessing), cached in WORKDIR/eval
+      eval_inception='fid-helper',  # Inception weights (ldm_jax/eval/inception.py)
   ))
 
   # The device mesh (ldm_jax/sharding.py): axes ('data', 'fsdp'), the batch split over both.
@@ -210,6 +217,12 @@ def validate(config) -> None:
     if t[key] != off and config.stage != 'ldm':
       raise ValueError(f'config.training.{key}={t[key]!r} is for the ldm stage (the UNet); the '
                        f'first stage trains in float32: set --config.training.{key}={off!r}')
+  if t.eval_every < 0 or (t.eval_every and config.stage != 'ldm'):
+    raise ValueError('config.training.eval_every (sample FID) is for the ldm stage and >= 0; '
+                     'autoencoders: python -m ldm_jax.eval.reconstruction')
+  if t.eval_every and t.eval_num_samples < 4:
+    raise ValueError(f'config.training.eval_num_samples={t.eval_num_samples}: FID needs at least '
+                     'a few samples (the paper uses 50000; 1000+ for a useful trend)')
   if t.grad_accum_steps > 1 and config.stage != 'ldm':
     raise ValueError('config.training.grad_accum_steps > 1 is for the ldm stage: the first stage\'s '
                      'adaptive GAN weight and BatchNorm discriminator need the whole batch at once; '

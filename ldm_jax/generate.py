@@ -5,8 +5,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ldm_jax.models import LatentDiffusion
+from ldm_jax import sharding
+from ldm_jax.config import conditioning_key, num_real_classes
+from ldm_jax.models import LatentDiffusion, latent_shape
 from ldm_jax.samplers import get_sampler, guided_eps_fn
 from ldm_jax.samplers.tiling import tiled_decode, tiled_model_fn
 
@@ -49,3 +52,41 @@ def make_generate_fn(ldm: LatentDiffusion, *, sampler: str = 'ddim', steps: int 
 def to_uint8(images) -> jax.Array:
   """[-1, 1] -> uint8 [0, 255], rounded and clamped."""
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def training_generate_fn(config, ldm: LatentDiffusion) -> Callable:
+  """The generate function of config.sampling (guidance only where the model is guided by
+  cross-attention, as the reference's logging), for samples drawn during training."""
+  s = config.sampling
+  guided = s.guidance_scale != 1.0 and conditioning_key(config) == 'crossattn'
+  return make_generate_fn(ldm, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                          guidance_scale=s.guidance_scale if guided else 1.0)
+
+
+def draw_samples(config, mesh, generate_fn, params, first_stage_params, scale_factor, key, n: int,
+                 examples: dict | None = None, first_class: int = 0):
+  """``n`` samples (a multiple of the mesh size) of ``generate_fn`` (``training_generate_fn``) with
+  the batch split over ``mesh``: (uint8 numpy [n, H, W, 3] on every process, the raw condition).
+  Class models cycle through the classes (from ``first_class``); other conditional models take the conditions of
+  ``examples`` (``data.pipeline.condition_examples``: {'cond', 'image'}), and inpainting keeps
+  their known pixels, as the reference composites."""
+  from ldm_jax.tasks import composite, null_condition
+  c = config
+  batch = sharding.batch_sharded(mesh)
+  k_noise, k_sample = jax.random.split(key)
+  x_T = jax.device_put(jax.random.normal(k_noise, (n,) + latent_shape(c)), batch)
+  cond = uncond = None
+  if c.cond_stage.kind == 'class':
+    cond = (first_class + np.arange(n, dtype=np.int32)) % num_real_classes(c)
+  elif c.cond_stage.kind != 'none':
+    cond = examples['cond']
+  if cond is not None and c.sampling.guidance_scale != 1.0 and conditioning_key(c) == 'crossattn':
+    uncond = null_condition(c, cond)
+  put = lambda tree: None if tree is None else jax.tree.map(
+      lambda a: jax.device_put(np.asarray(a), batch), tree)
+  images = sharding.to_host(generate_fn(params, first_stage_params, scale_factor, x_T, put(cond),
+                                        put(uncond), k_sample))
+  if c.cond_stage.kind == 'first_stage':  # inpainting: keep the known pixels
+    mask = (np.asarray(cond['mask']) > 0).astype(np.float32)
+    images = composite(images, examples['image'], mask)
+  return np.asarray(to_uint8(images)), cond

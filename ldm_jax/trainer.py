@@ -8,6 +8,7 @@ frozen first stage and the data position; a run resumes from the newest readable
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -20,18 +21,17 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import sharding
-from ldm_jax.config import (conditioning_key, learning_rate, num_real_classes,
+from ldm_jax.config import (learning_rate, num_real_classes,
                             state_defining_differences, validate)
 from ldm_jax.data import make_source, make_train_iterator
 from ldm_jax.data.conditions import ANNOTATIONS, task_of
 from ldm_jax.data.pipeline import condition_examples
 from ldm_jax.data.latent_cache import encode_dataset
-from ldm_jax.generate import make_generate_fn, to_uint8
+from ldm_jax.generate import draw_samples, to_uint8, training_generate_fn
 from ldm_jax.images import make_grid, save_png
 from ldm_jax.metric_writer import MetricWriter
 from ldm_jax.lpips import make_lpips
 from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_stage, latent_shape
-from ldm_jax.tasks import composite, null_condition
 from ldm_jax.visualize import condition_tiles
 from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
 from ldm_jax.distributed import Preemption
@@ -163,6 +163,10 @@ def train(config, workdir: str) -> TrainState:
                        out_shardings=(state_sh, repl), donate_argnums=(0,))
   writer = MetricWriter(workdir, enabled=is_main)
   image_logger = _ImageLogger(config, mesh, ldm if ldm_stage else model, ldm_stage, workdir, writer)
+  evaluator = None
+  if t.eval_every:
+    from ldm_jax.eval.sample_quality import TrainingEvaluator
+    evaluator = TrainingEvaluator(config, mesh, ldm, workdir)
   if is_main:
     log.info('stage=%s devices=%d (mesh %s) processes=%d global batch=%d%s lr=%.3g steps %d -> %d',
              config.stage, mesh.size, dict(mesh.shape), jax.process_count(), t.batch_size,
@@ -210,6 +214,8 @@ def train(config, workdir: str) -> TrainState:
           saved_step = step
         if t.sample_every and (step % t.sample_every == 0 or step == t.num_steps):
           image_logger(step, state, batch, first_stage_params)
+        if evaluator is not None and (step % t.eval_every == 0 or step == t.num_steps):
+          _evaluate(evaluator, step, state, first_stage_params, writer, workdir)
         if step < t.num_steps and preemption.should_stop(step):
           if saved_step != step:
             save(force=True)
@@ -226,6 +232,20 @@ def train(config, workdir: str) -> TrainState:
     if hasattr(data, 'close'):
       data.close()
   return state
+
+
+def _evaluate(evaluator, step, state, first_stage_params, writer, workdir) -> None:
+  """Sample FID during training: to TensorBoard, the log and WORKDIR/eval/training_eval.jsonl."""
+  t0 = time.time()
+  params = state.ema_params if state.ema_params is not None else state.params
+  metrics = evaluator(params, first_stage_params, state.scale_factor)
+  writer.scalars(step, metrics)
+  if jax.process_index() == 0:
+    log.info('step %d: %s (%d samples, %.0fs)', step,
+             ' '.join(f'{k}={v:.4g}' for k, v in metrics.items()), evaluator.num, time.time() - t0)
+    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+    with open(os.path.join(workdir, 'eval', 'training_eval.jsonl'), 'a') as f:
+      f.write(json.dumps({'step': step, 'num_samples': evaluator.num, **metrics}) + '\n')
 
 
 class _NonfiniteCounter:
@@ -297,39 +317,20 @@ class _ImageLogger:
       self.writer.image(step, name, grid)
 
   def _samples(self, step, params, scale_factor, first_stage_params):
-    c, ldm = self.config, self.model
-    guided = c.sampling.guidance_scale != 1.0 and conditioning_key(c) == 'crossattn'
+    c = self.config
     if self._fn is None:
-      self._fn = make_generate_fn(ldm, sampler=c.sampling.sampler, steps=c.sampling.steps,
-                                  eta=c.sampling.eta,
-                                  guidance_scale=c.sampling.guidance_scale if guided else 1.0)
-    batch = sharding.batch_sharded(self.mesh)
+      self._fn = training_generate_fn(c, self.model)
+    if self._examples is None and c.cond_stage.kind not in ('none', 'class'):
+      self._examples = condition_examples(c, self.n)  # fixed, shown next to the samples
     key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), step)
-    k_noise, k_sample = jax.random.split(key)
-    x_T = jax.device_put(jax.random.normal(k_noise, (self.n,) + latent_shape(c)), batch)
-    cond = uncond = originals = None
-    if c.cond_stage.kind == 'class':
-      cond = np.arange(self.n, dtype=np.int32) % num_real_classes(c)
-    elif c.cond_stage.kind != 'none':  # fixed examples of the data, shown next to the samples
-      if self._examples is None:
-        self._examples = condition_examples(c, self.n)
-      cond, originals = self._examples['cond'], self._examples['image']
-    if guided:
-      uncond = null_condition(c, cond)
-    put = lambda tree: None if tree is None else jax.tree.map(
-        lambda a: jax.device_put(np.asarray(a), batch), tree)
-    images = self._fn(params, first_stage_params, scale_factor, x_T, put(cond), put(uncond),
-                      k_sample)
-    images = sharding.to_host(images)
-    if c.cond_stage.kind == 'first_stage':  # inpainting: keep the known pixels
-      mask = (np.asarray(cond['mask']) > 0).astype(np.float32)
-      images = composite(images, originals, mask)
-    images = np.asarray(to_uint8(images))
-    if originals is None:
+    images, cond = draw_samples(c, self.mesh, self._fn, params, first_stage_params, scale_factor,
+                                key, self.n, self._examples)
+    if self._examples is None:
       return make_grid(images, nrow=_grid_rows(c))
     h, w = images.shape[1:3]
     # one row per example: condition | sample | original
-    rows = np.stack([condition_tiles(c, cond, h, w), images, np.asarray(to_uint8(originals))], 1)
+    rows = np.stack([condition_tiles(c, cond, h, w), images,
+                     np.asarray(to_uint8(self._examples['image']))], 1)
     return make_grid(rows.reshape((-1,) + rows.shape[2:]), nrow=3)
 
   def _reconstructions(self, params, batch):

@@ -146,3 +146,21 @@ def compvis_ldm_state_dict(config, seed: int = 0, scale_factor: float | None = N
   if scale_factor is not None:
     sd['scale_factor'] = np.asarray(scale_factor, np.float32)
   return sd
+
+
+def read_scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
+  """(step, value) of a scalar in the TensorBoard event files of ``logdir`` (TFRecord framing:
+  length u64, its crc u32, the Event proto, its crc u32), read without TensorFlow."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  out = []
+  for name in sorted(os.listdir(logdir)):
+    with open(os.path.join(logdir, name), 'rb') as f:
+      data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+  return out

@@ -47,10 +47,64 @@ def test_fid_of_digits_halves_is_small_and_against_noise_large(params):
   rgb = digits_uint8()[0][:2 * n]  # [2n, 32, 32, 3] uint8
   noise = np.random.default_rng(1).integers(0, 256, rgb[:n].shape).astype(np.uint8)
   features = make_feature_fn(params)
-  feats = np.concatenate([np.asarray(features(x)) for x in (rgb[:n], rgb[n:], noise)])
+  feats = np.concatenate([np.asarray(features(x)['pool']) for x in (rgb[:n], rgb[n:], noise)])
   a, b, noise_feats = feats[:n], feats[n:2 * n], feats[2 * n:]
   assert fid.frechet_distance(*fid.feature_stats(a), *fid.feature_stats(a)) < 1e-6
   halves = fid.frechet_distance(*fid.feature_stats(a), *fid.feature_stats(b))
   vs_noise = fid.frechet_distance(*fid.feature_stats(a), *fid.feature_stats(noise_feats))
   print(f'FID digits half vs half {halves:.2f}, digits vs noise {vs_noise:.2f}')
   assert vs_noise > 5 * halves
+
+
+def _as_pytorch_fid_state(params, rng):
+  """The network in pytorch-fid's format (torchvision names, BatchNorm2d with a scale, fc):
+  conv weights divided by a random BatchNorm scale (so that only folding it back restores them)
+  and a random 1008-class classifier."""
+  import torch
+  from ldm_jax.eval.inception import pytorch_fid_names
+  state = {}
+  for torch_name, ours in pytorch_fid_names().items():
+    node = params
+    for m in ours:
+      node = node[m]
+    gamma = rng.uniform(0.5, 2.0, node['beta'].shape)
+    state[f'{torch_name}.conv.weight'] = node['kernel'].transpose(3, 2, 0, 1) / gamma[:, None, None, None]
+    state[f'{torch_name}.bn.weight'] = gamma
+    state[f'{torch_name}.bn.bias'] = node['beta']
+    state[f'{torch_name}.bn.running_mean'] = node['mean'] / gamma
+    state[f'{torch_name}.bn.running_var'] = node['var']
+    state[f'{torch_name}.bn.num_batches_tracked'] = torch.zeros((), dtype=torch.int64)
+  state['fc.weight'] = rng.normal(0, 0.05, (1008, 2048))
+  state['fc.bias'] = rng.normal(0, 0.05, (1008,))
+  return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v, np.float32))
+          for k, v in state.items()}
+
+
+def test_pytorch_fid_weights_convert_to_the_same_network_with_a_classifier(params, tmp_path):
+  """pytorch-fid's .pth layout (torchvision names, BatchNorm scale, fc 1008) converts to the same
+  pool features as the TorchScript, and the probabilities are the softmax of the unbiased logits.
+  The real file (download command in ldm_jax/eval/inception.py) is checked too when
+  LDM_JAX_PYTORCH_FID_WEIGHTS points at it."""
+  import os
+  import torch
+  from ldm_jax.eval.inception import convert_pytorch_fid
+  state = _as_pytorch_fid_state(params, np.random.default_rng(0))
+  path = str(tmp_path / 'pt_inception.pth')
+  torch.save(state, path)
+  converted = load_inception(path, cache_dir=str(tmp_path / 'cache'))
+  images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+  want = np.asarray(make_feature_fn(params)(images)['pool'])
+  got = make_feature_fn(converted)(images)
+  np.testing.assert_allclose(got['pool'], want, rtol=1e-4, atol=1e-4)
+  logits = want @ state['fc.weight'].numpy().T  # IS: softmax of fc without its bias
+  expected = np.exp(logits - logits.max(1, keepdims=True))
+  np.testing.assert_allclose(got['probs'], expected / expected.sum(1, keepdims=True), rtol=1e-3,
+                             atol=1e-6)
+  del state['fc.bias']
+  torch.save(state, path)
+  with pytest.raises(ValueError, match='fc.bias'):
+    convert_pytorch_fid(path)
+  real = os.environ.get('LDM_JAX_PYTORCH_FID_WEIGHTS')
+  if real:
+    from_real = make_feature_fn(load_inception(real, cache_dir=str(tmp_path / 'cache')))(images)
+    np.testing.assert_allclose(from_real['pool'], want, rtol=1e-3, atol=1e-3)

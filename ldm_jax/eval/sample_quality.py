@@ -138,3 +138,62 @@ def score(features: dict, ref: dict, k: int = 3) -> dict:
   else:
     out['precision'] = out['recall'] = None
   return out
+
+
+# -- during training ----------------------------------------------------------------------------
+
+class TrainingEvaluator:
+  """config.training.eval_every: FID (and precision/recall; IS with a classifier) of
+  eval_num_samples samples of the EMA weights (config.sampling, the same noise at every
+  evaluation, so that the curve shows the model and not the draw) against the data. The
+  reference is config.training.eval_reference, or computed from config.data on the first call
+  and cached in WORKDIR/eval. Samples are drawn in batches split over the mesh."""
+
+  def __init__(self, config, mesh, ldm, workdir: str):
+    from ldm_jax.generate import training_generate_fn
+    t = config.training
+    self.config, self.mesh, self.workdir = config, mesh, workdir
+    self.chunk = max(mesh.size, min(t.batch_size, t.eval_num_samples) // mesh.size * mesh.size)
+    self.num = t.eval_num_samples
+    self.features = InceptionFeatures(t.eval_inception, mesh)  # fails now if weights are missing
+    self.generate = training_generate_fn(config, ldm)
+    self.ref = self.examples = None
+
+  def _reference(self) -> dict:
+    c, t = self.config, self.config.training
+    if t.eval_reference:
+      return fid.load_stats(t.eval_reference)
+    d = c.data
+    name = (d.get('name') or os.path.basename(os.path.normpath(d.get('path') or d.source)))
+    path = os.path.join(self.workdir, 'eval', f'reference_{name.replace("/", "_")}_{d.split}_'
+                        f'{d.image_size}px_{self.num}.npz')
+    if os.path.exists(path):
+      return fid.load_stats(path)
+    log.info('computing the FID reference: %d images of the data -> %s', self.num, path)
+    feats = self.features.collect(dataset_images(d, self.chunk, self.num))
+    return reference_stats(feats, path if jax.process_index() == 0 else None,
+                           inception=self.config.training.eval_inception)
+
+  def __call__(self, params, first_stage_params, scale_factor) -> dict:
+    from ldm_jax.data.pipeline import condition_examples
+    from ldm_jax.generate import draw_samples
+    c = self.config
+    if self.ref is None:
+      self.ref = self._reference()
+    if self.examples is None and c.cond_stage.kind not in ('none', 'class'):
+      self.examples = condition_examples(c, self.num)  # the data's conditions, as the paper
+    parts: dict = {}
+    for i, start in enumerate(range(0, self.num, self.chunk)):
+      n = min(self.chunk, self.num - start)
+      idx = np.minimum(np.arange(start, start + self.chunk), self.num - 1)  # pad the last batch
+      examples = None if self.examples is None else jax.tree.map(lambda a: np.asarray(a)[idx],
+                                                                 self.examples)
+      key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 2), i)
+      images, _ = draw_samples(c, self.mesh, self.generate, params, first_stage_params,
+                               scale_factor, key, self.chunk, examples, first_class=start)
+      for k, v in self.features(images[:n]).items():
+        parts.setdefault(k, []).append(v)
+    s = score({k: np.concatenate(v) for k, v in parts.items()}, self.ref)
+    out = {f'eval/{k}': s[k] for k in ('fid', 'inception_score', 'precision', 'recall')
+           if s.get(k) is not None}
+    return out
