@@ -10,6 +10,7 @@ same distribution as the reference and converted CompVis weights mean the same t
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -69,15 +70,30 @@ def avg_pool2(x: jax.Array) -> jax.Array:
   return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
+def _cudnn_eligible(q: jax.Array, k: jax.Array) -> bool:
+  """cuDNN's fused (flash) attention: GPUs, bf16/fp16, head width <= 128 and a multiple of 8.
+  LDM_JAX_ATTENTION=xla turns it off."""
+  if os.environ.get('LDM_JAX_ATTENTION', 'auto') == 'xla' or jax.default_backend() != 'gpu':
+    return False
+  d = q.shape[-1]
+  return (q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype and d <= 128
+          and d % 8 == 0)
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
   """Softmax attention over [B, T, heads, d] tensors; logits and softmax in float32.
 
   Every attention of the model (first-stage AttnBlock, UNet AttentionBlock, CrossAttention) goes
-  through here, so a faster kernel can replace it in one place.
+  through here: ``jax.nn.dot_product_attention``, fused by cuDNN on GPUs where the shapes allow
+  (bf16/fp16, head width <= 128; the first stage's single 512-wide head and fp32 go to XLA), and
+  XLA's einsum-softmax-einsum elsewhere (the same math as the reference's).
   """
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+  if _cudnn_eligible(q, k):
+    try:
+      return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
+    except (ValueError, NotImplementedError, RuntimeError):  # shapes cuDNN's checks refuse
+      pass
+  return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='xla')
 
 
 def count_params(tree) -> int:

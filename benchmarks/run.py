@@ -1,0 +1,289 @@
+"""Speed of ldm_jax on this machine: one JSON line per measurement.
+
+  python benchmarks/run.py                                   # churches, bf16, everything
+  python benchmarks/run.py --what=train --batch_size=96 --dtype=bfloat16
+  python benchmarks/run.py --what=sample --sample_steps=50,100,200 --sample_batch_size=100
+  python benchmarks/run.py --compare_diffusers               # + diffusers PyTorch, same device
+  python benchmarks/run.py --smoke                           # a tiny model, seconds on a CPU (CI)
+
+Measures, with random weights (speed does not depend on them):
+  train        the trainer's jitted LDM step (per-example draws, NaN guard, EMA, AdamW, donated
+               state) on cached latents: the UNet's forward + backward + update. img/s, step
+               time, compile time, XLA's FLOP count of the step, model FLOPs (3 x the forward's)
+               and MFU against the device's peak (--peak_tflops overrides the table).
+  sample       DDIM (--sampler) at each of --sample_steps including the first-stage decode:
+               img/s, and the model FLOPs of the UNet evaluations + decode.
+  first_stage  encode and decode of --sample_batch_size images.
+Memory: XLA's memory analysis of each program (arguments + outputs + temporaries) and the
+device's peak so far (GPU/TPU). --compare_diffusers times diffusers' UNet2DModel + AutoencoderKL
+of the same architecture (UNet FLOPs equal; head split may differ) in PyTorch on the same device
+(bf16 autocast, SDPA attention; --torch_compile for torch.compile) and reports our speed-up.
+--out appends the lines to a file; BENCHMARKS.md records them with date, device and command.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # configs/, benchmarks/
+from benchmarks.peaks import peak_flops  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs/lsun_churches.py'),
+                                'LDM config to measure.')
+flags.DEFINE_list('what', ['train', 'sample', 'first_stage'], 'Measurements to run.')
+flags.DEFINE_enum('dtype', 'bfloat16', ['bfloat16', 'float32'], 'Compute dtype (parameters and '
+                  'optimizer state stay float32).')
+flags.DEFINE_integer('batch_size', 0, 'Training global batch (0 = the config\'s).')
+flags.DEFINE_integer('sample_batch_size', 64, 'Images per sampling / first-stage call.')
+flags.DEFINE_list('sample_steps', ['50', '100', '200'], 'DDIM steps to time.')
+flags.DEFINE_enum('sampler', 'ddim', ['ddim', 'plms'], 'Sampler.')
+flags.DEFINE_integer('iters', 10, 'Timed iterations per training measurement (after warm-up).')
+flags.DEFINE_integer('sample_iters', 3, 'Timed calls per sampling measurement.')
+flags.DEFINE_float('peak_tflops', 0.0, 'Peak dense TFLOP/s of one device for MFU (0 = table).')
+flags.DEFINE_bool('compare_diffusers', False, 'Also time diffusers PyTorch on the same device.')
+flags.DEFINE_bool('torch_compile', False, 'diffusers comparison: torch.compile the UNet.')
+flags.DEFINE_bool('smoke', False, 'A tiny model and one iteration: checks the harness (CI).')
+flags.DEFINE_string('out', '', 'Append the JSON lines to this file.')
+
+def smoke_config(c):
+  """The measured config shrunk to 16x16 images (f=2, 8x8 latents), the same kinds of blocks:
+  compiles in seconds on a CPU."""
+  c.data.image_size = 16
+  c.first_stage.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16,
+                            attn_resolutions=()))
+  c.unet.update(dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1))
+  c.unet.attention_resolutions = (1, 2)
+  if c.unet.num_heads > 0:
+    c.unet.num_heads = 2
+  c.training.batch_size = 8
+  return c
+
+
+# -- measurement helpers ----------------------------------------------------------------------
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', 0.0)) if cost else 0.0
+  out = {'xla_flops_per_device': flops or None}  # SPMD programs: one device's share
+  try:
+    m = compiled.memory_analysis()
+    out['xla_memory_gb'] = round((m.argument_size_in_bytes + m.output_size_in_bytes
+                                  + m.temp_size_in_bytes - m.alias_size_in_bytes) / 2**30, 3)
+  except Exception:  # pylint: disable=broad-except  # not every backend has it
+    out['xla_memory_gb'] = None
+  return out
+
+
+def _device_peak_gb():
+  import jax
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return round(peak / 2**30, 3) if peak else None
+
+
+def _time(fn, iters: int) -> list[float]:
+  """Seconds per call, each call synchronised (fn must block on its result)."""
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def forward_flops(ldm, params, batch_shape) -> float:
+  """XLA's FLOP count of one UNet forward (eps) on a latent batch."""
+  import jax
+  import jax.numpy as jnp
+  x = jax.ShapeDtypeStruct(batch_shape, jnp.float32)
+  t = jax.ShapeDtypeStruct(batch_shape[:1], jnp.int32)
+  compiled = jax.jit(lambda p, x, t: ldm.eps(p, x, t)).lower(params, x, t).compile()
+  return _cost(compiled)['xla_flops_per_device'] or 0.0
+
+
+# -- the measurements -----------------------------------------------------------------------
+
+def bench_train(config, ldm, params, fs_params, mesh, peak):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from ldm_jax import sharding
+  from ldm_jax.models import latent_shape
+  from ldm_jax.train_state import TrainState, make_optimizer
+  from ldm_jax.train_steps import guard_nonfinite, make_ldm_step
+  b = config.training.batch_size
+  tx = make_optimizer(config)
+  h, w, c = latent_shape(config)
+  moments_c = 2 * c if config.first_stage.kind == 'kl' else c
+  rng = np.random.default_rng(0)
+  batch = {'moments': rng.normal(0, 1, (b, h, w, moments_c)).astype(np.float32)}
+  if config.cond_stage.kind == 'class':
+    batch['label'] = np.zeros((b,), np.int32)
+  state = TrainState.create(jax.tree.map(jnp.copy, params), tx, True, 1.0)
+  fs_params = jax.device_put(fs_params, sharding.replicated(mesh))
+  state_sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, config.mesh)
+  state = jax.device_put(state, state_sh)
+  batch = jax.device_put(batch, sharding.batch_sharded(mesh))
+  step = jax.jit(guard_nonfinite(make_ldm_step(ldm, tx, config)),
+                 in_shardings=(state_sh, sharding.batch_sharded(mesh), sharding.replicated(mesh)),
+                 out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, fs_params).compile()
+  compile_s = time.perf_counter() - t0
+  cost = _cost(compiled)
+  holder = {'state': state}
+
+  def run():
+    holder['state'], m = compiled(holder['state'], batch, fs_params)
+    jax.block_until_ready(m)
+
+  run()  # warm-up
+  times = _time(run, FLAGS.iters)
+  sec = statistics.median(times)
+  model_flops = 3 * forward_flops(ldm, params, (b, h, w, c))
+  return {'what': 'train', 'batch': b, 'step_time_s': round(sec, 5),
+          'images_per_s': round(b / sec, 2), 'compile_s': round(compile_s, 1), **cost,
+          'model_flops_per_step': model_flops,
+          'model_tflops_per_s': round(model_flops / sec / 1e12, 3),
+          'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
+          'device_peak_memory_gb': _device_peak_gb()}
+
+
+def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
+  import jax
+  import numpy as np
+  from ldm_jax import sharding
+  from ldm_jax.generate import make_generate_fn
+  from ldm_jax.models import latent_shape
+  b = FLAGS.sample_batch_size
+  fn = make_generate_fn(ldm, sampler=FLAGS.sampler, steps=steps, eta=0.0)
+  x_T = jax.device_put(np.random.default_rng(0).normal(size=(b,) + latent_shape(config))
+                       .astype(np.float32), sharding.batch_sharded(mesh))
+  key = jax.random.PRNGKey(0)
+  scale = np.float32(1.0)
+  t0 = time.perf_counter()
+  compiled = fn.lower(params, fs_params, scale, x_T, None, None, key).compile()
+  compile_s = time.perf_counter() - t0
+  cost = _cost(compiled)
+  run = lambda: jax.block_until_ready(compiled(params, fs_params, scale, x_T, None, None, key))
+  run()
+  sec = statistics.median(_time(run, FLAGS.sample_iters))
+  decode = jax.jit(lambda p, z: ldm.decode(p, z, 1.0)).lower(
+      fs_params, jax.ShapeDtypeStruct(x_T.shape, x_T.dtype)).compile()
+  evals = len(_grid(steps, ldm))
+  model_flops = evals * forward_flops(ldm, params, x_T.shape) + (_cost(decode)['xla_flops_per_device'] or 0)
+  return {'what': f'sample_{FLAGS.sampler}{steps}', 'batch': b, 'unet_evaluations': evals,
+          'call_time_s': round(sec, 4), 'images_per_s': round(b / sec, 2),
+          'compile_s': round(compile_s, 1), 'xla_memory_gb': cost['xla_memory_gb'],
+          'model_flops_per_call': model_flops,
+          'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
+          'device_peak_memory_gb': _device_peak_gb()}
+
+
+def _grid(steps, ldm):
+  from ldm_jax.samplers import make_ddim_timesteps
+  return make_ddim_timesteps(steps, ldm.schedule.num_timesteps)
+
+
+def bench_first_stage(config, ldm, fs_params, mesh):
+  import jax
+  import numpy as np
+  from ldm_jax import sharding
+  from ldm_jax.models import latent_shape
+  b, size = FLAGS.sample_batch_size, config.data.image_size
+  rng = np.random.default_rng(0)
+  put = lambda a: jax.device_put(a.astype(np.float32), sharding.batch_sharded(mesh))
+  images = put(rng.uniform(-1, 1, (b, size, size, 3)))
+  latents = put(rng.normal(size=(b,) + latent_shape(config)))
+  out = []
+  for name, f, x in (('encode', lambda p, x: ldm.encode(p, x), images),
+                     ('decode', lambda p, z: ldm.decode(p, z, 1.0), latents)):
+    t0 = time.perf_counter()
+    compiled = jax.jit(f).lower(fs_params, x).compile()
+    compile_s = time.perf_counter() - t0
+    run = lambda: jax.block_until_ready(compiled(fs_params, x))
+    run()
+    sec = statistics.median(_time(run, FLAGS.sample_iters))
+    out.append({'what': f'first_stage_{name}', 'batch': b, 'call_time_s': round(sec, 4),
+                'images_per_s': round(b / sec, 2), 'compile_s': round(compile_s, 1),
+                **_cost(compiled), 'device_peak_memory_gb': _device_peak_gb()})
+  return out
+
+
+def main(argv):
+  del argv
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from ldm_jax import sharding
+  from ldm_jax.layers import count_params
+  from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
+
+  config = smoke_config(FLAGS.config) if FLAGS.smoke else FLAGS.config
+  if FLAGS.smoke:
+    FLAGS.iters, FLAGS.sample_iters, FLAGS.sample_batch_size = 1, 1, 8
+    FLAGS.sample_steps = ['2']
+  if FLAGS.batch_size:
+    config.training.batch_size = FLAGS.batch_size
+  config.training.compute_dtype = FLAGS.dtype
+  mesh = sharding.make_mesh(config.mesh)
+  ldm = LatentDiffusion.from_config(config, FLAGS.dtype, config.training.remat)
+  rng = np.random.default_rng(0)
+  random_like = lambda tree: jax.tree.map(
+      lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape).astype(s.dtype)), tree)
+  key = jax.random.PRNGKey(0)
+  params = random_like(jax.eval_shape(lambda k: ldm.init_params(k, latent_shape(config)), key))
+  size = config.data.image_size
+  fs = build_first_stage(config.first_stage)
+  fs_params = random_like(jax.eval_shape(
+      lambda k: fs.init(k, jnp.zeros((1, size, size, 3)))['params'], key))
+  repl = sharding.replicated(mesh)
+  params, fs_params = jax.device_put(params, repl), jax.device_put(fs_params, repl)
+  device = jax.devices()[0]
+  peak = peak_flops(device.device_kind, FLAGS.dtype, FLAGS.peak_tflops)
+  import flax
+  common = {'date': datetime.date.today().isoformat(), 'device': device.device_kind,
+            'platform': device.platform, 'num_devices': jax.device_count(),
+            'jax': jax.__version__, 'flax': flax.__version__, 'dtype': FLAGS.dtype,
+            'config': os.path.relpath(config_flags.get_config_filename(FLAGS['config']), ROOT)
+                      + (' (smoke: shrunk)' if FLAGS.smoke else ''),
+            'image_size': size, 'latent': list(latent_shape(config)),
+            'peak_tflops_per_device': peak / 1e12 if peak else None,
+            'unet_params': count_params(params['unet']),
+            'command': ' '.join(sys.argv)}
+  results = []
+  if 'train' in FLAGS.what:
+    results.append(bench_train(config, ldm, params, fs_params, mesh, peak))
+  if 'sample' in FLAGS.what:
+    for s in FLAGS.sample_steps:
+      results.append(bench_sample(config, ldm, params, fs_params, mesh, peak, int(s)))
+  if 'first_stage' in FLAGS.what:
+    results += bench_first_stage(config, ldm, fs_params, mesh)
+  if FLAGS.compare_diffusers:
+    from benchmarks import diffusers_compare
+    theirs = diffusers_compare.run(config, results, FLAGS)
+    for r in theirs:
+      ours = next((o for o in results if o['what'] == r['what']), None)
+      if ours is not None:
+        ours['speedup_vs_diffusers'] = round(ours['images_per_s'] / r['images_per_s'], 3)
+    results += theirs
+  lines = [json.dumps({**common, **r}) for r in results]
+  print('\n'.join(lines))
+  if FLAGS.out:
+    with open(FLAGS.out, 'a') as f:
+      f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)
