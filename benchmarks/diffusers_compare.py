@@ -16,6 +16,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from benchmarks.peaks import sig
+
 
 def unet_kwargs(config) -> dict:
   """UNet2DModel arguments for an unconditional CompVis UNet config (config.unet)."""
@@ -112,7 +114,7 @@ def run(config, ours: list[dict], flags) -> list[dict]:
     unet.train()
     sec = measure(step, flags.iters)
     out.append({'what': 'train', 'batch': b, 'step_time_s': round(sec, 5),
-                'images_per_s': round(b / sec, 2), **info})
+                'images_per_s': sig(b / sec), **info})
     del opt, ema
   unet.eval()
   b = flags.sample_batch_size
@@ -138,7 +140,7 @@ def run(config, ours: list[dict], flags) -> list[dict]:
 
     sec = measure(sample, flags.sample_iters)
     out.append({'what': f'sample_{flags.sampler}{s}', 'batch': b, 'call_time_s': round(sec, 4),
-                'images_per_s': round(b / sec, 2), **info})
+                'images_per_s': sig(b / sec), **info})
   if 'first_stage_encode' in what:
     images = torch.rand(b, 3, size, size, device=device).to(memory_format=fmt) * 2 - 1
     latents = torch.randn(b, c, h, w, device=device).to(memory_format=fmt)
@@ -147,5 +149,5 @@ def run(config, ours: list[dict], flags) -> list[dict]:
       with torch.no_grad(), autocast():
         sec = measure(fn, flags.sample_iters)
       out.append({'what': f'first_stage_{name}', 'batch': b, 'call_time_s': round(sec, 4),
-                  'images_per_s': round(b / sec, 2), **info})
+                  'images_per_s': sig(b / sec), **info})
   return out

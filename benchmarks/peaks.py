@@ -16,3 +16,8 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float = 0.0) -> fl
     if name.lower() in device_kind.lower():
       return (bf16 if dtype == 'bfloat16' else fp32) * 1e12
   return None
+
+
+def sig(x: float, digits: int = 4) -> float:
+  """``x`` rounded to ``digits`` significant digits (CPU rates are small, GPU rates large)."""
+  return float(f'{x:.{digits}g}')

@@ -34,7 +34,7 @@ from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/, benchmarks/
-from benchmarks.peaks import peak_flops  # noqa: E402
+from benchmarks.peaks import peak_flops, sig  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs/lsun_churches.py'),
@@ -152,7 +152,7 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   sec = statistics.median(times)
   model_flops = 3 * forward_flops(ldm, params, (b, h, w, c))
   return {'what': 'train', 'batch': b, 'step_time_s': round(sec, 5),
-          'images_per_s': round(b / sec, 2), 'compile_s': round(compile_s, 1), **cost,
+          'images_per_s': sig(b / sec), 'compile_s': round(compile_s, 1), **cost,
           'model_flops_per_step': model_flops,
           'model_tflops_per_s': round(model_flops / sec / 1e12, 3),
           'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
@@ -183,7 +183,7 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   evals = len(_grid(steps, ldm))
   model_flops = evals * forward_flops(ldm, params, x_T.shape) + (_cost(decode)['xla_flops_per_device'] or 0)
   return {'what': f'sample_{FLAGS.sampler}{steps}', 'batch': b, 'unet_evaluations': evals,
-          'call_time_s': round(sec, 4), 'images_per_s': round(b / sec, 2),
+          'call_time_s': round(sec, 4), 'images_per_s': sig(b / sec),
           'compile_s': round(compile_s, 1), 'xla_memory_gb': cost['xla_memory_gb'],
           'model_flops_per_call': model_flops,
           'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
@@ -215,7 +215,7 @@ def bench_first_stage(config, ldm, fs_params, mesh):
     run()
     sec = statistics.median(_time(run, FLAGS.sample_iters))
     out.append({'what': f'first_stage_{name}', 'batch': b, 'call_time_s': round(sec, 4),
-                'images_per_s': round(b / sec, 2), 'compile_s': round(compile_s, 1),
+                'images_per_s': sig(b / sec), 'compile_s': round(compile_s, 1),
                 **_cost(compiled), 'device_peak_memory_gb': _device_peak_gb()})
   return out
 
@@ -276,7 +276,7 @@ def main(argv):
     for r in theirs:
       ours = next((o for o in results if o['what'] == r['what']), None)
       if ours is not None:
-        ours['speedup_vs_diffusers'] = round(ours['images_per_s'] / r['images_per_s'], 3)
+        ours['speedup_vs_diffusers'] = sig(ours['images_per_s'] / r['images_per_s'])
     results += theirs
   lines = [json.dumps({**common, **r}) for r in results]
   print('\n'.join(lines))

@@ -91,3 +91,19 @@ def test_fid_during_training_goes_to_tensorboard_and_jsonl(tmp_path):
   logged = read_scalars(os.path.join(workdir, 'tensorboard'), 'eval/fid')
   assert [step for step, _ in logged] == [2, 4]
   np.testing.assert_allclose([v for _, v in logged], [line['eval/fid'] for line in lines], rtol=1e-5)
+
+
+def test_cli_generates_from_a_workdir_and_scores_against_its_data(tmp_path):
+  from tests.test_tasks import converted_workdir
+  workdir = converted_workdir('class', str(tmp_path))
+  r = run_cli('-m', 'ldm_jax.eval', f'--workdir={workdir}', '--ref=data', '--split=test',
+              '--ref_images=12', '--num_samples=10', '--batch_size=8', '--steps=2',
+              '--guidance_scale=2')
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = os.path.join(workdir, 'eval', 'quality_0_ddim2_eta0_cfg2_10.json')
+  with open(out) as f:
+    report = json.load(f)
+  assert report['num_samples'] == 10 and report['reference_num_images'] == 12
+  assert report['class_label'] == 'all' and report['sampler'] == 'ddim' and report['steps'] == 2
+  assert np.isfinite(report['fid']) and report['fid'] > 0
+  assert 0 <= report['precision'] <= 1 and 0 <= report['recall'] <= 1

@@ -94,7 +94,9 @@ def main(argv):
     raise app.UsageError('--ref is required (statistics .npz, a folder of images, or data)')
   if FLAGS.workdir and FLAGS.config:
     raise app.UsageError('give --workdir or --config, not both')
-  generate = bool(FLAGS.workdir or FLAGS.config) and not FLAGS.samples
+  # --config with --save_ref only names the data of --ref=data; generating from a config's
+  # random weights (a pipeline check) is asked for by giving it without --save_ref
+  generate = not FLAGS.samples and bool(FLAGS.workdir or (FLAGS.config and not FLAGS.save_ref))
   if not (generate or FLAGS.samples or FLAGS.save_ref):
     raise app.UsageError('nothing to score: give --workdir (generate), --samples, or --save_ref')
   setup_runtime()
@@ -103,9 +105,15 @@ def main(argv):
   from ldm_jax.pipeline import load, load_config_file
 
   pipe = config = None
-  if FLAGS.workdir or (FLAGS.config and generate):
+  if generate or FLAGS.workdir:
     pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
     config = pipe.config
+    if generate and pipe.ldm is None:
+      raise app.UsageError(f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
+                           'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)')
+    if generate and config.cond_stage.kind not in ('none', 'class'):
+      raise app.UsageError(f'this model is {config.cond_stage.kind}-conditioned: sample it with '
+                           'sample.py on your conditions, then score the images with --samples')
   elif FLAGS.config:
     config = load_config_file(FLAGS.config)
   features_fn = sample_quality.InceptionFeatures(FLAGS.inception,
@@ -118,13 +126,7 @@ def main(argv):
             if FLAGS.ref != 'data' else 'data'}
   t0 = time.time()
   if generate:
-    if pipe.ldm is None:
-      raise app.UsageError(f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
-                           'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)')
     kind = config.cond_stage.kind
-    if kind not in ('none', 'class'):
-      raise app.UsageError(f'this model is {kind}-conditioned: sample it with sample.py on your '
-                           'conditions, then score the images with --samples')
     s = config.sampling
     settings = dict(sampler=FLAGS.sampler or s.sampler, steps=FLAGS.steps or s.steps,
                     eta=s.eta if FLAGS.eta is None else FLAGS.eta,
