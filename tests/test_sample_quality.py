@@ -24,30 +24,31 @@ def _folder(path, images):
   return str(path)
 
 
-def test_cli_folder_against_itself_is_zero_and_against_noise_large(tmp_path):
+def test_cli_fid_of_a_folder_against_itself_is_zero_of_halves_small_and_of_noise_large(tmp_path):
   digits = digits_uint8(32)[0]
-  real = _folder(tmp_path / 'real', digits[:N])
+  half_a = _folder(tmp_path / 'a', digits[:N])
+  half_b = _folder(tmp_path / 'b', digits[N:2 * N])  # other digits of the same distribution
   noise = np.random.default_rng(0).integers(0, 256, (N, 32, 32, 3)).astype(np.uint8)
   np.savez(tmp_path / 'noise.npz', images=noise)  # sample.py's samples.npz format
-  stats = str(tmp_path / 'real_stats.npz')
-  r = run_cli('-m', 'ldm_jax.eval', f'--ref={real}', f'--save_ref={stats}', '--batch_size=12')
-  assert r.returncode == 0, r.stderr[-3000:]
-  with np.load(stats) as f:
-    assert f['mu'].shape == (2048,) and f['sigma'].shape == (2048, 2048)
-    assert f['features'].shape == (N, 2048) and int(f['num_images']) == N
-
+  stats = str(tmp_path / 'a_stats.npz')
   reports = {}
-  for name, samples in (('same', real), ('noise', str(tmp_path / 'noise.npz'))):
+  for name, args in (('same', [f'--samples={half_a}', f'--ref={half_a}', f'--save_ref={stats}']),
+                     ('halves', [f'--samples={half_b}', f'--ref={stats}']),
+                     ('noise', [f'--samples={tmp_path / "noise.npz"}', f'--ref={stats}'])):
     out = str(tmp_path / f'{name}.json')
-    r = run_cli('-m', 'ldm_jax.eval', f'--samples={samples}', f'--ref={stats}',
-                '--batch_size=12', f'--out={out}')
+    r = run_cli('-m', 'ldm_jax.eval', *args, '--batch_size=12', f'--out={out}')
     assert r.returncode == 0, r.stderr[-3000:]
     with open(out) as f:
       reports[name] = json.load(f)
-  same, noise = reports['same'], reports['noise']
+  with np.load(stats) as f:
+    assert f['mu'].shape == (2048,) and f['sigma'].shape == (2048, 2048)
+    assert f['features'].shape == (N, 2048) and int(f['num_images']) == N
+  same, halves, noise = reports['same'], reports['halves'], reports['noise']
+  print({k: round(v['fid'], 2) for k, v in reports.items()})
   assert same['num_samples'] == N and same['reference_num_images'] == N
   assert abs(same['fid']) < 1e-2 and same['precision'] == same['recall'] == 1.0
-  assert noise['fid'] > 100 and noise['precision'] == 0.0
+  assert 0 < halves['fid'] < noise['fid'] / 5 and noise['fid'] > 100
+  assert noise['precision'] == 0.0 and halves['precision'] > 0.5
   assert same['inception_score'] is None and 'pytorch-fid' in same['inception_score_note']
 
 
