@@ -67,9 +67,9 @@ def draw_samples(config, mesh, generate_fn, params, first_stage_params, scale_fa
                  examples: dict | None = None, first_class: int = 0):
   """``n`` samples (a multiple of the mesh size) of ``generate_fn`` (``training_generate_fn``) with
   the batch split over ``mesh``: (uint8 numpy [n, H, W, 3] on every process, the raw condition).
-  Class models cycle through the classes (from ``first_class``); other conditional models take the conditions of
-  ``examples`` (``data.pipeline.condition_examples``: {'cond', 'image'}), and inpainting keeps
-  their known pixels, as the reference composites."""
+  Class models cycle through the classes (from ``first_class``); other conditional models take
+  the conditions of ``examples`` (``data.pipeline.condition_examples``: {'cond', 'image'}), and
+  inpainting keeps their known pixels, as the reference composites."""
   from ldm_jax.tasks import composite, null_condition
   c = config
   batch = sharding.batch_sharded(mesh)

@@ -129,9 +129,8 @@ class Pipeline:
                    eta: float | None = None, guidance_scale: float | None = None, seed: int = 0,
                    batch_size: int = 16, tile: int = 0, tile_stride: int = 0,
                    return_float: bool = False, **task_inputs):
-    """Batches of ``num`` images in all (``batch_size`` each, the last one smaller), as
-    ``sample`` returns them together, so that many images (evaluation) need not fit in memory:
-    ``num`` images, uint8 [num, H, W, 3] (``return_float``: [-1, 1]). Task inputs (one, by the
+    """``num`` images in batches of ``batch_size`` (the last one smaller), uint8 [b, H, W, 3]
+    (``return_float``: [-1, 1]); ``sample`` concatenates them, evaluations stream them. Task inputs (one, by the
     model): class_label ('all' or an int), prompt, lr_image, image + mask, layout, segmentation
     (paths or arrays). height/width (default: the training size) set a larger canvas for models
     whose condition has no size; sampler/steps/eta/guidance_scale default to config.sampling.

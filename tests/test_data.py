@@ -145,6 +145,23 @@ def test_tfds_source_with_mock_data():
   assert batch['label'].shape == (8,) and np.abs(batch['image']).max() <= 1.0
 
 
+def test_fid_reference_images_of_tfds_data_are_the_training_preprocessing_in_uint8():
+  """The FID reference reads a TFDS split in file order, no flips, through the training crop and
+  resize, as uint8 (the Inception input): the training pipeline's [-1, 1] images exactly."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from ldm_jax.data.pipeline import eval_batches
+  from ldm_jax.eval.sample_quality import dataset_images
+  config = tiny_autoencoder_config()
+  config.data.update(dict(source='tfds', name='mnist', split='train', image_size=16))
+  with tfds.testing.mock_data(num_examples=20):
+    batches = list(dataset_images(config.data, batch_size=8, max_images=12))
+    model_range = np.concatenate([b['image'] for b in eval_batches(config.data, 8, 12)])
+  assert [b.shape for b in batches] == [(8, 16, 16, 3), (4, 16, 16, 3)]
+  images = np.concatenate(batches)
+  assert images.dtype == np.uint8 and images.std() > 0
+  np.testing.assert_array_equal(images.astype(np.float32) / 127.5 - 1.0, model_range)
+
+
 def test_tfds_captions_and_boxes_with_mock_data():
   """coco_captions ('captions/text') and coco/2017 ('objects/bbox', 'objects/label') features
   become token conditions; boxes are valid layouts after crop and flip."""
