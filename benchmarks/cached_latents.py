@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/
+from benchmarks.common import random_weights  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/lsun_churches.py', 'LDM config to measure.')
 flags.DEFINE_integer('batch_size', 0, 'Global batch (0 = the config\'s).')
@@ -46,7 +47,7 @@ def main(argv):
   import jax.numpy as jnp
   import numpy as np
 
-  from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
+  from ldm_jax.models import LatentDiffusion, latent_shape
   from ldm_jax.train_state import TrainState, make_optimizer
   from ldm_jax.train_steps import guard_nonfinite, make_ldm_step
 
@@ -56,15 +57,9 @@ def main(argv):
   t = config.training
   ldm = LatentDiffusion.from_config(config, t.compute_dtype, t.remat)
   tx = make_optimizer(config)
-  rng = np.random.default_rng(0)
-  random_like = lambda tree: jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape).astype(s.dtype)), tree)
-  key = jax.random.PRNGKey(0)
-  params = random_like(jax.eval_shape(lambda k: ldm.init_params(k, latent_shape(config)), key))
+  params, fs_params = random_weights(config, ldm)
   size = config.data.image_size
-  fs = build_first_stage(config.first_stage)
-  fs_params = random_like(jax.eval_shape(
-      lambda k: fs.init(k, jnp.zeros((1, size, size, 3)))['params'], key))
+  rng = np.random.default_rng(0)
   h, w, c = latent_shape(config)
   moments_c = 2 * c if config.first_stage.kind == 'kl' else c
   batches = {

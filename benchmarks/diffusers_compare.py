@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from benchmarks.peaks import sig
+from benchmarks.common import sig
 
 
 def unet_kwargs(config) -> dict:

@@ -34,7 +34,7 @@ from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/, benchmarks/
-from benchmarks.peaks import peak_flops, sig  # noqa: E402
+from benchmarks.common import peak_flops, random_weights, sig  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs/lsun_churches.py'),
@@ -223,12 +223,10 @@ def bench_first_stage(config, ldm, fs_params, mesh):
 def main(argv):
   del argv
   import jax
-  import jax.numpy as jnp
-  import numpy as np
 
   from ldm_jax import sharding
   from ldm_jax.layers import count_params
-  from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
+  from ldm_jax.models import LatentDiffusion, latent_shape
 
   config = smoke_config(FLAGS.config) if FLAGS.smoke else FLAGS.config
   if FLAGS.smoke:
@@ -239,15 +237,8 @@ def main(argv):
   config.training.compute_dtype = FLAGS.dtype
   mesh = sharding.make_mesh(config.mesh)
   ldm = LatentDiffusion.from_config(config, FLAGS.dtype, config.training.remat)
-  rng = np.random.default_rng(0)
-  random_like = lambda tree: jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape).astype(s.dtype)), tree)
-  key = jax.random.PRNGKey(0)
-  params = random_like(jax.eval_shape(lambda k: ldm.init_params(k, latent_shape(config)), key))
+  params, fs_params = random_weights(config, ldm)
   size = config.data.image_size
-  fs = build_first_stage(config.first_stage)
-  fs_params = random_like(jax.eval_shape(
-      lambda k: fs.init(k, jnp.zeros((1, size, size, 3)))['params'], key))
   repl = sharding.replicated(mesh)
   params, fs_params = jax.device_put(params, repl), jax.device_put(fs_params, repl)
   device = jax.devices()[0]

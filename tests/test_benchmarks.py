@@ -51,7 +51,7 @@ def test_diffusers_models_of_the_churches_config_have_our_parameter_counts():
 
 
 def test_peak_table_matches_device_names():
-  from benchmarks.peaks import peak_flops
+  from benchmarks.common import peak_flops
   assert peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.4e12
   assert peak_flops('NVIDIA H100 PCIe', 'bfloat16') == 756.0e12
   assert peak_flops('NVIDIA H200', 'float32') == 494.7e12

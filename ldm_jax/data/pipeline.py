@@ -165,12 +165,14 @@ def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
   return Prefetch(it, prefetch) if prefetch else it
 
 
-def eval_batches(data_cfg, batch_size: int, max_images: int = 0) -> Iterator[dict]:
+def eval_batches(data_cfg, batch_size: int, max_images: int = 0,
+                 uint8: bool = False) -> Iterator[dict]:
   """Held-out evaluation batches in a fixed order, no flips: the first ``max_images`` images (all
-  when 0) of config.data's source and split. The last batch may be smaller."""
+  when 0) of config.data's source and split, in [-1, 1] (``uint8``: as decoded, 0..255). The
+  last batch may be smaller."""
   if data_cfg.source == 'tfds':
     from ldm_jax.data.tfds_source import tfds_eval_batches
-    yield from tfds_eval_batches(data_cfg, batch_size, max_images)
+    yield from tfds_eval_batches(data_cfg, batch_size, max_images, as_uint8=uint8)
     return
   source = make_source(data_cfg)
   n = len(source) if max_images <= 0 else min(max_images, len(source))
@@ -187,7 +189,9 @@ def eval_batches(data_cfg, batch_size: int, max_images: int = 0) -> Iterator[dic
       images.append(example['image'])
       labels.append(example['label'])
     if images:
-      yield {'image': to_model_range(np.stack(images)), 'label': np.array(labels, np.int32)}
+      images = np.stack(images)
+      yield {'image': images if uint8 else to_model_range(images),
+             'label': np.array(labels, np.int32)}
 
 
 def condition_examples(config, num: int) -> dict:

@@ -140,16 +140,19 @@ def _examples(batch: dict) -> list[dict]:
   return out
 
 
-def tfds_eval_batches(d, batch_size: int, max_images: int = 0, annotations=(), as_examples=False):
-  """The first ``max_images`` examples of d.split in file order, no flips (evaluation);
-  ``as_examples``: lists of per-example dicts (uint8 images, the annotations) instead."""
+def tfds_eval_batches(d, batch_size: int, max_images: int = 0, annotations=(), as_examples=False,
+                      as_uint8=False):
+  """The first ``max_images`` examples of d.split in file order, no flips (evaluation), images in
+  [-1, 1] (``as_uint8``: 0..255); ``as_examples``: lists of per-example dicts (uint8 images, the
+  annotations) instead."""
   tf = import_tf()
   import tensorflow_datasets as tfds
   builder = _builder(tfds, d)
   ds = _as_dataset(tfds, builder, d, d.split, shuffle_files=False)
   if max_images > 0:
     ds = ds.take(max_images)
-  ds = ds.enumerate().map(_preprocess_fn(tf, d, builder, 0, False, annotations, as_examples),
+  ds = ds.enumerate().map(_preprocess_fn(tf, d, builder, 0, False, annotations,
+                                         as_examples or as_uint8),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   for b in tfds.as_numpy(ds.batch(batch_size).prefetch(2)):
     yield _examples(b) if as_examples else {k: np.asarray(v) for k, v in b.items()}

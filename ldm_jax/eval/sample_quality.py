@@ -61,16 +61,12 @@ class InceptionFeatures:
 
 # -- image sets ---------------------------------------------------------------------------------
 
-def _uint8(images_in_model_range: np.ndarray) -> np.ndarray:
-  return np.clip(np.round((images_in_model_range + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def dataset_images(data_cfg, batch_size: int = 100, max_images: int = 0) -> Iterator[np.ndarray]:
   """uint8 batches of a config.data (digits, folder or TFDS, its split) through the training
   preprocessing, no flips, file order; unreadable images are skipped and counted."""
   from ldm_jax.data.pipeline import eval_batches
-  for batch in eval_batches(data_cfg, batch_size, max_images):
-    yield _uint8(batch['image'])
+  for batch in eval_batches(data_cfg, batch_size, max_images, uint8=True):
+    yield batch['image']
 
 
 def _first_image_size(folder: str) -> int:
