@@ -14,6 +14,7 @@ The task flag depends on the model (sample.py says which one it expects). Writes
 ..., OUTDIR/grid.png and OUTDIR/samples.npz (uint8 images [N, H, W, 3]; class models:
 labels).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,20 +25,17 @@ import time
 from absl import app, flags
 
 from ldm_jax.runtime import setup_runtime
+from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
 
-flags.DEFINE_string('workdir', None, 'Workdir of an LDM (train.py or python -m ldm_jax.convert).')
-flags.DEFINE_string('config', None, 'Instead of --workdir: a config file, sampled with random '
-                    'weights (for testing the pipeline offline).')
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+define_model_flags()
 flags.DEFINE_integer('num_samples', 16, 'Number of images.')
-flags.DEFINE_enum('sampler', None, ['ddim', 'plms', 'ddpm'], 'Sampler (default: config.sampling).')
-flags.DEFINE_integer('steps', None, 'Sampling steps for ddim/plms (the reference grid may realise '
-                     'more; default: config.sampling).')
-flags.DEFINE_float('eta', None, 'DDIM eta (0 = deterministic; default: config.sampling).')
-flags.DEFINE_float('guidance_scale', None, 'Classifier-free guidance scale (1 = none; default: '
-                   'config.sampling): null class, empty prompt or empty layout as unconditional.')
-flags.DEFINE_integer('height', None, 'Output height for unconditional/class/text models (default: '
-                     'the training size); a multiple of the first-stage factor.')
+define_sampler_flags(batch_size=16)
+flags.DEFINE_integer(
+  'height',
+  None,
+  'Output height for unconditional/class/text models (default: '
+  'the training size); a multiple of the first-stage factor.',
+)
 flags.DEFINE_integer('width', None, 'Output width, as --height.')
 # Task inputs: one, by the model.
 flags.DEFINE_string('class_label', None, "Class index, or 'all' to cycle through the classes.")
@@ -45,17 +43,28 @@ flags.DEFINE_string('prompt', None, 'Text prompt (text-to-image models).')
 flags.DEFINE_string('lr_image', None, 'Low-resolution image (super-resolution models).')
 flags.DEFINE_string('image', None, 'Image to inpaint (with --mask).')
 flags.DEFINE_string('mask', None, 'Inpainting mask, white = region to fill (with --image).')
-flags.DEFINE_string('layout', None, 'Layout JSON: [{"class": 12, "bbox": [x, y, w, h]}, ...] '
-                    '(relative coordinates; layout-to-image models).')
-flags.DEFINE_string('segmentation', None, 'Segmentation map: PNG or .npy of class indices '
-                    '(semantic synthesis models).')
-flags.DEFINE_integer('tile', 0, 'Denoise and decode latents larger than this in overlapping '
-                     'tiles (0 = never; the reference notebook uses 128 for large super-'
-                     'resolution inputs).')
+flags.DEFINE_string(
+  'layout',
+  None,
+  'Layout JSON: [{"class": 12, "bbox": [x, y, w, h]}, ...] '
+  '(relative coordinates; layout-to-image models).',
+)
+flags.DEFINE_string(
+  'segmentation',
+  None,
+  'Segmentation map: PNG or .npy of class indices (semantic synthesis models).',
+)
+flags.DEFINE_string(
+  'embeddings', None, 'Context embeddings .npy, [L, D] or [N, L, D] (retrieval-augmented models).'
+)
+flags.DEFINE_integer(
+  'tile',
+  0,
+  'Denoise and decode latents larger than this in overlapping '
+  'tiles (0 = never; the reference notebook uses 128 for large super-'
+  'resolution inputs).',
+)
 flags.DEFINE_integer('tile_stride', 0, 'Tile stride (default: tile // 2).')
-flags.DEFINE_integer('seed', 0, 'Random seed.')
-flags.DEFINE_integer('batch_size', 16, 'Images per sampling call (rounded to the device count).')
-flags.DEFINE_bool('use_ema', True, 'Sample with the EMA weights when the run has them.')
 flags.DEFINE_string('outdir', None, 'Output directory (default: WORKDIR/samples/step_N).')
 FLAGS = flags.FLAGS
 
@@ -68,18 +77,22 @@ def main(argv):
   setup_runtime()
   import numpy as np
   from ldm_jax.images import make_grid, save_png
-  from ldm_jax.pipeline import TASK_ARGS, load
-  from ldm_jax.tasks import TaskInputError
+  from ldm_jax.sampling.pipeline import load
+  from ldm_jax.tasks import TASK_ARGS, TaskInputError
 
   pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
   task = {k: getattr(FLAGS, k) for k in TASK_ARGS if getattr(FLAGS, k) is not None}
   t0 = time.time()
   try:
-    images = pipe.sample(FLAGS.num_samples, height=FLAGS.height, width=FLAGS.width,
-                         sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta,
-                         guidance_scale=FLAGS.guidance_scale, seed=FLAGS.seed,
-                         tile=FLAGS.tile, tile_stride=FLAGS.tile_stride,
-                         batch_size=FLAGS.batch_size, **task)
+    images = pipe.sample(
+      FLAGS.num_samples,
+      height=FLAGS.height,
+      width=FLAGS.width,
+      tile=FLAGS.tile,
+      tile_stride=FLAGS.tile_stride,
+      **sampler_kwargs(FLAGS),
+      **task,
+    )
   except TaskInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -91,13 +104,19 @@ def main(argv):
   nrow = pipe.num_classes if FLAGS.class_label == 'all' else None
   save_png(os.path.join(outdir, 'grid.png'), make_grid(images, nrow=nrow))
   extra = {}
-  if pipe.config.cond_stage.kind == 'class':  # the labels sampled, for evaluation
-    from ldm_jax.tasks import class_condition
-    extra['labels'] = class_condition(pipe.config, FLAGS.class_label, len(images))
+  if pipe.num_classes:  # the labels sampled, for evaluation
+    extra['labels'] = pipe.ldm.task.labels(FLAGS.class_label, len(images))
   np.savez(os.path.join(outdir, 'samples.npz'), images=images, **extra)
   s = pipe.config.sampling
-  logging.info('%d samples %s (%s, %s steps) in %.1fs -> %s', len(images), images.shape[1:3],
-               FLAGS.sampler or s.sampler, FLAGS.steps or s.steps, elapsed, outdir)
+  logging.info(
+    '%d samples %s (%s, %s steps) in %.1fs -> %s',
+    len(images),
+    images.shape[1:3],
+    FLAGS.sampler or s.sampler,
+    FLAGS.steps or s.steps,
+    elapsed,
+    outdir,
+  )
 
 
 if __name__ == '__main__':

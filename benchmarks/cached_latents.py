@@ -8,6 +8,7 @@ posterior moments (config.data.cache_latents), with random weights (speed does n
 them). Also reports XLA's FLOP count of each compiled step. Prints a Markdown row for
 BENCHMARKS.md. Input decoding is not included (the cache removes it too).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -20,14 +21,16 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/
 from benchmarks.common import random_weights  # noqa: E402
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/lsun_churches.py', 'LDM config to measure.')
-flags.DEFINE_integer('batch_size', 0, 'Global batch (0 = the config\'s).')
+flags.DEFINE_integer('batch_size', 0, "Global batch (0 = the config's).")
 flags.DEFINE_integer('steps', 5, 'Timed steps per variant (after one warm-up step).')
 
 
 def measure(step, state, batch, frozen, steps):
   import jax
+
   compiled = step.lower(state, batch, frozen).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -47,9 +50,10 @@ def main(argv):
   import jax.numpy as jnp
   import numpy as np
 
-  from ldm_jax.models import LatentDiffusion, latent_shape
-  from ldm_jax.train_state import TrainState, make_optimizer
-  from ldm_jax.train_steps import guard_nonfinite, make_ldm_step
+  from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
+  from ldm_jax.train.state import TrainState, make_optimizer
+  from ldm_jax.train.ldm_step import make_ldm_step
+  from ldm_jax.train.step_common import guard_nonfinite
 
   config = FLAGS.config
   b = FLAGS.batch_size or config.training.batch_size
@@ -63,10 +67,12 @@ def main(argv):
   h, w, c = latent_shape(config)
   moments_c = 2 * c if config.first_stage.kind == 'kl' else c
   batches = {
-      'images (encode every step)': {'image': jnp.asarray(
-          rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32))},
-      'cached latents': {'moments': jnp.asarray(
-          rng.normal(0, 1, (b, h, w, moments_c)).astype(np.float32))},
+    'images (encode every step)': {
+      'image': jnp.asarray(rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32))
+    },
+    'cached latents': {
+      'moments': jnp.asarray(rng.normal(0, 1, (b, h, w, moments_c)).astype(np.float32))
+    },
   }
   step = jax.jit(guard_nonfinite(make_ldm_step(ldm, tx, config)), donate_argnums=(0,))
   results = {}
@@ -80,10 +86,12 @@ def main(argv):
   (s_img, f_img), (s_cache, f_cache) = results.values()
   device = jax.devices()[0]
   print(f'speed-up {s_img / s_cache:.2f}x (time), {f_img / f_cache:.2f}x (FLOPs)')
-  print(f'| {datetime.date.today()} | {device.platform} {device.device_kind} x{jax.device_count()} '
-        f'| {FLAGS.config.data.image_size}px, batch {b}, {t.compute_dtype} | '
-        f'{b / s_img:.3g} img/s | {b / s_cache:.3g} img/s | {s_img / s_cache:.2f}x | '
-        f'{f_img / f_cache:.2f}x |')
+  print(
+    f'| {datetime.date.today()} | {device.platform} {device.device_kind} x{jax.device_count()} '
+    f'| {FLAGS.config.data.image_size}px, batch {b}, {t.compute_dtype} | '
+    f'{b / s_img:.3g} img/s | {b / s_cache:.3g} img/s | {s_img / s_cache:.2f}x | '
+    f'{f_img / f_cache:.2f}x |'
+  )
 
 
 if __name__ == '__main__':

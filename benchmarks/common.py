@@ -1,12 +1,21 @@
 """Shared by the benchmarks: random model weights of a config, dense peak FLOP/s of one
 accelerator for MFU (bf16, and fp32 matmuls as GPUs run them, TF32; from the vendors' data
 sheets), significant-digit rounding."""
+
 from __future__ import annotations
 
 # (substring of jax's device_kind, bf16 TFLOP/s, fp32/TF32 TFLOP/s); the first match wins.
-PEAK_TFLOPS = (('H200', 989.4, 494.7), ('H100 PCIe', 756.0, 378.0), ('H100', 989.4, 494.7),
-               ('A100', 312.0, 156.0), ('L4', 121.0, 60.0), ('TPU v6', 918.0, 918.0),
-               ('TPU v5p', 459.0, 459.0), ('TPU v5', 197.0, 197.0), ('TPU v4', 275.0, 275.0))
+PEAK_TFLOPS = (
+  ('H200', 989.4, 494.7),
+  ('H100 PCIe', 756.0, 378.0),
+  ('H100', 989.4, 494.7),
+  ('A100', 312.0, 156.0),
+  ('L4', 121.0, 60.0),
+  ('TPU v6', 918.0, 918.0),
+  ('TPU v5p', 459.0, 459.0),
+  ('TPU v5', 197.0, 197.0),
+  ('TPU v4', 275.0, 275.0),
+)
 
 
 def peak_flops(device_kind: str, dtype: str, override_tflops: float = 0.0) -> float | None:
@@ -24,20 +33,12 @@ def sig(x: float, digits: int = 4) -> float:
   return float(f'{x:.{digits}g}')
 
 
-def random_weights(config, ldm):
-  """(LDM params, first-stage params) of the config's shapes, N(0, 0.02): speed does not depend
-  on the values, and random draws skip the initialisers' compile."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from ldm_jax.models import build_first_stage, latent_shape
-  rng = np.random.default_rng(0)
-  random_like = lambda tree: jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape).astype(s.dtype)), tree)
-  key = jax.random.PRNGKey(0)
-  size = config.data.image_size
-  fs = build_first_stage(config.first_stage)
-  params = random_like(jax.eval_shape(lambda k: ldm.init_params(k, latent_shape(config)), key))
-  fs_params = random_like(jax.eval_shape(
-      lambda k: fs.init(k, jnp.zeros((1, size, size, 3)))['params'], key))
-  return params, fs_params
+def random_weights(config, ldm=None):
+  """(LDM params, first-stage params) of the config's shapes, random (``nn.params.random_params``):
+  speed does not depend on the values, and numpy draws skip the initialisers' compile."""
+  from ldm_jax.latent_diffusion import abstract_params
+  from ldm_jax.nn.params import random_params
+
+  shapes = abstract_params(config)
+  params = {k: shapes[k] for k in ('unet', 'cond_stage') if shapes[k] is not None}
+  return random_params(params, 0), random_params(shapes['first_stage'], 1)

@@ -11,6 +11,7 @@ The baseline is what a diffusers user runs: bf16 autocast (fp32 weights, AdamW, 
 updated every step, as ours), PyTorch's SDPA attention, channels-last on CUDA; ``--torch_compile``
 adds torch.compile. Sampling: DDIMScheduler (eta 0) and the AutoencoderKL decode.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -23,25 +24,37 @@ def unet_kwargs(config) -> dict:
   """UNet2DModel arguments for an unconditional CompVis UNet config (config.unet)."""
   u = config.unet
   if config.cond_stage.kind != 'none' or u.use_spatial_transformer:
-    raise ValueError('the diffusers comparison covers unconditional UNets (UNet2DModel); this '
-                     f'config is {config.cond_stage.kind}-conditioned')
+    raise ValueError(
+      'the diffusers comparison covers unconditional UNets (UNet2DModel); this '
+      f'config is {config.cond_stage.kind}-conditioned'
+    )
   chans = [u.model_channels * m for m in u.channel_mult]
   attn = [2**i in tuple(u.attention_resolutions) for i in range(len(chans))]
   plain_down = 'ResnetDownsampleBlock2D' if u.resblock_updown else 'DownBlock2D'
   plain_up = 'ResnetUpsampleBlock2D' if u.resblock_updown else 'UpBlock2D'
   head = u.num_head_channels if u.num_head_channels > 0 else chans[0] // u.num_heads
-  from ldm_jax.models import latent_shape
+  from ldm_jax.latent_diffusion import latent_shape
+
   h, _, c = latent_shape(config)
-  return dict(sample_size=h, in_channels=u.in_channels or c, out_channels=u.out_channels or c,
-              block_out_channels=tuple(chans), layers_per_block=u.num_res_blocks,
-              down_block_types=tuple('AttnDownBlock2D' if a else plain_down for a in attn),
-              up_block_types=tuple('AttnUpBlock2D' if a else plain_up for a in reversed(attn)),
-              downsample_type='resnet' if u.resblock_updown else 'conv',
-              upsample_type='resnet' if u.resblock_updown else 'conv',
-              resnet_time_scale_shift='scale_shift' if u.use_scale_shift_norm else 'default',
-              attention_head_dim=head, norm_num_groups=32, act_fn='silu', flip_sin_to_cos=True,
-              attn_norm_num_groups=32,  # else diffusers drops the middle attention's GroupNorm
-              freq_shift=0, dropout=u.dropout)
+  return dict(
+    sample_size=h,
+    in_channels=u.in_channels or c,
+    out_channels=u.out_channels or c,
+    block_out_channels=tuple(chans),
+    layers_per_block=u.num_res_blocks,
+    down_block_types=tuple('AttnDownBlock2D' if a else plain_down for a in attn),
+    up_block_types=tuple('AttnUpBlock2D' if a else plain_up for a in reversed(attn)),
+    downsample_type='resnet' if u.resblock_updown else 'conv',
+    upsample_type='resnet' if u.resblock_updown else 'conv',
+    resnet_time_scale_shift='scale_shift' if u.use_scale_shift_norm else 'default',
+    attention_head_dim=head,
+    norm_num_groups=32,
+    act_fn='silu',
+    flip_sin_to_cos=True,
+    attn_norm_num_groups=32,  # else diffusers drops the middle attention's GroupNorm
+    freq_shift=0,
+    dropout=u.dropout,
+  )
 
 
 def vae_kwargs(config) -> dict:
@@ -49,11 +62,17 @@ def vae_kwargs(config) -> dict:
   if fs.kind != 'kl':
     raise ValueError('the diffusers comparison covers KL first stages (AutoencoderKL)')
   n = len(fs.ch_mult)
-  return dict(in_channels=3, out_channels=3, latent_channels=fs.embed_dim,
-              block_out_channels=tuple(fs.ch * m for m in fs.ch_mult),
-              layers_per_block=fs.num_res_blocks, down_block_types=('DownEncoderBlock2D',) * n,
-              up_block_types=('UpDecoderBlock2D',) * n, norm_num_groups=32,
-              sample_size=config.data.image_size)
+  return dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=fs.embed_dim,
+    block_out_channels=tuple(fs.ch * m for m in fs.ch_mult),
+    layers_per_block=fs.num_res_blocks,
+    down_block_types=('DownEncoderBlock2D',) * n,
+    up_block_types=('UpDecoderBlock2D',) * n,
+    norm_num_groups=32,
+    sample_size=config.data.image_size,
+  )
 
 
 def _timer(torch, device):
@@ -69,13 +88,15 @@ def _timer(torch, device):
         torch.cuda.synchronize()
       times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
   return measure
 
 
 def run(config, ours: list[dict], flags) -> list[dict]:
   import diffusers
   import torch
-  from ldm_jax.models import latent_shape
+  from ldm_jax.latent_diffusion import latent_shape
+
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   bf16 = flags.dtype == 'bfloat16'
   autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
@@ -87,10 +108,12 @@ def run(config, ours: list[dict], flags) -> list[dict]:
   if flags.torch_compile:
     unet = torch.compile(unet)
   h, w, c = latent_shape(config)
-  info = {'framework': f'diffusers {diffusers.__version__} / torch {torch.__version__}',
-          'torch_device': torch.cuda.get_device_name() if device == 'cuda' else 'cpu',
-          'torch_compile': flags.torch_compile,
-          'unet_params': sum(p.numel() for p in unet.parameters())}
+  info = {
+    'framework': f'diffusers {diffusers.__version__} / torch {torch.__version__}',
+    'torch_device': torch.cuda.get_device_name() if device == 'cuda' else 'cpu',
+    'torch_compile': flags.torch_compile,
+    'unet_params': sum(p.numel() for p in unet.parameters()),
+  }
   out = []
   what = {r['what'] for r in ours}
   if 'train' in what:
@@ -113,21 +136,34 @@ def run(config, ours: list[dict], flags) -> list[dict]:
 
     unet.train()
     sec = measure(step, flags.iters)
-    out.append({'what': 'train', 'batch': b, 'step_time_s': round(sec, 5),
-                'images_per_s': sig(b / sec), **info})
+    out.append(
+      {
+        'what': 'train',
+        'batch': b,
+        'step_time_s': round(sec, 5),
+        'images_per_s': sig(b / sec),
+        **info,
+      }
+    )
     del opt, ema
   unet.eval()
   b = flags.sample_batch_size
   size = config.data.image_size
   d = config.diffusion
   if d.beta_schedule != 'linear':
-    raise ValueError(f'the comparison maps CompVis\'s linear schedule only, not {d.beta_schedule!r}')
+    raise ValueError(f"the comparison maps CompVis's linear schedule only, not {d.beta_schedule!r}")
   sampling = any(w.startswith('sample_') for w in what) and flags.sampler == 'ddim'
   for s in flags.sample_steps if sampling else []:
     # CompVis 'linear' = linspace of sqrt(beta), squared = diffusers 'scaled_linear'; the +1 grid
-    scheduler = diffusers.DDIMScheduler(num_train_timesteps=d.timesteps, beta_start=d.linear_start,
-                                        beta_end=d.linear_end, beta_schedule='scaled_linear',
-                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = diffusers.DDIMScheduler(
+      num_train_timesteps=d.timesteps,
+      beta_start=d.linear_start,
+      beta_end=d.linear_end,
+      beta_schedule='scaled_linear',
+      clip_sample=False,
+      set_alpha_to_one=False,
+      steps_offset=1,
+    )
     scheduler.set_timesteps(int(s))
 
     @torch.no_grad()
@@ -139,15 +175,31 @@ def run(config, ours: list[dict], flags) -> list[dict]:
         return vae.decode(x).sample
 
     sec = measure(sample, flags.sample_iters)
-    out.append({'what': f'sample_{flags.sampler}{s}', 'batch': b, 'call_time_s': round(sec, 4),
-                'images_per_s': sig(b / sec), **info})
+    out.append(
+      {
+        'what': f'sample_{flags.sampler}{s}',
+        'batch': b,
+        'call_time_s': round(sec, 4),
+        'images_per_s': sig(b / sec),
+        **info,
+      }
+    )
   if 'first_stage_encode' in what:
     images = torch.rand(b, 3, size, size, device=device).to(memory_format=fmt) * 2 - 1
     latents = torch.randn(b, c, h, w, device=device).to(memory_format=fmt)
-    for name, fn in (('encode', lambda: vae.encode(images).latent_dist.mode()),
-                     ('decode', lambda: vae.decode(latents).sample)):
+    for name, fn in (
+      ('encode', lambda: vae.encode(images).latent_dist.mode()),
+      ('decode', lambda: vae.decode(latents).sample),
+    ):
       with torch.no_grad(), autocast():
         sec = measure(fn, flags.sample_iters)
-      out.append({'what': f'first_stage_{name}', 'batch': b, 'call_time_s': round(sec, 4),
-                  'images_per_s': sig(b / sec), **info})
+      out.append(
+        {
+          'what': f'first_stage_{name}',
+          'batch': b,
+          'call_time_s': round(sec, 4),
+          'images_per_s': sig(b / sec),
+          **info,
+        }
+      )
   return out

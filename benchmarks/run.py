@@ -20,6 +20,7 @@ of the same architecture (UNet FLOPs equal; head split may differ) in PyTorch on
 (bf16 autocast, SDPA attention; --torch_compile for torch.compile) and reports our speed-up.
 --out appends the lines to a file; BENCHMARKS.md records them with date, device and command.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -37,12 +38,17 @@ sys.path.insert(0, ROOT)  # configs/, benchmarks/
 from benchmarks.common import peak_flops, random_weights, sig  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs/lsun_churches.py'),
-                                'LDM config to measure.')
+config_flags.DEFINE_config_file(
+  'config', os.path.join(ROOT, 'configs/lsun_churches.py'), 'LDM config to measure.'
+)
 flags.DEFINE_list('what', ['train', 'sample', 'first_stage'], 'Measurements to run.')
-flags.DEFINE_enum('dtype', 'bfloat16', ['bfloat16', 'float32'], 'Compute dtype (parameters and '
-                  'optimizer state stay float32).')
-flags.DEFINE_integer('batch_size', 0, 'Training global batch (0 = the config\'s).')
+flags.DEFINE_enum(
+  'dtype',
+  'bfloat16',
+  ['bfloat16', 'float32'],
+  'Compute dtype (parameters and optimizer state stay float32).',
+)
+flags.DEFINE_integer('batch_size', 0, "Training global batch (0 = the config's).")
 flags.DEFINE_integer('sample_batch_size', 64, 'Images per sampling / first-stage call.')
 flags.DEFINE_list('sample_steps', ['50', '100', '200'], 'DDIM steps to time.')
 flags.DEFINE_enum('sampler', 'ddim', ['ddim', 'plms'], 'Sampler.')
@@ -54,12 +60,14 @@ flags.DEFINE_bool('torch_compile', False, 'diffusers comparison: torch.compile t
 flags.DEFINE_bool('smoke', False, 'A tiny model and one iteration: checks the harness (CI).')
 flags.DEFINE_string('out', '', 'Append the JSON lines to this file.')
 
+
 def smoke_config(c):
   """The measured config shrunk to 16x16 images (f=2, 8x8 latents), the same kinds of blocks:
   compiles in seconds on a CPU."""
   c.data.image_size = 16
-  c.first_stage.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16,
-                            attn_resolutions=()))
+  c.first_stage.update(
+    dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16, attn_resolutions=())
+  )
   c.unet.update(dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1))
   c.unet.attention_resolutions = (1, 2)
   if c.unet.num_heads > 0:
@@ -70,6 +78,7 @@ def smoke_config(c):
 
 # -- measurement helpers ----------------------------------------------------------------------
 
+
 def _cost(compiled) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -77,8 +86,16 @@ def _cost(compiled) -> dict:
   out = {'xla_flops_per_device': flops or None}  # SPMD programs: one device's share
   try:
     m = compiled.memory_analysis()
-    out['xla_memory_gb'] = round((m.argument_size_in_bytes + m.output_size_in_bytes
-                                  + m.temp_size_in_bytes - m.alias_size_in_bytes) / 2**30, 3)
+    out['xla_memory_gb'] = round(
+      (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+      )
+      / 2**30,
+      3,
+    )
   except Exception:  # pylint: disable=broad-except  # not every backend has it
     out['xla_memory_gb'] = None
   return out
@@ -86,6 +103,7 @@ def _cost(compiled) -> dict:
 
 def _device_peak_gb():
   import jax
+
   stats = jax.local_devices()[0].memory_stats() or {}
   peak = stats.get('peak_bytes_in_use')
   return round(peak / 2**30, 3) if peak else None
@@ -105,6 +123,7 @@ def forward_flops(ldm, params, batch_shape) -> float:
   """XLA's FLOP count of one UNet forward (eps) on a latent batch."""
   import jax
   import jax.numpy as jnp
+
   x = jax.ShapeDtypeStruct(batch_shape, jnp.float32)
   t = jax.ShapeDtypeStruct(batch_shape[:1], jnp.int32)
   compiled = jax.jit(lambda p, x, t: ldm.eps(p, x, t)).lower(params, x, t).compile()
@@ -113,14 +132,17 @@ def forward_flops(ldm, params, batch_shape) -> float:
 
 # -- the measurements -----------------------------------------------------------------------
 
+
 def bench_train(config, ldm, params, fs_params, mesh, peak):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from ldm_jax import sharding
-  from ldm_jax.models import latent_shape
-  from ldm_jax.train_state import TrainState, make_optimizer
-  from ldm_jax.train_steps import guard_nonfinite, make_ldm_step
+  from ldm_jax.parallel import sharding
+  from ldm_jax.latent_diffusion import latent_shape
+  from ldm_jax.train.state import TrainState, make_optimizer
+  from ldm_jax.train.ldm_step import make_ldm_step
+  from ldm_jax.train.step_common import guard_nonfinite
+
   b = config.training.batch_size
   tx = make_optimizer(config)
   h, w, c = latent_shape(config)
@@ -134,9 +156,12 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   state_sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, config.mesh)
   state = jax.device_put(state, state_sh)
   batch = jax.device_put(batch, sharding.batch_sharded(mesh))
-  step = jax.jit(guard_nonfinite(make_ldm_step(ldm, tx, config)),
-                 in_shardings=(state_sh, sharding.batch_sharded(mesh), sharding.replicated(mesh)),
-                 out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
+  step = jax.jit(
+    guard_nonfinite(make_ldm_step(ldm, tx, config)),
+    in_shardings=(state_sh, sharding.batch_sharded(mesh), sharding.replicated(mesh)),
+    out_shardings=(state_sh, sharding.replicated(mesh)),
+    donate_argnums=(0,),
+  )
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, fs_params).compile()
   compile_s = time.perf_counter() - t0
@@ -151,24 +176,33 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   times = _time(run, FLAGS.iters)
   sec = statistics.median(times)
   model_flops = 3 * forward_flops(ldm, params, (b, h, w, c))
-  return {'what': 'train', 'batch': b, 'step_time_s': round(sec, 5),
-          'images_per_s': sig(b / sec), 'compile_s': round(compile_s, 1), **cost,
-          'model_flops_per_step': model_flops,
-          'model_tflops_per_s': round(model_flops / sec / 1e12, 3),
-          'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
-          'device_peak_memory_gb': _device_peak_gb()}
+  return {
+    'what': 'train',
+    'batch': b,
+    'step_time_s': round(sec, 5),
+    'images_per_s': sig(b / sec),
+    'compile_s': round(compile_s, 1),
+    **cost,
+    'model_flops_per_step': model_flops,
+    'model_tflops_per_s': round(model_flops / sec / 1e12, 3),
+    'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
+    'device_peak_memory_gb': _device_peak_gb(),
+  }
 
 
 def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   import jax
   import numpy as np
-  from ldm_jax import sharding
-  from ldm_jax.generate import make_generate_fn
-  from ldm_jax.models import latent_shape
+  from ldm_jax.parallel import sharding
+  from ldm_jax.sampling.generate import make_generate_fn
+  from ldm_jax.latent_diffusion import latent_shape
+
   b = FLAGS.sample_batch_size
   fn = make_generate_fn(ldm, sampler=FLAGS.sampler, steps=steps, eta=0.0)
-  x_T = jax.device_put(np.random.default_rng(0).normal(size=(b,) + latent_shape(config))
-                       .astype(np.float32), sharding.batch_sharded(mesh))
+  x_T = jax.device_put(
+    np.random.default_rng(0).normal(size=(b,) + latent_shape(config)).astype(np.float32),
+    sharding.batch_sharded(mesh),
+  )
   key = jax.random.PRNGKey(0)
   scale = np.float32(1.0)
   t0 = time.perf_counter()
@@ -178,45 +212,68 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   run = lambda: jax.block_until_ready(compiled(params, fs_params, scale, x_T, None, None, key))
   run()
   sec = statistics.median(_time(run, FLAGS.sample_iters))
-  decode = jax.jit(lambda p, z: ldm.decode(p, z, 1.0)).lower(
-      fs_params, jax.ShapeDtypeStruct(x_T.shape, x_T.dtype)).compile()
+  decode = (
+    jax.jit(lambda p, z: ldm.decode(p, z, 1.0))
+    .lower(fs_params, jax.ShapeDtypeStruct(x_T.shape, x_T.dtype))
+    .compile()
+  )
   evals = len(_grid(steps, ldm))
-  model_flops = evals * forward_flops(ldm, params, x_T.shape) + (_cost(decode)['xla_flops_per_device'] or 0)
-  return {'what': f'sample_{FLAGS.sampler}{steps}', 'batch': b, 'unet_evaluations': evals,
-          'call_time_s': round(sec, 4), 'images_per_s': sig(b / sec),
-          'compile_s': round(compile_s, 1), 'xla_memory_gb': cost['xla_memory_gb'],
-          'model_flops_per_call': model_flops,
-          'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
-          'device_peak_memory_gb': _device_peak_gb()}
+  model_flops = evals * forward_flops(ldm, params, x_T.shape) + (
+    _cost(decode)['xla_flops_per_device'] or 0
+  )
+  return {
+    'what': f'sample_{FLAGS.sampler}{steps}',
+    'batch': b,
+    'unet_evaluations': evals,
+    'call_time_s': round(sec, 4),
+    'images_per_s': sig(b / sec),
+    'compile_s': round(compile_s, 1),
+    'xla_memory_gb': cost['xla_memory_gb'],
+    'model_flops_per_call': model_flops,
+    'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
+    'device_peak_memory_gb': _device_peak_gb(),
+  }
 
 
 def _grid(steps, ldm):
-  from ldm_jax.samplers import make_ddim_timesteps
+  from ldm_jax.diffusion.samplers import make_ddim_timesteps
+
   return make_ddim_timesteps(steps, ldm.schedule.num_timesteps)
 
 
 def bench_first_stage(config, ldm, fs_params, mesh):
   import jax
   import numpy as np
-  from ldm_jax import sharding
-  from ldm_jax.models import latent_shape
+  from ldm_jax.parallel import sharding
+  from ldm_jax.latent_diffusion import latent_shape
+
   b, size = FLAGS.sample_batch_size, config.data.image_size
   rng = np.random.default_rng(0)
   put = lambda a: jax.device_put(a.astype(np.float32), sharding.batch_sharded(mesh))
   images = put(rng.uniform(-1, 1, (b, size, size, 3)))
   latents = put(rng.normal(size=(b,) + latent_shape(config)))
   out = []
-  for name, f, x in (('encode', lambda p, x: ldm.encode(p, x), images),
-                     ('decode', lambda p, z: ldm.decode(p, z, 1.0), latents)):
+  for name, f, x in (
+    ('encode', lambda p, x: ldm.encode(p, x), images),
+    ('decode', lambda p, z: ldm.decode(p, z, 1.0), latents),
+  ):
     t0 = time.perf_counter()
     compiled = jax.jit(f).lower(fs_params, x).compile()
     compile_s = time.perf_counter() - t0
     run = lambda: jax.block_until_ready(compiled(fs_params, x))
     run()
     sec = statistics.median(_time(run, FLAGS.sample_iters))
-    out.append({'what': f'first_stage_{name}', 'batch': b, 'call_time_s': round(sec, 4),
-                'images_per_s': sig(b / sec), 'compile_s': round(compile_s, 1),
-                **_cost(compiled), 'device_peak_memory_gb': _device_peak_gb()})
+    out.append(
+      {
+        'what': f'first_stage_{name}',
+        'batch': b,
+        'call_time_s': round(sec, 4),
+        'images_per_s': sig(b / sec),
+        'compile_s': round(compile_s, 1),
+        **_cost(compiled),
+        'device_peak_memory_gb': _device_peak_gb(),
+      }
+    )
   return out
 
 
@@ -224,9 +281,9 @@ def main(argv):
   del argv
   import jax
 
-  from ldm_jax import sharding
-  from ldm_jax.layers import count_params
-  from ldm_jax.models import LatentDiffusion, latent_shape
+  from ldm_jax.parallel import sharding
+  from ldm_jax.nn.params import count_params
+  from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
 
   config = smoke_config(FLAGS.config) if FLAGS.smoke else FLAGS.config
   if FLAGS.smoke:
@@ -244,15 +301,23 @@ def main(argv):
   device = jax.devices()[0]
   peak = peak_flops(device.device_kind, FLAGS.dtype, FLAGS.peak_tflops)
   import flax
-  common = {'date': datetime.date.today().isoformat(), 'device': device.device_kind,
-            'platform': device.platform, 'num_devices': jax.device_count(),
-            'jax': jax.__version__, 'flax': flax.__version__, 'dtype': FLAGS.dtype,
-            'config': os.path.relpath(config_flags.get_config_filename(FLAGS['config']), ROOT)
-                      + (' (smoke: shrunk)' if FLAGS.smoke else ''),
-            'image_size': size, 'latent': list(latent_shape(config)),
-            'peak_tflops_per_device': peak / 1e12 if peak else None,
-            'unet_params': count_params(params['unet']),
-            'command': ' '.join(sys.argv)}
+
+  common = {
+    'date': datetime.date.today().isoformat(),
+    'device': device.device_kind,
+    'platform': device.platform,
+    'num_devices': jax.device_count(),
+    'jax': jax.__version__,
+    'flax': flax.__version__,
+    'dtype': FLAGS.dtype,
+    'config': os.path.relpath(config_flags.get_config_filename(FLAGS['config']), ROOT)
+    + (' (smoke: shrunk)' if FLAGS.smoke else ''),
+    'image_size': size,
+    'latent': list(latent_shape(config)),
+    'peak_tflops_per_device': peak / 1e12 if peak else None,
+    'unet_params': count_params(params['unet']),
+    'command': ' '.join(sys.argv),
+  }
   results = []
   if 'train' in FLAGS.what:
     results.append(bench_train(config, ldm, params, fs_params, mesh, peak))
@@ -263,6 +328,7 @@ def main(argv):
     results += bench_first_stage(config, ldm, fs_params, mesh)
   if FLAGS.compare_diffusers:
     from benchmarks import diffusers_compare
+
     theirs = diffusers_compare.run(config, results, FLAGS)
     for r in theirs:
       ours = next((o for o in results if o['what'] == r['what']), None)

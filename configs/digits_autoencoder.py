@@ -10,22 +10,45 @@ loss without its perceptual and adversarial terms (per-sample-summed L1 + 1e-6 K
 because LPIPS's VGG16 costs ~10x this model's step on a CPU; configs/digits_autoencoder_gan.py is
 the same model with the paper's full loss.
 """
+
 from ldm_jax.config import base_config
 
 
 def set_first_stage(fs) -> None:
   """The demo's first stage; the LDM config uses the same one."""
-  fs.update(dict(kind='kl', embed_dim=3, z_channels=3, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                 attn_resolutions=(), resolution=32, attn_type='vanilla'))
+  fs.update(
+    dict(
+      kind='kl',
+      embed_dim=3,
+      z_channels=3,
+      ch=32,
+      ch_mult=(1, 2, 2),
+      num_res_blocks=1,
+      attn_resolutions=(),
+      resolution=32,
+      attn_type='vanilla',
+    )
+  )
 
 
 def get_config():
   c = base_config()
   c.stage = 'autoencoder'
-  c.data.update(dict(source='digits', image_size=32, random_flip=False))  # flipped digits are not digits
+  c.data.update(
+    dict(source='digits', image_size=32, random_flip=False)
+  )  # flipped digits are not digits
   set_first_stage(c.first_stage)
   c.first_stage_loss.update(dict(perceptual_weight=0.0, use_discriminator=False))
   c.optimizer.update(dict(name='adam', base_learning_rate=2e-3, b1=0.5, b2=0.9, weight_decay=0.0))
-  c.training.update(dict(batch_size=16, num_steps=500, log_every=50, checkpoint_every=250,
-                         sample_every=250, use_ema=False, num_sample_images=16))
+  c.training.update(
+    dict(
+      batch_size=16,
+      num_steps=500,
+      log_every=50,
+      checkpoint_every=250,
+      sample_every=250,
+      use_ema=False,
+      num_sample_images=16,
+    )
+  )
   return c

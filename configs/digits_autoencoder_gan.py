@@ -14,14 +14,30 @@ step 150 made held-out LPIPS worse: the discriminator has too few steps to learn
 its clamp). Result (2 cores, 300 steps, 297 held-out digits, EMA weights): LPIPS 0.0134 vs 0.0156
 for L1+KL only, SSIM 0.9560 vs 0.9553, PSNR 30.21 vs 30.47.
 """
+
 from configs import digits_autoencoder
 
 
 def get_config():
   c = digits_autoencoder.get_config()
-  c.first_stage_loss.update(dict(perceptual_weight=1.0, use_discriminator=True, disc_start=200,
-                                 disc_weight=0.1, disc_num_layers=2))
-  c.training.update(dict(num_steps=300, checkpoint_every=100, sample_every=100, log_every=25,
-                         use_ema=True, ema_decay=0.99))
+  c.first_stage_loss.update(
+    dict(
+      perceptual_weight=1.0,
+      use_discriminator=True,
+      disc_start=200,
+      disc_weight=0.1,
+      disc_num_layers=2,
+    )
+  )
+  c.training.update(
+    dict(
+      num_steps=300,
+      checkpoint_every=100,
+      sample_every=100,
+      log_every=25,
+      use_ema=True,
+      ema_decay=0.99,
+    )
+  )
   c.optimizer.base_learning_rate = 1e-3
   return c

@@ -20,6 +20,7 @@ the first stage of configs/digits_autoencoder.py (32x32 -> 8x8x3). Pick the task
 Hardware: any CPU; a few minutes each on 2 cores (800 steps). Sample grids in WORKDIR/images show,
 per row, the condition, the sample and the original digit.
 """
+
 from configs import digits_ldm
 
 
@@ -28,6 +29,7 @@ def get_config(task: str = 'class'):
   cs, u = c.cond_stage, c.unet
   latent = c.first_stage.embed_dim
   no_class = dict(n_classes=0, null_label=-1, p_uncond=0.0)
+  c.task = task
   if task == 'class':
     return c
   if task == 'unconditional':
@@ -35,12 +37,30 @@ def get_config(task: str = 'class'):
     u.update(dict(use_spatial_transformer=False, context_dim=0))
     c.sampling.guidance_scale = 1.0
   elif task == 'text':
-    cs.update(dict(kind='bert', n_layer=2, embed_dim=64, vocab_size=30522, max_seq_len=16,
-                   tokenizer='bert-base-uncased', **no_class))
+    cs.update(
+      dict(
+        kind='bert',
+        n_layer=2,
+        embed_dim=64,
+        vocab_size=30522,
+        max_seq_len=16,
+        tokenizer='bert-base-uncased',
+        **no_class,
+      )
+    )
     cs.p_uncond = 0.1  # the empty prompt as the unconditional input
   elif task == 'layout':
-    cs.update(dict(kind='bert', n_layer=2, embed_dim=64, use_tokenizer=False, vocab_size=1024,
-                   max_seq_len=8, **no_class))
+    cs.update(
+      dict(
+        kind='bert',
+        n_layer=2,
+        embed_dim=64,
+        use_tokenizer=False,
+        vocab_size=1024,
+        max_seq_len=8,
+        **no_class,
+      )
+    )
     c.data.cache_latents = False  # boxes follow each image's crop: train from images
     c.sampling.guidance_scale = 1.0
   elif task in ('superres', 'inpainting', 'semantic'):
@@ -60,6 +80,8 @@ def get_config(task: str = 'class'):
       cs.update(dict(kind='rescaler', n_stages=2, multiplier=0.5, in_channels=11, out_channels=3))
       u.in_channels = latent + 3
   else:
-    raise ValueError(f'unknown task {task!r}: use one of unconditional, class, text, layout, '
-                     'superres, inpainting, semantic (configs/digits_tasks.py:<task>)')
+    raise ValueError(
+      f'unknown task {task!r}: use one of unconditional, class, text, layout, '
+      'superres, inpainting, semantic (configs/digits_tasks.py:<task>)'
+    )
   return c

@@ -9,6 +9,7 @@ whose input is the bicubic 4x downscale.
 
 Data: TFDS imagenet2012 (manual download) or --config.data.source=folder --config.data.path=DIR.
 """
+
 from configs.released import bsr_sr
 
 

@@ -10,6 +10,7 @@ See ldm_jax.pipeline. Imported lazily, so that `import ldm_jax.<module>` stays l
 
 def __getattr__(name):
   if name in ('load', 'Pipeline'):
-    from ldm_jax import pipeline
+    from ldm_jax.sampling import pipeline
+
     return getattr(pipeline, name)
   raise AttributeError(f'module ldm_jax has no attribute {name!r}')

@@ -1,5 +1,6 @@
 """Orbax checkpoints of a run: the train state, the config (JSON) and, for LDM runs, the frozen first
 stage's parameters, so that a workdir alone is enough to resume and to sample."""
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,8 @@ def _array_handler_for_backend() -> None:
   global _HANDLER_SET
   if not _HANDLER_SET and jax.default_backend() == 'cpu':
     ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+    )
   _HANDLER_SET = True
 
 
@@ -39,15 +41,19 @@ class Checkpointer:
   checkpoint as the newest), the newest ``max_to_keep`` plus every ``keep_every``-th step kept.
   Every process takes part in saving and restoring its shards."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True,
-               keep_every: int = 0):
+  def __init__(
+    self, workdir: str, max_to_keep: int = 3, async_save: bool = True, keep_every: int = 0
+  ):
     _array_handler_for_backend()
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, 'checkpoints')
     self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, keep_period=keep_every or None, create=True,
-        enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True)  # what a killed save left behind
+      max_to_keep=max_to_keep,
+      keep_period=keep_every or None,
+      create=True,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True,
+    )  # what a killed save left behind
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
@@ -56,11 +62,20 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state, config, first_stage_params=None, force: bool = False,
-           data_state: dict | None = None) -> None:
+  def save(
+    self,
+    step: int,
+    state,
+    config,
+    first_stage_params=None,
+    force: bool = False,
+    data_state: dict | None = None,
+  ) -> None:
     """``data_state``: the input pipeline's position (JSON), restored with the state."""
-    items = {'state': ocp.args.StandardSave(state),
-             'config': ocp.args.JsonSave(to_json_dict(config))}
+    items = {
+      'state': ocp.args.StandardSave(state),
+      'config': ocp.args.JsonSave(to_json_dict(config)),
+    }
     if first_stage_params is not None:
       items['first_stage'] = ocp.args.StandardSave(first_stage_params)
     if data_state is not None:
@@ -76,7 +91,9 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def saved_config(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+      'config'
+    ]
 
   def data_state(self, step: int) -> dict | None:
     if not os.path.isdir(os.path.join(self.directory, str(step), 'data')):
@@ -87,9 +104,10 @@ class Checkpointer:
     diffs = state_defining_differences(self.saved_config(step), to_json_dict(config))
     if diffs:
       raise CheckpointMismatch(
-          f'the checkpoint at step {step} in {self.directory} was written by a different model '
-          'config:\n  ' + '\n  '.join(diffs) + '\nUse a new --workdir for this config, or pass '
-          'the config the run was started with.')
+        f'the checkpoint at step {step} in {self.directory} was written by a different model '
+        'config:\n  ' + '\n  '.join(diffs) + '\nUse a new --workdir for this config, or pass '
+        'the config the run was started with.'
+      )
 
   def restore(self, step: int, abstract_state, abstract_first_stage=None):
     """Restore into abstract targets (ShapeDtypeStructs with shardings: arrays are resharded)."""
@@ -118,8 +136,14 @@ class Checkpointer:
   def _quarantine(self, step: int, error: Exception) -> None:
     src = os.path.join(self.directory, str(step))
     dst = os.path.join(self.workdir, 'corrupt_checkpoints', f'{step}')
-    log.warning('checkpoint %s is unreadable (%s: %s); moving it to %s and falling back to the '
-                'previous checkpoint', src, type(error).__name__, (str(error).splitlines() or [''])[0][:200], dst)
+    log.warning(
+      'checkpoint %s is unreadable (%s: %s); moving it to %s and falling back to the '
+      'previous checkpoint',
+      src,
+      type(error).__name__,
+      (str(error).splitlines() or [''])[0][:200],
+      dst,
+    )
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(dst), exist_ok=True)
       if os.path.exists(dst):
@@ -136,6 +160,7 @@ class Checkpointer:
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -143,22 +168,30 @@ def load_raw(workdir: str, step: int | None = None):
   """(config dict, state as nested dicts of numpy arrays, first_stage params or None) of a run,
   without knowing its model: for loading a trained first stage or sampling from a workdir."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise FileNotFoundError(f'no checkpoints in {workdir!r}: expected {workdir}/checkpoints/<step> '
-                            'written by train.py (python train.py --config=... --workdir=...)')
+    raise FileNotFoundError(
+      f'no checkpoints in {workdir!r}: expected {workdir}/checkpoints/<step> '
+      'written by train.py (python train.py --config=... --workdir=...)'
+    )
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train there first '
-                              '(python train.py --config=... --workdir=...)')
+      raise FileNotFoundError(
+        f'no checkpoint in {ckpt.directory}: train there first '
+        '(python train.py --config=... --workdir=...)'
+      )
     config = ckpt.saved_config(step)
     items = {}
     for name in ('state', 'first_stage'):
       if os.path.isdir(os.path.join(ckpt.directory, str(step), name)):
         items[name] = ocp.args.StandardRestore(_local_target(ckpt.directory, step, name))
     out = ckpt.manager.restore(step, args=ocp.args.Composite(**items))
-    return config, step, jax.device_get(out['state']), (
-        jax.device_get(out['first_stage']) if 'first_stage' in items else None)
+    return (
+      config,
+      step,
+      jax.device_get(out['state']),
+      (jax.device_get(out['first_stage']) if 'first_stage' in items else None),
+    )
   finally:
     ckpt.close()
 
@@ -168,5 +201,8 @@ def _local_target(directory: str, step: int, item: str):
   on N devices (or another host layout) restores anywhere, e.g. for sampling or evaluation."""
   meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / str(step) / item)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                      getattr(meta, 'tree', meta), is_leaf=lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype'))
+  return jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+    getattr(meta, 'tree', meta),
+    is_leaf=lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype'),
+  )

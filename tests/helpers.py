@@ -1,9 +1,11 @@
 """Tiny configs for tests: the demo configs shrunk to 16x16 digits (f=2, 8x8x3 latents)."""
+
 import os
 import subprocess
 import sys
 
 from configs import digits_autoencoder, digits_ldm
+from ldm_jax.nn.params import random_params  # noqa: F401  (tests import it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,8 +16,9 @@ def tiny_autoencoder_config():
   c = digits_autoencoder.get_config()
   c.data.image_size = 16
   c.first_stage.update(TINY_FIRST_STAGE)
-  c.training.update(dict(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2,
-                         sample_every=0))
+  c.training.update(
+    dict(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2, sample_every=0)
+  )
   return c
 
 
@@ -25,8 +28,16 @@ def tiny_ldm_config(first_stage_checkpoint=''):
   c.first_stage.update(TINY_FIRST_STAGE)
   c.first_stage.checkpoint = first_stage_checkpoint
   c.unet.update(dict(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,)))
-  c.training.update(dict(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2,
-                         sample_every=0, num_sample_images=8))
+  c.training.update(
+    dict(
+      batch_size=8,
+      num_steps=4,
+      log_every=2,
+      checkpoint_every=2,
+      sample_every=0,
+      num_sample_images=8,
+    )
+  )
   c.sampling.steps = 5
   return c
 
@@ -34,15 +45,21 @@ def tiny_ldm_config(first_stage_checkpoint=''):
 def run_cli(*args, timeout=600, env=None):
   """Run a repo script (train.py, sample.py, -m ...) in a fresh interpreter; returns CompletedProcess."""
   full_env = dict(os.environ, **(env or {}))
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+  )
 
 
 TINY_AE_OVERRIDES = [
-    '--config.data.image_size=16', '--config.first_stage.ch=32',
-    '--config.first_stage.ch_mult=(1,2)', '--config.first_stage.num_res_blocks=1',
-    '--config.first_stage.resolution=16', '--config.training.batch_size=8',
-    '--config.training.log_every=1', '--config.training.sample_every=0']
+  '--config.data.image_size=16',
+  '--config.first_stage.ch=32',
+  '--config.first_stage.ch_mult=(1,2)',
+  '--config.first_stage.num_res_blocks=1',
+  '--config.first_stage.resolution=16',
+  '--config.training.batch_size=8',
+  '--config.training.log_every=1',
+  '--config.training.sample_every=0',
+]
 
 
 # One tiny config per task of the paper, shaped like the released model of that task (the same
@@ -86,32 +103,14 @@ def tiny_task_config(task: str):
       u.in_channels = latent + 3
     else:
       raise ValueError(task)
+  c.task = task
   return c
-
-
-def random_params(tree, seed: int = 0):
-  """Random weights for a tree of ShapeDtypeStructs, drawn with numpy (no XLA init to compile):
-  kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1), biases and embeddings ~ N(0, 0.1)."""
-  import jax
-  import numpy as np
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = getattr(path[-1], 'key', '')
-    shape = leaf.shape
-    if name == 'kernel':
-      fan_in = int(np.prod(shape[:-1])) or 1
-      return rng.normal(0, fan_in**-0.5, shape).astype(np.float32)
-    if name == 'scale':
-      return (1 + rng.normal(0, 0.1, shape)).astype(np.float32)
-    return rng.normal(0, 0.1, shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, tree)
 
 
 def torch_module_name(m: str) -> str:
   """'input_blocks_4_1' -> 'input_blocks.4.1' (an inverse of torch_names.module_path)."""
   import re
+
   return re.sub(r'(?:_\d+)+$', lambda g: g.group(0).replace('_', '.'), m)
 
 
@@ -119,6 +118,7 @@ def to_torch_state_dict(tree, prefix: str) -> dict:
   """A Flax parameter tree as CompVis state-dict entries (OIhw convs, OI linears, 'weight')."""
   import numpy as np
   from flax.traverse_util import flatten_dict
+
   sd = {}
   for path, leaf in flatten_dict(dict(tree)).items():
     *mods, name = path
@@ -126,7 +126,9 @@ def to_torch_state_dict(tree, prefix: str) -> dict:
     if name == 'kernel':
       leaf = np.transpose(leaf, (3, 2, 0, 1)) if leaf.ndim == 4 else leaf.T
     tname = {'kernel': 'weight', 'scale': 'weight', 'embedding': 'weight'}.get(name, name)
-    sd[f'{prefix}{".".join(torch_module_name(m) for m in mods)}.{tname}'] = np.ascontiguousarray(leaf)
+    sd[f'{prefix}{".".join(torch_module_name(m) for m in mods)}.{tname}'] = np.ascontiguousarray(
+      leaf
+    )
   return sd
 
 
@@ -134,8 +136,9 @@ def compvis_ldm_state_dict(config, seed: int = 0, scale_factor: float | None = N
   """What a CompVis checkpoint of this LDM config holds, with random weights: UNet, first stage,
   conditioner, schedule buffers (and scale_factor if given)."""
   import numpy as np
-  from ldm_jax import convert
-  from ldm_jax.models import abstract_params, build_schedule
+  from ldm_jax.convert import compvis as convert
+  from ldm_jax.latent_diffusion import abstract_params, build_schedule
+
   params = random_params(abstract_params(config), seed)
   sd = to_torch_state_dict(params['unet'], 'model.diffusion_model.')
   sd.update(to_torch_state_dict(params['first_stage'], 'first_stage_model.'))
@@ -153,14 +156,15 @@ def read_scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
   length u64, its crc u32, the Event proto, its crc u32), read without TensorFlow."""
   import struct
   from tensorboardX.proto import event_pb2
+
   out = []
   for name in sorted(os.listdir(logdir)):
     with open(os.path.join(logdir, name), 'rb') as f:
       data = f.read()
     pos = 0
     while pos + 12 <= len(data):
-      (length,) = struct.unpack('<Q', data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      (length,) = struct.unpack('<Q', data[pos : pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
       pos += 12 + length + 4
       out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
   return out

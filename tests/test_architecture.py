@@ -1,5 +1,6 @@
 """Architectures equal the reference's: parameter counts, and every CompVis state-dict key maps to
 exactly one Flax leaf of the right shape (listings dumped from the reference code, tests/data)."""
+
 import gzip
 import os
 
@@ -10,10 +11,10 @@ from flax.traverse_util import flatten_dict
 
 from configs import lsun_churches
 from configs.released import kl_f8
-from ldm_jax import torch_names
-from ldm_jax.autoencoder import VQModel
+from ldm_jax.convert import torch_names
+from ldm_jax.nn.autoencoder import VQModel
 from ldm_jax.summary import param_counts
-from ldm_jax.unet import UNetModel
+from ldm_jax.nn.unet import UNetModel
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
 
@@ -26,7 +27,7 @@ def reference_keys(name, prefix):
         continue
       key, shape, _ = line.rstrip('\n').split('\t')
       if key.startswith(prefix):
-        rows.append((key[len(prefix):], tuple(int(x) for x in shape.strip('[]').split(',') if x)))
+        rows.append((key[len(prefix) :], tuple(int(x) for x in shape.strip('[]').split(',') if x)))
   assert rows
   return rows
 
@@ -55,7 +56,8 @@ def test_param_counts_churches_and_kl_f8():
 
 
 def _shapes(config):
-  from ldm_jax.models import build_first_stage, build_unet, latent_shape
+  from ldm_jax.latent_diffusion import build_first_stage, build_unet, latent_shape
+
   key = jax.random.PRNGKey(0)
   unet = build_unet(config)
   x = jnp.zeros((1,) + latent_shape(config))
@@ -72,14 +74,39 @@ def test_churches_keys_and_shapes_match_reference():
   assert_maps_one_to_one(fs_params, reference_keys(name, 'first_stage_model.'))
 
 
-@pytest.mark.parametrize('name,kwargs,res,ctx', [
-    ('configs-latent-diffusion-cin256-v2',  # SpatialTransformer, 1 head, cross-attention
-     dict(in_channels=3, out_channels=3, model_channels=192, attention_resolutions=(8, 4, 2),
-          channel_mult=(1, 2, 3, 5), num_heads=1, use_spatial_transformer=True, context_dim=512),
-     64, (1, 512)),
-    ('models-ldm-celeba256-config',  # AttentionBlock by num_head_channels (legacy QKV)
-     dict(in_channels=3, out_channels=3, model_channels=224, attention_resolutions=(8, 4, 2),
-          channel_mult=(1, 2, 3, 4), num_head_channels=32), 64, None)])
+@pytest.mark.parametrize(
+  'name,kwargs,res,ctx',
+  [
+    (
+      'configs-latent-diffusion-cin256-v2',  # SpatialTransformer, 1 head, cross-attention
+      dict(
+        in_channels=3,
+        out_channels=3,
+        model_channels=192,
+        attention_resolutions=(8, 4, 2),
+        channel_mult=(1, 2, 3, 5),
+        num_heads=1,
+        use_spatial_transformer=True,
+        context_dim=512,
+      ),
+      64,
+      (1, 512),
+    ),
+    (
+      'models-ldm-celeba256-config',  # AttentionBlock by num_head_channels (legacy QKV)
+      dict(
+        in_channels=3,
+        out_channels=3,
+        model_channels=224,
+        attention_resolutions=(8, 4, 2),
+        channel_mult=(1, 2, 3, 4),
+        num_head_channels=32,
+      ),
+      64,
+      None,
+    ),
+  ],
+)
 def test_unet_variants_match_reference(name, kwargs, res, ctx):
   unet = UNetModel(num_res_blocks=2, **kwargs)
   args = [jnp.zeros((1, res, res, kwargs['in_channels'])), jnp.zeros((1,), jnp.int32)]
@@ -90,9 +117,13 @@ def test_unet_variants_match_reference(name, kwargs, res, ctx):
 
 
 def test_vq_f8_matches_reference():
-  model = VQModel(embed_dim=4, n_embed=16384, z_channels=4, ch_mult=(1, 2, 2, 4),
-                  attn_resolutions=(32,))
+  model = VQModel(
+    embed_dim=4, n_embed=16384, z_channels=4, ch_mult=(1, 2, 2, 4), attn_resolutions=(32,)
+  )
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 3)))['params']
-  rows = [r for r in reference_keys('models-first_stage_models-vq-f8-config', '')
-          if not r[0].startswith('loss.')]  # LPIPS/discriminator live in the loss, not the model
+  rows = [
+    r
+    for r in reference_keys('models-first_stage_models-vq-f8-config', '')
+    if not r[0].startswith('loss.')
+  ]  # LPIPS/discriminator live in the loss, not the model
   assert_maps_one_to_one(params, rows)

@@ -1,5 +1,6 @@
 """The benchmark harness in its CI-sized form (a shrunk model on the CPU), and the diffusers
 comparison's architectures: the same parameter counts as ours."""
+
 import json
 
 import jax
@@ -28,7 +29,8 @@ def test_smoke_run_reports_every_measurement_with_the_diffusers_ratio():
   assert ours['sample_ddim2']['unet_evaluations'] == 2
   for name in names:
     assert ours[name]['speedup_vs_diffusers'] == pytest.approx(
-        ours[name]['images_per_s'] / theirs[name]['images_per_s'], rel=1e-2)
+      ours[name]['images_per_s'] / theirs[name]['images_per_s'], rel=1e-2
+    )
   assert theirs['train']['unet_params'] == train['unet_params']
 
 
@@ -37,14 +39,16 @@ def test_diffusers_models_of_the_churches_config_have_our_parameter_counts():
   import jax.numpy as jnp
   from benchmarks.diffusers_compare import unet_kwargs, vae_kwargs
   from configs import lsun_churches
-  from ldm_jax.layers import count_params
-  from ldm_jax.models import LatentDiffusion, build_first_stage, latent_shape
+  from ldm_jax.nn.params import count_params
+  from ldm_jax.latent_diffusion import LatentDiffusion, build_first_stage, latent_shape
+
   c = lsun_churches.get_config()
   ldm = LatentDiffusion.from_config(c)
   key = jax.random.PRNGKey(0)
   ours = jax.eval_shape(lambda k: ldm.init_params(k, latent_shape(c)), key)['unet']
-  fs = jax.eval_shape(lambda k: build_first_stage(c.first_stage).init(
-      k, jnp.zeros((1, 256, 256, 3)))['params'], key)
+  fs = jax.eval_shape(
+    lambda k: build_first_stage(c.first_stage).init(k, jnp.zeros((1, 256, 256, 3)))['params'], key
+  )
   count = lambda m: sum(p.numel() for p in m.parameters())
   assert count(diffusers.UNet2DModel(**unet_kwargs(c))) == count_params(ours) == 294_966_916
   assert count(diffusers.AutoencoderKL(**vae_kwargs(c))) == count_params(fs)
@@ -52,6 +56,7 @@ def test_diffusers_models_of_the_churches_config_have_our_parameter_counts():
 
 def test_peak_table_matches_device_names():
   from benchmarks.common import peak_flops
+
   assert peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.4e12
   assert peak_flops('NVIDIA H100 PCIe', 'bfloat16') == 756.0e12
   assert peak_flops('NVIDIA H200', 'float32') == 494.7e12

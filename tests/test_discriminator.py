@@ -1,6 +1,7 @@
 """The PatchGAN discriminator against a PyTorch NLayerDiscriminator built here from the reference's
 definition (taming/modules/discriminator/model.py), at the same weights: keys, shapes, logits in
 training mode (batch statistics), running statistics, logits in eval mode; plus the init."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +9,8 @@ import pytest
 import torch
 from torch import nn as tnn
 
-from ldm_jax.discriminator import NLayerDiscriminator
-from ldm_jax.layers import count_params
+from ldm_jax.nn.discriminator import NLayerDiscriminator
+from ldm_jax.nn.params import count_params
 
 
 def torch_nlayer(input_nc=3, ndf=64, n_layers=3):
@@ -18,11 +19,18 @@ def torch_nlayer(input_nc=3, ndf=64, n_layers=3):
   mult = 1
   for n in range(1, n_layers):
     prev, mult = mult, min(2**n, 8)
-    seq += [tnn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=False), tnn.BatchNorm2d(ndf * mult),
-            tnn.LeakyReLU(0.2, True)]
+    seq += [
+      tnn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=False),
+      tnn.BatchNorm2d(ndf * mult),
+      tnn.LeakyReLU(0.2, True),
+    ]
   prev, mult = mult, min(2**n_layers, 8)
-  seq += [tnn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=False), tnn.BatchNorm2d(ndf * mult),
-          tnn.LeakyReLU(0.2, True), tnn.Conv2d(ndf * mult, 1, 4, 1, 1)]
+  seq += [
+    tnn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=False),
+    tnn.BatchNorm2d(ndf * mult),
+    tnn.LeakyReLU(0.2, True),
+    tnn.Conv2d(ndf * mult, 1, 4, 1, 1),
+  ]
   model = tnn.Module()
   model.main = tnn.Sequential(*seq)
   return model
@@ -34,7 +42,9 @@ def flax_to_torch(variables, tmodel):
   for name, leaves in variables['params'].items():
     idx = name.split('_')[1]
     if 'kernel' in leaves:
-      sd[f'main.{idx}.weight'] = torch.from_numpy(np.asarray(leaves['kernel']).transpose(3, 2, 0, 1).copy())
+      sd[f'main.{idx}.weight'] = torch.from_numpy(
+        np.asarray(leaves['kernel']).transpose(3, 2, 0, 1).copy()
+      )
     else:
       sd[f'main.{idx}.weight'] = torch.from_numpy(np.asarray(leaves['scale']).copy())
     if 'bias' in leaves:
@@ -61,7 +71,9 @@ def test_parity_with_torch_reference(n_layers, size, out):
   assert count_params(variables['params']) == sum(p.numel() for p in tmodel.parameters())
 
   tmodel.train()
-  t_logits = tmodel.main(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+  t_logits = (
+    tmodel.main(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+  )
   logits, upd = disc.apply(variables, x, train=True, mutable=['batch_stats'])
   assert logits.shape == (4, out, out, 1)
   np.testing.assert_allclose(logits, t_logits, atol=1e-5)
@@ -80,8 +92,16 @@ def test_reference_layout_and_init():
   disc = NLayerDiscriminator(n_layers=3)
   variables = disc.init(jax.random.PRNGKey(1), jnp.zeros((1, 256, 256, 3)))
   p = variables['params']
-  assert sorted(p) == ['main_0', 'main_11', 'main_2', 'main_3', 'main_5', 'main_6', 'main_8',
-                       'main_9']
+  assert sorted(p) == [
+    'main_0',
+    'main_11',
+    'main_2',
+    'main_3',
+    'main_5',
+    'main_6',
+    'main_8',
+    'main_9',
+  ]
   assert p['main_8']['kernel'].shape == (4, 4, 256, 512) and 'bias' not in p['main_8']
   assert p['main_11']['kernel'].shape == (4, 4, 512, 1) and 'bias' in p['main_11']
   assert disc.apply(variables, jnp.zeros((1, 256, 256, 3)), train=False).shape == (1, 30, 30, 1)
@@ -96,7 +116,9 @@ def test_actnorm_data_dependent_init():
   disc = NLayerDiscriminator(n_layers=2, use_actnorm=True)
   x = np.random.default_rng(0).normal(0.3, 2.0, (8, 32, 32, 3)).astype(np.float32)
   variables = disc.init(jax.random.PRNGKey(0), x)
-  assert 'batch_stats' not in variables and 'bias' in variables['params']['main_2']  # ActNorm: conv bias
+  assert (
+    'batch_stats' not in variables and 'bias' in variables['params']['main_2']
+  )  # ActNorm: conv bias
   # The first norm's output on the init batch is standardised per channel.
   _, inter = disc.apply(variables, x, capture_intermediates=True, mutable=['intermediates'])
   h = np.asarray(inter['intermediates']['main_3']['__call__'][0]).reshape(-1, 128)

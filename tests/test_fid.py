@@ -1,4 +1,5 @@
 """FID, Inception Score and precision/recall on feature arrays with known answers."""
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,7 @@ def test_fid_is_small_for_the_same_distribution_and_large_for_another():
   same = fid.frechet_distance(*fid.feature_stats(a), *fid.feature_stats(b))
   shifted = fid.frechet_distance(*fid.feature_stats(a), *fid.feature_stats(b + 1.0))
   d = a.mean(0) - b.mean(0)  # a shift moves only the mean term, exactly
-  assert same < 0.2 and shifted == pytest.approx(same + np.sum((d - 1.0)**2 - d**2), rel=1e-6)
+  assert same < 0.2 and shifted == pytest.approx(same + np.sum((d - 1.0) ** 2 - d**2), rel=1e-6)
   assert shifted > 15
 
 

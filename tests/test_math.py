@@ -1,23 +1,25 @@
 """Pure functions: diffusion math, EMA, the Gaussian posterior, the quantiser, embeddings."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldm_jax import diffusion
-from ldm_jax.distributions import DiagonalGaussian
-from ldm_jax.ema import ema_decay, ema_update
-from ldm_jax.quantize import VectorQuantizer
-from ldm_jax.schedule import make_schedule
-from ldm_jax.unet import timestep_embedding
+from ldm_jax.diffusion import gaussian as diffusion
+from ldm_jax.nn.distributions import DiagonalGaussian
+from ldm_jax.train.ema import ema_decay, ema_update
+from ldm_jax.nn.quantize import VectorQuantizer
+from ldm_jax.diffusion.schedule import make_schedule
+from ldm_jax.nn.unet import timestep_embedding
 
 S = make_schedule('linear', 1000, 0.0015, 0.0195)
 
 
 def test_timestep_embedding_is_cos_first():
   emb = timestep_embedding(jnp.array([1]), 8)[0]
-  np.testing.assert_allclose(emb, [0.5403, 0.9950, 0.99995, 1.0, 0.8415, 0.0998, 0.0100, 0.0010],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    emb, [0.5403, 0.9950, 0.99995, 1.0, 0.8415, 0.0998, 0.0100, 0.0010], atol=1e-4
+  )
 
 
 def test_q_sample_predict_start_and_posterior_are_consistent():
@@ -27,7 +29,9 @@ def test_q_sample_predict_start_and_posterior_are_consistent():
   t = jnp.array([0, 10, 500, 999])
   xt = diffusion.q_sample(S, x0, t, eps)
   np.testing.assert_allclose(diffusion.predict_start_from_noise(S, xt, t, eps), x0, atol=2e-3)
-  np.testing.assert_allclose(diffusion.predict_noise_from_start(S, xt, t, x0)[1:], eps[1:], atol=1e-3)
+  np.testing.assert_allclose(
+    diffusion.predict_noise_from_start(S, xt, t, x0)[1:], eps[1:], atol=1e-3
+  )
   mean, var, _ = diffusion.q_posterior(S, x0, xt, t)
   # Posterior mean by Bayes for one element at t=500.
   a, ap, b = (float(S.alphas_cumprod[500]), float(S.alphas_cumprod_prev[500]), float(S.betas[500]))
@@ -71,12 +75,12 @@ def test_diagonal_gaussian_clamps_and_kl():
 
 def test_vector_quantizer_nearest_code_straight_through_and_legacy_loss():
   vq = VectorQuantizer(n_embed=4, embed_dim=2, beta=0.25)
-  codebook = jnp.array([[0., 0.], [1., 0.], [0., 1.], [1., 1.]])
+  codebook = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
   params = {'embedding': {'embedding': codebook}}
   z = jnp.array([[[[0.9, 0.1], [0.2, 0.8]]]])  # [1, 1, 2, 2]
   zq, loss, idx = vq.apply({'params': params}, z)
   np.testing.assert_array_equal(idx, [[[1, 2]]])
-  np.testing.assert_allclose(zq, [[[[1., 0.], [0., 1.]]]], atol=1e-6)
+  np.testing.assert_allclose(zq, [[[[1.0, 0.0], [0.0, 1.0]]]], atol=1e-6)
   mse = float(jnp.mean((codebook[jnp.array([1, 2])] - z[0, 0]) ** 2))
   assert float(loss) == pytest.approx(1.25 * mse, rel=1e-5)
   grad = jax.grad(lambda z: vq.apply({'params': params}, z)[0].sum())(z)

@@ -1,13 +1,14 @@
 """KL and VQ first stages against the PyTorch peer (tests/torch_first_stage.py) at the same random
 weights: encoder moments / latents, decoder output, quantizer indices (float32, <= 1e-4)."""
+
 import numpy as np
 import pytest
 import jax
 import jax.numpy as jnp
 
 torch = pytest.importorskip('torch')
-from ldm_jax.autoencoder import AutoencoderKL, VQModel  # noqa: E402
-from ldm_jax.torch_names import load_state_dict  # noqa: E402
+from ldm_jax.nn.autoencoder import AutoencoderKL, VQModel  # noqa: E402
+from ldm_jax.convert.torch_names import load_state_dict  # noqa: E402
 from tests.torch_first_stage import FirstStage  # noqa: E402
 
 ARCH = dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), resolution=32)
@@ -21,11 +22,13 @@ def _pair(kind, attn_type='vanilla', seed=0):
     for name, p in ref.named_parameters():
       if 'norm' in name:
         p.add_(torch.randn_like(p) * 0.2)
-  common = dict(embed_dim=4, z_channels=4, in_channels=3, out_ch=3, attn_type=attn_type,
-                dropout=0.0, **ARCH)
+  common = dict(
+    embed_dim=4, z_channels=4, in_channels=3, out_ch=3, attn_type=attn_type, dropout=0.0, **ARCH
+  )
   ours = AutoencoderKL(**common) if kind == 'kl' else VQModel(n_embed=n_embed, beta=0.25, **common)
-  template = jax.eval_shape(lambda k: ours.init(k, jnp.zeros((1, 32, 32, 3))),
-                            jax.random.PRNGKey(0))['params']
+  template = jax.eval_shape(
+    lambda k: ours.init(k, jnp.zeros((1, 32, 32, 3))), jax.random.PRNGKey(0)
+  )['params']
   sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
   return ref, ours, load_state_dict(template, sd)
 

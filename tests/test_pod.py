@@ -3,6 +3,7 @@
 gives bitwise the parameters of an uninterrupted run; SIGTERM checkpoints the current step and
 exits 0; a checkpoint written on 8 devices (FSDP) resumes on 2; a corrupt newest checkpoint is
 skipped with a warning naming it. The tiny digits autoencoder keeps each launch short."""
+
 import os
 import signal
 import socket
@@ -25,15 +26,25 @@ def devices_env(n: int) -> dict:
 
 
 def args(workdir, *extra):
-  return ['train.py', '--config=configs/digits_autoencoder.py', f'--workdir={workdir}',
-          *TINY_AE_OVERRIDES, *extra]
+  return [
+    'train.py',
+    '--config=configs/digits_autoencoder.py',
+    f'--workdir={workdir}',
+    *TINY_AE_OVERRIDES,
+    *extra,
+  ]
 
 
 def launch(workdir, *extra, devices=2, log=None):
   """train.py in the background (for signals); ``run`` waits for it."""
-  return subprocess.Popen([sys.executable, *args(workdir, *extra)], cwd=ROOT,
-                          env=devices_env(devices), stdout=subprocess.DEVNULL,
-                          stderr=log or subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, *args(workdir, *extra)],
+    cwd=ROOT,
+    env=devices_env(devices),
+    stdout=subprocess.DEVNULL,
+    stderr=log or subprocess.PIPE,
+    text=True,
+  )
 
 
 def run(workdir, *extra, devices=2, timeout=600):
@@ -61,19 +72,31 @@ def saved_steps(workdir):
 def test_checkpoints_keep_the_newest_and_every_kth(tmp_path):
   from ldm_jax.checkpoint import Checkpointer
   from tests.helpers import tiny_autoencoder_config
+
   ckpt = Checkpointer(str(tmp_path), max_to_keep=2, async_save=False, keep_every=4)
   for step in range(1, 11):
-    ckpt.save(step, {'w': np.full(3, step, np.float32)}, tiny_autoencoder_config(),
-              data_state={'position': 8 * step, 'global_batch': 8})
+    ckpt.save(
+      step,
+      {'w': np.full(3, step, np.float32)},
+      tiny_autoencoder_config(),
+      data_state={'position': 8 * step, 'global_batch': 8},
+    )
   assert ckpt.all_steps() == [4, 8, 9, 10]
   assert ckpt.data_state(8) == {'position': 64, 'global_batch': 8}
   ckpt.close()
 
 
 def test_distributed_start_is_explicit_or_detected(monkeypatch):
-  from ldm_jax import distributed
-  for var in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID', 'SLURM_NTASKS',
-              'SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE'):
+  from ldm_jax.parallel import distributed
+
+  for var in (
+    'JAX_COORDINATOR_ADDRESS',
+    'JAX_NUM_PROCESSES',
+    'JAX_PROCESS_ID',
+    'SLURM_NTASKS',
+    'SLURM_JOB_ID',
+    'OMPI_COMM_WORLD_SIZE',
+  ):
     monkeypatch.delenv(var, raising=False)
   assert distributed._cluster_detected() == ''
   assert distributed.initialize('auto') is False  # one process: nothing to start
@@ -92,9 +115,19 @@ def test_two_processes_equal_one_process_and_stop_together_on_sigterm(tmp_path):
   same global batch (float32, rtol 1e-5)."""
   port, two = free_port(), str(tmp_path / 'two')
   logs = [open(tmp_path / f'process_{i}.log', 'w+') for i in range(2)]
-  procs = [launch(two, '--config.training.num_steps=100000',
-                  '--config.training.checkpoint_every=1000', f'--coordinator_address=127.0.0.1:{port}',
-                  '--num_processes=2', f'--process_id={i}', devices=1, log=logs[i]) for i in range(2)]
+  procs = [
+    launch(
+      two,
+      '--config.training.num_steps=100000',
+      '--config.training.checkpoint_every=1000',
+      f'--coordinator_address=127.0.0.1:{port}',
+      '--num_processes=2',
+      f'--process_id={i}',
+      devices=1,
+      log=logs[i],
+    )
+    for i in range(2)
+  ]
   deadline = time.time() + 400
   while time.time() < deadline and 'step 3/' not in open(logs[0].name).read():
     assert all(p.poll() is None for p in procs), open(logs[0].name).read()[-3000:]
@@ -108,8 +141,11 @@ def test_two_processes_equal_one_process_and_stop_together_on_sigterm(tmp_path):
   assert 'processes=2' in outs[0] and 'jax.distributed: process 0 of 2' in outs[0]
   stops = [int(o.split('checkpoint saved at step ')[1].split()[0]) for o in outs]
   assert stops[0] == stops[1] >= 3 and saved_steps(two) == [stops[0]]
-  run(str(tmp_path / 'one'), f'--config.training.num_steps={stops[0]}',
-      '--config.training.checkpoint_every=1000')
+  run(
+    str(tmp_path / 'one'),
+    f'--config.training.num_steps={stops[0]}',
+    '--config.training.checkpoint_every=1000',
+  )
   step_1, one = leaves(str(tmp_path / 'one'))
   step_2, both = leaves(two)
   assert step_1 == step_2 == stops[0] and len(one) == len(both)
@@ -147,8 +183,9 @@ def test_sigkill_at_random_moments_and_relaunch_is_bitwise_identical(tmp_path):
 
 def test_sigterm_checkpoints_the_current_step_and_exits_0(tmp_path):
   workdir = str(tmp_path / 'run')
-  proc = launch(workdir, '--config.training.num_steps=100000',
-                '--config.training.checkpoint_every=1000')
+  proc = launch(
+    workdir, '--config.training.num_steps=100000', '--config.training.checkpoint_every=1000'
+  )
   deadline, seen = time.time() + 300, ''
   while time.time() < deadline:
     line = proc.stderr.readline()
@@ -170,8 +207,15 @@ def test_sigterm_checkpoints_the_current_step_and_exits_0(tmp_path):
 
 def test_checkpoint_from_8_fsdp_devices_resumes_on_2_and_skips_a_corrupt_newest(tmp_path):
   workdir = str(tmp_path / 'run')
-  run(workdir, '--config.training.num_steps=4', '--config.training.checkpoint_every=2',
-      '--config.mesh.data=2', '--config.mesh.fsdp=4', '--config.mesh.fsdp_min_size=64', devices=8)
+  run(
+    workdir,
+    '--config.training.num_steps=4',
+    '--config.training.checkpoint_every=2',
+    '--config.mesh.data=2',
+    '--config.mesh.fsdp=4',
+    '--config.mesh.fsdp_min_size=64',
+    devices=8,
+  )
   assert saved_steps(workdir) == [2, 4]
   data_dir = os.path.join(workdir, 'checkpoints', '4', 'state')
   corrupted = 0
@@ -183,8 +227,9 @@ def test_checkpoint_from_8_fsdp_devices_resumes_on_2_and_skips_a_corrupt_newest(
           fh.truncate(os.path.getsize(path) // 2)
         corrupted += 1
   assert corrupted
-  r = run(workdir, '--config.training.num_steps=6', '--config.training.checkpoint_every=2',
-          devices=2)
+  r = run(
+    workdir, '--config.training.num_steps=6', '--config.training.checkpoint_every=2', devices=2
+  )
   checkpoint_4 = os.path.join(workdir, 'checkpoints', '4')
   assert f'checkpoint {checkpoint_4} is unreadable' in r.stderr
   assert 'resumed from' in r.stderr and 'at step 2' in r.stderr

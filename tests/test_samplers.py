@@ -1,13 +1,19 @@
 """Samplers against independent numpy re-implementations of the reference loops, with a fixed
 random linear "model", plus grid, determinism and guidance checks."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldm_jax.samplers import (ddim_sample, ddpm_sample, guided_eps_fn, make_ddim_timesteps,
-                              plms_sample)
-from ldm_jax.schedule import make_schedule
+from ldm_jax.diffusion.samplers import (
+  ddim_sample,
+  ddpm_sample,
+  guided_eps_fn,
+  make_ddim_timesteps,
+  plms_sample,
+)
+from ldm_jax.diffusion.schedule import make_schedule
 
 S = make_schedule('linear', 1000, 0.0015, 0.0195)
 ABAR = np.float64(S.alphas_cumprod)
@@ -59,8 +65,10 @@ def test_plms_matches_reference_loop():
   ts = make_ddim_timesteps(10, 1000)
   a_t = ABAR[ts]
   a_prev = np.concatenate([ABAR[:1], ABAR[ts[:-1]]])
-  step = lambda x, e, i: np.sqrt(a_prev[i]) * (x - np.sqrt(1 - a_t[i]) * e) / np.sqrt(a_t[i]) \
-      + np.sqrt(1 - a_prev[i]) * e
+  step = lambda x, e, i: (
+    np.sqrt(a_prev[i]) * (x - np.sqrt(1 - a_t[i]) * e) / np.sqrt(a_t[i])
+    + np.sqrt(1 - a_prev[i]) * e
+  )
   x, old = np.float64(x_T()), []
   desc = list(range(len(ts) - 1, -1, -1))
   for j, i in enumerate(desc):
@@ -89,14 +97,19 @@ def test_ddim_oracle_recovers_the_data_point_at_abar0():
   xT = jnp.full((1, 2, 2, 1), -0.3)
   a981 = float(S.alphas_cumprod[981])
   eps_true = (xT - np.sqrt(a981) * x0) / np.sqrt(1 - a981)
-  oracle = lambda x, t: (x - jnp.sqrt(S.alphas_cumprod[t])[:, None, None, None] * x0) / \
-      jnp.sqrt(1 - S.alphas_cumprod[t])[:, None, None, None]
+  oracle = lambda x, t: (
+    (x - jnp.sqrt(S.alphas_cumprod[t])[:, None, None, None] * x0)
+    / jnp.sqrt(1 - S.alphas_cumprod[t])[:, None, None, None]
+  )
   out = ddim_sample(oracle, xT, jax.random.PRNGKey(0), S, 50)
-  np.testing.assert_allclose(out, np.sqrt(ABAR[0]) * x0 + np.sqrt(1 - ABAR[0]) * eps_true, atol=1e-4)
+  np.testing.assert_allclose(
+    out, np.sqrt(ABAR[0]) * x0 + np.sqrt(1 - ABAR[0]) * eps_true, atol=1e-4
+  )
 
 
-@pytest.mark.parametrize('sampler,kw', [(ddim_sample, dict(num_steps=10, eta=1.0)),
-                                        (ddpm_sample, {})])
+@pytest.mark.parametrize(
+  'sampler,kw', [(ddim_sample, dict(num_steps=10, eta=1.0)), (ddpm_sample, {})]
+)
 def test_stochastic_samplers_are_deterministic_under_a_seed(sampler, kw):
   f = jax.jit(lambda x, k: sampler(eps_jax, x, k, S, **kw))
   a = f(x_T(), jax.random.PRNGKey(3))
@@ -118,7 +131,8 @@ def test_ddpm_with_zero_eps_follows_the_posterior_mean_chain():
     noise = np.asarray(jax.random.normal(keys[j], x.shape))
     x = c1[t] * x0 + c2[t] * x + (t > 0) * np.exp(0.5 * logvar[t]) * noise
   out = jax.jit(lambda x, k: ddpm_sample(lambda x, t: jnp.zeros_like(x), x, k, S))(
-      x_T(), jax.random.PRNGKey(5))
+    x_T(), jax.random.PRNGKey(5)
+  )
   np.testing.assert_allclose(out, x, rtol=1e-3, atol=1e-3)
 
 
@@ -133,7 +147,8 @@ def test_guidance_combines_unconditional_first():
 
 def test_tiles_cover_the_canvas_and_blend_back_exactly():
   import jax.numpy as jnp
-  from ldm_jax.samplers.tiling import _blend, border_weights, tile_starts, tiled_model_fn
+  from ldm_jax.diffusion.samplers.tiling import _blend, border_weights, tile_starts, tiled_model_fn
+
   assert tile_starts(20, 8, 4) == [0, 4, 8, 12] and tile_starts(21, 8, 4) == [0, 4, 8, 12, 13]
   assert tile_starts(6, 8, 4) == [0]
   w = border_weights(8, 8)
@@ -144,10 +159,14 @@ def test_tiles_cover_the_canvas_and_blend_back_exactly():
   up = lambda a, _: jnp.repeat(jnp.repeat(a, 2, 1), 2, 2)  # a per-pixel 2x "decoder"
   np.testing.assert_allclose(_blend(up, x, None, 8, 3, 2), up(x, None), atol=1e-6)
   # A local (per-pixel) model with a concatenated condition and a shared context: tiling is exact.
-  cond = {'concat': jnp.asarray(rng.normal(size=(2, 21, 13, 1)), jnp.float32),
-          'crossattn': jnp.ones((2, 4, 5))}
-  model = lambda a, t, c: a * c['concat'] + t[:, None, None, None] + c['crossattn'].sum((1, 2))[
-      :, None, None, None]
+  cond = {
+    'concat': jnp.asarray(rng.normal(size=(2, 21, 13, 1)), jnp.float32),
+    'crossattn': jnp.ones((2, 4, 5)),
+  }
+  model = lambda a, t, c: (
+    a * c['concat'] + t[:, None, None, None] + c['crossattn'].sum((1, 2))[:, None, None, None]
+  )
   t = jnp.array([3, 7])
-  np.testing.assert_allclose(tiled_model_fn(model, 8, 4)(x, t, cond), model(x, t, cond),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    tiled_model_fn(model, 8, 4)(x, t, cond), model(x, t, cond), rtol=1e-5, atol=1e-5
+  )

@@ -11,19 +11,25 @@ the same per-step noise drive both. diffusers accumulates alphas_cumprod in floa
 reference in float64; the difference is measured and then both run on the reference's values,
 so that the comparison is of the algorithms.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldm_jax.samplers import ddim_sample, ddpm_sample
+from ldm_jax.diffusion.samplers import ddim_sample, ddpm_sample
 from tests.test_samplers import S, eps_jax, eps_np, x_T
 
 torch = pytest.importorskip('torch')
 diffusers = pytest.importorskip('diffusers')
 
-BETAS = dict(beta_start=0.0015, beta_end=0.0195, beta_schedule='scaled_linear',
-             num_train_timesteps=1000, clip_sample=False)
+BETAS = dict(
+  beta_start=0.0015,
+  beta_end=0.0195,
+  beta_schedule='scaled_linear',
+  num_train_timesteps=1000,
+  clip_sample=False,
+)
 
 
 def _reference_alphas(sched):
@@ -59,12 +65,16 @@ def test_diffusers_schedule_is_the_reference_linear_schedule():
 
 @pytest.mark.parametrize('steps', [10, 50])
 def test_ddim_eta0_trajectory_matches_diffusers(steps):
-  sched = _reference_alphas(diffusers.DDIMScheduler(set_alpha_to_one=False, steps_offset=1,
-                                                    timestep_spacing='leading', **BETAS))
+  sched = _reference_alphas(
+    diffusers.DDIMScheduler(
+      set_alpha_to_one=False, steps_offset=1, timestep_spacing='leading', **BETAS
+    )
+  )
   sched.set_timesteps(steps)
   ours = ddim_sample(eps_jax, jnp.asarray(x_T()), jax.random.PRNGKey(0), S, steps, eta=0.0)
-  np.testing.assert_array_equal(sched.timesteps.numpy()[::-1],
-                                np.arange(0, 1000, 1000 // steps) + 1)
+  np.testing.assert_array_equal(
+    sched.timesteps.numpy()[::-1], np.arange(0, 1000, 1000 // steps) + 1
+  )
   ref = _run(sched, x_T(), eta=0.0)
   _close(ours, ref)
 
@@ -74,10 +84,14 @@ def test_ddim_eta1_trajectory_matches_diffusers_with_the_same_noise():
   key = jax.random.PRNGKey(3)
   x = x_T()
   # ddim_sample draws step i's noise from split(key, n)[i] (i = 0 is the first, noisiest step).
-  noises = [np.asarray(jax.random.normal(k, x.shape, jnp.float32))
-            for k in jax.random.split(key, steps)]
-  sched = _reference_alphas(diffusers.DDIMScheduler(set_alpha_to_one=False, steps_offset=1,
-                                                    timestep_spacing='leading', **BETAS))
+  noises = [
+    np.asarray(jax.random.normal(k, x.shape, jnp.float32)) for k in jax.random.split(key, steps)
+  ]
+  sched = _reference_alphas(
+    diffusers.DDIMScheduler(
+      set_alpha_to_one=False, steps_offset=1, timestep_spacing='leading', **BETAS
+    )
+  )
   sched.set_timesteps(steps)
   ours = ddim_sample(eps_jax, jnp.asarray(x), key, S, steps, eta=1.0)
   ref = _run(sched, x, noises, eta=1.0)
@@ -87,12 +101,17 @@ def test_ddim_eta1_trajectory_matches_diffusers_with_the_same_noise():
 def test_ddpm_trajectory_matches_diffusers_with_the_same_noise(monkeypatch):
   key = jax.random.PRNGKey(4)
   x = x_T()
-  noises = list(np.asarray(jax.vmap(lambda k: jax.random.normal(k, x.shape, jnp.float32))(
-      jax.random.split(key, 1000))))
+  noises = list(
+    np.asarray(
+      jax.vmap(lambda k: jax.random.normal(k, x.shape, jnp.float32))(jax.random.split(key, 1000))
+    )
+  )
   import diffusers.schedulers.scheduling_ddpm as ddpm_module
+
   queue = iter(noises)
-  monkeypatch.setattr(ddpm_module, 'randn_tensor',
-                      lambda shape, **kw: torch.from_numpy(np.array(next(queue))))
+  monkeypatch.setattr(
+    ddpm_module, 'randn_tensor', lambda shape, **kw: torch.from_numpy(np.array(next(queue)))
+  )
   sched = _reference_alphas(diffusers.DDPMScheduler(variance_type='fixed_small', **BETAS))
   sched.set_timesteps(1000)
   # Step i (t = 999 - i) uses noises[i] in both; diffusers draws none at t = 0, ours multiplies by 0.

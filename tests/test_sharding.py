@@ -6,18 +6,26 @@ first updates are ~lr * sign(grad) and flip for gradients that are zero up to fl
 says nothing about the sharding. Tolerance (float32, different reduction orders): losses rtol 1e-5,
 parameters rtol 1e-4 / atol 2e-6.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from ldm_jax import sharding
+from ldm_jax.parallel import sharding
 from ldm_jax.config import base_config
-from ldm_jax.lpips import make_lpips
-from ldm_jax.models import LatentDiffusion, build_discriminator, build_first_stage, latent_shape
-from ldm_jax.train_state import TrainState, init_loss_state, make_optimizer
-from ldm_jax.train_steps import guard_nonfinite, make_autoencoder_step, make_ldm_step
+from ldm_jax.nn.lpips import make_lpips
+from ldm_jax.latent_diffusion import (
+  LatentDiffusion,
+  build_discriminator,
+  build_first_stage,
+  latent_shape,
+)
+from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
+from ldm_jax.train.autoencoder_step import make_autoencoder_step
+from ldm_jax.train.ldm_step import make_ldm_step
+from ldm_jax.train.step_common import guard_nonfinite
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 devices (see conftest)')
@@ -32,8 +40,11 @@ def mesh_config(data=-1, fsdp=1, min_size=64):
 def run_steps(mesh, step_fn, state, batches, frozen, mesh_cfg=None):
   state_sh = sharding.state_shardings(state, mesh, mesh_cfg)
   frozen_sh = sharding.state_shardings(frozen, mesh, mesh_cfg)
-  f = jax.jit(step_fn, in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
-              out_shardings=(state_sh, sharding.replicated(mesh)))
+  f = jax.jit(
+    step_fn,
+    in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
+    out_shardings=(state_sh, sharding.replicated(mesh)),
+  )
   state = jax.device_put(state, state_sh)
   frozen = jax.device_put(frozen, frozen_sh)
   losses = []
@@ -45,8 +56,13 @@ def run_steps(mesh, step_fn, state, batches, frozen, mesh_cfg=None):
 
 def batches(n, shape, size=8):
   rng = np.random.default_rng(0)
-  return [{'image': rng.uniform(-1, 1, (size,) + shape).astype(np.float32),
-           'label': rng.integers(0, 10, size).astype(np.int32)} for _ in range(n)]
+  return [
+    {
+      'image': rng.uniform(-1, 1, (size,) + shape).astype(np.float32),
+      'label': rng.integers(0, 10, size).astype(np.int32),
+    }
+    for _ in range(n)
+  ]
 
 
 def assert_same(a_state, b_state, a_losses, b_losses):
@@ -56,15 +72,18 @@ def assert_same(a_state, b_state, a_losses, b_losses):
 
 
 def changed(a_state, b_state) -> float:
-  return max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-             for a, b in zip(jax.tree.leaves(a_state.params), jax.tree.leaves(b_state.params)))
+  return max(
+    float(np.abs(np.asarray(a) - np.asarray(b)).max())
+    for a, b in zip(jax.tree.leaves(a_state.params), jax.tree.leaves(b_state.params))
+  )
 
 
 def compare(step_fn, state, data, frozen, reference=None):
   """1 device (or ``reference``: its result) vs 8 devices data-parallel vs 8 devices as data 2 x
   fsdp 4 (params, EMA, optimizer state and the frozen network split over 'fsdp')."""
-  one, l1 = reference or run_steps(sharding.make_mesh(None, jax.devices()[:1]), step_fn, state,
-                                   data, frozen)
+  one, l1 = reference or run_steps(
+    sharding.make_mesh(None, jax.devices()[:1]), step_fn, state, data, frozen
+  )
   dp_cfg, fsdp_cfg = mesh_config(), mesh_config(data=2, fsdp=4)
   dp, l_dp = run_steps(sharding.make_mesh(dp_cfg), step_fn, state, data, frozen, dp_cfg)
   fsdp_mesh = sharding.make_mesh(fsdp_cfg)
@@ -75,8 +94,9 @@ def compare(step_fn, state, data, frozen, reference=None):
   # FSDP really split the state: most parameter bytes live on one device in four
   split = [x for x in jax.tree.leaves(fsdp.params) if 'fsdp' in tuple(x.sharding.spec)]
   assert sum(x.size for x in split) > 0.9 * sum(x.size for x in jax.tree.leaves(fsdp.params))
-  assert sharding.bytes_per_device(fsdp.params, jax.tree.map(lambda x: x.sharding, fsdp.params)) \
-      < 0.35 * sum(x.nbytes for x in jax.tree.leaves(fsdp.params))
+  assert sharding.bytes_per_device(
+    fsdp.params, jax.tree.map(lambda x: x.sharding, fsdp.params)
+  ) < 0.35 * sum(x.nbytes for x in jax.tree.leaves(fsdp.params))
   assert changed(one, state) > 1e-5  # the steps did update the parameters
   return jax.device_get(one), jax.device_get(fsdp)
 
@@ -87,8 +107,9 @@ def ldm_setup(config=None, **from_config):
     config.unet.num_res_blocks = 1  # every test here compiles a step or two: keep them small
   ldm = LatentDiffusion.from_config(config, **from_config)
   tx = optax.sgd(0.5)
-  state = TrainState.create(ldm.init_params(jax.random.PRNGKey(0), latent_shape(config)), tx,
-                            True, 0.5)
+  state = TrainState.create(
+    ldm.init_params(jax.random.PRNGKey(0), latent_shape(config)), tx, True, 0.5
+  )
   fs = build_first_stage(config.first_stage)
   fs_params = fs.init(jax.random.PRNGKey(1), np.zeros((1, 16, 16, 3), np.float32))['params']
   return config, ldm, tx, state, fs_params
@@ -99,8 +120,13 @@ def ldm_reference():
   """The tiny LDM, its state, two batches, and the float32 result of two steps on 1 device."""
   config, ldm, tx, state, fs_params = ldm_setup()
   data = batches(2, (16, 16, 3))
-  one, losses = run_steps(sharding.make_mesh(None, jax.devices()[:1]),
-                          make_ldm_step(ldm, tx, config), state, data, fs_params)
+  one, losses = run_steps(
+    sharding.make_mesh(None, jax.devices()[:1]),
+    make_ldm_step(ldm, tx, config),
+    state,
+    data,
+    fs_params,
+  )
   return config, ldm, tx, state, fs_params, data, one, losses
 
 
@@ -113,27 +139,33 @@ def test_autoencoder_gan_step_8_devices_dp_and_fsdp_equal_1_device():
   """Generator (L1 + LPIPS + KL + adaptive adversarial term) and discriminator (BatchNorm: global
   batch statistics) updated in one step, from step 0 (disc_start 0)."""
   config = tiny_autoencoder_config()
-  config.first_stage_loss.update(dict(disc_start=0, disc_num_layers=2, perceptual_weight=1.0,
-                                      use_discriminator=True))
+  config.first_stage_loss.update(
+    dict(disc_start=0, disc_num_layers=2, perceptual_weight=1.0, use_discriminator=True)
+  )
   model = build_first_stage(config.first_stage)
   disc = build_discriminator(config)
   tx, tx_d = optax.sgd(1e-4), optax.sgd(1e-2)  # the per-sample-sum loss has large gradients
   x0 = np.zeros((1, 16, 16, 3), np.float32)
   params = model.init(jax.random.PRNGKey(0), x0)['params']
-  state = TrainState.create(params, tx, False, 1.0,
-                            init_loss_state(config, jax.random.PRNGKey(1), disc, x0, tx_d))
+  state = TrainState.create(
+    params, tx, False, 1.0, init_loss_state(config, jax.random.PRNGKey(1), disc, x0, tx_d)
+  )
   lpips_params, lpips_fn = make_lpips()
   step = make_autoencoder_step(model, tx, config, disc, tx_d, lpips_fn)
   one, fsdp = compare(step, state, batches(2, (16, 16, 3)), lpips_params)
-  for a, b in zip(jax.tree.leaves(one.loss_state['disc']), jax.tree.leaves(fsdp.loss_state['disc'])):
+  for a, b in zip(
+    jax.tree.leaves(one.loss_state['disc']), jax.tree.leaves(fsdp.loss_state['disc'])
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_adam_state_and_ema_are_sharded_like_the_params(ldm_reference):
   config, ldm = ldm_reference[:2]
   tx = make_optimizer(config)
-  abstract = jax.eval_shape(lambda k: TrainState.create(
-      ldm.init_params(k, latent_shape(config)), tx, True, 1.0), jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(
+    lambda k: TrainState.create(ldm.init_params(k, latent_shape(config)), tx, True, 1.0),
+    jax.random.PRNGKey(0),
+  )
   cfg = mesh_config(data=2, fsdp=4)
   sh = sharding.state_shardings(abstract, sharding.make_mesh(cfg), cfg)
   params = jax.tree.leaves(sh.params)
@@ -163,12 +195,16 @@ def test_txt2img_1p45b_state_fits_a_16gb_chip_only_with_fsdp():
   """The released 1.45B text-to-image config: parameters + Adam moments (it keeps no EMA),
   replicated vs FSDP over 8 devices (shapes only, nothing allocated)."""
   from configs.released import txt2img_1p4b
+
   config = txt2img_1p4b.get_config()
   ldm = LatentDiffusion.from_config(config)
   tx = make_optimizer(config)
-  abstract = jax.eval_shape(lambda k: TrainState.create(
-      ldm.init_params(k, latent_shape(config)), tx, config.training.use_ema, 1.0),
-      jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(
+    lambda k: TrainState.create(
+      ldm.init_params(k, latent_shape(config)), tx, config.training.use_ema, 1.0
+    ),
+    jax.random.PRNGKey(0),
+  )
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
   assert 1.40e9 < n_params < 1.50e9
   devices = jax.devices()[:8]
@@ -176,12 +212,15 @@ def test_txt2img_1p45b_state_fits_a_16gb_chip_only_with_fsdp():
   replicated = sharding.bytes_per_device(abstract, sharding.state_shardings(abstract, repl_mesh))
   cfg = base_config().mesh
   cfg.update(dict(data=1, fsdp=8))
-  fsdp = sharding.bytes_per_device(abstract, sharding.state_shardings(
-      abstract, sharding.make_mesh(cfg, devices), cfg))
+  fsdp = sharding.bytes_per_device(
+    abstract, sharding.state_shardings(abstract, sharding.make_mesh(cfg, devices), cfg)
+  )
   gib = 2**30
   assert replicated > 16 * gib  # 12 bytes per parameter: more than a 16 GiB chip holds
   assert fsdp < 1.02 * replicated / 8 + 0.05 * gib  # close to an even split
-  print(f'1.45B state per device: replicated {replicated / gib:.2f} GiB, fsdp=8 {fsdp / gib:.2f} GiB')
+  print(
+    f'1.45B state per device: replicated {replicated / gib:.2f} GiB, fsdp=8 {fsdp / gib:.2f} GiB'
+  )
 
 
 def test_gradient_accumulation_equals_the_whole_batch(ldm_reference):
@@ -190,8 +229,14 @@ def test_gradient_accumulation_equals_the_whole_batch(ldm_reference):
   config, ldm, tx, state, fs_params, data, one, l1 = ldm_reference
   config = config.copy_and_resolve_references()
   config.training.grad_accum_steps = 4
-  acc, l2 = run_steps(sharding.make_mesh(mesh_config(), jax.devices()[:2]),
-                      make_ldm_step(ldm, tx, config), state, data, fs_params, mesh_config())
+  acc, l2 = run_steps(
+    sharding.make_mesh(mesh_config(), jax.devices()[:2]),
+    make_ldm_step(ldm, tx, config),
+    state,
+    data,
+    fs_params,
+    mesh_config(),
+  )
   assert_same(one, acc, l1, l2)
 
 
@@ -222,15 +267,18 @@ def test_nonfinite_guard_skips_the_update_and_counts_it(ldm_reference):
   bad['image'][0, 0, 0, 0] = np.nan
   after_bad, m_bad = step(state, bad, fs_params)
   assert float(m_bad['nonfinite']) == 1.0 and int(after_bad.step) == 1
-  for a, b in zip(jax.tree.leaves((state.params, state.ema_params, state.opt_state)),
-                  jax.tree.leaves((after_bad.params, after_bad.ema_params, after_bad.opt_state))):
+  for a, b in zip(
+    jax.tree.leaves((state.params, state.ema_params, state.opt_state)),
+    jax.tree.leaves((after_bad.params, after_bad.ema_params, after_bad.opt_state)),
+  ):
     np.testing.assert_array_equal(a, b)
   after_good, m_good = step(after_bad, good, fs_params)
   assert float(m_good['nonfinite']) == 0.0 and changed(after_good, state) > 1e-5
 
 
 def test_nonfinite_counter_stops_after_k_in_a_row():
-  from ldm_jax.trainer import _NonfiniteCounter
+  from ldm_jax.train.loop import _NonfiniteCounter
+
   counter = _NonfiniteCounter(3, '/runs/x/checkpoints')
   for i, flag in enumerate([1.0, 1.0, 0.0, 1.0, 1.0]):
     counter.add({'nonfinite': np.float32(flag)}, i)

@@ -2,6 +2,7 @@
 CompVis checkpoints (tiny models shaped like the released one of each task): unconditional, class
 (+ guidance with the null class), text (+ guidance with the empty prompt, a larger canvas),
 super-resolution, inpainting (composited), layout and semantic synthesis."""
+
 import json
 import os
 
@@ -10,7 +11,9 @@ import pytest
 from PIL import Image
 
 import ldm_jax
-from ldm_jax import convert, layout, tasks
+from ldm_jax.convert import compvis as convert
+from ldm_jax.tasks import layout_tokens as layout
+from ldm_jax import tasks
 from tests.helpers import TASKS, compvis_ldm_state_dict, run_cli, tiny_task_config
 
 ENV = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
@@ -29,8 +32,11 @@ def inputs(tmp_path_factory):
   Image.fromarray(255 - mask).save(d / 'mask2.png')
   Image.fromarray(rng.integers(0, 5, (16, 16), dtype=np.uint8)).save(d / 'seg.png')
   Image.fromarray(rng.integers(0, 5, (16, 16), dtype=np.uint8)).save(d / 'seg2.png')
-  (d / 'layout.json').write_text(json.dumps([{'class': 3, 'bbox': [0.1, 0.2, 0.5, 0.4]},
-                                             {'class': 7, 'bbox': [0.5, 0.5, 0.5, 0.5]}]))
+  (d / 'layout.json').write_text(
+    json.dumps(
+      [{'class': 3, 'bbox': [0.1, 0.2, 0.5, 0.4]}, {'class': 7, 'bbox': [0.5, 0.5, 0.5, 0.5]}]
+    )
+  )
   (d / 'layout2.json').write_text(json.dumps([{'class': 100, 'bbox': [0.0, 0.0, 1.0, 0.3]}]))
   return d
 
@@ -39,14 +45,16 @@ def task_args(task, d, other=False):
   """(sample.py flags, API keyword arguments) of a task; ``other``: a different condition."""
   s = '2' if other else ''
   args = {
-      'unconditional': {},
-      'class': {'class_label': '4' if other else '2', 'guidance_scale': 3.0},
-      'text': {'prompt': 'a watercolor of a fox' if other else 'a red cube on a table',
-               'guidance_scale': 5.0},
-      'layout': {'layout': str(d / f'layout{s}.json')},
-      'superres': {'lr_image': str(d / f'lr{s}.png')},
-      'inpainting': {'image': str(d / 'image.png'), 'mask': str(d / f'mask{s}.png')},
-      'semantic': {'segmentation': str(d / f'seg{s}.png')},
+    'unconditional': {},
+    'class': {'class_label': '4' if other else '2', 'guidance_scale': 3.0},
+    'text': {
+      'prompt': 'a watercolor of a fox' if other else 'a red cube on a table',
+      'guidance_scale': 5.0,
+    },
+    'layout': {'layout': str(d / f'layout{s}.json')},
+    'superres': {'lr_image': str(d / f'lr{s}.png')},
+    'inpainting': {'image': str(d / 'image.png'), 'mask': str(d / f'mask{s}.png')},
+    'semantic': {'segmentation': str(d / f'seg{s}.png')},
   }[task]
   if task in ('unconditional', 'text'):
     args.update(height=16, width=24)  # a larger canvas than the 16x16 training size
@@ -58,6 +66,7 @@ def converted_workdir(task, root):
   """A random-weight CompVis state dict of the task's tiny model, saved as safetensors and
   converted with the CompVis converter into a workdir."""
   from safetensors.numpy import save_file
+
   config = tiny_task_config(task)
   sd = compvis_ldm_state_dict(config, seed=1, scale_factor=0.8)
   path = os.path.join(root, f'{task}.safetensors')
@@ -73,14 +82,23 @@ def test_sample_every_task_from_converted_weights(task, inputs, tmp_path):
   workdir = converted_workdir(task, str(tmp_path))
   flags, kwargs = task_args(task, inputs)
   out = str(tmp_path / 'out')
-  r = run_cli('sample.py', f'--workdir={workdir}', '--num_samples=2', '--steps=4', '--seed=3',
-              f'--outdir={out}', *flags, env=ENV)
+  r = run_cli(
+    'sample.py',
+    f'--workdir={workdir}',
+    '--num_samples=2',
+    '--steps=4',
+    '--seed=3',
+    f'--outdir={out}',
+    *flags,
+    env=ENV,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   images = np.load(os.path.join(out, 'samples.npz'))['images']
   h, w = {'unconditional': (16, 24), 'text': (16, 24)}.get(task, (16, 16))
   assert images.shape == (2, h, w, 3) and images.dtype == np.uint8
   assert os.path.exists(os.path.join(out, 'grid.png')) and os.path.exists(
-      os.path.join(out, '000001.png'))
+    os.path.join(out, '000001.png')
+  )
   assert images.std() > 1  # not a constant image
 
   # The API gives the same images for the same seed; another condition gives other images.
@@ -118,25 +136,31 @@ def test_task_input_errors_name_the_fix(inputs, tmp_path):
 
 
 def test_inpainting_condition_matches_the_reference_script(inputs):
-  cond, image, mask = tasks.inpainting_condition(str(inputs / 'image.png'),
-                                                 str(inputs / 'mask.png'), 2)
+  task = tasks.get_task(tiny_task_config('inpainting'))
+  cond, canvas, composite = task.user_condition(
+    2, str(inputs / 'image.png'), str(inputs / 'mask.png')
+  )
   raw = np.asarray(Image.open(inputs / 'image.png')).astype(np.float32) / 255
   m = (np.asarray(Image.open(inputs / 'mask.png')).astype(np.float32) / 255 >= 0.5)[..., None]
   np.testing.assert_allclose(cond['masked_image'][1], (1 - m) * raw * 2 - 1, atol=1e-6)
   np.testing.assert_array_equal(cond['mask'][0], m * 2.0 - 1)
-  assert set(np.unique(cond['mask'])) == {-1.0, 1.0} and mask.shape == (16, 16, 1)
+  assert set(np.unique(cond['mask'])) == {-1.0, 1.0} and tuple(canvas) == (16, 16)
+  samples = np.ones((2, 16, 16, 3), np.float32)  # the composite keeps the known pixels
+  np.testing.assert_allclose(composite(samples)[1], np.where(m, 1.0, raw * 2 - 1), atol=1e-6)
   with pytest.raises(tasks.TaskInputError, match='same size'):
-    tasks.inpainting_condition(str(inputs / 'image.png'), np.zeros((8, 8), np.uint8), 1)
+    task.user_condition(1, str(inputs / 'image.png'), np.zeros((8, 8), np.uint8))
 
 
 def test_nearest_resize_matches_torch():
   torch = pytest.importorskip('torch')
-  from ldm_jax.models import resize_nearest_torch
+  from ldm_jax.images import resize_nearest_torch
+
   x = np.random.default_rng(0).normal(size=(2, 12, 20, 1)).astype(np.float32)
   for size in ((4, 5), (6, 10), (5, 7)):
     ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=size)
-    np.testing.assert_array_equal(np.asarray(resize_nearest_torch(x, size)),
-                                  ref.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(
+      np.asarray(resize_nearest_torch(x, size)), ref.permute(0, 2, 3, 1).numpy()
+    )
 
 
 def test_layout_tokens_follow_taming_bbox_builder():
@@ -148,17 +172,17 @@ def test_layout_tokens_follow_taming_bbox_builder():
   assert list(tokens[90:]) == [0, 89 * 90 + 89]  # the full crop
   assert list(layout.empty_layout(92)[:90]) == [8191] * 90
   with pytest.raises(ValueError, match='at most 30 objects'):
-    layout.tokenize_layout([{'class': 1, 'bbox': [0, 0, .1, .1]}] * 31)
+    layout.tokenize_layout([{'class': 1, 'bbox': [0, 0, 0.1, 0.1]}] * 31)
   with pytest.raises(ValueError, match='must look like'):
     layout.tokenize_layout([{'label': 1}])
 
 
 def test_segmentation_is_one_hot(inputs):
-  config = tiny_task_config('semantic')
-  seg = tasks.segmentation_condition(config, str(inputs / 'seg.png'), 3)
+  task = tasks.get_task(tiny_task_config('semantic'))
+  seg, _, _ = task.user_condition(3, str(inputs / 'seg.png'))
   labels = np.asarray(Image.open(inputs / 'seg.png'))
   assert seg.shape == (3, 16, 16, 11)
   np.testing.assert_array_equal(seg[2].argmax(-1), labels)
   np.testing.assert_array_equal(seg.sum(-1), 1)
   with pytest.raises(tasks.TaskInputError, match='classes must be in 0..10'):
-    tasks.segmentation_condition(config, np.full((4, 4), 12), 1)
+    task.user_condition(1, np.full((4, 4), 12))

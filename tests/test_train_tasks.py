@@ -4,6 +4,7 @@ data pipeline makes (captions, boxes, degraded images, masks, class maps), check
 with a condition through ldm_jax.load. Each run fine-tunes a converted random-weight CompVis
 checkpoint of the task (as a user fine-tunes released weights): a fresh initialisation costs ~30 s
 of XLA compilation on a CPU and is covered by test_train_e2e."""
+
 import os
 
 import jax
@@ -13,9 +14,9 @@ from PIL import Image
 
 import ldm_jax
 from ldm_jax.data import make_train_iterator
-from ldm_jax.data.conditions import ConditionMaker
 from ldm_jax.data.sources import DigitsSource
-from ldm_jax.trainer import train
+from ldm_jax.tasks import get_task
+from ldm_jax.train.loop import train
 from tests.helpers import tiny_task_config
 from tests.test_tasks import converted_workdir
 
@@ -43,7 +44,7 @@ def digit_condition(task, config, index=1500):
   if task == 'layout':
     return {'layout': example['boxes']}
   if task == 'superres':
-    return {'lr_image': ConditionMaker(config)([example], [0])[0] * 0.5 + 0.5}
+    return {'lr_image': get_task(config).training_condition([example], [0])[0] * 0.5 + 0.5}
   if task == 'inpainting':
     mask = np.zeros((16, 16), np.uint8)
     mask[4:12, 4:12] = 255
@@ -73,6 +74,7 @@ def test_task_trains_checkpoints_and_samples(task, tmp_path):
   if task == 'superres':  # f x the input's size (2 for the tiny first stage, 4 for bsr_sr)
     assert cond['lr_image'].shape[:2] == (size // pipe.downsampling,) * 2
     from ldm_jax.eval.superres import evaluate
+
     report = evaluate(pipe, 'test', num_images=8, steps=4, batch_size=8)
     assert report['images'] == 8 and report['factor'] == 2
     assert report['psnr_bicubic_consistency'] > 25  # the baseline's round trip is close
@@ -91,8 +93,10 @@ def test_training_grid_shows_condition_sample_and_original(tmp_path):
   grid = np.asarray(Image.open(os.path.join(workdir, 'images', 'samples_0000003.png')))
   pad = 2  # make_grid's padding
   assert grid.shape[1] == 3 * 16 + 4 * pad and grid.shape[0] == 8 * 16 + 9 * pad
-  tile = lambda r, col: grid[pad + r * (16 + pad):pad + r * (16 + pad) + 16,
-                             pad + col * (16 + pad):pad + col * (16 + pad) + 16].astype(int)
+  tile = lambda r, col: grid[
+    pad + r * (16 + pad) : pad + r * (16 + pad) + 16,
+    pad + col * (16 + pad) : pad + col * (16 + pad) + 16,
+  ].astype(int)
   for r in range(8):
     masked, sample, original = tile(r, 0), tile(r, 1), tile(r, 2)
     known = np.abs(masked - 128).max(-1) > 1  # the hole is drawn mid-grey
@@ -100,24 +104,29 @@ def test_training_grid_shows_condition_sample_and_original(tmp_path):
 
 
 def test_condition_dropout_uses_the_null_condition():
-  from ldm_jax.train_steps import drop_condition
+  from ldm_jax.train.ldm_step import drop_condition
+
   tokens = np.arange(4000 * 5, dtype=np.int32).reshape(4000, 5) + 10
   null = np.array([101, 102, 0, 0, 0], np.int32)
-  out = np.asarray(drop_condition(jax.random.uniform(jax.random.PRNGKey(0), (4000,)) < 0.1, tokens, null))
+  out = np.asarray(
+    drop_condition(jax.random.uniform(jax.random.PRNGKey(0), (4000,)) < 0.1, tokens, null)
+  )
   dropped = (out == null).all(-1)
   assert 0.08 < dropped.mean() < 0.12
   np.testing.assert_array_equal(out[~dropped], tokens[~dropped])
   labels = np.arange(1000, dtype=np.int32) % 10
-  out = np.asarray(drop_condition(jax.random.uniform(jax.random.PRNGKey(1), (1000,)) < 0.5, labels,
-                                  np.int32(10)))
+  out = np.asarray(
+    drop_condition(jax.random.uniform(jax.random.PRNGKey(1), (1000,)) < 0.5, labels, np.int32(10))
+  )
   assert set(np.unique(out)) <= set(range(11)) and 0.4 < (out == 10).mean() < 0.6
 
 
 @pytest.mark.parametrize('task', CONDITIONAL)
 def test_conditions_are_deterministic_per_step_and_shaped(task):
   config = tiny_task_config(task)
-  a = make_train_iterator(config, start_step=5, prefetch=0)
-  b = make_train_iterator(config, start_step=0, prefetch=0)
+  task = get_task(config)
+  a = make_train_iterator(config, task=task, start_step=5, prefetch=0)
+  b = make_train_iterator(config, task=task, start_step=0, prefetch=0)
   for _ in range(5):
     next(b)
   ba, bb = next(a), next(b)
@@ -127,14 +136,14 @@ def test_conditions_are_deterministic_per_step_and_shaped(task):
     np.testing.assert_array_equal(cond, labels)
   elif task == 'text':
     assert cond.shape == (n, 77) and (cond[:, 0] == 101).all()  # [CLS]
-    from ldm_jax.tasks import _tokenizer
     from ldm_jax.data.sources import DIGIT_NAMES
-    texts = _tokenizer(config.cond_stage.tokenizer).batch_decode(cond.tolist(),
-                                                                skip_special_tokens=True)
+
+    texts = task.tokenizer.batch_decode(cond.tolist(), skip_special_tokens=True)
     for text, label in zip(texts, labels):
       assert DIGIT_NAMES[label] in text or f'digit {label}' in text
   elif task == 'layout':
-    from ldm_jax.layout import detokenize_layout
+    from ldm_jax.tasks.layout_tokens import detokenize_layout
+
     assert cond.shape == (n, 92)
     for tokens, label, image in zip(cond, labels, ba['image']):
       (obj,) = detokenize_layout(tokens)
@@ -153,5 +162,6 @@ def test_conditions_are_deterministic_per_step_and_shaped(task):
   else:
     assert cond.shape == (n, 16, 16) and cond.dtype == np.int32
     np.testing.assert_array_equal(cond > 0, ba['image'][..., 0] > 0)
-    np.testing.assert_array_equal(cond[cond > 0], np.broadcast_to(
-        labels[:, None, None] + 1, cond.shape)[cond > 0])
+    np.testing.assert_array_equal(
+      cond[cond > 0], np.broadcast_to(labels[:, None, None] + 1, cond.shape)[cond > 0]
+    )

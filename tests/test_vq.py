@@ -1,13 +1,14 @@
 """The VQ first stage: a training step (codebook loss, perplexity, usage) and the LDM interface
 (encode returns pre-quantisation latents, decode quantises first)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ldm_jax.models import LatentDiffusion, build_first_stage
-from ldm_jax.train_state import TrainState, init_loss_state
-from ldm_jax.train_steps import make_autoencoder_step
+from ldm_jax.latent_diffusion import LatentDiffusion, build_first_stage
+from ldm_jax.train.state import TrainState, init_loss_state
+from ldm_jax.train.autoencoder_step import make_autoencoder_step
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 
 
@@ -45,6 +46,8 @@ def test_ldm_vq_interface_encode_prequant_decode_quantises():
   dist = jnp.min(jnp.sum((h.reshape(-1, 1, 3) - codebook[None]) ** 2, -1), -1)
   assert float(dist.max()) > 1e-6
   z_q, _, _ = ldm.first_stage.apply({'params': fs_params}, h, method=lambda m, h: m.quantize(h))
-  np.testing.assert_allclose(ldm.decode(fs_params, h * 2.0, 2.0),
-                             ldm.first_stage.apply({'params': fs_params}, z_q,
-                                                   method='decode_quantized'), atol=1e-5)
+  np.testing.assert_allclose(
+    ldm.decode(fs_params, h * 2.0, 2.0),
+    ldm.first_stage.apply({'params': fs_params}, z_q, method='decode_quantized'),
+    atol=1e-5,
+  )

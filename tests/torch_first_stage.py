@@ -1,6 +1,7 @@
 """A PyTorch peer of the reference's first stage (ldm/modules/diffusionmodules/model.py Encoder and
 Decoder, AutoencoderKL, VQModel with taming's legacy VectorQuantizer), written from the reference's
 structure for parity tests. Module and parameter names equal the reference's state-dict keys."""
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ class AttnBlock(nn.Module):
     q, k, v = self.q(h), self.k(h), self.v(h)
     b, c, hh, ww = q.shape
     q = q.reshape(b, c, hh * ww).permute(0, 2, 1)
-    w = torch.bmm(q, k.reshape(b, c, hh * ww)) * (c ** -0.5)
+    w = torch.bmm(q, k.reshape(b, c, hh * ww)) * (c**-0.5)
     w = F.softmax(w, dim=2)
     h = torch.bmm(v.reshape(b, c, hh * ww), w.permute(0, 2, 1)).reshape(b, c, hh, ww)
     return x + self.proj_out(h)
@@ -69,8 +70,18 @@ def make_attn(c, attn_type):
 
 
 class Encoder(nn.Module):
-  def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, resolution, z_channels,
-               double_z, in_channels=3, attn_type='vanilla'):
+  def __init__(
+    self,
+    ch,
+    ch_mult,
+    num_res_blocks,
+    attn_resolutions,
+    resolution,
+    z_channels,
+    double_z,
+    in_channels=3,
+    attn_type='vanilla',
+  ):
     super().__init__()
     self.num_resolutions, self.num_res_blocks = len(ch_mult), num_res_blocks
     self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
@@ -111,8 +122,17 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  def __init__(self, ch, out_ch, ch_mult, num_res_blocks, attn_resolutions, resolution, z_channels,
-               attn_type='vanilla'):
+  def __init__(
+    self,
+    ch,
+    out_ch,
+    ch_mult,
+    num_res_blocks,
+    attn_resolutions,
+    resolution,
+    z_channels,
+    attn_type='vanilla',
+  ):
     super().__init__()
     self.num_resolutions, self.num_res_blocks = len(ch_mult), num_res_blocks
     block_in = ch * ch_mult[-1]
@@ -155,6 +175,7 @@ class Decoder(nn.Module):
 
 class VectorQuantizer(nn.Module):
   """taming's legacy VectorQuantizer (beta 0.25): nearest code by squared distance."""
+
   def __init__(self, n_e, e_dim):
     super().__init__()
     self.embedding = nn.Embedding(n_e, e_dim)
@@ -163,24 +184,44 @@ class VectorQuantizer(nn.Module):
     z = z.permute(0, 2, 3, 1).contiguous()
     zf = z.view(-1, z.shape[-1])
     w = self.embedding.weight
-    d = (zf ** 2).sum(1, keepdim=True) + (w ** 2).sum(1) - 2 * zf @ w.t()
+    d = (zf**2).sum(1, keepdim=True) + (w**2).sum(1) - 2 * zf @ w.t()
     idx = torch.argmin(d, dim=1)
     zq = self.embedding(idx).view(z.shape)
     return zq.permute(0, 3, 1, 2).contiguous(), idx.view(z.shape[:-1])
 
 
 class FirstStage(nn.Module):
-  def __init__(self, kind, embed_dim, ch, ch_mult, num_res_blocks, attn_resolutions, resolution,
-               n_embed=0, attn_type='vanilla'):
+  def __init__(
+    self,
+    kind,
+    embed_dim,
+    ch,
+    ch_mult,
+    num_res_blocks,
+    attn_resolutions,
+    resolution,
+    n_embed=0,
+    attn_type='vanilla',
+  ):
     super().__init__()
     z = embed_dim
     self.kind = kind
-    self.encoder = Encoder(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, z,
-                           double_z=kind == 'kl', attn_type=attn_type)
-    self.decoder = Decoder(ch, 3, ch_mult, num_res_blocks, attn_resolutions, resolution, z,
-                           attn_type=attn_type)
-    self.quant_conv = nn.Conv2d(2 * z if kind == 'kl' else z, 2 * embed_dim if kind == 'kl'
-                                else embed_dim, 1)
+    self.encoder = Encoder(
+      ch,
+      ch_mult,
+      num_res_blocks,
+      attn_resolutions,
+      resolution,
+      z,
+      double_z=kind == 'kl',
+      attn_type=attn_type,
+    )
+    self.decoder = Decoder(
+      ch, 3, ch_mult, num_res_blocks, attn_resolutions, resolution, z, attn_type=attn_type
+    )
+    self.quant_conv = nn.Conv2d(
+      2 * z if kind == 'kl' else z, 2 * embed_dim if kind == 'kl' else embed_dim, 1
+    )
     self.post_quant_conv = nn.Conv2d(embed_dim, z, 1)
     if kind == 'vq':
       self.quantize = VectorQuantizer(n_embed, embed_dim)

@@ -2,6 +2,7 @@
 ldm/modules/attention.py's SpatialTransformer), written from the reference's structure for parity
 tests; module and parameter names equal the reference's state-dict keys. Legacy QKV attention
 order only (what every released model uses)."""
+
 import math
 
 import torch
@@ -60,8 +61,9 @@ class ResBlock(nn.Module):
     elif down:
       self.h_upd, self.x_upd = Downsample(c, False), Downsample(c, False)
     self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_c, 2 * out if scale_shift else out))
-    self.out_layers = nn.Sequential(normalization(out), nn.SiLU(), nn.Dropout(0.0),
-                                    nn.Conv2d(out, out, 3, padding=1))
+    self.out_layers = nn.Sequential(
+      normalization(out), nn.SiLU(), nn.Dropout(0.0), nn.Conv2d(out, out, 3, padding=1)
+    )
     self.skip_connection = nn.Identity() if out == c else nn.Conv2d(c, out, 1)
 
   def forward(self, x, emb):
@@ -107,7 +109,7 @@ class CrossAttention(nn.Module):
     super().__init__()
     inner = heads * dim_head
     context_dim = context_dim or query_dim
-    self.heads, self.scale = heads, dim_head ** -0.5
+    self.heads, self.scale = heads, dim_head**-0.5
     self.to_q = nn.Linear(query_dim, inner, bias=False)
     self.to_k = nn.Linear(context_dim, inner, bias=False)
     self.to_v = nn.Linear(context_dim, inner, bias=False)
@@ -163,7 +165,8 @@ class SpatialTransformer(nn.Module):
     self.norm = nn.GroupNorm(32, c, eps=1e-6, affine=True)
     self.proj_in = nn.Conv2d(c, inner, 1)
     self.transformer_blocks = nn.ModuleList(
-        [BasicTransformerBlock(inner, heads, d_head, context_dim) for _ in range(depth)])
+      [BasicTransformerBlock(inner, heads, d_head, context_dim) for _ in range(depth)]
+    )
     self.proj_out = nn.Conv2d(inner, c, 1)
 
   def forward(self, x, context=None):
@@ -190,11 +193,25 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModel(nn.Module):
-  def __init__(self, in_channels, model_channels, out_channels, num_res_blocks,
-               attention_resolutions, channel_mult=(1, 2, 4, 8), num_classes=None,
-               num_heads=-1, num_head_channels=-1, use_scale_shift_norm=False,
-               resblock_updown=False, use_spatial_transformer=False, transformer_depth=1,
-               context_dim=None, legacy=True, conv_resample=True):
+  def __init__(
+    self,
+    in_channels,
+    model_channels,
+    out_channels,
+    num_res_blocks,
+    attention_resolutions,
+    channel_mult=(1, 2, 4, 8),
+    num_classes=None,
+    num_heads=-1,
+    num_head_channels=-1,
+    use_scale_shift_norm=False,
+    resblock_updown=False,
+    use_spatial_transformer=False,
+    transformer_depth=1,
+    context_dim=None,
+    legacy=True,
+    conv_resample=True,
+  ):
     super().__init__()
     self.model_channels, self.num_classes = model_channels, num_classes
     ted = model_channels * 4
@@ -215,7 +232,8 @@ class UNetModel(nn.Module):
       return AttentionBlock(ch, num_heads=heads, num_head_channels=dim_head)
 
     self.input_blocks = nn.ModuleList(
-        [TimestepEmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))])
+      [TimestepEmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))]
+    )
     chans, ch, ds = [model_channels], model_channels, 1
     for level, mult in enumerate(channel_mult):
       for _ in range(num_res_blocks):
@@ -226,8 +244,11 @@ class UNetModel(nn.Module):
         self.input_blocks.append(TimestepEmbedSequential(*layers))
         chans.append(ch)
       if level != len(channel_mult) - 1:
-        self.input_blocks.append(TimestepEmbedSequential(
-            rb(ch, ch, down=True) if resblock_updown else Downsample(ch, conv_resample)))
+        self.input_blocks.append(
+          TimestepEmbedSequential(
+            rb(ch, ch, down=True) if resblock_updown else Downsample(ch, conv_resample)
+          )
+        )
         chans.append(ch)
         ds *= 2
     self.middle_block = TimestepEmbedSequential(rb(ch, ch), attn(ch), rb(ch, ch))
@@ -242,8 +263,9 @@ class UNetModel(nn.Module):
           layers.append(rb(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample))
           ds //= 2
         self.output_blocks.append(TimestepEmbedSequential(*layers))
-    self.out = nn.Sequential(normalization(ch), nn.SiLU(),
-                             nn.Conv2d(model_channels, out_channels, 3, padding=1))
+    self.out = nn.Sequential(
+      normalization(ch), nn.SiLU(), nn.Conv2d(model_channels, out_channels, 3, padding=1)
+    )
 
   def forward(self, x, timesteps, context=None, y=None):
     emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))

@@ -4,14 +4,25 @@ concatenated to the 64x64x3 latent (UNet in 6, out 3, 160 channels, attention on
 
   python -m ldm_jax.summary --config=configs/released/bsr_sr.py
 """
+
 from configs.released.ldm import ldm_config
 
 
 def get_config():
   return ldm_config(
-      'vq_f4', 256,
-      dict(in_channels=6, out_channels=3, model_channels=160, channel_mult=(1, 2, 2, 4),
-           attention_resolutions=(16, 8), num_head_channels=32),
-      dict(kind='identity', conditioning_key='concat', channels=3),
-      linear_end=0.0155, base_lr=1e-6, batch_size=64,
-      data=dict(source='folder', degradation='bsr_light'))
+    'vq_f4',
+    256,
+    dict(
+      in_channels=6,
+      out_channels=3,
+      model_channels=160,
+      channel_mult=(1, 2, 2, 4),
+      attention_resolutions=(16, 8),
+      num_head_channels=32,
+    ),
+    dict(kind='identity', conditioning_key='concat', channels=3),
+    linear_end=0.0155,
+    base_lr=1e-6,
+    batch_size=64,
+    data=dict(source='folder', degradation='bsr_light'),
+  )

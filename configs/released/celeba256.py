@@ -4,6 +4,7 @@ unconditional, UNet 274.06M, batch 48, lr 2e-6 x batch. Paper: FID 5.11 (Table 1
   python train.py --config=configs/released/celeba256.py --workdir=runs/celeba256 \
       --config.data.path=/data/celebahq256
 """
+
 from configs.released.ldm import vq4_unconditional
 
 

@@ -4,14 +4,25 @@ first stage; batch 64, lr 1e-6 x batch.
 
   python train.py --config=configs/released/cin256.py --workdir=runs/cin256
 """
+
 from configs.released.ldm import ldm_config
 
 
 def get_config():
   return ldm_config(
-      'vq_f8', 256,
-      dict(model_channels=256, channel_mult=(1, 2, 4), attention_resolutions=(4, 2, 1),
-           num_head_channels=32, use_spatial_transformer=True, transformer_depth=1,
-           context_dim=512),
-      dict(kind='class', n_classes=1000, embed_dim=512),
-      base_lr=1e-6, batch_size=64, data=dict(source='tfds', name='imagenet2012'))
+    'vq_f8',
+    256,
+    dict(
+      model_channels=256,
+      channel_mult=(1, 2, 4),
+      attention_resolutions=(4, 2, 1),
+      num_head_channels=32,
+      use_spatial_transformer=True,
+      transformer_depth=1,
+      context_dim=512,
+    ),
+    dict(kind='class', n_classes=1000, embed_dim=512),
+    base_lr=1e-6,
+    batch_size=64,
+    data=dict(source='tfds', name='imagenet2012'),
+  )

@@ -5,15 +5,28 @@ EMA; lr 1e-4 (batch not published: 64 here, scaled).
 
   python train.py --config=configs/released/cin256_v2.py --workdir=runs/cin256_v2
 """
+
 from configs.released.ldm import ldm_config
 
 
 def get_config():
   c = ldm_config(
-      'vq_f4', 256,
-      dict(model_channels=192, channel_mult=(1, 2, 3, 5), attention_resolutions=(8, 4, 2),
-           num_heads=1, use_spatial_transformer=True, transformer_depth=1, context_dim=512),
-      dict(kind='class', n_classes=1001, embed_dim=512, null_label=1000, p_uncond=0.1),
-      base_lr=1e-4, batch_size=64, use_ema=False, data=dict(source='tfds', name='imagenet2012'))
+    'vq_f4',
+    256,
+    dict(
+      model_channels=192,
+      channel_mult=(1, 2, 3, 5),
+      attention_resolutions=(8, 4, 2),
+      num_heads=1,
+      use_spatial_transformer=True,
+      transformer_depth=1,
+      context_dim=512,
+    ),
+    dict(kind='class', n_classes=1001, embed_dim=512, null_label=1000, p_uncond=0.1),
+    base_lr=1e-4,
+    batch_size=64,
+    use_ema=False,
+    data=dict(source='tfds', name='imagenet2012'),
+  )
   c.sampling.guidance_scale = 3.0
   return c

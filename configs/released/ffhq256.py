@@ -4,6 +4,7 @@ unconditional, UNet 274.06M, batch 42, lr 2e-6 x batch. Paper: FID 4.98 (Table 1
   python train.py --config=configs/released/ffhq256.py --workdir=runs/ffhq256 \
       --config.data.path=/data/ffhq256
 """
+
 from configs.released.ldm import vq4_unconditional
 
 

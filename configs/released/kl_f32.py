@@ -8,9 +8,11 @@ configs/released/first_stage.py
 
 for the data and the settings shared by all nine.
 """
+
 from configs.released.first_stage import first_stage_config
 
 
 def get_config():
-  return first_stage_config(kind='kl', embed_dim=64, ch_mult=(1, 1, 2, 2, 4, 4),
-                            attn_resolutions=(16, 8), batch_size=6)
+  return first_stage_config(
+    kind='kl', embed_dim=64, ch_mult=(1, 1, 2, 2, 4, 4), attn_resolutions=(16, 8), batch_size=6
+  )

@@ -9,6 +9,7 @@ configs/released/first_stage.py
 
 for the data and the settings shared by all nine.
 """
+
 from configs.released.first_stage import first_stage_config
 
 

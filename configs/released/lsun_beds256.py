@@ -3,6 +3,7 @@ lsun_bedrooms-ldm-vq-4): unconditional, UNet 274.06M, batch 48, lr 2e-6 x batch.
 
   python train.py --config=configs/released/lsun_beds256.py --workdir=runs/lsun_beds256
 """
+
 from configs.released.ldm import vq4_unconditional
 
 

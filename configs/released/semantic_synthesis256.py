@@ -3,6 +3,7 @@ segmentation maps, UNet 215.23M (see configs/released/ldm.py semantic_synthesis)
 
   python -m ldm_jax.summary --config=configs/released/semantic_synthesis256.py
 """
+
 from configs.released.ldm import semantic_synthesis
 
 

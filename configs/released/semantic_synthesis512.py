@@ -3,6 +3,7 @@
 
   python -m ldm_jax.summary --config=configs/released/semantic_synthesis512.py
 """
+
 from configs.released.ldm import semantic_synthesis
 
 

@@ -8,10 +8,19 @@ configs/released/first_stage.py
 
 for the data and the settings shared by all nine.
 """
+
 from configs.released.first_stage import first_stage_config
 
 
 def get_config():
-  return first_stage_config(kind='vq', embed_dim=8, n_embed=16384, ch_mult=(1, 1, 2, 2, 4),
-                            attn_resolutions=(16,), disc_start=250001, disc_weight=0.75,
-                            disc_num_layers=2, batch_size=14)
+  return first_stage_config(
+    kind='vq',
+    embed_dim=8,
+    n_embed=16384,
+    ch_mult=(1, 1, 2, 2, 4),
+    attn_resolutions=(16,),
+    disc_start=250001,
+    disc_weight=0.75,
+    disc_num_layers=2,
+    batch_size=14,
+  )

@@ -9,9 +9,18 @@ configs/released/first_stage.py
 
 for the data and the settings shared by all nine.
 """
+
 from configs.released.first_stage import first_stage_config
 
 
 def get_config():
-  return first_stage_config(kind='vq', embed_dim=3, n_embed=8192, ch_mult=(1, 2, 4),
-                            attn_type='none', disc_start=11, disc_weight=0.75, batch_size=8)
+  return first_stage_config(
+    kind='vq',
+    embed_dim=3,
+    n_embed=8192,
+    ch_mult=(1, 2, 4),
+    attn_type='none',
+    disc_start=11,
+    disc_weight=0.75,
+    batch_size=8,
+  )

@@ -9,10 +9,19 @@ configs/released/first_stage.py
 
 for the data and the settings shared by all nine.
 """
+
 from configs.released.first_stage import first_stage_config
 
 
 def get_config():
-  return first_stage_config(kind='vq', embed_dim=4, n_embed=16384, ch_mult=(1, 2, 2, 4),
-                            attn_resolutions=(32,), disc_start=1, disc_weight=0.6,
-                            disc_num_layers=2, batch_size=10)
+  return first_stage_config(
+    kind='vq',
+    embed_dim=4,
+    n_embed=16384,
+    ch_mult=(1, 2, 2, 4),
+    attn_resolutions=(32,),
+    disc_start=1,
+    disc_weight=0.6,
+    disc_num_layers=2,
+    batch_size=10,
+  )

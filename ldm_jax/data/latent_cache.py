@@ -5,6 +5,7 @@ image and its mirror are encoded. Held in host memory: meant for datasets that f
 digits: 1,500 x 8x8x6 floats). Captions are kept (text-to-image); tasks whose condition is made
 from the pixels or follows the crop (super-resolution, inpainting, layout, semantic) train from
 images."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ import logging
 import jax
 import numpy as np
 
-from ldm_jax.data.preprocess import to_model_range
+from ldm_jax.images import to_model_range
 from ldm_jax.data.sources import CorruptImage
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCac
   n = len(source)
   out, labels, bad = [[], []], np.zeros(n, np.int32), set()
   captions = [None] * n
-  for flip in ((False, True) if flips else (False,)):
+  for flip in (False, True) if flips else (False,):
     for start in range(0, n, batch_size):
       idx = list(range(start, min(n, start + batch_size)))
       imgs = []
@@ -66,11 +67,15 @@ def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCac
       pad = batch_size - len(idx)
       if pad:
         batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
-      out[int(flip)].append(np.asarray(jax.device_get(encode_fn(batch)))[:len(idx)])
+      out[int(flip)].append(np.asarray(jax.device_get(encode_fn(batch)))[: len(idx)])
   latents = [np.concatenate(o) for o in out if o]
   if len(latents) == 1:
     latents = latents * 2
-  log.info('latent cache: %d images -> %s latents (%s flips)', n, latents[0].shape[1:],
-           'with' if flips else 'no')
+  log.info(
+    'latent cache: %d images -> %s latents (%s flips)',
+    n,
+    latents[0].shape[1:],
+    'with' if flips else 'no',
+  )
   has_captions = any(c is not None for c in captions)
   return LatentCache(np.stack(latents), labels, bad, captions if has_captions else None)

@@ -3,8 +3,10 @@ consumed; for random-access sources the global batch at position q is the slice 
 per-epoch permutation seeded by (seed, epoch), and process p takes its contiguous part of it:
 batches depend only on (seed, position), so a resumed run (the position is stored in each
 checkpoint) sees exactly the batches it would have seen, even with another batch size. Unreadable images are skipped (replaced by the next image of the same
-permutation), logged once and counted. Conditional tasks add the batch's raw condition under
-'cond' (``ldm_jax.data.conditions``)."""
+permutation), logged once and counted. For conditional tasks the trainer passes the task
+(``ldm_jax.tasks``: its ``annotations`` and ``training_condition``), and batches add their raw
+condition under 'cond'; the data layer itself knows no task."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -15,17 +17,26 @@ from typing import Iterator
 
 import numpy as np
 
-from ldm_jax.data.conditions import ANNOTATIONS, ConditionMaker, task_of
-from ldm_jax.data.preprocess import to_model_range
-from ldm_jax.data.sources import (CorruptImage, DataError, DigitsSource, FolderSource)
+from ldm_jax.images import to_model_range
+from ldm_jax.data.sources import CorruptImage, DataError, DigitsSource, FolderSource
 
 log = logging.getLogger(__name__)
 
 
 class RandomAccessBatches:
-  def __init__(self, source, global_batch: int, seed: int, start_step: int = 0,
-               process_index: int = 0, process_count: int = 1, random_flip: bool = True,
-               num_threads: int = 8, conditions=None, start_position: int | None = None):
+  def __init__(
+    self,
+    source,
+    global_batch: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    random_flip: bool = True,
+    num_threads: int = 8,
+    conditions=None,
+    start_position: int | None = None,
+  ):
     if global_batch % process_count:
       raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
     self.source, self.global_batch, self.seed = source, global_batch, seed
@@ -71,10 +82,12 @@ class RandomAccessBatches:
     examples = list(self._pool.map(self._load, positions))
     key = self.source.key
     arrays = np.stack([e[key] for e in examples])
-    batch = {key: to_model_range(arrays) if key == 'image' else arrays,
-             'label': np.array([e['label'] for e in examples], np.int32)}
+    batch = {
+      key: to_model_range(arrays) if key == 'image' else arrays,
+      'label': np.array([e['label'] for e in examples], np.int32),
+    }
     if self.conditions is not None:
-      batch['cond'] = self.conditions(examples, positions)
+      batch['cond'] = self.conditions.training_condition(examples, positions)
     return batch
 
   def __iter__(self):
@@ -133,45 +146,66 @@ def make_source(data_cfg, annotations=()):
   if data_cfg.source == 'digits':
     return DigitsSource(data_cfg.image_size, data_cfg.split)
   if data_cfg.source == 'folder':
-    return FolderSource(data_cfg.path, data_cfg.image_size, data_cfg.labels_from_subdirs,
-                        annotations, data_cfg.segmentation_dir)
+    return FolderSource(
+      data_cfg.path,
+      data_cfg.image_size,
+      data_cfg.labels_from_subdirs,
+      annotations,
+      data_cfg.segmentation_dir,
+    )
   raise DataError(f'{data_cfg.source!r} is not a random-access source')
 
 
-def _conditions(config):
-  if config.stage != 'ldm' or config.cond_stage.kind == 'none':
-    return None
-  return ConditionMaker(config)
-
-
-def make_train_iterator(config, *, start_step: int = 0, process_index: int = 0,
-                        process_count: int = 1, prefetch: int = 2, source=None,
-                        start_position: int | None = None):
+def make_train_iterator(
+  config,
+  *,
+  task=None,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  prefetch: int = 2,
+  source=None,
+  start_position: int | None = None,
+):
   """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}
   ({'moments': ...} instead of 'image' when ``source`` is a latent cache), plus 'cond' (the raw
-  condition, ``ldm_jax.data.conditions``) for conditional LDMs. It starts at ``start_position``
-  examples into the job's stream (default: ``start_step`` global batches)."""
+  condition, ``task.training_condition``) when a conditional ``task`` is given. It starts at
+  ``start_position`` examples into the job's stream (default: ``start_step`` global batches)."""
   d, global_batch = config.data, config.training.batch_size
   position = start_step * global_batch if start_position is None else start_position
-  conditions = _conditions(config)
+  conditions = task if task is not None and task.name != 'unconditional' else None
   if d.source == 'tfds' and source is None:
     from ldm_jax.data.tfds_source import tfds_batches
-    return tfds_batches(config, global_batch, config.seed, position, process_index,
-                        process_count, conditions)
+
+    return tfds_batches(
+      config, global_batch, config.seed, position, process_index, process_count, conditions
+    )
   if source is None:
-    source = make_source(d, ANNOTATIONS.get(task_of(config), ()) if conditions else ())
-  it = RandomAccessBatches(source, global_batch, config.seed, 0, process_index, process_count,
-                           d.random_flip, d.num_threads, conditions, start_position=position)
+    source = make_source(d, conditions.annotations if conditions else ())
+  it = RandomAccessBatches(
+    source,
+    global_batch,
+    config.seed,
+    0,
+    process_index,
+    process_count,
+    d.random_flip,
+    d.num_threads,
+    conditions,
+    start_position=position,
+  )
   return Prefetch(it, prefetch) if prefetch else it
 
 
-def eval_batches(data_cfg, batch_size: int, max_images: int = 0,
-                 uint8: bool = False) -> Iterator[dict]:
+def eval_batches(
+  data_cfg, batch_size: int, max_images: int = 0, uint8: bool = False
+) -> Iterator[dict]:
   """Held-out evaluation batches in a fixed order, no flips: the first ``max_images`` images (all
   when 0) of config.data's source and split, in [-1, 1] (``uint8``: as decoded, 0..255). The
   last batch may be smaller."""
   if data_cfg.source == 'tfds':
     from ldm_jax.data.tfds_source import tfds_eval_batches
+
     yield from tfds_eval_batches(data_cfg, batch_size, max_images, as_uint8=uint8)
     return
   source = make_source(data_cfg)
@@ -190,21 +224,24 @@ def eval_batches(data_cfg, batch_size: int, max_images: int = 0,
       labels.append(example['label'])
     if images:
       images = np.stack(images)
-      yield {'image': images if uint8 else to_model_range(images),
-             'label': np.array(labels, np.int32)}
+      yield {
+        'image': images if uint8 else to_model_range(images),
+        'label': np.array(labels, np.int32),
+      }
 
 
-def condition_examples(config, num: int) -> dict:
+def condition_examples(data_cfg, task, num: int) -> dict:
   """The first ``num`` readable examples of config.data (file order, no flips) with their raw
-  conditions: {'image': [num, S, S, 3] in [-1, 1], 'cond'}. The same on every process (training
-  grids show samples for these conditions next to the originals)."""
-  d = config.data
-  annotations = ANNOTATIONS.get(task_of(config), ())
+  conditions (``task.training_condition``): {'image': [num, S, S, 3] in [-1, 1], 'cond'}. The
+  same on every process (training grids show samples for these conditions next to the
+  originals; FID during training uses the data's conditions)."""
+  d = data_cfg
   if d.source == 'tfds':
     from ldm_jax.data.tfds_source import tfds_eval_batches
-    examples = next(iter(tfds_eval_batches(d, num, num, annotations, as_examples=True)))
+
+    examples = next(iter(tfds_eval_batches(d, num, num, task.annotations, as_examples=True)))
   else:
-    source, examples = make_source(d, annotations), []
+    source, examples = make_source(d, task.annotations), []
     for i in range(len(source)):
       if len(examples) == num:
         break
@@ -214,5 +251,5 @@ def condition_examples(config, num: int) -> dict:
         continue
   if len(examples) < num:
     raise DataError(f'the data has only {len(examples)} readable examples; {num} are needed')
-  cond = ConditionMaker(config)(examples, list(range(num)))
+  cond = task.training_condition(examples, list(range(num)))
   return {'image': to_model_range(np.stack([e['image'] for e in examples])), 'cond': cond}

@@ -1,5 +1,6 @@
 """Reference preprocessing (ldm/data/lsun.py): centre crop to a square, bicubic resize, random
 horizontal flip, scale to [-1, 1]."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,14 +12,10 @@ def center_crop_resize(image: Image.Image, size: int) -> np.ndarray:
   img = np.asarray(image.convert('RGB'), dtype=np.uint8)
   h, w = img.shape[:2]
   crop = min(h, w)
-  img = img[(h - crop) // 2:(h + crop) // 2, (w - crop) // 2:(w + crop) // 2]
+  img = img[(h - crop) // 2 : (h + crop) // 2, (w - crop) // 2 : (w + crop) // 2]
   if img.shape[0] != size:
     img = np.asarray(Image.fromarray(img).resize((size, size), resample=Image.BICUBIC))
   return img
-
-
-def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
-  return images_uint8.astype(np.float32) / 127.5 - 1.0
 
 
 def crop_resize_nearest(labels: np.ndarray, size: int) -> np.ndarray:
@@ -26,7 +23,7 @@ def crop_resize_nearest(labels: np.ndarray, size: int) -> np.ndarray:
   (class indices must not be interpolated)."""
   h, w = labels.shape[:2]
   crop = min(h, w)
-  labels = labels[(h - crop) // 2:(h + crop) // 2, (w - crop) // 2:(w + crop) // 2]
+  labels = labels[(h - crop) // 2 : (h + crop) // 2, (w - crop) // 2 : (w + crop) // 2]
   if crop != size:
     idx = np.minimum((np.arange(size) + 0.5) * crop / size, crop - 1).astype(np.int64)
     labels = labels[idx][:, idx]

@@ -5,6 +5,7 @@ flipped), ``label`` (int) and, where the source has them, the annotations of con
 the same crop and flip as the image: ``caption`` (str), ``boxes`` (a layout: list of
 {'class', 'bbox': [x, y, w, h] relative}), ``segmentation`` (int32 [S, S] class map).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,12 @@ def digits_uint8(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
   """scikit-learn's bundled handwritten digits (1,797 8x8 images, values 0..16, no download),
   upscaled bicubically to size x size RGB uint8, white digit on black; and int32 labels."""
   from sklearn.datasets import load_digits
+
   digits = load_digits()
   small = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
-  big = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC))
-                  for im in small])
+  big = np.stack(
+    [np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in small]
+  )
   return np.repeat(big[..., None], 3, axis=-1), digits.target.astype(np.int32)
 
 
@@ -42,8 +45,12 @@ DIGITS_TRAIN = 1500  # split 'train' = the first 1,500 digits, 'test' = the last
 
 
 DIGIT_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
-_CAPTIONS = ('a handwritten digit {name}', 'the number {name}, written by hand',
-             'a white {name} on a black background', 'digit {digit}')
+_CAPTIONS = (
+  'a handwritten digit {name}',
+  'the number {name}, written by hand',
+  'a white {name} on a black background',
+  'digit {digit}',
+)
 
 
 def digit_caption(label: int, variant: int = 0) -> str:
@@ -80,8 +87,13 @@ class DigitsSource:
       x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
       boxes = [{'class': label, 'bbox': [x0 / size, y0 / size, (x1 - x0) / size, (y1 - y0) / size]}]
     captions = [digit_caption(label, v) for v in range(len(_CAPTIONS))]
-    return {'image': image, 'label': label, 'caption': captions, 'boxes': boxes,
-            'segmentation': np.where(ink, label + 1, 0).astype(np.int32)}
+    return {
+      'image': image,
+      'label': label,
+      'caption': captions,
+      'boxes': boxes,
+      'segmentation': np.where(ink, label + 1, 0).astype(np.int32),
+    }
 
 
 def list_images(root: str) -> list[str]:
@@ -92,11 +104,16 @@ def list_images(root: str) -> list[str]:
   files = []
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
     dirnames.sort()
-    files += [os.path.join(dirpath, f) for f in sorted(filenames)
-              if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+    files += [
+      os.path.join(dirpath, f)
+      for f in sorted(filenames)
+      if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')
+    ]
   if not files:
-    raise DataError(f'image folder {root!r} contains no images (looked recursively for '
-                    f'{", ".join(IMAGE_EXTENSIONS)}); point config.data.path at your images')
+    raise DataError(
+      f'image folder {root!r} contains no images (looked recursively for '
+      f'{", ".join(IMAGE_EXTENSIONS)}); point config.data.path at your images'
+    )
   return files
 
 
@@ -114,22 +131,36 @@ class FolderSource:
 
   key = 'image'
 
-  def __init__(self, root: str, image_size: int, labels_from_subdirs: bool = False,
-               annotations: Sequence[str] = (), segmentation_dir: str = ''):
+  def __init__(
+    self,
+    root: str,
+    image_size: int,
+    labels_from_subdirs: bool = False,
+    annotations: Sequence[str] = (),
+    segmentation_dir: str = '',
+  ):
     self.root, self.annotations, self.segmentation_dir = root, tuple(annotations), segmentation_dir
     self.files = [f for f in list_images(root) if not f.endswith('_seg.png')]
     self.image_size = image_size
-    missing = [(a, self._annotation_path(f, a)) for f in self.files[:1] for a in self.annotations
-               if not os.path.exists(self._annotation_path(f, a))]
+    missing = [
+      (a, self._annotation_path(f, a))
+      for f in self.files[:1]
+      for a in self.annotations
+      if not os.path.exists(self._annotation_path(f, a))
+    ]
     if missing:
       what, path = missing[0]
-      raise DataError(f'this task reads a {what} for every image, but {path!r} (for '
-                      f'{self.files[0]!r}) does not exist; see FolderSource in '
-                      'ldm_jax/data/sources.py for the file layout')
+      raise DataError(
+        f'this task reads a {what} for every image, but {path!r} (for '
+        f'{self.files[0]!r}) does not exist; see FolderSource in '
+        'ldm_jax/data/sources.py for the file layout'
+      )
     if labels_from_subdirs:
       top = [os.path.relpath(f, root).split(os.sep)[0] for f in self.files]
       if any(os.sep not in os.path.relpath(f, root) for f in self.files):
-        raise DataError(f'labels_from_subdirs needs every image inside a class subfolder of {root!r}')
+        raise DataError(
+          f'labels_from_subdirs needs every image inside a class subfolder of {root!r}'
+        )
       self.class_names: Sequence[str] = sorted(set(top))
       index = {c: i for i, c in enumerate(self.class_names)}
       self.labels = np.array([index[t] for t in top], np.int32)
@@ -176,7 +207,9 @@ class FolderSource:
         return crop_boxes(json.load(f), hw, flip)
     with Image.open(path) as im:
       if im.mode not in ('L', 'P', 'I', 'I;16'):
-        raise ValueError(f'segmentation {path} is a {im.mode} image; expected a single-channel '
-                         'PNG of class indices')
+        raise ValueError(
+          f'segmentation {path} is a {im.mode} image; expected a single-channel '
+          'PNG of class indices'
+        )
       seg = crop_resize_nearest(np.asarray(im).astype(np.int32), self.image_size)
     return seg[:, ::-1] if flip else seg

@@ -10,6 +10,7 @@ TensorFlow runs on the CPU only (GPUs are hidden from it so it never takes accel
 Resuming skips the examples the job has consumed (the data position stored in each checkpoint)
 in the seeded stream, before decoding: the same batches, at the cost of reading past them once.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +20,7 @@ from ldm_jax.data.sources import DataError
 
 def import_tf():
   import tensorflow as tf
+
   tf.config.set_visible_devices([], 'GPU')
   return tf
 
@@ -34,8 +36,10 @@ def _as_dataset(tfds, builder, d, split, **kwargs):
   try:
     return builder.as_dataset(split=split, **kwargs)
   except Exception as e:  # not prepared, manual download, ...
-    raise DataError(f'TFDS dataset {d.name!r} split {d.split!r} could not be read: {e}. Prepare it '
-                    f'with `tfds build {d.name}` (some datasets need a manual download).') from e
+    raise DataError(
+      f'TFDS dataset {d.name!r} split {d.split!r} could not be read: {e}. Prepare it '
+      f'with `tfds build {d.name}` (some datasets need a manual download).'
+    ) from e
 
 
 MAX_BOXES = 100  # boxes kept per image in the TF pipeline (the layout tokenizer keeps fewer)
@@ -58,15 +62,23 @@ def _has_feature(builder, key: str) -> bool:
 def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=False):
   """(index, example) -> {'image': [-1, 1] float32 (uint8 if ``as_uint8``), 'label', annotations}:
   centre crop, bicubic resize, flip; boxes and class maps follow the crop and flip."""
-  keys = {'image': d.image_key, 'caption': d.caption_key, 'boxes': d.boxes_key,
-          'segmentation': d.segmentation_key}
+  keys = {
+    'image': d.image_key,
+    'caption': d.caption_key,
+    'boxes': d.boxes_key,
+    'segmentation': d.segmentation_key,
+  }
   for what in ('image',) + tuple(annotations):
     if not keys[what] or not _has_feature(builder, keys[what]):
-      raise DataError(f'TFDS dataset {d.name!r} has no feature {keys[what]!r} for the {what} '
-                      f'(config.data.{what}_key); features: {builder.info.features}')
+      raise DataError(
+        f'TFDS dataset {d.name!r} has no feature {keys[what]!r} for the {what} '
+        f'(config.data.{what}_key); features: {builder.info.features}'
+      )
   if 'boxes' in annotations and not _has_feature(builder, d.box_labels_key):
-    raise DataError(f'TFDS dataset {d.name!r} has no feature {d.box_labels_key!r} '
-                    '(config.data.box_labels_key) for the box classes')
+    raise DataError(
+      f'TFDS dataset {d.name!r} has no feature {d.box_labels_key!r} '
+      '(config.data.box_labels_key) for the box classes'
+    )
   has_label = d.label_key in builder.info.features
   size = d.image_size
 
@@ -89,8 +101,12 @@ def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=F
     out = {'image': img, 'label': label}
     if 'caption' in annotations:
       caps = tf.reshape(_feature(ex, d.caption_key), [-1])
-      pick = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64) + 1, index]),
-                                         maxval=tf.maximum(tf.size(caps), 1), dtype=tf.int32)
+      pick = tf.random.stateless_uniform(
+        [],
+        seed=tf.stack([tf.cast(seed, tf.int64) + 1, index]),
+        maxval=tf.maximum(tf.size(caps), 1),
+        dtype=tf.int32,
+      )
       out['caption'] = tf.cond(tf.size(caps) > 0, lambda: caps[pick], lambda: tf.constant(''))
     if 'boxes' in annotations:
       b = tf.reshape(tf.cast(_feature(ex, d.boxes_key), tf.float32), [-1, 4])[:MAX_BOXES]
@@ -132,43 +148,57 @@ def _examples(batch: dict) -> list[dict]:
       e['caption'] = batch['caption'][i].decode('utf-8')
     if 'boxes' in batch:
       k = int(batch['num_boxes'][i])
-      e['boxes'] = [{'class': int(c), 'bbox': [float(v) for v in bb]}
-                    for c, bb in zip(batch['box_classes'][i][:k], batch['boxes'][i][:k])]
+      e['boxes'] = [
+        {'class': int(c), 'bbox': [float(v) for v in bb]}
+        for c, bb in zip(batch['box_classes'][i][:k], batch['boxes'][i][:k])
+      ]
     if 'segmentation' in batch:
       e['segmentation'] = batch['segmentation'][i]
     out.append(e)
   return out
 
 
-def tfds_eval_batches(d, batch_size: int, max_images: int = 0, annotations=(), as_examples=False,
-                      as_uint8=False):
+def tfds_eval_batches(
+  d, batch_size: int, max_images: int = 0, annotations=(), as_examples=False, as_uint8=False
+):
   """The first ``max_images`` examples of d.split in file order, no flips (evaluation), images in
   [-1, 1] (``as_uint8``: 0..255); ``as_examples``: lists of per-example dicts (uint8 images, the
   annotations) instead."""
   tf = import_tf()
   import tensorflow_datasets as tfds
+
   builder = _builder(tfds, d)
   ds = _as_dataset(tfds, builder, d, d.split, shuffle_files=False)
   if max_images > 0:
     ds = ds.take(max_images)
-  ds = ds.enumerate().map(_preprocess_fn(tf, d, builder, 0, False, annotations,
-                                         as_examples or as_uint8),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.enumerate().map(
+    _preprocess_fn(tf, d, builder, 0, False, annotations, as_examples or as_uint8),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
   for b in tfds.as_numpy(ds.batch(batch_size).prefetch(2)):
     yield _examples(b) if as_examples else {k: np.asarray(v) for k, v in b.items()}
 
 
-def tfds_batches(config, global_batch: int, seed: int, start_position: int, process_index: int,
-                 process_count: int, conditions=None):
+def tfds_batches(
+  config,
+  global_batch: int,
+  seed: int,
+  start_position: int,
+  process_index: int,
+  process_count: int,
+  conditions=None,
+):
   """Per-process training batches from ``start_position`` examples into the job's stream (each
   process reads its own even split and skips start_position / process_count of its examples,
-  undecoded); with ``conditions`` (a ConditionMaker) each batch also holds its raw condition
-  under 'cond'."""
-  from ldm_jax.data.conditions import ANNOTATIONS, task_of
-  from ldm_jax.data.preprocess import to_model_range
+  undecoded); with ``conditions`` (the task) each batch also holds its raw condition under
+  'cond'."""
+  from ldm_jax.images import to_model_range
+
   d = config.data
   tf = import_tf()
   import tensorflow_datasets as tfds
+
   if global_batch % process_count:
     raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
   local = global_batch // process_count
@@ -176,9 +206,10 @@ def tfds_batches(config, global_batch: int, seed: int, start_position: int, proc
   builder = _builder(tfds, d)
   read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
   ds = _as_dataset(tfds, builder, d, split, shuffle_files=True, read_config=read_config)
-  annotations = ANNOTATIONS.get(task_of(config), ()) if conditions is not None else ()
-  preprocess = _preprocess_fn(tf, d, builder, seed, d.random_flip, annotations,
-                              as_uint8=conditions is not None)
+  annotations = conditions.annotations if conditions is not None else ()
+  preprocess = _preprocess_fn(
+    tf, d, builder, seed, d.random_flip, annotations, as_uint8=conditions is not None
+  )
   ds = ds.repeat().shuffle(10_000, seed=seed, reshuffle_each_iteration=True).enumerate()
   skip = start_position // process_count
   ds = ds.skip(skip).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -192,7 +223,10 @@ def tfds_batches(config, global_batch: int, seed: int, start_position: int, proc
       # stream positions for the condition's randomness: unique per (position, process, example)
       base = (skip + i * local) * process_count + process_index
       positions = [base + j * process_count for j in range(local)]
-      yield {'image': to_model_range(b['image']), 'label': np.asarray(b['label']),
-             'cond': conditions(_examples(b), positions)}
+      yield {
+        'image': to_model_range(b['image']),
+        'label': np.asarray(b['label']),
+        'cond': conditions.training_condition(_examples(b), positions),
+      }
 
   return batches()

@@ -16,6 +16,7 @@ devices and never held in memory all at once. Class-conditional models cycle thr
 (score their outputs with --samples). The report (JSON) goes to --out (default:
 WORKDIR/eval/quality_<step>_<sampler><steps>_eta<eta>_cfg<scale>_<n>.json) and stdout.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,30 +27,33 @@ import time
 from absl import app, flags
 
 from ldm_jax.runtime import setup_runtime
+from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags
 
-flags.DEFINE_string('workdir', None, 'LDM workdir to sample from (train.py or ldm_jax.convert).')
-flags.DEFINE_string('config', None, 'Instead of --workdir: a config file (random weights; also '
-                    'the data of --ref=data).')
-flags.DEFINE_string('samples', None, 'Score these images instead of generating: a folder or a '
-                    'samples .npz.')
-flags.DEFINE_string('ref', None, "Reference: statistics .npz, a folder or .npz of images, or 'data'.")
+define_model_flags()
+flags.DEFINE_string(
+  'samples', None, 'Score these images instead of generating: a folder or a samples .npz.'
+)
+flags.DEFINE_string(
+  'ref', None, "Reference: statistics .npz, a folder or .npz of images, or 'data'."
+)
 flags.DEFINE_string('save_ref', None, 'Write the reference statistics (mu, sigma, features) here.')
-flags.DEFINE_string('split', None, "--ref=data: the split (default: config.data.split).")
+flags.DEFINE_string('split', None, '--ref=data: the split (default: config.data.split).')
 flags.DEFINE_integer('ref_images', 50000, 'Reference: at most this many images (0 = all).')
-flags.DEFINE_integer('image_size', 0, 'Folders: centre-crop and resize to this size (default: '
-                     'the model size for --ref=folder, else the first image\'s shorter side).')
+flags.DEFINE_integer(
+  'image_size',
+  0,
+  'Folders: centre-crop and resize to this size (default: '
+  "the model size for --ref=folder, else the first image's shorter side).",
+)
 flags.DEFINE_integer('num_samples', 50000, 'Samples to generate (or read at most from --samples).')
-flags.DEFINE_integer('batch_size', 100, 'Images per sampling / feature batch.')
-flags.DEFINE_enum('sampler', None, ['ddim', 'plms', 'ddpm'], 'Sampler (default: config.sampling).')
-flags.DEFINE_integer('steps', None, 'DDIM/PLMS steps (default: config.sampling).')
-flags.DEFINE_float('eta', None, 'DDIM eta (default: config.sampling).')
-flags.DEFINE_float('guidance_scale', None, 'Classifier-free guidance scale (default: config).')
+define_sampler_flags(batch_size=100)
 flags.DEFINE_string('class_label', 'all', "Class models: 'all' (cycle the classes) or one index.")
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
-flags.DEFINE_bool('use_ema', True, 'Sample with the EMA weights when the run has them.')
-flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-flags.DEFINE_string('inception', 'fid-helper', "Inception weights: 'fid-helper', a TorchScript "
-                    ".pt, or pytorch-fid's .pth (adds the Inception Score).")
+flags.DEFINE_string(
+  'inception',
+  'fid-helper',
+  "Inception weights: 'fid-helper', a TorchScript "
+  ".pt, or pytorch-fid's .pth (adds the Inception Score).",
+)
 flags.DEFINE_integer('k', 3, 'Nearest neighbours of precision/recall.')
 flags.DEFINE_string('out', None, 'JSON report path.')
 FLAGS = flags.FLAGS
@@ -59,6 +63,7 @@ def _reference(features_fn, config):
   """The reference statistics dict of --ref (computed and optionally saved)."""
   import numpy as np
   from ldm_jax.eval import fid, sample_quality
+
   ref = FLAGS.ref
   if ref.endswith('.npz') and os.path.isfile(ref):
     with np.load(ref) as f:
@@ -78,12 +83,18 @@ def _reference(features_fn, config):
     batches = sample_quality.image_set(ref, size, FLAGS.batch_size, FLAGS.ref_images)
     what = os.path.abspath(ref)
   else:
-    raise app.UsageError(f"--ref {ref!r}: not a statistics .npz, a folder, an images .npz or 'data'")
+    raise app.UsageError(
+      f"--ref {ref!r}: not a statistics .npz, a folder, an images .npz or 'data'"
+    )
   t0 = time.time()
-  stats = sample_quality.reference_stats(features_fn.collect(batches), FLAGS.save_ref,
-                                         source=what, inception=FLAGS.inception)
-  print(f'reference: {int(stats["num_images"])} images of {what} in {time.time() - t0:.0f}s'
-        + (f' -> {FLAGS.save_ref}' if FLAGS.save_ref else ''), file=sys.stderr)
+  stats = sample_quality.reference_stats(
+    features_fn.collect(batches), FLAGS.save_ref, source=what, inception=FLAGS.inception
+  )
+  print(
+    f'reference: {int(stats["num_images"])} images of {what} in {time.time() - t0:.0f}s'
+    + (f' -> {FLAGS.save_ref}' if FLAGS.save_ref else ''),
+    file=sys.stderr,
+  )
   return stats
 
 
@@ -102,42 +113,60 @@ def main(argv):
   setup_runtime()
   import numpy as np
   from ldm_jax.eval import sample_quality
-  from ldm_jax.pipeline import load, load_config_file
+  from ldm_jax.config import load_config_file
+  from ldm_jax.sampling.pipeline import load
 
   pipe = config = None
   if generate or FLAGS.workdir:
     pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
     config = pipe.config
     if generate and pipe.ldm is None:
-      raise app.UsageError(f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
-                           'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)')
-    if generate and config.cond_stage.kind not in ('none', 'class'):
-      raise app.UsageError(f'this model is {config.cond_stage.kind}-conditioned: sample it with '
-                           'sample.py on your conditions, then score the images with --samples')
+      raise app.UsageError(
+        f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
+        'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)'
+      )
+    if generate and pipe.ldm.task.samples_from_examples:
+      raise app.UsageError(
+        f'this model is {pipe.ldm.task.name}-conditioned: sample it with '
+        'sample.py on your conditions, then score the images with --samples'
+      )
   elif FLAGS.config:
     config = load_config_file(FLAGS.config)
-  features_fn = sample_quality.InceptionFeatures(FLAGS.inception,
-                                                 pipe.mesh if pipe is not None else None)
+  features_fn = sample_quality.InceptionFeatures(
+    FLAGS.inception, pipe.mesh if pipe is not None else None
+  )
   ref = _reference(features_fn, config)
   if not (generate or FLAGS.samples):
     return  # only the reference was asked for
 
-  report = {'inception': FLAGS.inception, 'ref': os.path.abspath(FLAGS.ref)
-            if FLAGS.ref != 'data' else 'data'}
+  report = {
+    'inception': FLAGS.inception,
+    'ref': os.path.abspath(FLAGS.ref) if FLAGS.ref != 'data' else 'data',
+  }
   t0 = time.time()
   if generate:
-    kind = config.cond_stage.kind
+    from ldm_jax.sampling.generate import guidance_scale
+
     s = config.sampling
-    settings = dict(sampler=FLAGS.sampler or s.sampler, steps=FLAGS.steps or s.steps,
-                    eta=s.eta if FLAGS.eta is None else FLAGS.eta,
-                    guidance_scale=(s.guidance_scale if FLAGS.guidance_scale is None
-                                    else FLAGS.guidance_scale) if kind == 'class' else 1.0)
-    task = {'class_label': FLAGS.class_label} if kind == 'class' else {}
-    batches = pipe.iter_samples(FLAGS.num_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size,
-                                **settings, **task)
-    report.update(workdir=os.path.abspath(FLAGS.workdir) if FLAGS.workdir else None,
-                  config=FLAGS.config, step=int(pipe.step), use_ema=FLAGS.use_ema, seed=FLAGS.seed,
-                  **settings, **({'class_label': FLAGS.class_label} if task else {}))
+    settings = dict(
+      sampler=FLAGS.sampler or s.sampler,
+      steps=FLAGS.steps or s.steps,
+      eta=s.eta if FLAGS.eta is None else FLAGS.eta,
+      guidance_scale=guidance_scale(pipe.ldm, FLAGS.guidance_scale, s.guidance_scale),
+    )
+    task = {'class_label': FLAGS.class_label} if pipe.num_classes else {}
+    batches = pipe.iter_samples(
+      FLAGS.num_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size, **settings, **task
+    )
+    report.update(
+      workdir=os.path.abspath(FLAGS.workdir) if FLAGS.workdir else None,
+      config=FLAGS.config,
+      step=int(pipe.step),
+      use_ema=FLAGS.use_ema,
+      seed=FLAGS.seed,
+      **settings,
+      **({'class_label': FLAGS.class_label} if task else {}),
+    )
   else:
     size = FLAGS.image_size
     batches = sample_quality.image_set(FLAGS.samples, size, FLAGS.batch_size, FLAGS.num_samples)
@@ -149,8 +178,13 @@ def main(argv):
   report['images_per_second'] = round(len(features['pool']) / max(seconds, 1e-9), 2)
   out = FLAGS.out
   if out is None and FLAGS.workdir and generate:
-    out = os.path.join(FLAGS.workdir, 'eval', 'quality_{step}_{sampler}{steps}_eta{eta:g}_cfg'
-                       '{guidance_scale:g}_{num_samples}.json'.format(**report))
+    out = os.path.join(
+      FLAGS.workdir,
+      'eval',
+      'quality_{step}_{sampler}{steps}_eta{eta:g}_cfg{guidance_scale:g}_{num_samples}.json'.format(
+        **report
+      ),
+    )
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:

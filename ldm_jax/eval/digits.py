@@ -6,6 +6,7 @@ The classifier (an RBF SVM, scikit-learn) sees 8x8 grey images: generated 32x32 
 block-averaged back to 8x8, and it is trained on the real digits passed through the same
 32x32 upscale + 8x8 block average. It never sees a generated image.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ def features(images_uint8: np.ndarray) -> np.ndarray:
 def train_classifier(seed: int = 0):
   """Fit on 80% of the real digits; returns (classifier, accuracy on the other 20%)."""
   from sklearn.svm import SVC
+
   images, labels = digits_uint8(32)
   order = np.random.default_rng(seed).permutation(len(labels))
   cut = int(0.8 * len(labels))
@@ -49,12 +51,23 @@ def main(argv):
   clf, held_out = train_classifier()
   pred = clf.predict(features(data['images']))
   acc = float(np.mean(pred == data['labels']))
-  per_class = {int(c): float(np.mean(pred[data['labels'] == c] == c)) for c in np.unique(data['labels'])}
-  print(json.dumps({'classifier_accuracy_on_held_out_real_digits': round(held_out, 4),
-                    'samples': int(len(pred)), 'class_accuracy_of_samples': round(acc, 4),
-                    'per_class': per_class}))
-  print(f'A classifier trained on real digits ({held_out:.1%} on held-out real digits) assigns the '
-        f'requested class to {acc:.1%} of {len(pred)} generated samples.')
+  per_class = {
+    int(c): float(np.mean(pred[data['labels'] == c] == c)) for c in np.unique(data['labels'])
+  }
+  print(
+    json.dumps(
+      {
+        'classifier_accuracy_on_held_out_real_digits': round(held_out, 4),
+        'samples': int(len(pred)),
+        'class_accuracy_of_samples': round(acc, 4),
+        'per_class': per_class,
+      }
+    )
+  )
+  print(
+    f'A classifier trained on real digits ({held_out:.1%} on held-out real digits) assigns the '
+    f'requested class to {acc:.1%} of {len(pred)} generated samples.'
+  )
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ probabilities [N, 1008] (its logits' softmax) for IS; reference statistics are s
 FID and IS run in float64 NumPy/SciPy (the matrix square root, as pytorch-fid); the k-NN
 distances of precision/recall (N x N x D) run in JAX, batched, on the default device.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,10 @@ def save_stats(path: str, features, **extra) -> None:
 def load_stats(path: str) -> dict:
   with np.load(path) as f:
     if 'mu' not in f or 'sigma' not in f:
-      raise ValueError(f'{path} has no mu/sigma arrays: not a statistics file written by '
-                       'ldm_jax (or by pytorch-fid --save-stats)')
+      raise ValueError(
+        f'{path} has no mu/sigma arrays: not a statistics file written by '
+        'ldm_jax (or by pytorch-fid --save-stats)'
+      )
     return {k: f[k] for k in f.files}
 
 
@@ -44,7 +47,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), computed as pytorch-fid does (scipy sqrtm
   in float64; eps on the diagonals when the product is singular)."""
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-  s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+  s1, s2 = (
+    np.atleast_2d(np.asarray(sigma1, np.float64)),
+    np.atleast_2d(np.asarray(sigma2, np.float64)),
+  )
   if mu1.shape != mu2.shape or s1.shape != s2.shape:
     raise ValueError(f'statistics of different dimensions: {mu1.shape} vs {mu2.shape}')
   diff = mu1 - mu2
@@ -54,8 +60,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-      raise ValueError(f'imaginary component {np.max(np.abs(covmean.imag))} in the covariance '
-                       'square root: too few samples for the feature dimension?')
+      raise ValueError(
+        f'imaginary component {np.max(np.abs(covmean.imag))} in the covariance '
+        'square root: too few samples for the feature dimension?'
+      )
     covmean = covmean.real
   return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
@@ -92,14 +100,22 @@ def _inside_any(points, centres, radii):
 
 
 def _knn_radii(features, k: int, batch: int) -> np.ndarray:
-  return np.concatenate([np.asarray(_kth_nearest(features[s:s + batch], features, k))
-                         for s in range(0, len(features), batch)])
+  return np.concatenate(
+    [
+      np.asarray(_kth_nearest(features[s : s + batch], features, k))
+      for s in range(0, len(features), batch)
+    ]
+  )
 
 
 def _coverage(points, centres, radii, batch: int) -> float:
   """Fraction of ``points`` inside at least one ball (centre, radius) of the other set."""
-  inside = np.concatenate([np.asarray(_inside_any(points[s:s + batch], centres, radii))
-                           for s in range(0, len(points), batch)])
+  inside = np.concatenate(
+    [
+      np.asarray(_inside_any(points[s : s + batch], centres, radii))
+      for s in range(0, len(points), batch)
+    ]
+  )
   return float(inside.mean())
 
 

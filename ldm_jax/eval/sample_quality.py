@@ -7,6 +7,7 @@ Preprocessing matters (latent-diffusion issues #213, #253): reference images go 
 the training pipeline (centre crop to a square, bicubic resize to config.data.image_size), then,
 like every image set here, the FID network's own TF1-bilinear resize to 299 (``inception``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ldm_jax import sharding
+from ldm_jax.parallel import sharding
 from ldm_jax.eval import fid
 from ldm_jax.eval.inception import has_classifier, load_inception, make_feature_fn
 
@@ -61,10 +62,12 @@ class InceptionFeatures:
 
 # -- image sets ---------------------------------------------------------------------------------
 
+
 def dataset_images(data_cfg, batch_size: int = 100, max_images: int = 0) -> Iterator[np.ndarray]:
   """uint8 batches of a config.data (digits, folder or TFDS, its split) through the training
   preprocessing, no flips, file order; unreadable images are skipped and counted."""
   from ldm_jax.data.pipeline import eval_batches
+
   for batch in eval_batches(data_cfg, batch_size, max_images, uint8=True):
     yield batch['image']
 
@@ -72,12 +75,14 @@ def dataset_images(data_cfg, batch_size: int = 100, max_images: int = 0) -> Iter
 def _first_image_size(folder: str) -> int:
   from PIL import Image
   from ldm_jax.data.sources import list_images
+
   with Image.open(list_images(folder)[0]) as im:
     return min(im.size)
 
 
-def image_set(path: str, image_size: int = 0, batch_size: int = 100,
-              max_images: int = 0) -> Iterator[np.ndarray]:
+def image_set(
+  path: str, image_size: int = 0, batch_size: int = 100, max_images: int = 0
+) -> Iterator[np.ndarray]:
   """uint8 batches of a folder of images (recursive; centre-cropped and resized to
   ``image_size``, default the first image's shorter side) or of a samples .npz (its 'images')."""
   if path.endswith('.npz'):
@@ -86,21 +91,32 @@ def image_set(path: str, image_size: int = 0, batch_size: int = 100,
         raise ValueError(f'{path} has no "images" array (sample.py writes one)')
       images = f['images']
     if images.dtype != np.uint8 or images.ndim != 4:
-      raise ValueError(f'{path}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}')
+      raise ValueError(
+        f'{path}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}'
+      )
     images = images[:max_images] if max_images > 0 else images
     for s in range(0, len(images), batch_size):
-      yield images[s:s + batch_size]
+      yield images[s : s + batch_size]
     return
-  data = ml_collections.ConfigDict(dict(
-      source='folder', path=path, image_size=image_size or _first_image_size(path),
-      labels_from_subdirs=False, segmentation_dir='', split='all'))
+  data = ml_collections.ConfigDict(
+    dict(
+      source='folder',
+      path=path,
+      image_size=image_size or _first_image_size(path),
+      labels_from_subdirs=False,
+      segmentation_dir='',
+      split='all',
+    )
+  )
   yield from dataset_images(data, batch_size, max_images)
 
 
 # -- statistics and scores ------------------------------------------------------------------
 
-def reference_stats(features: dict, path: str | None = None, keep_features: bool = True,
-                    **info) -> dict:
+
+def reference_stats(
+  features: dict, path: str | None = None, keep_features: bool = True, **info
+) -> dict:
   """mu/sigma (+ the features for precision/recall) of a feature dict; saved as .npz if ``path``."""
   mu, sigma = fid.feature_stats(features['pool'])
   ref = {'mu': mu, 'sigma': sigma, 'num_images': np.asarray(len(features['pool']))}
@@ -124,11 +140,15 @@ def score(features: dict, ref: dict, k: int = 3) -> dict:
   out['fid'] = fid.frechet_distance(*fid.feature_stats(pool), ref['mu'], ref['sigma'])
   if 'probs' in features:
     splits = 10 if len(pool) >= 10 else 1
-    out['inception_score'], out['inception_score_std'] = fid.inception_score(features['probs'], splits)
+    out['inception_score'], out['inception_score_std'] = fid.inception_score(
+      features['probs'], splits
+    )
   else:
     out['inception_score'] = None
-    out['inception_score_note'] = ('needs the Inception classifier: --inception=<pytorch-fid '
-                                   '.pth weights> (see ldm_jax/eval/inception.py)')
+    out['inception_score_note'] = (
+      'needs the Inception classifier: --inception=<pytorch-fid '
+      '.pth weights> (see ldm_jax/eval/inception.py)'
+    )
   if 'features' in ref and min(len(pool), len(ref['features'])) > k:
     out['precision'], out['recall'] = fid.precision_recall(ref['features'], pool, k)
   else:
@@ -138,6 +158,7 @@ def score(features: dict, ref: dict, k: int = 3) -> dict:
 
 # -- during training ----------------------------------------------------------------------------
 
+
 class TrainingEvaluator:
   """config.training.eval_every: FID (and precision/recall; IS with a classifier) of
   eval_num_samples samples of the EMA weights (config.sampling, the same noise at every
@@ -146,12 +167,14 @@ class TrainingEvaluator:
   and cached in WORKDIR/eval. Samples are drawn in batches split over the mesh."""
 
   def __init__(self, config, mesh, ldm, workdir: str):
-    from ldm_jax.generate import training_generate_fn
+    from ldm_jax.sampling.generate import training_generate_fn
+
     t = config.training
     self.config, self.mesh, self.workdir = config, mesh, workdir
     self.chunk = max(mesh.size, min(t.batch_size, t.eval_num_samples) // mesh.size * mesh.size)
     self.num = t.eval_num_samples
     self.features = InceptionFeatures(t.eval_inception, mesh)  # fails now if weights are missing
+    self.ldm = ldm
     self.generate = training_generate_fn(config, ldm)
     self.ref = self.examples = None
 
@@ -160,36 +183,60 @@ class TrainingEvaluator:
     if t.eval_reference:
       return fid.load_stats(t.eval_reference)
     d = c.data
-    name = (d.get('name') or os.path.basename(os.path.normpath(d.get('path') or d.source)))
-    path = os.path.join(self.workdir, 'eval', f'reference_{name.replace("/", "_")}_{d.split}_'
-                        f'{d.image_size}px_{self.num}.npz')
+    name = d.get('name') or os.path.basename(os.path.normpath(d.get('path') or d.source))
+    path = os.path.join(
+      self.workdir,
+      'eval',
+      f'reference_{name.replace("/", "_")}_{d.split}_{d.image_size}px_{self.num}.npz',
+    )
     if os.path.exists(path):
       return fid.load_stats(path)
     log.info('computing the FID reference: %d images of the data -> %s', self.num, path)
     feats = self.features.collect(dataset_images(d, self.chunk, self.num))
-    return reference_stats(feats, path if jax.process_index() == 0 else None,
-                           inception=self.config.training.eval_inception)
+    return reference_stats(
+      feats,
+      path if jax.process_index() == 0 else None,
+      inception=self.config.training.eval_inception,
+    )
 
   def __call__(self, params, first_stage_params, scale_factor) -> dict:
     from ldm_jax.data.pipeline import condition_examples
-    from ldm_jax.generate import draw_samples
+    from ldm_jax.sampling.generate import draw_samples
+
     c = self.config
     if self.ref is None:
       self.ref = self._reference()
-    if self.examples is None and c.cond_stage.kind not in ('none', 'class'):
-      self.examples = condition_examples(c, self.num)  # the data's conditions, as the paper
+    if self.examples is None and self.ldm.task.samples_from_examples:
+      self.examples = condition_examples(
+        c.data, self.ldm.task, self.num
+      )  # the data's conditions, as the paper
     parts: dict = {}
     for i, start in enumerate(range(0, self.num, self.chunk)):
       n = min(self.chunk, self.num - start)
       idx = np.minimum(np.arange(start, start + self.chunk), self.num - 1)  # pad the last batch
-      examples = None if self.examples is None else jax.tree.map(lambda a: np.asarray(a)[idx],
-                                                                 self.examples)
+      examples = (
+        None if self.examples is None else jax.tree.map(lambda a: np.asarray(a)[idx], self.examples)
+      )
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 2), i)
-      images, _ = draw_samples(c, self.mesh, self.generate, params, first_stage_params,
-                               scale_factor, key, self.chunk, examples, first_class=start)
+      images, _ = draw_samples(
+        c,
+        self.mesh,
+        self.ldm,
+        self.generate,
+        params,
+        first_stage_params,
+        scale_factor,
+        key,
+        self.chunk,
+        examples,
+        first_class=start,
+      )
       for k, v in self.features(images[:n]).items():
         parts.setdefault(k, []).append(v)
     s = score({k: np.concatenate(v) for k, v in parts.items()}, self.ref)
-    out = {f'eval/{k}': s[k] for k in ('fid', 'inception_score', 'precision', 'recall')
-           if s.get(k) is not None}
+    out = {
+      f'eval/{k}': s[k]
+      for k in ('fid', 'inception_score', 'precision', 'recall')
+      if s.get(k) is not None
+    }
     return out

@@ -12,6 +12,7 @@ and eta as flags), and we report PSNR (dB, uint8 images in [0, 1], mean and std 
 and the same two for the bicubic upscale of the input as a baseline. Writes
 WORKDIR/eval/superres_<step>_<split>.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,39 +41,66 @@ def _psnr(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
   return np.asarray(psnr(np.float32(a_uint8) / 255.0, np.float32(b_uint8) / 255.0))
 
 
-def evaluate(pipe, split: str, num_images: int = 0, steps: int = 100, eta: float = 1.0,
-             batch_size: int = 64, seed: int = 0) -> dict:
+def evaluate(
+  pipe,
+  split: str,
+  num_images: int = 0,
+  steps: int = 100,
+  eta: float = 1.0,
+  batch_size: int = 64,
+  seed: int = 0,
+) -> dict:
   from PIL import Image
 
-  from ldm_jax.data.conditions import ConditionMaker, task_of
-  from ldm_jax.data.degradations import bicubic_downscale
   from ldm_jax.data.pipeline import eval_batches
-  from ldm_jax.generate import to_uint8
+  from ldm_jax.images import to_uint8
+  from ldm_jax.tasks.degradations import bicubic_downscale
+
   config = pipe.config
-  if task_of(config) != 'superres':
-    raise ValueError(f'{task_of(config)} model: this evaluation needs a super-resolution LDM')
+  task = pipe.ldm.task if pipe.ldm is not None else None
+  if task is None or task.name != 'superres':
+    raise ValueError(
+      f'{task.name if task else "an autoencoder"}: this evaluation needs a super-resolution LDM'
+    )
   data = config.data.copy_and_resolve_references()
   data.split = split
-  maker, f = ConditionMaker(config), pipe.downsampling
-  rows = {k: [] for k in ('consistency', 'to_original', 'bicubic_consistency', 'bicubic_to_original')}
+  f = pipe.downsampling
+  rows = {
+    k: [] for k in ('consistency', 'to_original', 'bicubic_consistency', 'bicubic_to_original')
+  }
   seen = 0
   for batch in eval_batches(data, batch_size, num_images):
-    hr = np.asarray(to_uint8(batch['image']))
+    hr = to_uint8(batch['image'])
     n = len(hr)
-    lr_model = maker([{'image': im} for im in hr], list(range(seen, seen + n)))  # as in training
-    lr = np.asarray(to_uint8(lr_model))
-    out = pipe.sample(n, lr_image=lr_model * 0.5 + 0.5, sampler='ddim', steps=steps, eta=eta,
-                      seed=seed + seen, batch_size=batch_size)
-    up = np.stack([np.asarray(Image.fromarray(im).resize(hr.shape[1:3][::-1], Image.BICUBIC))
-                   for im in lr])
+    # the low-resolution input as in training
+    lr_model = task.training_condition([{'image': im} for im in hr], list(range(seen, seen + n)))
+    lr = to_uint8(lr_model)
+    out = pipe.sample(
+      n,
+      lr_image=lr_model * 0.5 + 0.5,
+      sampler='ddim',
+      steps=steps,
+      eta=eta,
+      seed=seed + seen,
+      batch_size=batch_size,
+    )
+    up = np.stack(
+      [np.asarray(Image.fromarray(im).resize(hr.shape[1:3][::-1], Image.BICUBIC)) for im in lr]
+    )
     down = lambda x: np.stack([bicubic_downscale(im, f) for im in x])
     rows['consistency'].append(_psnr(down(out), lr))
     rows['to_original'].append(_psnr(out, hr))
     rows['bicubic_consistency'].append(_psnr(down(up), lr))
     rows['bicubic_to_original'].append(_psnr(up, hr))
     seen += n
-  report = {'images': seen, 'split': split, 'steps': steps, 'eta': eta,
-            'degradation': config.data.degradation, 'factor': f}
+  report = {
+    'images': seen,
+    'split': split,
+    'steps': steps,
+    'eta': eta,
+    'degradation': config.data.degradation,
+    'factor': f,
+  }
   for k, v in rows.items():
     v = np.concatenate(v)
     report[f'psnr_{k}'] = float(v.mean())
@@ -83,9 +111,11 @@ def evaluate(pipe, split: str, num_images: int = 0, steps: int = 100, eta: float
 def main(argv):
   del argv
   import ldm_jax
+
   pipe = ldm_jax.load(FLAGS.workdir)
-  report = evaluate(pipe, FLAGS.split, FLAGS.num_images, FLAGS.steps, FLAGS.eta,
-                    FLAGS.batch_size, FLAGS.seed)
+  report = evaluate(
+    pipe, FLAGS.split, FLAGS.num_images, FLAGS.steps, FLAGS.eta, FLAGS.batch_size, FLAGS.seed
+  )
   out = os.path.join(FLAGS.workdir, 'eval', f'superres_{pipe.step}_{FLAGS.split}.json')
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, 'w') as f:

@@ -1,0 +1,59 @@
+"""python -m ldm_jax.convert compvis|diffusers ...: released checkpoints -> ldm_jax workdirs.
+
+  python -m ldm_jax.convert compvis --ckpt model.ckpt --config configs/released/<name>.py --out DIR
+  python -m ldm_jax.convert diffusers --path <diffusers folder> --out DIR
+
+See ldm_jax.convert.compvis and ldm_jax.convert.diffusers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ldm_jax.convert.compvis import convert_compvis
+from ldm_jax.convert.diffusers import convert_diffusers
+
+
+def _define_flags():
+  flags.DEFINE_string('ckpt', None, 'CompVis checkpoint (.ckpt, .pt, .pth or .safetensors).')
+  flags.DEFINE_string(
+    'path',
+    None,
+    'diffusers: a pipeline folder (model_index.json) or a model folder (config.json + weights).',
+  )
+  flags.DEFINE_string(
+    'first_stage', None, 'diffusers: the VQModel/AutoencoderKL folder of a UNet folder given alone.'
+  )
+  flags.DEFINE_string('out', None, 'New workdir to write the converted checkpoint to.')
+  flags.DEFINE_bool('ema', True, 'Keep the EMA weights (used for sampling) when the file has them.')
+  flags.DEFINE_bool('unsafe_pickle', False, 'Allow arbitrary pickled objects in a trusted .ckpt.')
+  config_flags.DEFINE_config_file(
+    'config', None, 'configs/released/<name>.py of the checkpoint.', lock_config=False
+  )
+
+
+def main(argv):
+  FLAGS = flags.FLAGS
+  if len(argv) == 2 and argv[1] == 'diffusers':
+    if not FLAGS.path or not FLAGS.out:
+      raise app.UsageError('usage: python -m ldm_jax.convert diffusers --path DIR --out DIR')
+    print(json.dumps(convert_diffusers(FLAGS.path, FLAGS.out, FLAGS.first_stage), indent=2))
+    return
+  if len(argv) != 2 or argv[1] != 'compvis':
+    raise app.UsageError(
+      'usage: python -m ldm_jax.convert compvis --ckpt FILE --config CONFIG '
+      '--out DIR  |  python -m ldm_jax.convert diffusers --path DIR --out DIR'
+    )
+  for name in ('ckpt', 'out', 'config'):
+    if getattr(FLAGS, name) is None:
+      raise app.UsageError(f'--{name} is required')
+  report = convert_compvis(FLAGS.ckpt, FLAGS.config, FLAGS.out, FLAGS.ema, FLAGS.unsafe_pickle)
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

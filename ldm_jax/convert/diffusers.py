@@ -1,0 +1,467 @@
+"""Convert diffusers-format LDMs (config.json + safetensors) into ldm_jax workdirs.
+
+  python -m ldm_jax.convert diffusers --path DIR --out OUT
+
+``DIR`` is a pipeline folder (``model_index.json``: LDMPipeline, LDMTextToImagePipeline,
+LDMSuperResolutionPipeline, as the CompVis LDM repos on model hubs) or one model folder: VQModel or
+AutoencoderKL (-> an autoencoder workdir), UNet2DModel / UNet2DConditionModel (with ``--first_stage``,
+a folder of the first stage). The ldm_jax config is derived from the config.json files, the
+diffusers parameter names are renamed to the CompVis ones, and the CompVis converter does the rest
+(every key consumed, shapes checked). Reading ``.bin`` weights needs torch; safetensors do not.
+
+Only what the CompVis architectures can express converts: a diffusers option without a CompVis
+counterpart (another activation, norm, time embedding, block type) is an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from ldm_jax.config import base_config, downsampling_factor
+from ldm_jax.convert.torch_names import ConversionError
+
+_WEIGHT_FILES = (
+  'diffusion_pytorch_model.safetensors',
+  'model.safetensors',
+  'diffusion_pytorch_model.bin',
+  'pytorch_model.bin',
+)
+
+
+# -- reading -------------------------------------------------------------------------------------
+def read_model_folder(folder: str) -> tuple[dict, dict]:
+  """(config.json, state dict of numpy arrays) of one diffusers/transformers model folder."""
+  cfg_path = os.path.join(folder, 'config.json')
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f'{folder} has no config.json: not a diffusers model folder')
+  with open(cfg_path) as f:
+    cfg = json.load(f)
+  for name in _WEIGHT_FILES:
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+      from ldm_jax.convert.compvis import read_state_dict
+
+      return cfg, read_state_dict(path)[0]
+  raise FileNotFoundError(f'{folder} has none of {_WEIGHT_FILES}')
+
+
+def _require(cfg: dict, key: str, allowed, what: str):
+  value = cfg.get(key, allowed[0])
+  if value not in allowed:
+    raise ConversionError(
+      f'{what}: {key}={value!r} has no CompVis counterpart (supported: {allowed})'
+    )
+  return value
+
+
+# -- configs -------------------------------------------------------------------------------------
+def first_stage_fields(cfg: dict) -> dict:
+  """config.first_stage from a VQModel / AutoencoderKL config.json."""
+  cls = cfg.get('_class_name')
+  if cls not in ('VQModel', 'AutoencoderKL'):
+    raise ConversionError(f'expected a VQModel or AutoencoderKL config, got {cls!r}')
+  _require(cfg, 'act_fn', ['silu'], cls)
+  _require(cfg, 'norm_num_groups', [32], cls)
+  ch_list = list(cfg['block_out_channels'])
+  ch = ch_list[0]
+  if any(c % ch for c in ch_list):
+    raise ConversionError(f'{cls}: block_out_channels {ch_list} are not multiples of the first')
+  down = cfg.get('down_block_types') or ['DownEncoderBlock2D'] * len(ch_list)
+  size = int(cfg.get('sample_size', 256))
+  attn = tuple(size // 2**i for i, t in enumerate(down) if t.startswith('Attn'))
+  latent = int(cfg['latent_channels'])
+  fields = dict(
+    ch=ch,
+    ch_mult=tuple(c // ch for c in ch_list),
+    num_res_blocks=int(cfg['layers_per_block']),
+    attn_resolutions=attn,
+    resolution=size,
+    in_channels=int(cfg.get('in_channels', 3)),
+    out_ch=int(cfg.get('out_channels', 3)),
+    z_channels=latent,
+    attn_type='vanilla' if cfg.get('mid_block_add_attention', True) else 'none',
+  )
+  if cls == 'VQModel':
+    fields.update(
+      kind='vq',
+      embed_dim=int(cfg.get('vq_embed_dim') or latent),
+      n_embed=int(cfg['num_vq_embeddings']),
+    )
+  else:
+    fields.update(kind='kl', embed_dim=latent)
+  return fields
+
+
+def unet_fields(cfg: dict) -> dict:
+  """config.unet from a UNet2DModel / UNet2DConditionModel config.json (CompVis-shaped ones)."""
+  cls = cfg.get('_class_name')
+  cond = cls == 'UNet2DConditionModel'
+  if cls not in ('UNet2DModel', 'UNet2DConditionModel'):
+    raise ConversionError(f'expected a UNet2DModel or UNet2DConditionModel config, got {cls!r}')
+  _require(cfg, 'act_fn', ['silu'], cls)
+  _require(cfg, 'norm_num_groups', [32], cls)
+  _require(cfg, 'flip_sin_to_cos', [True], cls)
+  _require(cfg, 'freq_shift', [0], cls)
+  _require(cfg, 'time_embedding_type', ['positional'], cls)
+  _require(cfg, 'downsample_padding', [1], cls)
+  _require(cfg, 'mid_block_scale_factor', [1], cls)
+  _require(cfg, 'center_input_sample', [False], cls)
+  for key in ('class_embed_type', 'addition_embed_type', 'encoder_hid_dim'):
+    _require(cfg, key, [None], cls)
+  chans = list(cfg['block_out_channels'])
+  mc = chans[0]
+  down = list(cfg['down_block_types'])
+  with_attn = [t.startswith(('Attn', 'CrossAttn')) for t in down]
+  resnet_updown = cfg.get('downsample_type', 'conv') == 'resnet' or any(
+    t.startswith('Resnet') for t in down
+  )
+  fields = dict(
+    model_channels=mc,
+    channel_mult=tuple(c // mc for c in chans),
+    num_res_blocks=int(cfg['layers_per_block']),
+    attention_resolutions=tuple(2**i for i, a in enumerate(with_attn) if a),
+    in_channels=int(cfg['in_channels']),
+    out_channels=int(cfg['out_channels']),
+    use_scale_shift_norm=cfg.get('resnet_time_scale_shift', 'default') == 'scale_shift',
+    resblock_updown=resnet_updown,
+    dropout=float(cfg.get('dropout', 0.0)),
+  )
+  if cond:
+    # diffusers' UNet2DConditionModel calls the number of heads attention_head_dim.
+    heads = cfg.get('num_attention_heads') or cfg.get('attention_head_dim', 8)
+    if isinstance(heads, (list, tuple)):
+      if len(set(heads)) != 1:
+        raise ConversionError(f'{cls}: per-level head counts {heads} have no CompVis counterpart')
+      heads = heads[0]
+    depth = cfg.get('transformer_layers_per_block', 1)
+    depth = depth[0] if isinstance(depth, (list, tuple)) else depth
+    _require(cfg, 'use_linear_projection', [False], cls)
+    fields.update(
+      num_heads=int(heads),
+      num_head_channels=-1,
+      use_spatial_transformer=True,
+      transformer_depth=int(depth),
+      context_dim=int(cfg['cross_attention_dim']),
+      legacy=False,
+    )
+  elif cfg.get('attention_head_dim') is None:  # diffusers: one head of all channels
+    fields.update(num_heads=1, num_head_channels=-1)
+  else:
+    fields.update(num_head_channels=int(cfg['attention_head_dim']), num_heads=-1)
+  return fields
+
+
+def schedule_fields(cfg: dict) -> dict:
+  """config.diffusion from a scheduler_config.json (DDIM/DDPM/PNDM/LMS: only the betas matter)."""
+  kinds = {'scaled_linear': 'linear', 'linear': 'sqrt_linear'}  # diffusers -> reference names
+  kind = cfg.get('beta_schedule', 'linear')
+  if kind not in kinds:
+    raise ConversionError(f'scheduler beta_schedule={kind!r} is not one of {sorted(kinds)}')
+  pred = cfg.get('prediction_type', 'epsilon')
+  if pred not in ('epsilon', 'sample'):
+    raise ConversionError(f'prediction_type={pred!r}: ldm_jax has eps and x0 parameterisations')
+  return dict(
+    timesteps=int(cfg.get('num_train_timesteps', 1000)),
+    beta_schedule=kinds[kind],
+    linear_start=float(cfg['beta_start']),
+    linear_end=float(cfg['beta_end']),
+    parameterization='eps' if pred == 'epsilon' else 'x0',
+  )
+
+
+# -- parameter names -----------------------------------------------------------------------------
+_RESNET = {
+  'norm1': 'in_layers.0',
+  'conv1': 'in_layers.2',
+  'time_emb_proj': 'emb_layers.1',
+  'norm2': 'out_layers.0',
+  'conv2': 'out_layers.3',
+  'conv_shortcut': 'skip_connection',
+}
+_VAE_ATTN = {'group_norm': 'norm', 'to_q': 'q', 'to_k': 'k', 'to_v': 'v', 'to_out.0': 'proj_out'}
+
+
+def _unet_attention(sd, src, dst, heads_of, out):
+  """diffusers' Attention (UNet2DModel) -> the CompVis AttentionBlock: q/k/v become one qkv
+  Conv1d in the legacy head-major order (channel head*3d + {q,k,v}*d + i)."""
+  out[f'{dst}.norm.weight'] = sd.pop(f'{src}.group_norm.weight')
+  out[f'{dst}.norm.bias'] = sd.pop(f'{src}.group_norm.bias')
+  w = [sd.pop(f'{src}.to_{n}.weight') for n in 'qkv']
+  b = [sd.pop(f'{src}.to_{n}.bias') for n in 'qkv']
+  c = w[0].shape[0]
+  heads = heads_of(c)
+  d = c // heads
+  out[f'{dst}.qkv.weight'] = np.stack([x.reshape(heads, d, c) for x in w], 1).reshape(3 * c, c, 1)
+  out[f'{dst}.qkv.bias'] = np.stack([x.reshape(heads, d) for x in b], 1).reshape(3 * c)
+  out[f'{dst}.proj_out.weight'] = sd.pop(f'{src}.to_out.0.weight')[:, :, None]
+  out[f'{dst}.proj_out.bias'] = sd.pop(f'{src}.to_out.0.bias')
+
+
+def unet_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'model.diffusion_model.') -> dict:
+  """diffusers UNet names -> CompVis openaimodel names (input_blocks / middle_block / output_blocks)."""
+  sd = dict(state_dict)
+  fields = unet_fields(cfg)
+  nrb, levels = fields['num_res_blocks'], len(fields['channel_mult'])
+  heads_of = lambda c: (
+    c // fields['num_head_channels'] if fields['num_head_channels'] > 0 else fields['num_heads']
+  )
+  out = {}
+
+  def move(src, dst):
+    for k in [k for k in sd if k.startswith(src + '.')]:
+      out[prefix + dst + k[len(src) :]] = sd.pop(k)
+
+  def resnet(src, dst):
+    for a, b in _RESNET.items():
+      move(f'{src}.{a}', f'{dst}.{b}')
+
+  def resample(src, dst, conv):
+    """A level's down/upsampler: a ResBlock with resblock_updown, else a conv."""
+    if fields['resblock_updown']:
+      resnet(src, dst)
+    else:
+      move(f'{src}.conv', f'{dst}.{conv}')
+
+  def attention(src, dst):
+    if any(k.startswith(f'{src}.transformer_blocks.') for k in sd):
+      move(src, dst)  # Transformer2DModel = SpatialTransformer, same names
+    elif f'{src}.to_q.weight' in sd:  # UNet2DModel's Attention = the CompVis AttentionBlock
+      if f'{src}.group_norm.weight' not in sd:
+        raise ConversionError(
+          f'{src} has no GroupNorm (diffusers leaves it out of the middle block when '
+          "resnet_time_scale_shift='scale_shift' and attn_norm_num_groups is unset): the CompVis "
+          'AttentionBlock always normalises, so this UNet has no CompVis counterpart'
+        )
+      ren = {}
+      _unet_attention(sd, src, dst, heads_of, ren)
+      out.update({prefix + k: v for k, v in ren.items()})
+
+  move('conv_in', 'input_blocks.0.0')
+  move('time_embedding.linear_1', 'time_embed.0')
+  move('time_embedding.linear_2', 'time_embed.2')
+  idx = 1
+  for i in range(levels):
+    for j in range(nrb):
+      resnet(f'down_blocks.{i}.resnets.{j}', f'input_blocks.{idx}.0')
+      attention(f'down_blocks.{i}.attentions.{j}', f'input_blocks.{idx}.1')
+      idx += 1
+    if i < levels - 1:
+      resample(f'down_blocks.{i}.downsamplers.0', f'input_blocks.{idx}.0', 'op')
+      idx += 1
+  resnet('mid_block.resnets.0', 'middle_block.0')
+  attention('mid_block.attentions.0', 'middle_block.1')
+  resnet('mid_block.resnets.1', 'middle_block.2')
+  idx = 0
+  for i in range(levels):
+    for j in range(nrb + 1):
+      resnet(f'up_blocks.{i}.resnets.{j}', f'output_blocks.{idx}.0')
+      has_attn = any(k.startswith(f'up_blocks.{i}.attentions.{j}.') for k in sd)
+      attention(f'up_blocks.{i}.attentions.{j}', f'output_blocks.{idx}.1')
+      if j == nrb and i < levels - 1:
+        resample(
+          f'up_blocks.{i}.upsamplers.0', f'output_blocks.{idx}.{2 if has_attn else 1}', 'conv'
+        )
+      idx += 1
+  move('conv_norm_out', 'out.0')
+  move('conv_out', 'out.2')
+  if sd:
+    raise ConversionError(f'{len(sd)} diffusers UNet keys have no CompVis place: {sorted(sd)[:20]}')
+  return out
+
+
+def first_stage_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'first_stage_model.') -> dict:
+  """diffusers VQModel/AutoencoderKL names -> CompVis Encoder/Decoder names (up blocks reversed)."""
+  sd = dict(state_dict)
+  levels = len(cfg['block_out_channels'])
+  out = {}
+
+  def rename(k):
+    k = re.sub(r'^encoder\.down_blocks\.(\d+)\.resnets\.', r'encoder.down.\1.block.', k)
+    k = re.sub(r'^encoder\.down_blocks\.(\d+)\.attentions\.', r'encoder.down.\1.attn.', k)
+    k = re.sub(
+      r'^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.', r'encoder.down.\1.downsample.', k
+    )
+    k = re.sub(
+      r'^decoder\.up_blocks\.(\d+)\.resnets\.',
+      lambda m: f'decoder.up.{levels - 1 - int(m.group(1))}.block.',
+      k,
+    )
+    k = re.sub(
+      r'^decoder\.up_blocks\.(\d+)\.attentions\.',
+      lambda m: f'decoder.up.{levels - 1 - int(m.group(1))}.attn.',
+      k,
+    )
+    k = re.sub(
+      r'^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.',
+      lambda m: f'decoder.up.{levels - 1 - int(m.group(1))}.upsample.',
+      k,
+    )
+    k = re.sub(
+      r'^(encoder|decoder)\.mid_block\.resnets\.(\d)\.',
+      lambda m: f'{m.group(1)}.mid.block_{int(m.group(2)) + 1}.',
+      k,
+    )
+    k = re.sub(r'^(encoder|decoder)\.mid_block\.attentions\.0\.', r'\1.mid.attn_1.', k)
+    k = re.sub(r'^(encoder|decoder)\.conv_norm_out\.', r'\1.norm_out.', k)
+    k = k.replace('.conv_shortcut.', '.nin_shortcut.')
+    for a, b in _VAE_ATTN.items():
+      k = re.sub(rf'\.(attn\.\d+|attn_1)\.{re.escape(a)}\.', rf'.\1.{b}.', k)
+    return k
+
+  for k, v in sd.items():
+    name = rename(k)
+    if re.search(r'\.(attn\.\d+|attn_1)\.(q|k|v|proj_out)\.weight$', name) and v.ndim == 2:
+      v = v[:, :, None, None]  # Linear -> the reference's 1x1 conv
+    out[prefix + name] = v
+  return out
+
+
+def ldmbert_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.') -> dict:
+  """diffusers' LDMBertModel (the CompVis BERTEmbedder ported) -> BERTEmbedder names."""
+  out = {}
+  t = prefix + 'transformer.'
+  for k, v in state_dict.items():
+    m = re.match(r'model\.layers\.(\d+)\.(.*)$', k)
+    if m:
+      i, rest = int(m.group(1)), m.group(2)
+      table = {
+        'self_attn_layer_norm.': f'{2 * i}.0.',
+        'self_attn.q_proj.': f'{2 * i}.1.to_q.',
+        'self_attn.k_proj.': f'{2 * i}.1.to_k.',
+        'self_attn.v_proj.': f'{2 * i}.1.to_v.',
+        'self_attn.out_proj.': f'{2 * i}.1.to_out.',
+        'final_layer_norm.': f'{2 * i + 1}.0.',
+        'fc1.': f'{2 * i + 1}.1.net.0.0.',
+        'fc2.': f'{2 * i + 1}.1.net.2.',
+      }
+      for a, b in table.items():
+        if rest.startswith(a):
+          out[f'{t}attn_layers.layers.{b}{rest[len(a) :]}'] = v
+          break
+      else:
+        raise ConversionError(f'LDMBert key {k} has no CompVis place')
+      continue
+    fixed = {
+      'model.embed_tokens.weight': 'token_emb.weight',
+      'model.embed_positions.weight': 'pos_emb.emb.weight',
+      'model.layer_norm.weight': 'norm.weight',
+      'model.layer_norm.bias': 'norm.bias',
+      'to_logits.weight': 'to_logits.weight',
+      'to_logits.bias': 'to_logits.bias',
+    }
+    if k not in fixed:
+      raise ConversionError(f'LDMBert key {k} has no CompVis place')
+    out[t + fixed[k]] = v
+  return out
+
+
+# -- whole models --------------------------------------------------------------------------------
+def _first_stage_config(fs_cfg: dict):
+  c = base_config()
+  c.stage = 'autoencoder'
+  c.first_stage.update(first_stage_fields(fs_cfg))
+  c.first_stage_loss.update(dict(use_discriminator=False))
+  c.data.image_size = c.first_stage.resolution
+  return c
+
+
+def diffusers_config(path: str, first_stage: str | None = None):
+  """(ldm_jax config, CompVis-named state dict) of a diffusers pipeline or model folder."""
+  index = os.path.join(path, 'model_index.json')
+  if os.path.exists(index):
+    with open(index) as f:
+      components = json.load(f)
+    pipeline = components.get('_class_name', '')
+    vae = next((n for n in ('vqvae', 'vae') if n in components), None)
+    if 'unet' not in components or vae is None:
+      raise ConversionError(f'{path}: a {pipeline or "pipeline"} without a unet and a vqvae/vae')
+    unet_dir, fs_dir = os.path.join(path, 'unet'), os.path.join(path, vae)
+    bert_dir = os.path.join(path, 'bert') if 'bert' in components else None
+    tokenizer_dir = os.path.join(path, 'tokenizer') if 'tokenizer' in components else None
+    sched_path = os.path.join(path, 'scheduler', 'scheduler_config.json')
+  else:
+    with open(os.path.join(path, 'config.json')) as f:
+      cls = json.load(f).get('_class_name')
+    if cls in ('VQModel', 'AutoencoderKL'):
+      fs_cfg, fs_sd = read_model_folder(path)
+      return _first_stage_config(fs_cfg), first_stage_to_compvis(fs_sd, fs_cfg, '')
+    if not first_stage:
+      raise ConversionError(
+        f'{path} holds a {cls}: an LDM also needs its first stage, pass '
+        '--first_stage=<VQModel/AutoencoderKL folder>'
+      )
+    unet_dir, fs_dir, bert_dir, sched_path = path, first_stage, None, None
+    tokenizer_dir = None
+  fs_cfg, fs_sd = read_model_folder(fs_dir)
+  unet_cfg, unet_sd = read_model_folder(unet_dir)
+  c = _first_stage_config(fs_cfg)
+  c.stage = 'ldm'
+  c.unet.update(unet_fields(unet_cfg))
+  latent = c.first_stage.embed_dim
+  f = downsampling_factor(c)
+  c.data.image_size = int(unet_cfg.get('sample_size', 64)) * f
+  if sched_path and os.path.exists(sched_path):
+    with open(sched_path) as fh:
+      c.diffusion.update(schedule_fields(json.load(fh)))
+  # diffusers' LDMPipeline and LDMSuperResolutionPipeline decode VQ latents unscaled (CompVis
+  # scale_factor 1; VQModel's scaling_factor is a default nobody reads); KL latents are scaled.
+  c.diffusion.scale_factor = (
+    float(fs_cfg.get('scaling_factor', 1.0)) if c.first_stage.kind == 'kl' else 1.0
+  )
+  sd = {**unet_to_compvis(unet_sd, unet_cfg), **first_stage_to_compvis(fs_sd, fs_cfg)}
+  if bert_dir:
+    bert_cfg, bert_sd = read_model_folder(bert_dir)
+    c.cond_stage.update(
+      dict(
+        kind='bert',
+        embed_dim=int(bert_cfg['d_model']),
+        n_layer=int(bert_cfg['encoder_layers']),
+        vocab_size=int(bert_cfg['vocab_size']),
+        max_seq_len=int(bert_cfg['max_position_embeddings']),
+      )
+    )
+    sd.update(ldmbert_to_compvis(bert_sd))
+    if tokenizer_dir and os.path.isdir(tokenizer_dir):
+      c.cond_stage.tokenizer = tokenizer_dir  # copied next to the checkpoint by convert_diffusers
+  elif c.unet.in_channels > latent:  # LDMSuperResolutionPipeline: the LR image is concatenated
+    c.cond_stage.update(
+      dict(kind='identity', conditioning_key='concat', channels=c.unet.in_channels - latent)
+    )
+  return c, sd
+
+
+def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> dict:
+  """Convert a diffusers folder into a workdir; returns a report (JSON-able)."""
+  from ldm_jax.convert import compvis as convert
+
+  config, sd = diffusers_config(path, first_stage)
+  convert.validate_for_conversion(config)
+  if config.cond_stage.kind == 'bert' and os.path.isdir(config.cond_stage.tokenizer):
+    # The pipeline's own tokenizer files travel with the workdir (no hub access needed later).
+    import shutil
+
+    convert.check_new_workdir(out)
+    target = os.path.join(os.path.abspath(out), 'tokenizer')
+    shutil.copytree(config.cond_stage.tokenizer, target, dirs_exist_ok=True)
+    config.cond_stage.tokenizer = target
+  if config.stage == 'ldm':
+    from ldm_jax.latent_diffusion import build_schedule
+
+    sched = build_schedule(config)
+    sd.update({k: np.asarray(getattr(sched, k), np.float32) for k in convert.SCHEDULE_BUFFERS})
+    converted = convert.convert_ldm(sd, config)
+  else:
+    converted = convert.convert_first_stage(sd, config)
+  workdir = convert.write_workdir(out, config, converted)
+  return {
+    'path': path,
+    'out': workdir,
+    'stage': config.stage,
+    'keys': len(sd),
+    'cond_stage': config.cond_stage.kind,
+    'scale_factor': converted.get('scale_factor'),
+  }

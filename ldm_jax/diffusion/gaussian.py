@@ -1,0 +1,93 @@
+"""Gaussian diffusion math as pure functions (reference: DDPM / LatentDiffusion in ddpm.py).
+
+Timesteps are 0-indexed integers in [0, T); arrays are NHWC; ``schedule`` is a ``Schedule``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ldm_jax.diffusion.schedule import Schedule
+
+
+def extract(a: jax.Array, t: jax.Array, ndim: int) -> jax.Array:
+  """a[t] reshaped to [B, 1, ..., 1] for broadcasting against an ``ndim`` array."""
+  return a[t].reshape((t.shape[0],) + (1,) * (ndim - 1))
+
+
+def q_sample(s: Schedule, x0, t, noise):
+  """Sample x_t ~ q(x_t | x_0): sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
+  return (
+    extract(s.sqrt_alphas_cumprod, t, x0.ndim) * x0
+    + extract(s.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise
+  )
+
+
+def predict_start_from_noise(s: Schedule, x_t, t, eps):
+  return (
+    extract(s.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t
+    - extract(s.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
+  )
+
+
+def predict_noise_from_start(s: Schedule, x_t, t, x0):
+  return (extract(s.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - x0) / extract(
+    s.sqrt_recipm1_alphas_cumprod, t, x_t.ndim
+  )
+
+
+def q_posterior(s: Schedule, x0, x_t, t):
+  """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
+  mean = (
+    extract(s.posterior_mean_coef1, t, x_t.ndim) * x0
+    + extract(s.posterior_mean_coef2, t, x_t.ndim) * x_t
+  )
+  return (
+    mean,
+    extract(s.posterior_variance, t, x_t.ndim),
+    extract(s.posterior_log_variance_clipped, t, x_t.ndim),
+  )
+
+
+def model_output_to_eps(s: Schedule, parameterization: str, x_t, t, out):
+  """The samplers work with eps; an x0-parameterised model's output is converted."""
+  if parameterization == 'eps':
+    return out
+  if parameterization == 'x0':
+    return predict_noise_from_start(s, x_t, t, out)
+  raise ValueError(f"parameterization must be 'eps' or 'x0', got {parameterization!r}")
+
+
+def per_sample_loss(pred, target, loss_type: str):
+  """``loss_simple``: mean over all but the batch axis of |pred-target| (l1) or (pred-target)^2 (l2)."""
+  diff = pred.astype(jnp.float32) - target.astype(jnp.float32)
+  if loss_type == 'l1':
+    err = jnp.abs(diff)
+  elif loss_type == 'l2':
+    err = diff**2
+  else:
+    raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
+  return jnp.mean(err, axis=tuple(range(1, err.ndim)))
+
+
+def diffusion_loss(
+  s: Schedule,
+  model_out,
+  x0,
+  noise,
+  t,
+  *,
+  parameterization: str = 'eps',
+  loss_type: str = 'l2',
+  l_simple_weight: float = 1.0,
+  original_elbo_weight: float = 0.0,
+):
+  """LatentDiffusion.p_losses with logvar = 0 (learn_logvar False in every config):
+  loss = l_simple_weight * mean(loss_simple) + original_elbo_weight * mean(lvlb_weights[t] * loss_simple).
+  Returns (loss, metrics)."""
+  target = noise if parameterization == 'eps' else x0
+  loss_simple = per_sample_loss(model_out, target, loss_type)
+  loss_vlb = jnp.mean(s.lvlb_weights[t] * loss_simple)
+  loss = l_simple_weight * jnp.mean(loss_simple) + original_elbo_weight * loss_vlb
+  return loss, {'loss_simple': jnp.mean(loss_simple), 'loss_vlb': loss_vlb, 'loss': loss}

@@ -1,0 +1,44 @@
+"""Ancestral DDPM sampling over all T steps (reference: DDPM.p_sample_loop)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ldm_jax.diffusion.gaussian import predict_start_from_noise, q_posterior
+from ldm_jax.diffusion.samplers.ddim import EpsFn
+from ldm_jax.diffusion.schedule import Schedule
+
+
+def ddpm_sample(
+  eps_fn: EpsFn,
+  x_T: jax.Array,
+  key: jax.Array,
+  schedule: Schedule,
+  num_steps: int | None = None,
+  eta: float = 1.0,
+  clip_denoised: bool = False,
+) -> jax.Array:
+  """x_{t-1} = mean(x0_hat, x_t) + [t > 0] exp(0.5 log var_t) z for t = T-1 .. 0. LatentDiffusion
+  forces clip_denoised=False. ``num_steps`` must be T if given; ``eta`` must be 1."""
+  T = schedule.num_timesteps
+  if num_steps not in (None, T):
+    raise ValueError(f'ddpm sampling runs all {T} steps; got steps={num_steps} (use ddim or plms)')
+  if eta != 1.0:
+    raise ValueError('ddpm sampling is ancestral (eta = 1); use ddim for other eta')
+  batch = x_T.shape[0]
+
+  def body(x, inputs):
+    t, k = inputs
+    tv = jnp.full((batch,), t, jnp.int32)
+    x0 = predict_start_from_noise(schedule, x, tv, eps_fn(x, tv))
+    if clip_denoised:
+      x0 = jnp.clip(x0, -1.0, 1.0)
+    mean, _, logvar = q_posterior(schedule, x0, x, tv)
+    noise = jax.random.normal(k, x.shape, x.dtype)
+    return mean + (t > 0) * jnp.exp(0.5 * logvar) * noise, None
+
+  x, _ = jax.lax.scan(
+    body, x_T, (jnp.arange(T - 1, -1, -1, dtype=jnp.int32), jax.random.split(key, T))
+  )
+  return x

@@ -1,0 +1,54 @@
+"""The command-line flags that sample.py and ``python -m ldm_jax.eval`` share, defined once."""
+
+from __future__ import annotations
+
+from absl import flags
+
+SAMPLERS = ['ddim', 'plms', 'ddpm']
+
+
+def define_model_flags() -> None:
+  """Which weights: a workdir (trained or converted) or a config (random weights)."""
+  flags.DEFINE_string('workdir', None, 'Workdir of an LDM (train.py or python -m ldm_jax.convert).')
+  flags.DEFINE_string(
+    'config',
+    None,
+    'Instead of --workdir: a config file, sampled with random '
+    'weights (for testing the pipeline offline).',
+  )
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_bool('use_ema', True, 'Sample with the EMA weights when the run has them.')
+
+
+def define_sampler_flags(*, batch_size: int) -> None:
+  """How to sample: sampler, steps, eta, guidance, seed, batch size (config.sampling's defaults)."""
+  flags.DEFINE_enum('sampler', None, SAMPLERS, 'Sampler (default: config.sampling).')
+  flags.DEFINE_integer(
+    'steps',
+    None,
+    'Sampling steps for ddim/plms (the reference grid may realise more; default: config.sampling).',
+  )
+  flags.DEFINE_float('eta', None, 'DDIM eta (0 = deterministic; default: config.sampling).')
+  flags.DEFINE_float(
+    'guidance_scale',
+    None,
+    'Classifier-free guidance scale (1 = none; default: '
+    "config.sampling where the model can be guided): the task's null condition "
+    '(null class, empty prompt, empty layout) as the unconditional input.',
+  )
+  flags.DEFINE_integer('seed', 0, 'Random seed.')
+  flags.DEFINE_integer(
+    'batch_size', batch_size, 'Images per sampling call (rounded to the device count).'
+  )
+
+
+def sampler_kwargs(FLAGS) -> dict:
+  """The sampler flags as ``Pipeline.sample`` / ``iter_samples`` keyword arguments."""
+  return dict(
+    sampler=FLAGS.sampler,
+    steps=FLAGS.steps,
+    eta=FLAGS.eta,
+    guidance_scale=FLAGS.guidance_scale,
+    seed=FLAGS.seed,
+    batch_size=FLAGS.batch_size,
+  )

@@ -1,0 +1,119 @@
+"""Sampling images from a latent diffusion model: one jitted function, the step loop inside JAX."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from ldm_jax.diffusion.samplers import get_sampler, guided_eps_fn
+from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
+from ldm_jax.images import to_uint8
+from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
+from ldm_jax.parallel import sharding
+
+
+def guidance_scale(ldm: LatentDiffusion, requested: float | None, default: float) -> float:
+  """The one guidance rule: a requested scale as asked (the task refuses guidance it cannot
+  give); no request means ``default`` (config.sampling's) where the model can be guided, i.e.
+  its condition enters through cross-attention alone (as the reference's logging), else 1."""
+  if requested is not None:
+    return requested
+  return default if ldm.guidable else 1.0
+
+
+def make_generate_fn(
+  ldm: LatentDiffusion,
+  *,
+  sampler: str = 'ddim',
+  steps: int = 50,
+  eta: float = 0.0,
+  guidance_scale: float = 1.0,
+  tile: int = 0,
+  tile_stride: int = 0,
+) -> Callable:
+  """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key) -> images
+  in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets the canvas).
+
+  ``cond`` is the task's raw condition (None when unconditional); it is encoded once, not per
+  step. Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition:
+  the null class, the empty prompt), batched as the reference does.
+
+  ``tile`` > 0: latents larger than tile x tile are denoised and decoded in overlapping tiles
+  (stride ``tile_stride``, default tile // 2), blended (``diffusion.samplers.tiling``; the
+  reference's split_input_params, e.g. tile 128 / stride 64 for super-resolution of large images)."""
+  sample_fn = get_sampler(sampler)
+  guided = guidance_scale != 1.0
+  kwargs = {} if sampler == 'ddpm' else {'num_steps': steps, 'eta': eta}
+
+  def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key):
+    c = ldm.conditioning(params, first_stage_params, cond)
+    u = ldm.conditioning(params, first_stage_params, uncond) if guided else None
+    model_fn = lambda x, t, cc: ldm.eps(params, x, t, cc)
+    tiled = tile > 0 and max(x_T.shape[1:3]) > tile
+    stride = tile_stride or max(1, tile // 2)
+    if tiled:
+      model_fn = tiled_model_fn(model_fn, tile, stride)
+    eps_fn = guided_eps_fn(model_fn, c, u, guidance_scale)
+    z = sample_fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
+    if tiled:
+      return tiled_decode(
+        lambda zt: ldm.decode(first_stage_params, zt, scale_factor),
+        z,
+        tile,
+        stride,
+        ldm.first_stage.downsample_factor,
+      )
+    return ldm.decode(first_stage_params, z, scale_factor)
+
+  return jax.jit(generate)
+
+
+def training_generate_fn(config, ldm: LatentDiffusion) -> Callable:
+  """The generate function of config.sampling, for samples drawn during training."""
+  s = config.sampling
+  return make_generate_fn(
+    ldm,
+    sampler=s.sampler,
+    steps=s.steps,
+    eta=s.eta,
+    guidance_scale=guidance_scale(ldm, None, s.guidance_scale),
+  )
+
+
+def draw_samples(
+  config,
+  mesh,
+  ldm,
+  generate_fn,
+  params,
+  first_stage_params,
+  scale_factor,
+  key,
+  n: int,
+  examples: dict | None = None,
+  first_class: int = 0,
+):
+  """``n`` samples (a multiple of the mesh size) of ``generate_fn`` (``training_generate_fn``) with
+  the batch split over ``mesh``: (uint8 numpy [n, H, W, 3] on every process, the raw condition).
+  The task picks the conditions: class models cycle through the classes (from ``first_class``),
+  other conditional models take those of ``examples`` (``data.pipeline.condition_examples``:
+  {'cond', 'image'}) and postprocess as they do for users (inpainting keeps the known pixels)."""
+  task = ldm.task
+  batch = sharding.batch_sharded(mesh)
+  k_noise, k_sample = jax.random.split(key)
+  x_T = jax.device_put(jax.random.normal(k_noise, (n,) + latent_shape(config)), batch)
+  cond = task.sample_condition(n, examples, first_class)
+  uncond = None
+  if cond is not None and guidance_scale(ldm, None, config.sampling.guidance_scale) != 1.0:
+    uncond = task.null_condition(cond)
+  put = lambda tree: (
+    None if tree is None else jax.tree.map(lambda a: jax.device_put(np.asarray(a), batch), tree)
+  )
+  images = sharding.to_host(
+    generate_fn(params, first_stage_params, scale_factor, x_T, put(cond), put(uncond), k_sample)
+  )
+  if examples is not None:
+    images = task.postprocess_samples(images, examples)
+  return to_uint8(np.asarray(images)), cond

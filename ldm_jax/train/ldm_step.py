@@ -1,0 +1,133 @@
+"""The LDM's training step: LatentDiffusion.p_losses on first-stage latents of the batch (the
+first stage frozen), with condition dropout for classifier-free guidance and gradient
+accumulation; and the reference's scale_by_std."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ldm_jax.diffusion.gaussian import diffusion_loss, q_sample
+from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
+from ldm_jax.train.state import TrainState
+from ldm_jax.train.step_common import apply_gradients, step_key
+
+
+def drop_condition(drop, cond, null):
+  """Classifier-free guidance training: replace the condition of each example where ``drop`` [B]
+  is True by ``null`` (the null class, the empty prompt's tokens, the empty layout; one example,
+  no batch axis)."""
+  return jnp.where(
+    drop.reshape((-1,) + (1,) * (cond.ndim - 1)), jnp.asarray(null, cond.dtype), cond
+  )
+
+
+def micro_batches(tree, k: int):
+  """Split every leaf's batch axis into ``k`` micro-batches [k, B/k, ...]; micro-batch i holds
+  examples i, i+k, i+2k, ... so that each stays spread evenly over the devices the batch is
+  sharded on (contiguous rows per device)."""
+  return jax.tree.map(
+    lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), tree
+  )
+
+
+def make_ldm_step(ldm: LatentDiffusion, tx, config):
+  """LatentDiffusion.p_losses on first-stage latents of the batch (first stage frozen). A
+  conditional batch holds its raw condition under 'cond'.
+
+  Every random draw of an example (posterior sample, t, noise, condition dropout) comes from its
+  own key, split from fold_in(seed, step) by its index in the global batch, so the step's result
+  does not depend on how the batch is split: over devices, or into ``grad_accum_steps``
+  micro-batches whose gradients are averaged in a scan (a global batch larger than memory).
+  With compute_dtype 'bfloat16' the model computes in bf16 (``ldm`` built so); latents, losses,
+  gradients and parameters stay fp32."""
+  d, cs, t_cfg = config.diffusion, config.cond_stage, config.training
+  accum = t_cfg.grad_accum_steps
+  conditional = ldm.task.name != 'unconditional'
+  null = None
+  if conditional and cs.p_uncond > 0:  # the task's null condition, one example (tasks._check)
+    null = ldm.task.null_condition(np.zeros(1))[0]
+  shape = latent_shape(config)
+
+  def example_draws(key, n):
+    def one(k):
+      k_post, k_t, k_noise, k_uncond = jax.random.split(k, 4)
+      return {
+        'post': jax.random.normal(k_post, shape),
+        'noise': jax.random.normal(k_noise, shape),
+        't': jax.random.randint(k_t, (), 0, d.timesteps),
+        'drop': jax.random.uniform(k_uncond) < cs.p_uncond,
+      }
+
+    return jax.vmap(one)(jax.random.split(key, n))
+
+  def grads_and_metrics(params, batch, draws, k_drop, first_stage_params, scale_factor):
+    z0 = jax.lax.stop_gradient(
+      ldm.latents_from_batch(
+        first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
+      )
+    )
+    labels = None
+    if conditional:
+      # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
+      labels = batch['cond'] if 'cond' in batch or ldm.task.name != 'class' else batch['label']
+      if null is not None:
+        labels = drop_condition(draws['drop'], labels, null)
+    t, noise = draws['t'], draws['noise']
+    x_t = q_sample(ldm.schedule, z0, t, noise)
+
+    def loss_fn(p):
+      c = ldm.conditioning(p, first_stage_params, labels)  # inside: the encoder is trained
+      out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
+      return diffusion_loss(
+        ldm.schedule,
+        out,
+        z0,
+        noise,
+        t,
+        parameterization=d.parameterization,
+        loss_type=d.loss_type,
+        l_simple_weight=d.l_simple_weight,
+        original_elbo_weight=d.original_elbo_weight,
+      )
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, metrics
+
+  def step(state: TrainState, batch, first_stage_params):
+    k_examples, k_drop = jax.random.split(step_key(config, state.step))
+    n = jax.tree.leaves(batch)[0].shape[0]
+    draws = example_draws(k_examples, n)
+    fn = lambda b, dr, kd: grads_and_metrics(
+      state.params, b, dr, kd, first_stage_params, state.scale_factor
+    )
+    if accum == 1:
+      grads, metrics = fn(batch, draws, k_drop)
+    else:
+
+      def body(total, xs):
+        i, (b, dr) = xs
+        out = fn(b, dr, jax.random.fold_in(k_drop, i))
+        return jax.tree.map(jnp.add, total, out), None
+
+      zeros = jax.tree.map(
+        lambda a: jnp.zeros(a.shape, a.dtype),
+        jax.eval_shape(
+          fn, *jax.tree.map(lambda x: x[0], micro_batches((batch, draws), accum)), k_drop
+        ),
+      )
+      total, _ = jax.lax.scan(
+        body, zeros, (jnp.arange(accum), micro_batches((batch, draws), accum))
+      )
+      grads, metrics = jax.tree.map(lambda x: x / accum, total)
+    state, extra = apply_gradients(state, grads, tx, config)
+    return state, {**metrics, **extra}
+
+  return step
+
+
+def latent_std(ldm: LatentDiffusion, first_stage_params, batch, key):
+  """std over all elements of the first batch's (sampled) latents; scale_factor = 1 / this
+  (the reference's scale_by_std, paper appendix D.1/G)."""
+  return jnp.std(ldm.latents_from_batch(first_stage_params, batch, key).astype(jnp.float32))

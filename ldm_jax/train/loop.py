@@ -1,0 +1,281 @@
+"""The training loop: build mesh, stage, state; restore; loop (step, log, checkpoint, grid,
+evaluate); finish. What differs between the autoencoder and the LDM lives in their stage objects
+(``train.autoencoder_stage``, ``train.ldm_stage``).
+
+One jitted step over a ('data', 'fsdp') Mesh: the global batch is sharded over all devices, the
+state is replicated or FSDP-sharded (config.mesh; GSPMD inserts the collectives). Works unchanged
+on 1 CPU, 8 GPUs or a multi-host pod slice. Nothing is lost: checkpoints hold the state, the
+frozen first stage and the data position; a run resumes from the newest readable one; SIGTERM
+(preemption) saves at the current step and exits cleanly; NaN/Inf updates are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax.config import learning_rate, validate
+from ldm_jax.images import save_png
+from ldm_jax.parallel import sharding
+from ldm_jax.parallel.distributed import Preemption
+from ldm_jax.train.autoencoder_stage import AutoencoderStage
+from ldm_jax.train.ldm_stage import LDMStage
+from ldm_jax.train.metric_writer import MetricWriter
+from ldm_jax.train.state import TrainState
+from ldm_jax.train.step_common import guard_nonfinite
+
+log = logging.getLogger('ldm_jax')
+
+STAGES = {'autoencoder': AutoencoderStage, 'ldm': LDMStage}
+
+
+def _restore_or_create(config, stage, mesh, checkpointer, key):
+  """(state, its shardings, first-stage params, newest step or None, data position)."""
+  t = config.training
+  abstract = jax.eval_shape(stage.init_state, key)
+  state_sh = sharding.state_shardings(abstract, mesh, config.mesh)
+  abstract_fs = stage.first_stage_shapes()
+  restored = checkpointer.restore_newest_readable(
+    config, sharding.with_shardings(abstract, state_sh), abstract_fs
+  )
+  if restored is not None:
+    latest, state, first_stage_params, data_state = restored
+    log.info('resumed from %s at step %d', checkpointer.directory, latest)
+  else:
+    latest, data_state = None, None
+    state = jax.jit(stage.init_state, out_shardings=state_sh)(key)
+    first_stage_params = stage.load_first_stage()
+  # The data position: examples consumed by the job (older checkpoints: steps x batch size).
+  position = data_state['position'] if data_state else int(state.step) * t.batch_size
+  return state, state_sh, first_stage_params, latest, position
+
+
+def train(config, workdir: str) -> TrainState:
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  t = config.training
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
+  key = jax.random.PRNGKey(config.seed)
+  stage = STAGES[config.stage](config, mesh)
+  checkpointer = ckpt_lib.Checkpointer(
+    workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every
+  )
+  state, state_sh, first_stage_params, latest, position = _restore_or_create(
+    config, stage, mesh, checkpointer, key
+  )
+  frozen, frozen_sh = stage.frozen(first_stage_params)
+  data = stage.train_iterator(position, first_stage_params)
+  next_batch = lambda: sharding.global_batch(next(data), mesh)
+  pending = None
+  if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run
+    state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
+  state = jax.device_put(state, state_sh)
+  train_step = jax.jit(
+    guard_nonfinite(stage.step),
+    in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
+    out_shardings=(state_sh, sharding.replicated(mesh)),
+    donate_argnums=(0,),
+  )
+  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  evaluator = stage.evaluator(workdir)
+  _log_start(config, mesh, int(state.step))
+  run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
+  try:
+    state = run.loop(
+      state, train_step, data, next_batch, pending, frozen, latest, position, evaluator
+    )
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    if hasattr(data, 'close'):
+      data.close()
+  return state
+
+
+def _log_start(config, mesh, start_step: int) -> None:
+  if jax.process_index() != 0:
+    return
+  t = config.training
+  log.info(
+    'stage=%s devices=%d (mesh %s) processes=%d global batch=%d%s lr=%.3g steps %d -> %d',
+    config.stage,
+    mesh.size,
+    dict(mesh.shape),
+    jax.process_count(),
+    t.batch_size,
+    f' ({t.grad_accum_steps} micro-batches)' if t.grad_accum_steps > 1 else '',
+    learning_rate(config),
+    start_step,
+    t.num_steps,
+  )
+
+
+class _Run:
+  """The loop's bookkeeping: logging means, checkpoints, grids, evaluation, preemption."""
+
+  def __init__(self, config, stage, checkpointer, writer, workdir, first_stage_params):
+    self.config, self.stage, self.checkpointer = config, stage, checkpointer
+    self.writer, self.workdir, self.first_stage_params = writer, workdir, first_stage_params
+    self.is_main = jax.process_index() == 0
+    n, size = config.training.num_sample_images, stage.mesh.size
+    self.grid_n = max(size, n - n % size)
+
+  def loop(self, state, train_step, data, next_batch, pending, frozen, latest, position, evaluator):
+    t = self.config.training
+    step = start_step = int(state.step)
+    # The bar only on a terminal; logs (files, pipes) get one line per log_every steps instead.
+    bar = tqdm(
+      total=t.num_steps,
+      initial=start_step,
+      dynamic_ncols=True,
+      mininterval=1.0,
+      disable=not (self.is_main and sys.stderr.isatty()),
+      desc=self.config.stage,
+    )
+    history, t_start, last_log = [], time.time(), time.time()
+    saved_step = latest
+    nonfinite = _NonfiniteCounter(t.max_nonfinite_steps, self.checkpointer.directory)
+    save = lambda force=False: self.checkpointer.save(
+      step,
+      state,
+      self.config,
+      self.first_stage_params,
+      force=force,
+      data_state={'position': position, 'global_batch': t.batch_size},
+    )
+    try:
+      with Preemption(self.checkpointer) as preemption:
+        while step < t.num_steps:
+          batch = pending if pending is not None else next_batch()
+          pending = None
+          state, metrics = train_step(state, batch, frozen)
+          nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
+          history.append(metrics)
+          step += 1
+          position += t.batch_size
+          bar.update(1)
+          last = step == t.num_steps
+          if step % t.log_every == 0 or last:
+            means = self._log(step, history, last_log, t_start, start_step, data, nonfinite)
+            bar.set_postfix(loss=f'{means["loss"]:.4f}')
+            history, last_log = [], time.time()
+          if step % t.checkpoint_every == 0 or last:
+            save()
+            saved_step = step
+          if t.sample_every and (step % t.sample_every == 0 or last):
+            self._grid(step, state, batch)
+          if evaluator is not None and (step % t.eval_every == 0 or last):
+            self._evaluate(evaluator, step, state)
+          if not last and preemption.should_stop(step):
+            if saved_step != step:
+              save(force=True)
+            self.checkpointer.wait()
+            log.warning(
+              'preempted (SIGTERM): checkpoint saved at step %d in %s; run the same '
+              'command again to resume',
+              step,
+              self.checkpointer.directory,
+            )
+            break
+        nonfinite.flush()
+    finally:
+      bar.close()
+    return state
+
+  def _log(self, step, history, last_log, t_start, start_step, data, nonfinite) -> dict:
+    t = self.config.training
+    means = {k: float(np.mean([float(m[k]) for m in jax.device_get(history)])) for k in history[0]}
+    means['steps_per_sec'] = len(history) / (time.time() - last_log)
+    means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
+    means['nonfinite_total'] = nonfinite.total
+    self.writer.scalars(step, means)
+    if self.is_main:
+      rate = (step - start_step) / (time.time() - t_start)
+      log.info(
+        'step %d/%d (%.2f it/s, ETA %s) %s',
+        step,
+        t.num_steps,
+        rate,
+        _hms((t.num_steps - step) / max(rate, 1e-9)),
+        ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())),
+      )
+    return means
+
+  def _grid(self, step, state, batch) -> None:
+    """PNG grids in WORKDIR/images: reconstructions (autoencoder) or samples (LDM, EMA weights)."""
+    grid = self.stage.grid(step, state, batch, self.first_stage_params, self.grid_n)
+    if self.is_main:
+      name = self.stage.grid_name
+      save_png(os.path.join(self.workdir, 'images', f'{name}_{step:07d}.png'), grid)
+      self.writer.image(step, name, grid)
+
+  def _evaluate(self, evaluator, step, state) -> None:
+    """Sample FID during training: to TensorBoard, the log and WORKDIR/eval/training_eval.jsonl."""
+    t0 = time.time()
+    params = state.ema_params if state.ema_params is not None else state.params
+    metrics = evaluator(params, self.first_stage_params, state.scale_factor)
+    self.writer.scalars(step, metrics)
+    if self.is_main:
+      log.info(
+        'step %d: %s (%d samples, %.0fs)',
+        step,
+        ' '.join(f'{k}={v:.4g}' for k, v in metrics.items()),
+        evaluator.num,
+        time.time() - t0,
+      )
+      os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
+      with open(os.path.join(self.workdir, 'eval', 'training_eval.jsonl'), 'a') as f:
+        f.write(json.dumps({'step': step, 'num_samples': evaluator.num, **metrics}) + '\n')
+
+
+class _NonfiniteCounter:
+  """Counts steps whose update was skipped for NaN/Inf (metrics['nonfinite']), one step late so
+  that reading the flag never waits for the device; raises after ``limit`` in a row."""
+
+  def __init__(self, limit: int, directory: str):
+    self.limit, self.directory = limit, directory
+    self.total, self.streak, self._pending = 0, 0, None
+
+  def add(self, metrics, step: int) -> None:
+    self.flush()
+    self._pending = (metrics['nonfinite'], step)
+
+  def flush(self) -> None:
+    if self._pending is None:
+      return
+    flag, step = self._pending
+    self._pending = None
+    if float(flag) == 0.0:
+      self.streak = 0
+      return
+    self.total += 1
+    self.streak += 1
+    log.warning(
+      'step %d: loss or gradients are NaN/Inf; the update was skipped (%d in a row, '
+      '%d in this run)',
+      step,
+      self.streak,
+      self.total,
+    )
+    if self.limit and self.streak >= self.limit:
+      raise FloatingPointError(
+        f'{self.streak} steps in a row had NaN/Inf loss or gradients (last: step {step}); '
+        f'stopping. The parameters were not updated by them; the last checkpoint in '
+        f'{self.directory} is good. Lower the learning rate, set optimizer.grad_clip_norm, or '
+        f'check the data, then resume.'
+      )
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'

@@ -1,0 +1,79 @@
+"""The train state (one pytree, replicated or sharded by the mesh) and the optimiser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from ldm_jax.config import learning_rate
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: number of optimizer updates done
+  params: Any
+  opt_state: Any
+  ema_params: Any  # None when training.use_ema is False
+  scale_factor: jax.Array  # float32 scalar; LDM latents are multiplied by it (1 for autoencoders)
+  # Autoencoder runs: the loss's own state (see ``init_loss_state``); None for LDM runs.
+  loss_state: Any = None
+
+  @classmethod
+  def create(
+    cls,
+    params,
+    tx: optax.GradientTransformation,
+    use_ema: bool,
+    scale_factor: float,
+    loss_state=None,
+  ):
+    return cls(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      ema_params=jax.tree.map(jnp.copy, params) if use_ema else None,
+      scale_factor=jnp.asarray(scale_factor, jnp.float32),
+      loss_state=loss_state,
+    )
+
+
+def init_loss_state(config, key, disc=None, disc_input=None, tx_disc=None, tx_logvar=None) -> dict:
+  """The first-stage loss's state: ``logvar`` (the reference's scalar, trained only with
+  first_stage_loss.train_logvar and then with its own Adam), and the discriminator's variables
+  (params + BatchNorm statistics) and optimizer state when it is used. ``disc_input`` is a batch of
+  images; with ActNorm its statistics initialise the norms (the reference: the first batch D sees)."""
+  state = {'logvar': jnp.asarray(config.first_stage_loss.logvar_init, jnp.float32)}
+  if tx_logvar is not None:
+    state['logvar_opt_state'] = tx_logvar.init(state['logvar'])
+  if disc is not None:
+    variables = dict(disc.init(key, disc_input))
+    state['disc'] = variables
+    state['disc_opt_state'] = tx_disc.init(variables['params'])
+  return state
+
+
+def lr_schedule(config):
+  """Linear warm-up over ``warmup_steps`` (the first update already uses lr/warmup), then constant."""
+  lr, warmup = learning_rate(config), config.optimizer.warmup_steps
+  if warmup <= 0:
+    return lambda count: jnp.full((), lr, jnp.float32)
+  return lambda count: lr * jnp.minimum(1.0, (count + 1.0) / warmup)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """AdamW with torch's defaults (weight decay 0.01, decoupled) or Adam; clipping is always in the
+  chain (inf = off) so that the optimizer state has one structure whatever the setting."""
+  o = config.optimizer
+  clip = optax.clip_by_global_norm(o.grad_clip_norm if o.grad_clip_norm > 0 else float('inf'))
+  sched = lr_schedule(config)
+  if o.name == 'adamw':
+    opt = optax.adamw(sched, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
+  elif o.name == 'adam':
+    opt = optax.adam(sched, b1=o.b1, b2=o.b2, eps=o.eps)
+  else:
+    raise ValueError(f"config.optimizer.name must be 'adamw' or 'adam', got {o.name!r}")
+  return optax.chain(clip, opt)

@@ -1,0 +1,90 @@
+"""The package's layering: imports only go downwards, and there is no cycle. Walks every module's
+imports (module level and inside functions) with ast; a test that fails on an upward arrow."""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'ldm_jax')
+
+# Lower layers first. A module may import its own layer or lower ones; never a higher one.
+LAYERS = [
+  ('config', 'images', 'runtime'),  # settings and pixels
+  ('nn', 'diffusion', 'parallel'),  # networks, diffusion math, devices
+  ('tasks', 'checkpoint'),  # conditions of each task; checkpoints
+  ('latent_diffusion',),  # the model glued together
+  ('data',),  # sources and batches (knows no task)
+  ('sampling',),  # generate, the Python API
+  ('eval',),  # metrics and evaluation CLIs
+  ('train',),  # the training loop and stages
+  ('convert', 'summary', '__init__'),  # interop and tools on top
+]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _modules():
+  for dirpath, _, files in os.walk(ROOT):
+    for f in files:
+      if f.endswith('.py'):
+        path = os.path.join(dirpath, f)
+        rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, '.')
+        yield rel.removesuffix('.__init__') if rel != 'ldm_jax.__init__' else rel, path
+
+
+def _imports(path):
+  tree = ast.parse(open(path).read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('ldm_jax'):
+      # `from pkg import name`: the submodule pkg.name if there is one, else pkg (resolved below)
+      yield from (f'{node.module}.{a.name}' for a in node.names)
+    elif isinstance(node, ast.Import):
+      yield from (a.name for a in node.names if a.name.startswith('ldm_jax.'))
+
+
+def _top(module: str) -> str:
+  parts = module.split('.')
+  return parts[1] if len(parts) > 1 else '__init__'
+
+
+def test_every_top_level_name_has_a_layer():
+  names = {
+    n.removesuffix('.py')
+    for n in os.listdir(ROOT)
+    if not n.startswith(('.', '_')) and (n.endswith('.py') or os.path.isdir(os.path.join(ROOT, n)))
+  } - {'__pycache__'}
+  assert names <= set(RANK), f'give these a layer in LAYERS: {sorted(names - set(RANK))}'
+
+
+def test_imports_only_go_downwards():
+  upward = []
+  for module, path in _modules():
+    for target in _imports(path):
+      if target.count('.') == 1 and target.split('.')[1] not in RANK:
+        continue  # `from ldm_jax import name` of a package attribute (load, Pipeline)
+      if RANK[_top(target)] > RANK[_top(module)]:
+        upward.append(f'{module} -> {target}')
+  assert not upward, 'imports from a lower layer to a higher one:\n' + '\n'.join(upward)
+
+
+def test_no_import_cycles():
+  graph = {m: {t for t in _imports(p)} for m, p in _modules()}
+  modules = set(graph)
+  resolve = lambda t: t if t in modules else t.rsplit('.', 1)[0]  # `from module import name`
+  graph = {m: {resolve(t) for t in ts} - {m} for m, ts in graph.items()}
+  state, stack = {}, []
+
+  def visit(m):
+    state[m] = 'active'
+    stack.append(m)
+    for t in graph.get(m, ()):
+      if state.get(t) == 'active':
+        pytest.fail('import cycle: ' + ' -> '.join(stack[stack.index(t) :] + [t]))
+      if t not in state:
+        visit(t)
+    stack.pop()
+    state[m] = 'done'
+
+  for m in sorted(graph):
+    if m not in state:
+      visit(m)
