@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
       use_actnorm=False,  # False: BatchNorm (every released config)
       disc_on_updated_reconstructions=True,  # D sees reconstructions of the updated AE (reference)
       logvar_init=0.0,
-      train_logvar=False,  # the reference never optimises its logvar (see ldm_facts.md 1)
+      train_logvar=False,  # the reference never optimises its logvar (not in its optimizer's params)
     )
   )
 

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import run_cli
 
 
+@pytest.mark.slow
 def test_smoke_run_reports_every_measurement_with_the_diffusers_ratio():
   r = run_cli('benchmarks/run.py', '--smoke', '--compare_diffusers', timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]

@@ -4,9 +4,12 @@ fresh interpreter started at the repository root (as a kernel would run them), o
 import json
 import os
 
+import pytest
+
 from tests.helpers import ROOT, run_cli
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs(tmp_path):
   with open(os.path.join(ROOT, 'notebooks', 'quickstart.ipynb')) as f:
     nb = json.load(f)

@@ -1,7 +1,7 @@
 """The nine released first-stage configs build exactly the reference's modules: every key of the
 reference's state dict (listings dumped from the CompVis code, tests/data) has one leaf of the right
 shape in our autoencoder, discriminator or LPIPS trees, and the reverse; encoder/decoder parameter
-counts equal the fact sheet's table (ldm_facts.md 2a)."""
+counts equal the reference models' counts."""
 
 import importlib
 
@@ -16,7 +16,7 @@ from ldm_jax.nn.params import count_params
 from ldm_jax.latent_diffusion import build_discriminator, build_first_stage
 from tests.test_architecture import assert_maps_one_to_one, reference_keys
 
-# name -> (reference folder, encoder M, decoder M) from the fact sheet's table (2 decimals).
+# name -> (reference folder, encoder M, decoder M) as the reference's models report them (2 decimals).
 RELEASED = {
   'kl_f4': ('kl-f4', 22.35, 32.96),
   'kl_f8': ('kl-f8', 34.16, 49.49),

@@ -16,7 +16,7 @@ from ldm_jax.latent_diffusion import abstract_params, build_first_stage
 from ldm_jax.summary import param_counts
 from tests.test_architecture import assert_maps_one_to_one, reference_keys
 
-# listing -> (config under configs/released, UNet params in M (fact sheet 2b), cond stage params)
+# listing -> (config under configs/released, UNet params in M (the reference's model cards and logs), cond stage params)
 LDMS = {
   'models-ldm-celeba256-config': ('celeba256', 274.06, 0),
   'configs-latent-diffusion-celebahq-ldm-vq-4': ('celeba256', 274.06, 0),

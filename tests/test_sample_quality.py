@@ -27,6 +27,7 @@ def _folder(path, images):
   return str(path)
 
 
+@pytest.mark.slow
 def test_cli_fid_of_a_folder_against_itself_is_zero_of_halves_small_and_of_noise_large(tmp_path):
   digits = digits_uint8(32)[0]
   half_a = _folder(tmp_path / 'a', digits[:N])
@@ -57,6 +58,7 @@ def test_cli_fid_of_a_folder_against_itself_is_zero_of_halves_small_and_of_noise
   assert same['inception_score'] is None and 'pytorch-fid' in same['inception_score_note']
 
 
+@pytest.mark.slow
 def test_cli_errors_name_the_fix(tmp_path):
   r = run_cli('-m', 'ldm_jax.eval', f'--samples={tmp_path}', timeout=120)
   assert r.returncode != 0 and '--ref is required' in r.stderr
@@ -107,6 +109,7 @@ def test_fid_during_training_goes_to_tensorboard_and_jsonl(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_cli_generates_from_a_workdir_and_scores_against_its_data(tmp_path):
   from tests.test_tasks import converted_workdir
 

@@ -19,7 +19,7 @@ from ldm_jax.diffusion.schedule import make_beta_schedule, make_schedule
   ],
 )
 def test_linear_schedule_matches_reference_values(start, end, idx, expected):
-  """ldm_facts 4a: alphas_cumprod of the 'linear' (sqrt-linear) schedule, T = 1000."""
+  """The reference's alphas_cumprod of the 'linear' (sqrt-linear) schedule, T = 1000."""
   s = make_schedule('linear', 1000, start, end)
   assert float(s.alphas_cumprod[idx]) == pytest.approx(expected, rel=2e-4)
 

@@ -77,6 +77,7 @@ def converted_workdir(task, root):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', TASKS)
 def test_sample_every_task_from_converted_weights(task, inputs, tmp_path):
   workdir = converted_workdir(task, str(tmp_path))
@@ -119,6 +120,7 @@ def test_sample_every_task_from_converted_weights(task, inputs, tmp_path):
     assert list(np.load(os.path.join(out, 'samples.npz'))['labels']) == [2, 2]
 
 
+@pytest.mark.slow
 def test_task_input_errors_name_the_fix(inputs, tmp_path):
   pipe = ldm_jax.load(converted_workdir('superres', str(tmp_path)))
   with pytest.raises(tasks.TaskInputError, match='takes --lr_image; got --prompt'):

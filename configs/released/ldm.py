@@ -1,5 +1,5 @@
 """Shared builder for the released LDMs (models/ldm/*/config.yaml and configs/latent-diffusion/*.yaml
-in CompVis/latent-diffusion; ../shared/reference/ldm_facts.md §2b): one call per model in the files
+in CompVis/latent-diffusion): one call per model in the files
 next to this one. Common to all: 1000 steps, the reference's 'linear' (sqrt-linear) betas, eps
 prediction, num_res_blocks 2, AdamW (torch defaults, wd 0.01), EMA 0.9999 where the yaml has it.
 Learning rate: base_learning_rate x global batch (main.py's default scaling), except where a

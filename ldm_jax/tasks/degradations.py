@@ -6,7 +6,7 @@
 (isotropic or anisotropic Gaussian kernels), a random intermediate downscale with a random
 interpolation, the final downscale to exactly 1/factor, Gaussian noise and JPEG compression, the
 operations other than the final downscale in random order. The exact parameters of the light
-variant are not in our fact sheets; the ranges used are the module constants below.
+variant are not published; the ranges used are the module constants below.
 """
 
 from __future__ import annotations
