@@ -186,10 +186,10 @@ def test_tfds_captions_and_boxes_with_mock_data():
   for task, name, length in (('text', 'coco_captions', 77), ('layout', 'coco/2017', 92)):
     config = tiny_task_config(task)
     config.data.update(dict(source='tfds', name=name, image_size=16, random_flip=True))
-    task = get_task(config)
+    task_obj = get_task(config)
     with tfds.testing.mock_data(num_examples=16):
-      batch = next(iter(make_train_iterator(config, task=task, start_step=0)))
-      fixed = condition_examples(config.data, task, 8)
+      batch = next(iter(make_train_iterator(config, task=task_obj, start_step=0)))
+      fixed = condition_examples(config.data, task_obj, 8)
     assert batch['image'].shape == (8, 16, 16, 3) and batch['cond'].shape == (8, length)
     assert fixed['cond'].shape == (8, length)
     if task == 'text':

@@ -124,9 +124,9 @@ def test_condition_dropout_uses_the_null_condition():
 @pytest.mark.parametrize('task', CONDITIONAL)
 def test_conditions_are_deterministic_per_step_and_shaped(task):
   config = tiny_task_config(task)
-  task = get_task(config)
-  a = make_train_iterator(config, task=task, start_step=5, prefetch=0)
-  b = make_train_iterator(config, task=task, start_step=0, prefetch=0)
+  task_obj = get_task(config)
+  a = make_train_iterator(config, task=task_obj, start_step=5, prefetch=0)
+  b = make_train_iterator(config, task=task_obj, start_step=0, prefetch=0)
   for _ in range(5):
     next(b)
   ba, bb = next(a), next(b)
@@ -138,7 +138,7 @@ def test_conditions_are_deterministic_per_step_and_shaped(task):
     assert cond.shape == (n, 77) and (cond[:, 0] == 101).all()  # [CLS]
     from ldm_jax.data.sources import DIGIT_NAMES
 
-    texts = task.tokenizer.batch_decode(cond.tolist(), skip_special_tokens=True)
+    texts = task_obj.tokenizer.batch_decode(cond.tolist(), skip_special_tokens=True)
     for text, label in zip(texts, labels):
       assert DIGIT_NAMES[label] in text or f'digit {label}' in text
   elif task == 'layout':

@@ -32,6 +32,78 @@ def micro_batches(tree, k: int):
   )
 
 
+def example_draws(key, n: int, shape, timesteps: int, p_uncond: float) -> dict:
+  """Each example's random draws from its own key (split from ``key`` by batch index): the
+  posterior sample's noise, t, the diffusion noise and the condition-dropout coin."""
+
+  def one(k):
+    k_post, k_t, k_noise, k_uncond = jax.random.split(k, 4)
+    return {
+      'post': jax.random.normal(k_post, shape),
+      'noise': jax.random.normal(k_noise, shape),
+      't': jax.random.randint(k_t, (), 0, timesteps),
+      'drop': jax.random.uniform(k_uncond) < p_uncond,
+    }
+
+  return jax.vmap(one)(jax.random.split(key, n))
+
+
+def ldm_grads(
+  ldm: LatentDiffusion, d, null, params, batch, draws, k_drop, first_stage_params, scale_factor
+):
+  """(gradients, metrics) of the diffusion loss (config.diffusion ``d``) on one (micro-)batch."""
+  z0 = jax.lax.stop_gradient(
+    ldm.latents_from_batch(
+      first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
+    )
+  )
+  cond = None
+  if ldm.task.name != 'unconditional':
+    # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
+    cond = batch['cond'] if 'cond' in batch or ldm.task.name != 'class' else batch['label']
+    if null is not None:
+      cond = drop_condition(draws['drop'], cond, null)
+  t, noise = draws['t'], draws['noise']
+  x_t = q_sample(ldm.schedule, z0, t, noise)
+
+  def loss_fn(p):
+    c = ldm.conditioning(p, first_stage_params, cond)  # inside: the encoder is trained
+    out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
+    return diffusion_loss(
+      ldm.schedule,
+      out,
+      z0,
+      noise,
+      t,
+      parameterization=d.parameterization,
+      loss_type=d.loss_type,
+      l_simple_weight=d.l_simple_weight,
+      original_elbo_weight=d.original_elbo_weight,
+    )
+
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return grads, metrics
+
+
+def accumulate(fn, batch, draws, k_drop, accum: int):
+  """The mean of ``fn(micro-batch, its draws, key)`` over ``accum`` micro-batches, in a scan."""
+  if accum == 1:
+    return fn(batch, draws, k_drop)
+
+  def body(total, xs):
+    i, (b, dr) = xs
+    out = fn(b, dr, jax.random.fold_in(k_drop, i))
+    return jax.tree.map(jnp.add, total, out), None
+
+  micro = micro_batches((batch, draws), accum)
+  zeros = jax.tree.map(
+    lambda a: jnp.zeros(a.shape, a.dtype),
+    jax.eval_shape(fn, *jax.tree.map(lambda x: x[0], micro), k_drop),
+  )
+  total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+  return jax.tree.map(lambda x: x / accum, total)
+
+
 def make_ldm_step(ldm: LatentDiffusion, tx, config):
   """LatentDiffusion.p_losses on first-stage latents of the batch (first stage frozen). A
   conditional batch holds its raw condition under 'cond'.
@@ -42,85 +114,20 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   micro-batches whose gradients are averaged in a scan (a global batch larger than memory).
   With compute_dtype 'bfloat16' the model computes in bf16 (``ldm`` built so); latents, losses,
   gradients and parameters stay fp32."""
-  d, cs, t_cfg = config.diffusion, config.cond_stage, config.training
-  accum = t_cfg.grad_accum_steps
-  conditional = ldm.task.name != 'unconditional'
+  d, cs = config.diffusion, config.cond_stage
   null = None
-  if conditional and cs.p_uncond > 0:  # the task's null condition, one example (tasks._check)
-    null = ldm.task.null_condition(np.zeros(1))[0]
+  if ldm.task.name != 'unconditional' and cs.p_uncond > 0:
+    null = ldm.task.null_condition(np.zeros(1))[0]  # the task's null condition, one example
   shape = latent_shape(config)
-
-  def example_draws(key, n):
-    def one(k):
-      k_post, k_t, k_noise, k_uncond = jax.random.split(k, 4)
-      return {
-        'post': jax.random.normal(k_post, shape),
-        'noise': jax.random.normal(k_noise, shape),
-        't': jax.random.randint(k_t, (), 0, d.timesteps),
-        'drop': jax.random.uniform(k_uncond) < cs.p_uncond,
-      }
-
-    return jax.vmap(one)(jax.random.split(key, n))
-
-  def grads_and_metrics(params, batch, draws, k_drop, first_stage_params, scale_factor):
-    z0 = jax.lax.stop_gradient(
-      ldm.latents_from_batch(
-        first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
-      )
-    )
-    labels = None
-    if conditional:
-      # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
-      labels = batch['cond'] if 'cond' in batch or ldm.task.name != 'class' else batch['label']
-      if null is not None:
-        labels = drop_condition(draws['drop'], labels, null)
-    t, noise = draws['t'], draws['noise']
-    x_t = q_sample(ldm.schedule, z0, t, noise)
-
-    def loss_fn(p):
-      c = ldm.conditioning(p, first_stage_params, labels)  # inside: the encoder is trained
-      out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
-      return diffusion_loss(
-        ldm.schedule,
-        out,
-        z0,
-        noise,
-        t,
-        parameterization=d.parameterization,
-        loss_type=d.loss_type,
-        l_simple_weight=d.l_simple_weight,
-        original_elbo_weight=d.original_elbo_weight,
-      )
-
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return grads, metrics
 
   def step(state: TrainState, batch, first_stage_params):
     k_examples, k_drop = jax.random.split(step_key(config, state.step))
     n = jax.tree.leaves(batch)[0].shape[0]
-    draws = example_draws(k_examples, n)
-    fn = lambda b, dr, kd: grads_and_metrics(
-      state.params, b, dr, kd, first_stage_params, state.scale_factor
+    draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond)
+    fn = lambda b, dr, kd: ldm_grads(
+      ldm, d, null, state.params, b, dr, kd, first_stage_params, state.scale_factor
     )
-    if accum == 1:
-      grads, metrics = fn(batch, draws, k_drop)
-    else:
-
-      def body(total, xs):
-        i, (b, dr) = xs
-        out = fn(b, dr, jax.random.fold_in(k_drop, i))
-        return jax.tree.map(jnp.add, total, out), None
-
-      zeros = jax.tree.map(
-        lambda a: jnp.zeros(a.shape, a.dtype),
-        jax.eval_shape(
-          fn, *jax.tree.map(lambda x: x[0], micro_batches((batch, draws), accum)), k_drop
-        ),
-      )
-      total, _ = jax.lax.scan(
-        body, zeros, (jnp.arange(accum), micro_batches((batch, draws), accum))
-      )
-      grads, metrics = jax.tree.map(lambda x: x / accum, total)
+    grads, metrics = accumulate(fn, batch, draws, k_drop, config.training.grad_accum_steps)
     state, extra = apply_gradients(state, grads, tx, config)
     return state, {**metrics, **extra}
 
