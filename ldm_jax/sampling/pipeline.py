@@ -97,7 +97,7 @@ class Pipeline:
     task = self.ldm.task
     wanted = task.input_args
     given = {k for k, v in task_inputs.items() if v is not None}
-    optional = set(getattr(task, 'optional_args', ()))
+    optional = set(task.optional_args)
     extra, missing = given - set(wanted), set(wanted) - given - optional
     if extra or missing:
       need = ', '.join(f'--{w}' for w in wanted) or 'no condition'

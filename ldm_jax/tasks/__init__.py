@@ -79,8 +79,7 @@ def _check(config, task: Task) -> None:
       f'the {task.name} task is encoded by config.cond_stage.kind in '
       f'{list(task.encoder_kinds)}, got {cs.kind!r}'
     )
-  if hasattr(task, 'validate'):
-    task.validate()
+  task.validate()
   if key in ('crossattn', 'hybrid'):
     width = cs.channels if cs.kind == 'identity' else cs.embed_dim
     if config.unet.context_dim != width or not config.unet.use_spatial_transformer:

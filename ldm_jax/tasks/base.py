@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ldm_jax.images import to_model_range
+from ldm_jax.images import to_model_range, unit_to_uint8
 
 
 class TaskInputError(ValueError):
@@ -40,6 +40,7 @@ class Task:
   encoder_kinds: tuple[str, ...] = ()
   conditioning_key = 'crossattn'
   input_args: tuple[str, ...] = ()
+  optional_args: tuple[str, ...] = ()  # inputs with a default (class: cycle the classes)
   # the condition follows each image's pixels or crop, so the latents cannot be cached
   needs_images = False
   # training grids and FID during training draw samples for the data's conditions
@@ -50,6 +51,9 @@ class Task:
     self.cs = config.cond_stage
     if type(self).conditioning_key:  # a config may ask for another way in ('hybrid')
       self.conditioning_key = self.cs.conditioning_key or type(self).conditioning_key
+
+  def validate(self) -> None:
+    """The task's own config checks (ValueError naming the key and the fix)."""
 
   # -- the model -------------------------------------------------------------------------------
   def build_encoder(self):
@@ -107,7 +111,6 @@ class Task:
 def read_image(image, mode: str = 'RGB') -> np.ndarray:
   """A path or an array -> uint8 [H, W, C] (C = 3 for RGB, 1 for L). Arrays may be uint8 or float
   in [0, 1]."""
-  from ldm_jax.images import unit_to_uint8
 
   if isinstance(image, str):
     from PIL import Image
