@@ -18,12 +18,12 @@ labels).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
 from absl import app, flags
 
+from ldm_jax import storage
 from ldm_jax.runtime import setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
 
@@ -75,7 +75,6 @@ def main(argv):
   if bool(FLAGS.workdir) == bool(FLAGS.config):
     raise app.UsageError('give exactly one of --workdir (trained or converted) and --config')
   setup_runtime()
-  import numpy as np
   from ldm_jax.images import make_grid, save_png
   from ldm_jax.sampling.pipeline import load
   from ldm_jax.tasks import TASK_ARGS, TaskInputError
@@ -97,16 +96,16 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   elapsed = time.time() - t0
-  outdir = FLAGS.outdir or os.path.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
-  os.makedirs(outdir, exist_ok=True)
+  outdir = FLAGS.outdir or storage.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
+  storage.makedirs(outdir)
   for i, im in enumerate(images):
-    save_png(os.path.join(outdir, f'{i:06d}.png'), im)
+    save_png(storage.join(outdir, f'{i:06d}.png'), im)
   nrow = pipe.num_classes if FLAGS.class_label == 'all' else None
-  save_png(os.path.join(outdir, 'grid.png'), make_grid(images, nrow=nrow))
+  save_png(storage.join(outdir, 'grid.png'), make_grid(images, nrow=nrow))
   extra = {}
   if pipe.num_classes:  # the labels sampled, for evaluation
     extra['labels'] = pipe.ldm.task.labels(FLAGS.class_label, len(images))
-  np.savez(os.path.join(outdir, 'samples.npz'), images=images, **extra)
+  storage.save_npz(storage.join(outdir, 'samples.npz'), images=images, **extra)
   s = pipe.config.sampling
   logging.info(
     '%d samples %s (%s, %s steps) in %.1fs -> %s',

@@ -4,13 +4,13 @@ stage's parameters, so that a workdir alone is enough to resume and to sample.""
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import jax
 from etils import epath
 import orbax.checkpoint as ocp
 
+from ldm_jax import storage
 from ldm_jax.config import state_defining_differences, to_json_dict
 
 log = logging.getLogger('ldm_jax')
@@ -45,8 +45,8 @@ class Checkpointer:
     self, workdir: str, max_to_keep: int = 3, async_save: bool = True, keep_every: int = 0
   ):
     _array_handler_for_backend()
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self.workdir = storage.resolve(workdir)
+    self.directory = storage.join(self.workdir, 'checkpoints')
     self._options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       keep_period=keep_every or None,
@@ -96,7 +96,7 @@ class Checkpointer:
     ]
 
   def data_state(self, step: int) -> dict | None:
-    if not os.path.isdir(os.path.join(self.directory, str(step), 'data')):
+    if not storage.isdir(storage.join(self.directory, str(step), 'data')):
       return None  # written before the data position was stored
     return self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))['data']
 
@@ -134,8 +134,8 @@ class Checkpointer:
     return None
 
   def _quarantine(self, step: int, error: Exception) -> None:
-    src = os.path.join(self.directory, str(step))
-    dst = os.path.join(self.workdir, 'corrupt_checkpoints', f'{step}')
+    src = storage.join(self.directory, str(step))
+    dst = storage.join(self.workdir, 'corrupt_checkpoints', f'{step}')
     log.warning(
       'checkpoint %s is unreadable (%s: %s); moving it to %s and falling back to the '
       'previous checkpoint',
@@ -145,10 +145,9 @@ class Checkpointer:
       dst,
     )
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(dst), exist_ok=True)
-      if os.path.exists(dst):
+      if storage.exists(dst):
         dst = f'{dst}.{int(time.time())}'
-      os.rename(src, dst)
+      storage.rename(src, dst)
     _sync(f'ldm_jax_quarantine_{step}')
     self.manager.close()
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
@@ -167,7 +166,7 @@ def _sync(name: str) -> None:
 def load_raw(workdir: str, step: int | None = None):
   """(config dict, state as nested dicts of numpy arrays, first_stage params or None) of a run,
   without knowing its model: for loading a trained first stage or sampling from a workdir."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not storage.isdir(storage.join(workdir, 'checkpoints')):
     raise FileNotFoundError(
       f'no checkpoints in {workdir!r}: expected {workdir}/checkpoints/<step> '
       'written by train.py (python train.py --config=... --workdir=...)'
@@ -183,7 +182,7 @@ def load_raw(workdir: str, step: int | None = None):
     config = ckpt.saved_config(step)
     items = {}
     for name in ('state', 'first_stage'):
-      if os.path.isdir(os.path.join(ckpt.directory, str(step), name)):
+      if storage.isdir(storage.join(ckpt.directory, str(step), name)):
         items[name] = ocp.args.StandardRestore(_local_target(ckpt.directory, step, name))
     out = ckpt.manager.restore(step, args=ocp.args.Composite(**items))
     return (

@@ -3,12 +3,14 @@ F.interpolate, which jax.image.resize does not reproduce), grids and PNG files."
 
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ldm_jax import storage
 
 
 def to_model_range(images_uint8):
@@ -71,5 +73,6 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
 def save_png(path: str, image: np.ndarray) -> None:
   from PIL import Image
 
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(np.asarray(image, np.uint8)).save(path)
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
+  storage.write_bytes(path, buf.getvalue())

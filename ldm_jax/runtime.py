@@ -14,6 +14,9 @@ def setup_runtime() -> None:
   )
   for noisy in ('absl', 'jax._src', 'orbax', 'tensorflow'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  # gcsfs and google-auth warn on every bucket when no credentials are set up (an emulator).
+  for noisy in ('gcsfs', 'google.auth'):
+    logging.getLogger(noisy).setLevel(logging.ERROR)
   import jax
 
   cache = os.environ.get('JAX_COMPILATION_CACHE_DIR', os.path.expanduser('~/.cache/ldm_jax/xla'))

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import storage
 from ldm_jax.config import validate
 from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict
@@ -300,7 +301,7 @@ def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
     ckpt.wait()
   finally:
     ckpt.close()
-  return os.path.join(os.path.abspath(out), 'checkpoints', str(step))
+  return storage.join(storage.resolve(out), 'checkpoints', str(step))
 
 
 def convert_compvis(

@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from ldm_jax import storage
 from ldm_jax.config import base_config, downsampling_factor
 from ldm_jax.convert.torch_names import ConversionError
 
@@ -442,11 +443,9 @@ def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> di
   convert.validate_for_conversion(config)
   if config.cond_stage.kind == 'bert' and os.path.isdir(config.cond_stage.tokenizer):
     # The pipeline's own tokenizer files travel with the workdir (no hub access needed later).
-    import shutil
-
     convert.check_new_workdir(out)
-    target = os.path.join(os.path.abspath(out), 'tokenizer')
-    shutil.copytree(config.cond_stage.tokenizer, target, dirs_exist_ok=True)
+    target = storage.join(storage.resolve(out), 'tokenizer')
+    storage.copytree(config.cond_stage.tokenizer, target)
     config.cond_stage.tokenizer = target
   if config.stage == 'ldm':
     from ldm_jax.latent_diffusion import build_schedule

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ldm_jax import storage
 from ldm_jax.data.preprocess import center_crop_resize, crop_boxes, crop_resize_nearest
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
@@ -99,14 +100,13 @@ class DigitsSource:
 def list_images(root: str) -> list[str]:
   if not root:
     raise DataError('no image folder given: set --config.data.path=/path/to/images')
-  if not os.path.isdir(root):
+  if not storage.isdir(root):
     raise DataError(f'image folder {root!r} does not exist (config.data.path); check the path')
   files = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames.sort()
+  for dirpath, _, filenames in storage.walk(root):
     files += [
-      os.path.join(dirpath, f)
-      for f in sorted(filenames)
+      storage.join(dirpath, f)
+      for f in filenames
       if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')
     ]
   if not files:
@@ -146,7 +146,7 @@ class FolderSource:
       (a, self._annotation_path(f, a))
       for f in self.files[:1]
       for a in self.annotations
-      if not os.path.exists(self._annotation_path(f, a))
+      if not storage.exists(self._annotation_path(f, a))
     ]
     if missing:
       what, path = missing[0]
@@ -156,8 +156,9 @@ class FolderSource:
         'ldm_jax/data/sources.py for the file layout'
       )
     if labels_from_subdirs:
-      top = [os.path.relpath(f, root).split(os.sep)[0] for f in self.files]
-      if any(os.sep not in os.path.relpath(f, root) for f in self.files):
+      rel = [storage.relpath(f, root).replace(os.sep, '/') for f in self.files]
+      top = [r.split('/')[0] for r in rel]
+      if any('/' not in r for r in rel):
         raise DataError(
           f'labels_from_subdirs needs every image inside a class subfolder of {root!r}'
         )
@@ -178,14 +179,14 @@ class FolderSource:
     if what == 'boxes':
       return stem + '.json'
     if self.segmentation_dir:
-      rel = os.path.splitext(os.path.relpath(image_path, self.root))[0]
-      return os.path.join(self.segmentation_dir, rel + '.png')
+      rel = os.path.splitext(storage.relpath(image_path, self.root))[0]
+      return storage.join(self.segmentation_dir, rel + '.png')
     return stem + '_seg.png'
 
   def load(self, index: int, flip: bool = False) -> dict:
     path = self.files[index]
     try:
-      with Image.open(path) as im:
+      with storage.open_file(path) as f, Image.open(f) as im:
         im.load()
         hw = (im.height, im.width)
         image = center_crop_resize(im, self.image_size)
@@ -199,13 +200,12 @@ class FolderSource:
   def _read_annotation(self, image_path, what, hw, flip):
     path = self._annotation_path(image_path, what)
     if what == 'caption':
-      with open(path, encoding='utf-8') as f:
-        captions = [line.strip() for line in f if line.strip()]
+      lines = storage.read_text(path).splitlines()
+      captions = [line.strip() for line in lines if line.strip()]
       return captions or ['']
     if what == 'boxes':
-      with open(path) as f:
-        return crop_boxes(json.load(f), hw, flip)
-    with Image.open(path) as im:
+      return crop_boxes(json.loads(storage.read_text(path)), hw, flip)
+    with storage.open_file(path) as f, Image.open(f) as im:
       if im.mode not in ('L', 'P', 'I', 'I;16'):
         raise ValueError(
           f'segmentation {path} is a {im.mode} image; expected a single-channel '

@@ -20,12 +20,12 @@ WORKDIR/eval/quality_<step>_<sampler><steps>_eta<eta>_cfg<scale>_<n>.json) and s
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 from absl import app, flags
 
+from ldm_jax import storage
 from ldm_jax.runtime import setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags
 
@@ -61,14 +61,11 @@ FLAGS = flags.FLAGS
 
 def _reference(features_fn, config):
   """The reference statistics dict of --ref (computed and optionally saved)."""
-  import numpy as np
   from ldm_jax.eval import fid, sample_quality
 
   ref = FLAGS.ref
-  if ref.endswith('.npz') and os.path.isfile(ref):
-    with np.load(ref) as f:
-      is_stats = 'mu' in f.files
-    if is_stats:
+  if ref.endswith('.npz') and storage.isfile(ref):
+    if 'mu' in storage.load_npz(ref):
       return fid.load_stats(ref)
   if ref == 'data':
     if config is None:
@@ -78,10 +75,10 @@ def _reference(features_fn, config):
       data.split = FLAGS.split
     batches = sample_quality.dataset_images(data, FLAGS.batch_size, FLAGS.ref_images)
     what = f'{data.source}:{data.get("name") or data.get("path") or ""}:{data.split}'
-  elif os.path.exists(ref):
+  elif storage.exists(ref):
     size = FLAGS.image_size or (config.data.image_size if config is not None else 0)
     batches = sample_quality.image_set(ref, size, FLAGS.batch_size, FLAGS.ref_images)
-    what = os.path.abspath(ref)
+    what = storage.resolve(ref)
   else:
     raise app.UsageError(
       f"--ref {ref!r}: not a statistics .npz, a folder, an images .npz or 'data'"
@@ -141,7 +138,7 @@ def main(argv):
 
   report = {
     'inception': FLAGS.inception,
-    'ref': os.path.abspath(FLAGS.ref) if FLAGS.ref != 'data' else 'data',
+    'ref': storage.resolve(FLAGS.ref) if FLAGS.ref != 'data' else 'data',
   }
   t0 = time.time()
   if generate:
@@ -159,7 +156,7 @@ def main(argv):
       FLAGS.num_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size, **settings, **task
     )
     report.update(
-      workdir=os.path.abspath(FLAGS.workdir) if FLAGS.workdir else None,
+      workdir=storage.resolve(FLAGS.workdir) if FLAGS.workdir else None,
       config=FLAGS.config,
       step=int(pipe.step),
       use_ema=FLAGS.use_ema,
@@ -170,7 +167,7 @@ def main(argv):
   else:
     size = FLAGS.image_size
     batches = sample_quality.image_set(FLAGS.samples, size, FLAGS.batch_size, FLAGS.num_samples)
-    report['samples'] = os.path.abspath(FLAGS.samples)
+    report['samples'] = storage.resolve(FLAGS.samples)
   features = features_fn.collect(batches)
   seconds = time.time() - t0
   report.update(sample_quality.score(features, ref, FLAGS.k))
@@ -178,7 +175,7 @@ def main(argv):
   report['images_per_second'] = round(len(features['pool']) / max(seconds, 1e-9), 2)
   out = FLAGS.out
   if out is None and FLAGS.workdir and generate:
-    out = os.path.join(
+    out = storage.join(
       FLAGS.workdir,
       'eval',
       'quality_{step}_{sampler}{steps}_eta{eta:g}_cfg{guidance_scale:g}_{num_samples}.json'.format(
@@ -186,9 +183,7 @@ def main(argv):
       ),
     )
   if out:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-      json.dump(report, f, indent=2)
+    storage.write_text(out, json.dumps(report, indent=2))
   print(json.dumps(report, indent=2, default=lambda v: np.asarray(v).tolist()))
 
 

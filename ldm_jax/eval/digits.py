@@ -14,6 +14,7 @@ import json
 import numpy as np
 from absl import app, flags
 
+from ldm_jax import storage
 from ldm_jax.data import digits_uint8
 
 flags.DEFINE_string('samples', None, 'samples.npz written by sample.py (images, labels).')
@@ -47,7 +48,7 @@ def class_accuracy(images_uint8: np.ndarray, labels: np.ndarray, clf=None) -> fl
 
 def main(argv):
   del argv
-  data = np.load(FLAGS.samples)
+  data = storage.load_npz(FLAGS.samples)
   clf, held_out = train_classifier()
   pred = clf.predict(features(data['images']))
   acc = float(np.mean(pred == data['labels']))

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import linalg
 
+from ldm_jax import storage
+
 
 def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
   """(mean, covariance) in float64, the covariance unbiased (N - 1) as pytorch-fid's np.cov."""
@@ -30,17 +32,17 @@ def save_stats(path: str, features, **extra) -> None:
   """Reference statistics as .npz: mu, sigma (and the features themselves when precision/recall
   will be computed against them: pass ``features_kept=features``)."""
   mu, sigma = feature_stats(features)
-  np.savez(path, mu=mu, sigma=sigma, num_images=np.asarray(len(features)), **extra)
+  storage.save_npz(path, mu=mu, sigma=sigma, num_images=np.asarray(len(features)), **extra)
 
 
 def load_stats(path: str) -> dict:
-  with np.load(path) as f:
-    if 'mu' not in f or 'sigma' not in f:
-      raise ValueError(
-        f'{path} has no mu/sigma arrays: not a statistics file written by '
-        'ldm_jax (or by pytorch-fid --save-stats)'
-      )
-    return {k: f[k] for k in f.files}
+  arrays = storage.load_npz(path)
+  if 'mu' not in arrays or 'sigma' not in arrays:
+    raise ValueError(
+      f'{path} has no mu/sigma arrays: not a statistics file written by '
+      'ldm_jax (or by pytorch-fid --save-stats)'
+    )
+  return arrays
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:

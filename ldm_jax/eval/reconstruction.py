@@ -17,7 +17,6 @@ on the same uint8 images mapped back to [-1, 1]. Writes WORKDIR/eval/reconstruct
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import storage
 from ldm_jax.nn.autoencoder import AutoencoderKL
 from ldm_jax.data.pipeline import eval_batches
 from ldm_jax.eval.metrics import psnr, ssim
@@ -91,7 +91,7 @@ def evaluate(
   if not per_image['psnr']:
     raise ValueError(f'no images in split {split!r} of {data.source!r} data')
   report = {
-    'workdir': os.path.abspath(workdir),
+    'workdir': storage.resolve(workdir),
     'step': int(step),
     'split': split,
     'source': data.source,
@@ -149,12 +149,10 @@ def main(argv):
     FLAGS.ema,
     FLAGS.lpips_weights,
   )
-  out = FLAGS.out or os.path.join(
+  out = FLAGS.out or storage.join(
     FLAGS.workdir, 'eval', f'reconstruction_{report["step"]}_{report["split"]}.json'
   )
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(report, f, indent=2)
+  storage.write_text(out, json.dumps(report, indent=2))
   print(json.dumps(report, indent=2))
 
 

@@ -11,13 +11,13 @@ like every image set here, the FID network's own TF1-bilinear resize to 299 (``i
 from __future__ import annotations
 
 import logging
-import os
 from typing import Iterable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
 
+from ldm_jax import storage
 from ldm_jax.parallel import sharding
 from ldm_jax.eval import fid
 from ldm_jax.eval.inception import has_classifier, load_inception, make_feature_fn
@@ -76,7 +76,7 @@ def _first_image_size(folder: str) -> int:
   from PIL import Image
   from ldm_jax.data.sources import list_images
 
-  with Image.open(list_images(folder)[0]) as im:
+  with storage.open_file(list_images(folder)[0]) as f, Image.open(f) as im:
     return min(im.size)
 
 
@@ -86,10 +86,10 @@ def image_set(
   """uint8 batches of a folder of images (recursive; centre-cropped and resized to
   ``image_size``, default the first image's shorter side) or of a samples .npz (its 'images')."""
   if path.endswith('.npz'):
-    with np.load(path) as f:
-      if 'images' not in f:
-        raise ValueError(f'{path} has no "images" array (sample.py writes one)')
-      images = f['images']
+    arrays = storage.load_npz(path)
+    if 'images' not in arrays:
+      raise ValueError(f'{path} has no "images" array (sample.py writes one)')
+    images = arrays['images']
     if images.dtype != np.uint8 or images.ndim != 4:
       raise ValueError(
         f'{path}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}'
@@ -125,10 +125,7 @@ def reference_stats(
   for k, v in info.items():
     ref[k] = np.asarray(v)
   if path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp.npz'
-    np.savez(tmp, **ref)
-    os.replace(tmp, path)
+    storage.save_npz(path, **ref)
   return ref
 
 
@@ -183,13 +180,13 @@ class TrainingEvaluator:
     if t.eval_reference:
       return fid.load_stats(t.eval_reference)
     d = c.data
-    name = d.get('name') or os.path.basename(os.path.normpath(d.get('path') or d.source))
-    path = os.path.join(
+    name = d.get('name') or (d.get('path') or d.source).rstrip('/').split('/')[-1]
+    path = storage.join(
       self.workdir,
       'eval',
       f'reference_{name.replace("/", "_")}_{d.split}_{d.image_size}px_{self.num}.npz',
     )
-    if os.path.exists(path):
+    if storage.exists(path):
       return fid.load_stats(path)
     log.info('computing the FID reference: %d images of the data -> %s', self.num, path)
     feats = self.features.collect(dataset_images(d, self.chunk, self.num))

@@ -16,11 +16,11 @@ WORKDIR/eval/superres_<step>_<split>.json.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 from absl import app, flags
 
+from ldm_jax import storage
 from ldm_jax.eval.metrics import psnr
 
 FLAGS = flags.FLAGS
@@ -116,10 +116,8 @@ def main(argv):
   report = evaluate(
     pipe, FLAGS.split, FLAGS.num_images, FLAGS.steps, FLAGS.eta, FLAGS.batch_size, FLAGS.seed
   )
-  out = os.path.join(FLAGS.workdir, 'eval', f'superres_{pipe.step}_{FLAGS.split}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(report, f, indent=1)
+  out = storage.join(FLAGS.workdir, 'eval', f'superres_{pipe.step}_{FLAGS.split}.json')
+  storage.write_text(out, json.dumps(report, indent=1))
   print(json.dumps(report, indent=1))
 
 

@@ -18,7 +18,6 @@ your own jitted code; ``pipe.ldm`` holds the pure functions (``conditioning``, `
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -27,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import storage
 from ldm_jax.config import downsampling_factor, load_config_file, validate
 from ldm_jax.images import to_model_range, to_uint8
 from ldm_jax.latent_diffusion import (
@@ -212,7 +212,7 @@ class Pipeline:
 def load(path_or_config, step: int | None = None, use_ema: bool = True, seed: int = 0) -> Pipeline:
   """A workdir (train.py or ``python -m ldm_jax.convert``), a config file, or a ConfigDict. Configs
   get random weights (seeded): for trying the code offline, tests, or fine-tuning from scratch."""
-  if isinstance(path_or_config, str) and os.path.isdir(path_or_config):
+  if isinstance(path_or_config, str) and storage.isdir(path_or_config):
     return _load_workdir(path_or_config, step, use_ema)
   if isinstance(path_or_config, str):
     if not path_or_config.endswith('.py'):

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ldm_jax import storage
 from ldm_jax.images import to_model_range, unit_to_uint8
 
 
@@ -116,7 +117,7 @@ def read_image(image, mode: str = 'RGB') -> np.ndarray:
     from PIL import Image
 
     try:
-      with Image.open(image) as im:
+      with storage.open_file(image) as f, Image.open(f) as im:
         arr = np.asarray(im.convert(mode))
     except (OSError, ValueError) as e:
       raise TaskInputError(f'cannot read image {image!r}: {e}') from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ldm_jax import storage
 from ldm_jax.tasks.base import Task, TaskInputError, repeat
 
 
@@ -16,7 +17,7 @@ class GivenEmbeddings(Task):
 
   def user_condition(self, num, embeddings=None):
     """An array [L, D] (repeated) or [num, L, D], or a .npy file of either."""
-    emb = np.load(embeddings) if isinstance(embeddings, str) else np.asarray(embeddings)
+    emb = storage.load_npy(embeddings) if isinstance(embeddings, str) else np.asarray(embeddings)
     width = self.cs.channels
     if emb.ndim == 2:
       emb = repeat(emb, num)

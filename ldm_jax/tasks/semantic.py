@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax import storage
 from ldm_jax.images import resize_nearest_torch
 from ldm_jax.nn.encoders import SpatialRescaler
 from ldm_jax.tasks.base import Task, TaskInputError, repeat
@@ -60,13 +61,13 @@ class SemanticSynthesis(Task):
   @staticmethod
   def _read(segmentation) -> np.ndarray:
     if isinstance(segmentation, str) and segmentation.endswith('.npy'):
-      return np.load(segmentation)
+      return storage.load_npy(segmentation)
     if not isinstance(segmentation, str):
       return np.asarray(segmentation)
     from PIL import Image
 
     try:
-      with Image.open(segmentation) as im:
+      with storage.open_file(segmentation) as f, Image.open(f) as im:
         if im.mode not in ('L', 'P', 'I', 'I;16'):
           raise TaskInputError(
             f'{segmentation!r} is a {im.mode} image; a segmentation map is a '

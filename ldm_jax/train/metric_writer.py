@@ -3,9 +3,9 @@ process); only process 0 writes. View with `tensorboard --logdir WORKDIR/tensorb
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from ldm_jax import storage
 
 
 class MetricWriter:
@@ -15,7 +15,7 @@ class MetricWriter:
     if enabled:
       from tensorboardX import SummaryWriter
 
-      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+      self._writer = SummaryWriter(storage.join(workdir, 'tensorboard'), flush_secs=30)
 
   def scalars(self, step: int, values: dict) -> None:
     if self.enabled:

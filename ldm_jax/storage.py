@@ -1,0 +1,197 @@
+"""Every file the project reads or writes goes through here: local paths and URLs alike (``gs://``,
+``s3://`` and whatever else etils.epath understands), so a workdir, a first-stage checkpoint, a
+folder dataset or an eval output can live in a bucket. A URL is never made ``abspath``.
+
+GCS credentials are the ones Google's libraries find by themselves (on a Cloud TPU VM or GCE:
+the VM's service account; elsewhere ``gcloud auth application-default login``). For a local GCS
+emulator set ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT``: on import this module points the
+other clients at it too (TensorStore, which Orbax writes arrays with; etils, which must then use
+gcsfs, because TensorFlow's GCS client has no emulator setting)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from typing import Iterator
+
+from etils import epath
+
+
+def emulator_environment() -> dict[str, str]:
+  """The settings that point every GCS client at ``STORAGE_EMULATOR_HOST`` (none without it)."""
+  host = os.environ.get('STORAGE_EMULATOR_HOST')
+  if not host:
+    return {}
+  host = host if '://' in host else f'http://{host}'
+  return {
+    'TENSORSTORE_GCS_HTTP_URL': host,  # TensorStore (Orbax's arrays)
+    'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',  # TensorStore: no OAuth
+    'EPATH_USE_TF': '0',  # etils: gcsfs, which reads STORAGE_EMULATOR_HOST (TF's GCS cannot)
+    'NO_GCE_CHECK': 'true',  # google-auth: no metadata-server probe
+    'GOOGLE_CLOUD_PROJECT': 'emulator',
+  }
+
+
+for _name, _value in emulator_environment().items():
+  os.environ.setdefault(_name, _value)
+
+
+def is_url(path) -> bool:
+  return '://' in os.fspath(path)
+
+
+def resolve(path) -> str:
+  """A path as a string that names the same place from any working directory: local paths made
+  absolute, URLs unchanged."""
+  path = os.fspath(path)
+  return path if is_url(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def join(*parts) -> str:
+  return os.fspath(epath.Path(*[os.fspath(p) for p in parts]))
+
+
+def Path(path) -> epath.Path:  # noqa: N802  (a constructor, as epath.Path)
+  return epath.Path(os.fspath(path))
+
+
+def exists(path) -> bool:
+  return Path(path).exists()
+
+
+def isdir(path) -> bool:
+  return Path(path).is_dir()
+
+
+def isfile(path) -> bool:
+  p = Path(path)
+  return p.exists() and not p.is_dir()
+
+
+def makedirs(path) -> None:
+  """Creates a folder and its parents (on object stores, folders are prefixes: a no-op there as
+  far as readers are concerned)."""
+  Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def listdir(path) -> list[str]:
+  return sorted(p.name for p in Path(path).iterdir())
+
+
+def walk(root) -> Iterator[tuple[str, list[str], list[str]]]:
+  """os.walk (following links) for local paths and URLs: (folder, sorted subfolder names, sorted
+  file names), top-down."""
+  if not is_url(root):
+    for folder, dirs, files in os.walk(root, followlinks=True):
+      dirs.sort()
+      yield folder, dirs, sorted(files)
+    return
+  scheme = os.fspath(root).split('://')[0]
+  for folder, dirs, files in Path(root).walk():
+    folder = os.fspath(folder)  # etils' fsspec walk drops the scheme: put it back
+    yield folder if is_url(folder) else f'{scheme}://{folder}', sorted(dirs), sorted(files)
+
+
+def relpath(path, root) -> str:
+  """``path`` relative to ``root`` ('/'-separated for URLs)."""
+  path, root = os.fspath(path), os.fspath(root)
+  if not is_url(path):
+    return os.path.relpath(path, root)
+  if not path.startswith(root.rstrip('/') + '/'):
+    raise ValueError(f'{path!r} is not inside {root!r}')
+  return path[len(root.rstrip('/')) + 1 :]
+
+
+def read_bytes(path) -> bytes:
+  return Path(path).read_bytes()
+
+
+def read_text(path) -> str:
+  return Path(path).read_text()
+
+
+def open_file(path, mode: str = 'rb'):
+  """A file object for reading or writing (binary modes: 'rb', 'wb', 'ab'; text: 'r', 'w', 'a')."""
+  return Path(path).open(mode)
+
+
+def write_bytes(path, data: bytes) -> None:
+  """Writes the whole file at once: a reader never sees half of it. Local files go through a
+  temporary file in the same folder and a rename; an object store's upload is atomic."""
+  path = os.fspath(path)
+  if is_url(path):
+    parent = Path(path).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_text(path, text: str) -> None:
+  write_bytes(path, text.encode('utf-8'))
+
+
+def append_text(path, text: str) -> None:
+  """Adds to the end of a (small) text file. Object stores cannot append: the file is read and
+  written back whole, atomically."""
+  path = os.fspath(path)
+  if not is_url(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(text)
+    return
+  old = read_text(path) if exists(path) else ''
+  write_text(path, old + text)
+
+
+def rename(src, dst) -> None:
+  """Moves a file or a folder (on object stores: copy, then delete)."""
+  Path(dst).parent.mkdir(parents=True, exist_ok=True)
+  if is_url(src) and isdir(src):
+    copytree(src, dst)
+    Path(src).rmtree()
+  else:
+    Path(src).rename(Path(dst))
+
+
+def copytree(src, dst) -> None:
+  """Copies a folder's files (local or remote, either way)."""
+  for folder, _, files in walk(src):
+    rel = relpath(folder, src) if folder.rstrip('/') != os.fspath(src).rstrip('/') else ''
+    target = Path(dst) / rel if rel not in ('', '.') else Path(dst)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in files:
+      (target / name).write_bytes(Path(join(folder, name)).read_bytes())
+
+
+def save_npz(path, **arrays) -> None:
+  import numpy as np
+
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  write_bytes(path, buf.getvalue())
+
+
+def load_npz(path) -> dict:
+  """All arrays of an .npz file, read into memory."""
+  import numpy as np
+
+  with np.load(io.BytesIO(read_bytes(path))) as f:
+    return {k: f[k] for k in f.files}
+
+
+def load_npy(path):
+  import numpy as np
+
+  return np.load(io.BytesIO(read_bytes(path)))
