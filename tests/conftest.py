@@ -11,6 +11,8 @@ os.environ.setdefault(
 )
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# libtpu is installed for the AOT tests (python -m ldm_jax.aot): JAX must still run on the CPU.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)

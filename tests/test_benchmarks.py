@@ -62,3 +62,7 @@ def test_peak_table_matches_device_names():
   assert peak_flops('NVIDIA H100 PCIe', 'bfloat16') == 756.0e12
   assert peak_flops('NVIDIA H200', 'float32') == 494.7e12
   assert peak_flops('cpu', 'bfloat16') is None and peak_flops('cpu', 'bfloat16', 2.0) == 2e12
+  # TPU v4 TensorCores as separate devices get half a chip; v5p megacore devices a whole one.
+  assert peak_flops('TPU v4', 'bfloat16', device_cores=1) == 137.5e12
+  assert peak_flops('TPU v5', 'bfloat16', device_cores=2) == 459e12
+  assert peak_flops('TPU v5 lite', 'bfloat16') == 197e12

@@ -18,7 +18,7 @@ LAYERS = [
   ('sampling',),  # generate, the Python API
   ('eval',),  # metrics and evaluation CLIs
   ('train',),  # the training loop and stages
-  ('convert', 'summary', '__init__'),  # interop and tools on top
+  ('convert', 'summary', 'aot', '__init__', 'configs'),  # interop, tools; configs/ (a link) on top
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -9,6 +9,7 @@ See ldm_jax.convert.compvis and ldm_jax.convert.diffusers.
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -54,6 +55,14 @@ def main(argv):
   print(json.dumps(report, indent=2))
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The console script (``ldm-convert``) and ``python -m ldm_jax.convert``."""
+  from ldm_jax.runtime import resolve_config_argv
+
+  sys.argv = resolve_config_argv(sys.argv)
   _define_flags()
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

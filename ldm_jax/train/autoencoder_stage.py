@@ -59,6 +59,13 @@ class AutoencoderStage:
     lpips = jax.device_put(self.lpips_params, repl) if self.lpips_params is not None else None
     return lpips, repl
 
+  def abstract_frozen(self):
+    """The step's frozen input as ShapeDtypeStructs with shardings (compiling without weights)."""
+    repl = sharding.replicated(self.mesh)
+    return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), self.lpips_params
+    )
+
   # -- data ------------------------------------------------------------------------------------
   def train_iterator(self, position: int, first_stage_params):
     return make_train_iterator(

@@ -85,6 +85,10 @@ class LDMStage:
   def frozen(self, first_stage_params):
     return first_stage_params, self._fs_sh
 
+  def abstract_frozen(self):
+    """The step's frozen input as ShapeDtypeStructs with shardings (compiling without weights)."""
+    return self.first_stage_shapes()
+
   # -- data ------------------------------------------------------------------------------------
   def train_iterator(self, position: int, first_stage_params):
     cache = None

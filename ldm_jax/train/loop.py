@@ -58,6 +58,18 @@ def _restore_or_create(config, stage, mesh, checkpointer, key):
   return state, state_sh, first_stage_params, latest, position
 
 
+def jit_train_step(stage, mesh, state_sh, frozen_sh):
+  """The one jitted training step of a stage: (state, batch, frozen) -> (state, metrics), the batch
+  sharded over the mesh, the state donated. train() runs it; ``python -m ldm_jax.aot`` compiles
+  it for a TPU topology."""
+  return jax.jit(
+    guard_nonfinite(stage.step),
+    in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
+    out_shardings=(state_sh, sharding.replicated(mesh)),
+    donate_argnums=(0,),
+  )
+
+
 def train(config, workdir: str) -> TrainState:
   validate(config)
   workdir = storage.resolve(workdir)
@@ -80,12 +92,7 @@ def train(config, workdir: str) -> TrainState:
   if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run
     state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
   state = jax.device_put(state, state_sh)
-  train_step = jax.jit(
-    guard_nonfinite(stage.step),
-    in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
-    out_shardings=(state_sh, sharding.replicated(mesh)),
-    donate_argnums=(0,),
-  )
+  train_step = jit_train_step(stage, mesh, state_sh, frozen_sh)
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
   evaluator = stage.evaluator(workdir)
   _log_start(config, mesh, int(state.step))

@@ -1,0 +1,398 @@
+"""Compile a config for a TPU pod slice on a machine without TPUs, before renting one:
+
+  python -m ldm_jax.aot --config=configs/lsun_churches.py --topology=v5e:4x4 [--config.x=y ...]
+
+libtpu (``pip install -e '.[aot]'``) gives the devices of a topology
+(``jax.experimental.topologies``); the training step is the one train.py runs
+(``train.loop.jit_train_step`` of the config's stage: mesh, FSDP rules, gradient accumulation,
+remat, bf16; for autoencoders the GAN step), lowered with abstract arguments and compiled for
+those chips. For LDMs the sampling loop of ``config.sampling`` is compiled too. Prints one JSON
+line: per-device bytes (arguments, outputs, temporaries), whether that fits the chip's HBM
+(``parallel.chips``), XLA's FLOPs, the TPU cost model's step time and the MFU it implies against
+the chip's peak. All of these are XLA cost-model estimates, not measurements.
+
+A config that does not fit says so, and (``--suggest``, on by default) the settings that do fit
+are searched: FSDP over all chips, then full remat, then gradient accumulation, each compiled.
+
+Loops count once in XLA's cost analysis, so the step's cost comes from a program without them:
+with gradient accumulation k, the step at batch B/k times k; sampling, one denoising step (with
+classifier-free guidance when the config uses it) times the number of steps, plus the decoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+
+# libtpu looks for a TPU VM's metadata when it loads; there is none when compiling here.
+for _name, _value in (
+  ('TPU_SKIP_MDS_QUERY', '1'),
+  ('TPU_ACCELERATOR_TYPE', 'v5litepod-16'),
+  ('TPU_WORKER_HOSTNAMES', 'localhost'),
+):
+  os.environ.setdefault(_name, _value)
+
+HEADROOM = 0.95  # of HBM usable by a program (the runtime keeps some)
+
+
+def topology_devices(topology: str):
+  """The devices of a TPU topology such as 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1', 'v6e:2x4'."""
+  from jax.experimental import topologies
+
+  try:
+    return topologies.get_topology_desc(topology_name=topology, platform='tpu').devices
+  except Exception as e:  # pylint: disable=broad-except  (libtpu missing, unknown name)
+    raise SystemExit(
+      f'cannot make TPU topology {topology!r}: {type(e).__name__}: {str(e)[:300]}\n'
+      "Install libtpu (pip install -e '.[aot]') and name a topology as "
+      "'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1' or 'v6e:2x4'."
+    ) from None
+
+
+class _ShapeSource:
+  """One blank example with every annotation a task reads: the data pipeline's own code then makes
+  a batch whose shapes and dtypes are those of training (no dataset needed)."""
+
+  key = 'image'
+
+  def __init__(self, image_size: int, annotations=()):
+    self.size, self.annotations = image_size, tuple(annotations)
+
+  def __len__(self):
+    return 1
+
+  def load(self, index: int, flip: bool = False) -> dict:
+    s = self.size
+    example = {'image': np.full((s, s, 3), 127, np.uint8), 'label': 0}
+    if 'caption' in self.annotations:
+      example['caption'] = ['a photograph of a church']
+    if 'boxes' in self.annotations:
+      example['boxes'] = [{'class': 0, 'bbox': [0.25, 0.25, 0.5, 0.5]}]
+    if 'segmentation' in self.annotations:
+      example['segmentation'] = np.zeros((s, s), np.int32)
+    return example
+
+
+def abstract_batch(config, task, mesh, batch_size: int):
+  """The training batch as ShapeDtypeStructs, sharded over the mesh."""
+  import jax
+
+  from ldm_jax.data.pipeline import RandomAccessBatches
+  from ldm_jax.parallel import sharding
+
+  conditions = task if task is not None and task.name != 'unconditional' else None
+  source = _ShapeSource(config.data.image_size, conditions.annotations if conditions else ())
+  one = next(
+    RandomAccessBatches(source, 1, 0, random_flip=False, num_threads=1, conditions=conditions)
+  )
+  batch_sh = sharding.batch_sharded(mesh)
+  return jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(
+      (batch_size,) + np.shape(a)[1:], np.asarray(a).dtype, sharding=batch_sh
+    ),
+    one,
+  )
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  args, out, alias, temp = (
+    m.argument_size_in_bytes,
+    m.output_size_in_bytes,
+    m.alias_size_in_bytes,
+    m.temp_size_in_bytes,
+  )
+  return {
+    'argument_bytes': int(args),
+    'output_bytes': int(out),
+    'alias_bytes': int(alias),
+    'temp_bytes': int(temp),
+    'code_bytes': int(m.generated_code_size_in_bytes),
+    # donated (aliased) outputs reuse their arguments' memory
+    'peak_bytes': int(args + out - alias + temp + m.generated_code_size_in_bytes),
+  }
+
+
+@dataclasses.dataclass
+class Cost:
+  """One device's program: XLA's FLOPs and bytes accessed, and the TPU cost model's seconds (which
+  it reports as negative when it cannot cost an instruction: see ``seconds``)."""
+
+  flops: float
+  bytes: float
+  xla_seconds: float
+
+  def times(self, k: int) -> Cost:
+    return Cost(self.flops * k, self.bytes * k, self.xla_seconds * k)
+
+  def seconds(self, peak: float | None, bandwidth: float | None) -> tuple[float | None, str]:
+    """(estimated seconds, 'xla' or 'roofline'): the cost model's time where it gave one, else
+    the roofline max(FLOPs / peak, bytes / HBM bandwidth) of XLA's own counts."""
+    if self.xla_seconds > 0:
+      return self.xla_seconds, 'xla'
+    if peak and bandwidth:
+      return max(self.flops / peak, self.bytes / bandwidth), 'roofline'
+    return None, 'none'
+
+
+def _cost(compiled) -> Cost:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return Cost(
+    float(cost.get('flops', 0.0)),
+    float(cost.get('bytes accessed', 0.0)),
+    float(cost.get('optimal_seconds', -1.0)),
+  )
+
+
+def _build(config, devices):
+  """(mesh, stage, abstract state with shardings, abstract batch, abstract frozen input)."""
+  import jax
+
+  from ldm_jax.config import validate
+  from ldm_jax.parallel import sharding
+  from ldm_jax.train.loop import STAGES
+
+  validate(config)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  sharding.check_batch_size(config.training.batch_size, mesh, config.training.grad_accum_steps)
+  stage = STAGES[config.stage](config, mesh)
+  abstract = jax.eval_shape(stage.init_state, jax.random.PRNGKey(0))
+  state_sh = sharding.state_shardings(abstract, mesh, config.mesh)
+  state = sharding.with_shardings(abstract, state_sh)
+  frozen = stage.abstract_frozen()
+  frozen_sh = jax.tree.map(lambda a: a.sharding, frozen)
+  batch = abstract_batch(config, getattr(stage, 'task', None), mesh, config.training.batch_size)
+  return mesh, stage, state, state_sh, batch, frozen, frozen_sh
+
+
+def compile_train_step(config, devices):
+  """(compiled step, mesh, stage, abstract state): train.py's step for these devices."""
+  from ldm_jax.train.loop import jit_train_step
+
+  mesh, stage, state, state_sh, batch, frozen, frozen_sh = _build(config, devices)
+  step = jit_train_step(stage, mesh, state_sh, frozen_sh)
+  return step.lower(state, batch, frozen).compile(), mesh, stage, state
+
+
+def step_cost(config, devices, compiled) -> Cost:
+  """One training step per device; see the module doc on accumulation."""
+  k = config.training.grad_accum_steps
+  if k <= 1:
+    return _cost(compiled)
+  micro = copy.deepcopy(config)
+  micro.training.batch_size //= k
+  micro.training.grad_accum_steps = 1
+  return _cost(compile_train_step(micro, devices)[0]).times(k)
+
+
+def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
+  """Compile the sampling loop of config.sampling (a batch of one image per device... times the
+  mesh: ``mesh.size`` images) and estimate it from one denoising step and the decoder."""
+  import jax
+  import jax.numpy as jnp
+
+  from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
+  from ldm_jax.latent_diffusion import latent_shape
+  from ldm_jax.parallel import sharding
+  from ldm_jax.sampling.generate import guidance_scale, training_generate_fn
+
+  ldm, s = stage.ldm, config.sampling
+  n = mesh.size
+  batch_sh, repl = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+  params = state.ema_params if state.ema_params is not None else state.params
+  frozen = stage.abstract_frozen()
+  cond = abstract_batch(config, ldm.task, mesh, n).get('cond')
+  scale = guidance_scale(ldm, None, s.guidance_scale)
+  uncond = cond if (cond is not None and scale != 1.0) else None
+  x_T = jax.ShapeDtypeStruct((n,) + latent_shape(config), jnp.float32, sharding=batch_sh)
+  sf = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
+  generate = training_generate_fn(config, ldm)
+  loop = generate.lower(params, frozen, sf, x_T, cond, uncond, key).compile()
+
+  def one_step(params, fs, x, cond, uncond):
+    c = ldm.conditioning(params, fs, cond)
+    u = ldm.conditioning(params, fs, uncond) if uncond is not None else None
+    t = jnp.full((x.shape[0],), 500, jnp.int32)
+    return guided_eps_fn(lambda x, t, cc: ldm.eps(params, x, t, cc), c, u, scale)(x, t)
+
+  x = jax.ShapeDtypeStruct(x_T.shape, x_T.dtype, sharding=batch_sh)
+  step = _cost(jax.jit(one_step).lower(params, frozen, x, cond, uncond).compile())
+  decode = _cost(jax.jit(ldm.decode).lower(frozen, x, sf).compile())
+  steps = 1000 if s.sampler == 'ddpm' else s.steps
+  step_s, model = step.seconds(peak, bandwidth)
+  decode_s, _ = decode.seconds(peak, bandwidth)
+  seconds = steps * step_s + decode_s if step_s and decode_s else None
+  return {
+    'sampler': s.sampler,
+    'steps': steps,
+    'guidance_scale': scale,
+    'images': n,
+    'peak_bytes': _memory(loop)['peak_bytes'],
+    'flops_per_device': steps * step.flops + decode.flops,
+    'est_seconds': seconds,
+    'time_model': model,
+    'est_images_per_second': n / seconds if seconds else None,
+  }
+
+
+def report(config, topology: str, devices=None, sampling: bool = True) -> dict:
+  """Compile the config for the topology; the JSON report (see the module doc)."""
+  from ldm_jax.parallel import chips
+
+  devices = list(devices if devices is not None else topology_devices(topology))
+  device = devices[0]
+  t = config.training
+  out = {
+    'config': '',
+    'stage': config.stage,
+    'topology': topology,
+    'device_kind': device.device_kind,
+    'devices': len(devices),
+    'mesh': {k: int(v) for k, v in sharding_sizes(config, devices).items()},
+    'batch_size': int(t.batch_size),
+    'grad_accum_steps': int(t.grad_accum_steps),
+    'compute_dtype': t.compute_dtype,
+    'remat': t.remat or 'none',
+  }
+  cores = getattr(device, 'num_cores', None)
+  hbm = chips.hbm_bytes(device.device_kind, cores)
+  try:
+    compiled, mesh, stage, state = compile_train_step(config, devices)
+  except Exception as e:  # pylint: disable=broad-except
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    # XLA refuses a program that cannot fit, after trying to rematerialise its way into HBM
+    return {**out, 'hbm_bytes': hbm, 'fits': False, 'compile_error': str(e).splitlines()[0]}
+  memory = _memory(compiled)
+  cost = step_cost(config, devices, compiled)
+  peak = chips.peak_flops(device.device_kind, 'bfloat16', device_cores=cores)
+  bandwidth = chips.hbm_bandwidth(device.device_kind, cores)
+  seconds, model = cost.seconds(peak, bandwidth)
+  out = {
+    **out,
+    **memory,
+    'hbm_bytes': hbm,
+    'fits': None if hbm is None else memory['peak_bytes'] <= HEADROOM * hbm,
+    'flops_per_device': cost.flops,
+    'bytes_accessed_per_device': cost.bytes,
+    'xla_optimal_seconds': cost.xla_seconds,
+    'est_step_seconds': seconds,
+    'time_model': model,
+    'est_images_per_second': t.batch_size / seconds if seconds else None,
+    'est_mfu': cost.flops / (seconds * peak) if seconds and peak else None,
+    'note': 'XLA TPU cost-model estimates, not measurements',
+  }
+  if sampling and config.stage == 'ldm':
+    out['sampling'] = sampling_report(config, mesh, stage, state, peak, bandwidth)
+  return out
+
+
+def sharding_sizes(config, devices) -> dict:
+  from ldm_jax.parallel import sharding
+
+  return dict(sharding.make_mesh(config.mesh, devices).shape)
+
+
+def candidates(config, num_devices: int):
+  """Settings to try, in order, when a config does not fit: (description, overrides)."""
+  t = config.training
+  tried = []
+  fsdp = {'mesh.data': 1, 'mesh.fsdp': -1}
+  tried.append(('fsdp over all chips', fsdp))
+  remat = {**fsdp, 'training.remat': 'full'}
+  if config.stage == 'ldm':
+    tried.append(('fsdp + remat full', remat))
+    for k in (2, 4, 8, 16):
+      if t.batch_size % (k * num_devices) == 0:
+        tried.append(
+          (f'fsdp + remat full + {k} micro-batches', {**remat, 'training.grad_accum_steps': k})
+        )
+  return tried
+
+
+def apply_overrides(config, overrides: dict):
+  config = copy.deepcopy(config)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def suggest(config, topology: str, devices) -> dict | None:
+  """The first candidate setting that fits, with its report (None if none does)."""
+  for description, overrides in candidates(config, len(devices)):
+    try:
+      r = report(apply_overrides(config, overrides), topology, devices, sampling=False)
+    except Exception as e:  # pylint: disable=broad-except  (e.g. a shape FSDP cannot split)
+      print(
+        f'# {description}: does not compile ({type(e).__name__}: {str(e)[:200]})', file=sys.stderr
+      )
+      continue
+    used = f'{r["peak_bytes"] / 2**30:.2f} GiB per device' if 'peak_bytes' in r else 'too large'
+    print(f'# {description}: {used}, fits={r["fits"]}', file=sys.stderr)
+    if r['fits']:
+      flags = ' '.join(f'--config.{k}={v}' for k, v in overrides.items())
+      return {'settings': description, 'flags': flags, 'report': r}
+  return None
+
+
+def main(argv) -> None:
+  from absl import flags
+
+  FLAGS = flags.FLAGS
+  if len(argv) > 1:
+    raise SystemExit(f'unexpected arguments: {argv[1:]}')
+  from ldm_jax.runtime import setup_runtime
+
+  setup_runtime()
+  import jax
+  from ml_collections import config_flags
+
+  jax.config.update('jax_enable_compilation_cache', False)  # TPU programs: not for this host
+  devices = topology_devices(FLAGS.topology)
+  config = FLAGS.config
+  out = report(config, FLAGS.topology, devices, sampling=FLAGS.sampling)
+  out['config'] = config_flags.get_config_filename(FLAGS['config'])
+  if out['fits'] is False:
+    need = out.get('compile_error') or '%.2f GiB needed' % (out['peak_bytes'] / 2**30)
+    print(
+      f'# does not fit the {out["hbm_bytes"] / 2**30:.0f} GiB HBM of a {out["device_kind"]} '
+      f'device: {need}',
+      file=sys.stderr,
+    )
+    if FLAGS.suggest:
+      out['suggestion'] = suggest(config, FLAGS.topology, devices)
+  print(json.dumps(out))
+
+
+def run() -> None:
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  from ldm_jax.runtime import resolve_config_argv, run_with_clear_config_errors
+
+  config_flags.DEFINE_config_file(
+    'config', None, 'A config file under configs/.', lock_config=False
+  )
+  flags.DEFINE_string(
+    'topology', 'v5e:2x4', "TPU topology, e.g. 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1'."
+  )
+  flags.DEFINE_bool('sampling', True, 'Also compile the sampling loop (LDM configs).')
+  flags.DEFINE_bool('suggest', True, 'When it does not fit, search settings that do.')
+  flags.mark_flags_as_required(['config'])
+  sys.argv = resolve_config_argv(sys.argv)
+  run_with_clear_config_errors(lambda: app.run(main), sys.argv)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,68 @@
+"""Train either LDM stage: python train.py --config=configs/<name>.py --workdir=DIR [--config.k=v ...]
+
+Resumes by itself from the newest checkpoint in WORKDIR. Multi-host (a TPU pod slice, a multi-node
+GPU job): run the same command on every host/process with the same WORKDIR (a shared filesystem or
+gs:// bucket); jax.distributed starts by itself on Cloud TPU, under SLURM and Open MPI, or from
+--coordinator_address/--num_processes/--process_id. See README, "Pods and clusters".
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ldm_jax.runtime import setup_runtime
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+  'config', None, 'Path to a config file under configs/.', lock_config=True
+)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and images.')
+flags.DEFINE_enum(
+  'distributed',
+  'auto',
+  ['auto', 'on', 'off'],
+  'Start jax.distributed: auto = when a coordinator address is given or a TPU VM, '
+  'SLURM job of several tasks or Open MPI launch is detected.',
+)
+flags.DEFINE_string(
+  'coordinator_address',
+  '',
+  'host:port of process 0 (GPU clusters without SLURM/MPI; or JAX_COORDINATOR_ADDRESS).',
+)
+flags.DEFINE_integer('num_processes', 0, 'Number of processes (with --coordinator_address).')
+flags.DEFINE_integer('process_id', -1, "This process's index (with --coordinator_address).")
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  setup_runtime()
+  from ldm_jax.parallel import distributed  # before any JAX computation
+
+  distributed.initialize(
+    FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+  )
+  import jax
+
+  if jax.process_index() != 0:  # process 0 writes the logs; the others only warnings
+    logging.getLogger().setLevel(logging.WARNING)
+  from ldm_jax.train.loop import train  # after the runtime setup (compilation cache, logging)
+
+  train(FLAGS.config, FLAGS.workdir)
+
+
+def run() -> None:
+  """The console script (``pyproject``/setup.cfg entry point) and ``python -m``."""
+  from ldm_jax.runtime import resolve_config_argv, run_with_clear_config_errors
+
+  sys.argv = resolve_config_argv(sys.argv)
+  run_with_clear_config_errors(lambda: app.run(main), sys.argv)
+
+
+if __name__ == '__main__':
+  run()
