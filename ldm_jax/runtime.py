@@ -24,6 +24,42 @@ def setup_runtime() -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
+def visible_accelerators() -> list[str]:
+  """Device files of accelerators this machine has, whatever JAX was installed with: NVIDIA GPUs
+  (/dev/nvidia0...), Cloud TPU chips (/dev/accel*, or /dev/vfio/* on v5p and later)."""
+  import glob
+
+  found = sorted(glob.glob('/dev/nvidia[0-9]*')) + sorted(glob.glob('/dev/accel[0-9]*'))
+  return found + [p for p in sorted(glob.glob('/dev/vfio/[0-9]*'))]
+
+
+def log_backend() -> None:
+  """Log the backend, device kind and count (after jax.distributed started, if it does); warn when
+  JAX runs on the CPU while an accelerator is visible: a CPU-only jaxlib on a GPU or TPU host."""
+  import jax
+
+  devices = jax.devices()
+  logging.getLogger('ldm_jax').info(
+    'JAX %s: backend %s, %d x %s (%d local), %d process(es)',
+    jax.__version__,
+    jax.default_backend(),
+    len(devices),
+    devices[0].device_kind,
+    jax.local_device_count(),
+    jax.process_count(),
+  )
+  accelerators = visible_accelerators()
+  if jax.default_backend() == 'cpu' and accelerators:
+    extra = 'tpu' if any('accel' in a or 'vfio' in a for a in accelerators) else 'cuda12'
+    logging.getLogger('ldm_jax').warning(
+      'running on the CPU, but this machine has %s: JAX was installed without its accelerator '
+      "support. Install it with pip install -e '.[%s]' (README, Install), or set "
+      'JAX_PLATFORMS=cpu to run on the CPU on purpose.',
+      ', '.join(accelerators[:4]),
+      extra,
+    )
+
+
 def resolve_config_argv(argv: list[str]) -> list[str]:
   """``--config=configs/x.py`` found among the installed configs when there is no such file here
   (config.find_config), and the folder holding that configs/ put on sys.path, as configs import

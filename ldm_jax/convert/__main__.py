@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from ldm_jax.convert.compvis import convert_compvis
 from ldm_jax.convert.diffusers import convert_diffusers
+from ldm_jax.runtime import log_backend
 
 
 def _define_flags():
@@ -38,6 +39,7 @@ def _define_flags():
 
 def main(argv):
   FLAGS = flags.FLAGS
+  log_backend()
   if len(argv) == 2 and argv[1] == 'diffusers':
     if not FLAGS.path or not FLAGS.out:
       raise app.UsageError('usage: python -m ldm_jax.convert diffusers --path DIR --out DIR')

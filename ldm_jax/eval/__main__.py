@@ -26,7 +26,7 @@ import time
 from absl import app, flags
 
 from ldm_jax import storage
-from ldm_jax.runtime import setup_runtime
+from ldm_jax.runtime import log_backend, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags
 
 define_model_flags()
@@ -108,6 +108,7 @@ def main(argv):
   if not (generate or FLAGS.samples or FLAGS.save_ref):
     raise app.UsageError('nothing to score: give --workdir (generate), --samples, or --save_ref')
   setup_runtime()
+  log_backend()
   import numpy as np
   from ldm_jax.eval import sample_quality
   from ldm_jax.config import load_config_file

@@ -32,6 +32,7 @@ from ldm_jax.data.pipeline import eval_batches
 from ldm_jax.eval.metrics import psnr, ssim
 from ldm_jax.nn.lpips import make_lpips
 from ldm_jax.latent_diffusion import build_first_stage
+from ldm_jax.runtime import log_backend
 
 
 def _to_unit_uint8(x):
@@ -138,6 +139,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required (the autoencoder run to evaluate)')
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-restore INFO lines: noise here
+  log_backend()
   report = evaluate(
     FLAGS.workdir,
     FLAGS.split,

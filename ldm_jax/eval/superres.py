@@ -22,6 +22,7 @@ from absl import app, flags
 
 from ldm_jax import storage
 from ldm_jax.eval.metrics import psnr
+from ldm_jax.runtime import log_backend
 
 FLAGS = flags.FLAGS
 
@@ -111,6 +112,8 @@ def evaluate(
 def main(argv):
   del argv
   import ldm_jax
+
+  log_backend()
 
   pipe = ldm_jax.load(FLAGS.workdir)
   report = evaluate(

@@ -24,7 +24,7 @@ import time
 from absl import app, flags
 
 from ldm_jax import storage
-from ldm_jax.runtime import setup_runtime
+from ldm_jax.runtime import log_backend, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
 
 define_model_flags()
@@ -75,6 +75,7 @@ def main(argv):
   if bool(FLAGS.workdir) == bool(FLAGS.config):
     raise app.UsageError('give exactly one of --workdir (trained or converted) and --config')
   setup_runtime()
+  log_backend()
   from ldm_jax.images import make_grid, save_png
   from ldm_jax.sampling.pipeline import load
   from ldm_jax.tasks import TASK_ARGS, TaskInputError

@@ -49,6 +49,9 @@ def main(argv):
   )
   import jax
 
+  from ldm_jax.runtime import log_backend
+
+  log_backend()
   if jax.process_index() != 0:  # process 0 writes the logs; the others only warnings
     logging.getLogger().setLevel(logging.WARNING)
   from ldm_jax.train.loop import train  # after the runtime setup (compilation cache, logging)

