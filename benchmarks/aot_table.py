@@ -47,21 +47,27 @@ TOPOLOGIES = {
 
 
 def rows(models):
-  """(model, topology, dtype, remat, fsdp, batch); batch 0 = the config's. Each compile of the big
-  models takes minutes on 2 CPU cores, so not the full product: on --full_on, precision, FSDP
-  and remat one at a time from fp32/replicated/no remat; on the other slices, bf16 with FSDP."""
+  """(model, topology, dtype, remat, fsdp, batch); batch 0 = the config's. A compile of these
+  models takes many minutes on 2 CPU cores, so not the full product, and the most telling rows
+  first: each model in bf16 with FSDP on --full_on, the baseline (fp32, replicated), the other
+  slices, then one change at a time, then the largest churches batch that fits."""
+  full = FLAGS.full_on
+  yield 'churches', full, 'float32', '', 1, 0
   for model in models:
-    yield model, FLAGS.full_on, 'float32', '', 1, 0
-    yield model, FLAGS.full_on, 'bfloat16', '', 1, 0
-    yield model, FLAGS.full_on, 'bfloat16', '', -1, 0
-    yield model, FLAGS.full_on, 'bfloat16', 'full', -1, 0
+    yield model, full, 'bfloat16', 'full' if model == 'txt2img' else '', -1, 0
+  for topology in TOPOLOGIES:
+    if topology != full:
+      yield 'churches', topology, 'bfloat16', '', -1, 0
   for model in models:
+    yield model, full, 'float32', '', 1, 0
+    yield model, full, 'bfloat16', '', 1, 0
+    yield model, full, 'bfloat16', '', -1, 0
+    yield model, full, 'bfloat16', 'full', -1, 0
     for topology in TOPOLOGIES:
-      if topology != FLAGS.full_on:
+      if topology != full:
         yield model, topology, 'bfloat16', '', -1, 0
-  # the largest churches batch that fits one v5e-8 slice (bf16, fsdp, remat)
   for batch in (384, 768, 1536):
-    yield 'churches', FLAGS.full_on, 'bfloat16', 'full', -1, batch
+    yield 'churches', full, 'bfloat16', 'full', -1, batch
 
 
 def key(row) -> str:
@@ -135,6 +141,7 @@ def main(argv):
   for row in rows(FLAGS.models.split(',')):
     if key(row) in done:
       continue
+    done.add(key(row))
     r = compile_row(row)
     with open(FLAGS.out, 'a') as f:
       f.write(json.dumps(r) + '\n')
