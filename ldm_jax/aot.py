@@ -41,9 +41,14 @@ HEADROOM = 0.95  # of HBM usable by a program (the runtime keeps some)
 
 
 def topology_devices(topology: str):
-  """The devices of a TPU topology such as 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1', 'v6e:2x4'."""
+  """The devices of a TPU topology such as 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1', 'v6e:2x4'; 'cpu':
+  this host's CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N), to compare the
+  CPU program with the TPU one."""
+  import jax
   from jax.experimental import topologies
 
+  if topology == 'cpu':
+    return jax.devices('cpu')
   try:
     return topologies.get_topology_desc(topology_name=topology, platform='tpu').devices
   except Exception as e:  # pylint: disable=broad-except  (libtpu missing, unknown name)

@@ -245,3 +245,18 @@ def test_a_run_lives_in_a_bucket(emulator, tmp_path):
   (_, remote, _), (_, local, _) = leaves(f'{gs}/converted'), leaves(str(tmp_path / 'converted'))
   for a, b in zip(remote, local):
     np.testing.assert_array_equal(a, b)
+
+  # 6. A checkpoint in the bucket whose array data is gone is moved aside; the run goes on from
+  # the one before.
+  newest = f'ae/checkpoints/{stop + 2}/'
+  lost = [n for n in objects(emulator, newest) if '/d/' in n]
+  assert lost
+  for name in lost:
+    quoted = urllib.request.quote(name, safe='')
+    urllib.request.urlopen(
+      urllib.request.Request(f'{emulator}/storage/v1/b/{BUCKET}/o/{quoted}', method='DELETE')
+    ).read()
+  r = ok(run_cli(*autoencoder(f'{gs}/ae', f'--config.training.num_steps={stop + 3}'), env=ENV))
+  assert f'checkpoint {gs}/{newest.rstrip("/")} is unreadable' in r.stderr
+  assert f'resumed from {gs}/ae/checkpoints at step {stop}' in r.stderr
+  assert any(n.startswith(f'ae/corrupt_checkpoints/{stop + 2}/') for n in objects(emulator, 'ae/'))
