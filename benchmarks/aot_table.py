@@ -108,21 +108,23 @@ def compile_row(row) -> dict:
 def markdown(path) -> str:
   lines = [json.loads(line) for line in open(path)]
   out = [
-    '| model | slice | batch | dtype | remat | fsdp | GiB/chip (of HBM) | fits | est. step s '
-    '| est. img/s | est. MFU | time model |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| model | slice | batch | dtype | remat | fsdp | GiB/device (HBM) | fits | TFLOP/device '
+    '| est. step s | est. img/s | est. MFU | compute-bound step s | time model |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for r in lines:
     hbm = f'{r["hbm_bytes"] / 2**30:.0f}' if r.get('hbm_bytes') else 'host'
     mem = f'{r["peak_bytes"] / 2**30:.1f} ({hbm})' if 'peak_bytes' in r else f'> {hbm}'
     fits = {True: 'yes', False: '**no**', None: '-'}[r['fits']]
     fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) else '-'
+    # FLOPs / peak: the step time at the chip's peak (a lower bound), = est. time x est. MFU
+    bound = r['est_step_seconds'] * r['est_mfu'] if r.get('est_mfu') else None
     out.append(
       f'| {r["model"]} | {r["slice"]} | {r["batch_size"]} | '
       f'{"bf16" if r["compute_dtype"] == "bfloat16" else "fp32"} | {r["remat"]} | {r["fsdp"]} | '
-      f'{mem} | {fits} | {fmt(r.get("est_step_seconds"), ".3f")} | '
-      f'{fmt(r.get("est_images_per_second"), ".0f")} | {fmt(r.get("est_mfu"), ".2f")} | '
-      f'{r.get("time_model", "-")} |'
+      f'{mem} | {fits} | {fmt(r.get("flops_per_device", 0) / 1e12 or None, ".2f")} | '
+      f'{fmt(r.get("est_step_seconds"), ".3f")} | {fmt(r.get("est_images_per_second"), ".0f")} | '
+      f'{fmt(r.get("est_mfu"), ".2f")} | {fmt(bound, ".3f")} | {r.get("time_model", "-")} |'
     )
   return '\n'.join(out)
 

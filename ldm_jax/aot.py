@@ -292,6 +292,8 @@ def report(config, topology: str, devices=None, sampling: bool = True) -> dict:
     'time_model': model,
     'est_images_per_second': t.batch_size / seconds if seconds else None,
     'est_mfu': cost.flops / (seconds * peak) if seconds and peak else None,
+    # the compute bound: the step at the chip's peak (a lower bound on its time)
+    'compute_bound_seconds': cost.flops / peak if peak else None,
     'note': 'XLA TPU cost-model estimates, not measurements',
   }
   if sampling and config.stage == 'ldm':
