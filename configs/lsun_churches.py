@@ -8,6 +8,13 @@ Hardware: the paper trained on one A100 for 500k steps at batch 96 (Table 12, 18
 FID 4.02 (50k samples, DDIM; README: 400 DDIM steps, eta 0). Data: TFDS lsun/church_outdoor.
 lr 5e-5 unscaled (the yaml says start main.py with --scale_lr False), AdamW(wd 0.01), L1 loss,
 betas sqrt-linear 0.0015 -> 0.0155, scale_by_std, EMA 0.9999.
+
+On a TPU pod slice (BENCHMARKS.md, "TPU pod slices": XLA cost-model estimates from
+`python -m ldm_jax.aot`, not measurements): bf16 with FSDP over all chips, no remat,
+  --config.training.compute_dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
+needs 4.9 GiB per chip at batch 96 on a v5e-8 (16 GiB chips; est. 0.12 s/step, compute-bound
+0.013 s) and 5.1 GiB per TensorCore on a v4-8: memory is not the limit, so raise the batch
+(or keep 96 and replicate: --config.mesh.fsdp=1) before reaching for remat.
 """
 
 from configs.released import kl_f8

@@ -37,6 +37,18 @@ for _name, _value in (
 ):
   os.environ.setdefault(_name, _value)
 
+
+def _allow_several_compilers() -> None:
+  """Without TPU chips here, several processes may load libtpu at once (its lockfile guards the
+  chips, which a compile-only process never opens)."""
+  from ldm_jax.runtime import visible_accelerators
+
+  if not any('accel' in d or 'vfio' in d for d in visible_accelerators()):
+    os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+
+
+_allow_several_compilers()
+
 HEADROOM = 0.95  # of HBM usable by a program (the runtime keeps some)
 
 

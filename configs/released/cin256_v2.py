@@ -4,6 +4,11 @@ classifier-free guidance (README: FID 3.6 with guidance). The yaml has no data s
 EMA; lr 1e-4 (batch not published: 64 here, scaled).
 
   python train.py --config=configs/released/cin256_v2.py --workdir=runs/cin256_v2
+
+On a v5e-8 (BENCHMARKS.md, "TPU pod slices": XLA cost-model estimates, not measurements): bf16
+with FSDP over the 8 chips, no remat,
+  --config.training.compute_dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
+needs 4.6 GiB per chip at batch 64 (est. 0.12 s/step): room for a larger batch.
 """
 
 from configs.released.ldm import ldm_config
