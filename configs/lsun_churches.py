@@ -13,8 +13,8 @@ On a TPU pod slice (BENCHMARKS.md, "TPU pod slices": XLA cost-model estimates fr
 `python -m ldm_jax.aot`, not measurements): bf16 with FSDP over all chips, no remat,
   --config.training.compute_dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
 needs 4.9 GiB per chip at batch 96 on a v5e-8 (16 GiB chips; est. 0.12 s/step, compute-bound
-0.013 s) and 5.1 GiB per TensorCore on a v4-8: memory is not the limit, so raise the batch
-(or keep 96 and replicate: --config.mesh.fsdp=1) before reaching for remat.
+0.013 s) and 5.1 GiB per TensorCore on a v4-8: memory is not the limit; raise the batch before
+reaching for remat.
 """
 
 from configs.released import kl_f8
