@@ -108,34 +108,53 @@ def test_distributed_start_is_explicit_or_detected(monkeypatch):
   assert distributed._cluster_detected() == 'SLURM'
 
 
+def launch_hosts(tmp_path, name, workdir, n, *extra):
+  """``n`` processes of one job (1 CPU device each, jax.distributed on 127.0.0.1); their logs
+  in tmp_path/<name>_<i>.log. Returns (processes, log paths)."""
+  port = free_port()
+  logs = [tmp_path / f'{name}_{i}.log' for i in range(n)]
+  procs = [
+    launch(
+      workdir,
+      *extra,
+      f'--coordinator_address=127.0.0.1:{port}',
+      f'--num_processes={n}',
+      f'--process_id={i}',
+      devices=1,
+      log=open(logs[i], 'w+'),
+    )
+    for i in range(n)
+  ]
+  return procs, logs
+
+
+def sigterm_at_step_3(procs, logs, which: int) -> list[str]:
+  """SIGTERM process ``which`` once process 0 logged step 3; wait for all; their logs."""
+  deadline = time.time() + 400
+  while time.time() < deadline and 'step 3/' not in open(logs[0]).read():
+    assert all(p.poll() is None for p in procs), open(logs[0]).read()[-3000:]
+    time.sleep(0.2)
+  procs[which].send_signal(signal.SIGTERM)
+  for p in procs:
+    p.wait(timeout=300)
+  return [open(f).read() for f in logs]
+
+
 def test_two_processes_equal_one_process_and_stop_together_on_sigterm(tmp_path):
   """Each of two processes (1 CPU device each) reads its half of every global batch. SIGTERM to
   one of them stops both at the same step (JAX's preemption sync point) with a checkpoint and
   exit code 0; the parameters equal one process on 2 devices trained for as many steps with the
   same global batch (float32, rtol 1e-5)."""
-  port, two = free_port(), str(tmp_path / 'two')
-  logs = [open(tmp_path / f'process_{i}.log', 'w+') for i in range(2)]
-  procs = [
-    launch(
-      two,
-      '--config.training.num_steps=100000',
-      '--config.training.checkpoint_every=1000',
-      f'--coordinator_address=127.0.0.1:{port}',
-      '--num_processes=2',
-      f'--process_id={i}',
-      devices=1,
-      log=logs[i],
-    )
-    for i in range(2)
-  ]
-  deadline = time.time() + 400
-  while time.time() < deadline and 'step 3/' not in open(logs[0].name).read():
-    assert all(p.poll() is None for p in procs), open(logs[0].name).read()[-3000:]
-    time.sleep(0.2)
-  procs[1].send_signal(signal.SIGTERM)
-  for p in procs:
-    p.wait(timeout=300)
-  outs = [open(f.name).read() for f in logs]
+  two = str(tmp_path / 'two')
+  procs, logs = launch_hosts(
+    tmp_path,
+    'process',
+    two,
+    2,
+    '--config.training.num_steps=100000',
+    '--config.training.checkpoint_every=1000',
+  )
+  outs = sigterm_at_step_3(procs, logs, 1)
   for p, err in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert 'processes=2' in outs[0] and 'jax.distributed: process 0 of 2' in outs[0]
@@ -255,52 +274,25 @@ def test_four_hosts_with_fsdp_across_them_resume_on_two_and_equal_one(tmp_path):
     '--config.mesh.fsdp_min_size=64',
     '--config.optimizer.eps=1e-3',
   ]
-  workdir, port = str(tmp_path / 'pod'), free_port()
-  logs = [open(tmp_path / f'host_{i}.log', 'w+') for i in range(4)]
-  procs = [
-    launch(
-      workdir,
-      *fsdp,
-      '--config.training.num_steps=100000',
-      '--config.training.checkpoint_every=1000',
-      f'--coordinator_address=127.0.0.1:{port}',
-      '--num_processes=4',
-      f'--process_id={i}',
-      devices=1,
-      log=logs[i],
-    )
-    for i in range(4)
-  ]
-  deadline = time.time() + 400
-  while time.time() < deadline and 'step 3/' not in open(logs[0].name).read():
-    assert all(p.poll() is None for p in procs), open(logs[0].name).read()[-3000:]
-    time.sleep(0.2)
-  procs[2].send_signal(signal.SIGTERM)
-  for p in procs:
-    p.wait(timeout=300)
-  outs = [open(f.name).read() for f in logs]
+  workdir = str(tmp_path / 'pod')
+  procs, logs = launch_hosts(
+    tmp_path,
+    'host',
+    workdir,
+    4,
+    *fsdp,
+    '--config.training.num_steps=100000',
+    '--config.training.checkpoint_every=1000',
+  )
+  outs = sigterm_at_step_3(procs, logs, 2)
   assert all(p.returncode == 0 for p in procs), outs[0][-3000:]
   assert "mesh {'data': 1, 'fsdp': 4}) processes=4" in outs[0]
   stop = int(outs[0].split('checkpoint saved at step ')[1].split()[0])
   steps = [f'--config.training.num_steps={stop + 2}', '--config.training.checkpoint_every=1000']
-  port = free_port()
-  logs = [open(tmp_path / f'resume_{i}.log', 'w+') for i in range(2)]
-  procs = [
-    launch(
-      workdir,
-      *fsdp,
-      *steps,
-      f'--coordinator_address=127.0.0.1:{port}',
-      '--num_processes=2',
-      f'--process_id={i}',
-      devices=1,
-      log=logs[i],
-    )
-    for i in range(2)
-  ]
+  procs, logs = launch_hosts(tmp_path, 'resume', workdir, 2, *fsdp, *steps)
   for p in procs:
     p.wait(timeout=400)
-  out = open(logs[0].name).read()
+  out = open(logs[0]).read()
   assert all(p.returncode == 0 for p in procs), out[-3000:]
   assert f'at step {stop}' in out and "mesh {'data': 1, 'fsdp': 2}) processes=2" in out
   run(str(tmp_path / 'one'), '--config.optimizer.eps=1e-3', *steps)
