@@ -8,6 +8,7 @@ what landed is checked through the emulator's own JSON API. These are the README
 ("Pods and clusters": try the recipe before renting a pod)."""
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -200,7 +201,7 @@ def test_a_run_lives_in_a_bucket(emulator, tmp_path):
   )
   names = objects(emulator, 'samples/')
   assert {'samples/grid.png', 'samples/samples.npz', 'samples/000003.png'} <= set(names)
-  with np.load(__import__('io').BytesIO(read_object(emulator, 'samples/samples.npz'))) as f:
+  with np.load(io.BytesIO(read_object(emulator, 'samples/samples.npz'))) as f:
     assert f['images'].shape == (4, 16, 16, 3) and f['images'].dtype == np.uint8
 
   # 4. Evaluation reads samples and writes its statistics and report there.
