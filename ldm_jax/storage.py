@@ -3,10 +3,15 @@
 folder dataset or an eval output can live in a bucket. A URL is never made ``abspath``.
 
 GCS credentials are the ones Google's libraries find by themselves (on a Cloud TPU VM or GCE:
-the VM's service account; elsewhere ``gcloud auth application-default login``). For a local GCS
-emulator set ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT``: on import this module points the
-other clients at it too (TensorStore, which Orbax writes arrays with; etils, which must then use
-gcsfs, because TensorFlow's GCS client has no emulator setting)."""
+the VM's service account; elsewhere ``gcloud auth application-default login``).
+
+etils reads and lists ``gs://`` through gcsfs, always (``EPATH_USE_TF=0`` unless the user sets
+it): etils would otherwise pick TensorFlow's GCS client whenever TensorFlow is installed (it is, for
+TFDS), and cache that choice at the first path it sees, so which client a process used would
+depend on import order; TensorFlow's client also has no emulator setting, so it is the one client
+the tests could not run. For a local GCS emulator set ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT``
+before the process starts: on import this module points the other clients at it too (TensorStore,
+which Orbax writes arrays with, and google-auth)."""
 
 from __future__ import annotations
 
@@ -27,12 +32,12 @@ def emulator_environment() -> dict[str, str]:
   return {
     'TENSORSTORE_GCS_HTTP_URL': host,  # TensorStore (Orbax's arrays)
     'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',  # TensorStore: no OAuth
-    'EPATH_USE_TF': '0',  # etils: gcsfs, which reads STORAGE_EMULATOR_HOST (TF's GCS cannot)
     'NO_GCE_CHECK': 'true',  # google-auth: no metadata-server probe
     'GOOGLE_CLOUD_PROJECT': 'emulator',
   }
 
 
+os.environ.setdefault('EPATH_USE_TF', '0')  # etils: gcsfs for gs://, see the module docstring
 for _name, _value in emulator_environment().items():
   os.environ.setdefault(_name, _value)
 

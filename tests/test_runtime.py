@@ -69,4 +69,15 @@ def test_the_emulator_variable_points_every_client_at_it(monkeypatch):
   monkeypatch.setenv('STORAGE_EMULATOR_HOST', '127.0.0.1:4443')
   env = storage.emulator_environment()
   assert env['TENSORSTORE_GCS_HTTP_URL'] == 'http://127.0.0.1:4443'
-  assert env['EPATH_USE_TF'] == '0' and env['GOOGLE_AUTH_TOKEN_FOR_TESTING']
+  assert env['GOOGLE_AUTH_TOKEN_FOR_TESTING']
+
+
+def test_gs_paths_use_gcsfs_whatever_was_imported_first():
+  """etils picks TensorFlow's GCS client when TensorFlow is installed and caches the choice at the
+  first path of the process; ldm_jax makes it gcsfs (the client the emulator tests run) always."""
+  from etils.epath import backend
+
+  import tensorflow  # noqa: F401  (installed for TFDS: the case that used to choose TF's client)
+
+  storage.exists(os.getcwd())  # a local path first, as in a process that trained before
+  assert storage.Path('gs://bucket/run')._backend is backend.fsspec_backend
