@@ -395,10 +395,10 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
 
-  from ldm_jax.runtime import resolve_config_argv, run_with_clear_config_errors
+  from ldm_jax.runtime import run_cli
 
   config_flags.DEFINE_config_file(
     'config', None, 'A config file under configs/.', lock_config=False
@@ -409,8 +409,7 @@ def run() -> None:
   flags.DEFINE_bool('sampling', True, 'Also compile the sampling loop (LDM configs).')
   flags.DEFINE_bool('suggest', True, 'When it does not fit, search settings that do.')
   flags.mark_flags_as_required(['config'])
-  sys.argv = resolve_config_argv(sys.argv)
-  run_with_clear_config_errors(lambda: app.run(main), sys.argv)
+  run_cli(main)
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@ stage's parameters, so that a workdir alone is enough to resume and to sample.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -10,14 +11,15 @@ import jax
 from etils import epath
 import orbax.checkpoint as ocp
 
+from ldm_jax.errors import UserError
 from ldm_jax import storage
 from ldm_jax.config import state_defining_differences, to_json_dict
 
 log = logging.getLogger('ldm_jax')
 
 
-class CheckpointMismatch(ValueError):
-  pass
+class CheckpointMismatch(UserError):
+  """A checkpoint written by another model config."""
 
 
 _HANDLER_SET = False
@@ -47,9 +49,12 @@ class Checkpointer:
     _array_handler_for_backend()
     self.workdir = storage.resolve(workdir)
     self.directory = storage.join(self.workdir, 'checkpoints')
+    self.protected: set[int] = set()  # kept whatever the policy says (train: before a NaN streak)
+    policies = [_LatestN(max_to_keep), _Steps(self.protected)]
+    if keep_every:
+      policies.append(_EveryN(keep_every))
     self._options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep,
-      keep_period=keep_every or None,
+      preservation_policy=_AnyOf(policies),
       create=True,
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
@@ -119,10 +124,13 @@ class Checkpointer:
 
   def restore_newest_readable(self, config, abstract_state, abstract_first_stage=None):
     """(step, state, first_stage, data_state) of the newest checkpoint that reads back, or None
-    when there is none. An unreadable one (a truncated or corrupt file, e.g. a disk that filled
-    up) is moved to WORKDIR/corrupt_checkpoints/ with a warning naming it, and the one before is
-    tried. A checkpoint of another model config is an error (CheckpointMismatch), not skipped."""
-    for step in reversed(self.all_steps()):
+    for a new run. An unreadable one (a truncated or corrupt file, e.g. a disk that filled up) is
+    moved to WORKDIR/corrupt_checkpoints/ with a warning naming it, and the one before is tried.
+    When none reads back (now, or in an earlier launch: corrupt_checkpoints/ holds some and
+    checkpoints/ none) the run does not silently start over: an error says what happened. A
+    checkpoint of another model config is an error (CheckpointMismatch), not skipped."""
+    steps = self.all_steps()
+    for i, step in enumerate(reversed(steps)):
       try:
         self.check_compatible(step, config)
         state, first_stage = self.restore(step, abstract_state, abstract_first_stage)
@@ -130,19 +138,28 @@ class Checkpointer:
       except CheckpointMismatch:
         raise
       except Exception as e:  # pylint: disable=broad-except  (tensorstore/JSON/OSError/...)
-        self._quarantine(step, e)
+        self._quarantine(step, e, steps[len(steps) - 2 - i] if i + 1 < len(steps) else None)
+    lost = storage.join(self.workdir, 'corrupt_checkpoints')
+    if storage.isdir(lost) and storage.listdir(lost):
+      raise UserError(
+        f'no readable checkpoint is left in {self.directory}: the unreadable ones were moved to '
+        f'{lost} ({", ".join(storage.listdir(lost))}), so this run cannot resume. To start over '
+        f'from step 0, delete or move {lost}, or use a new --workdir.'
+      )
     return None
 
-  def _quarantine(self, step: int, error: Exception) -> None:
+  def _quarantine(self, step: int, error: Exception, previous: int | None) -> None:
     src = storage.join(self.directory, str(step))
     dst = storage.join(self.workdir, 'corrupt_checkpoints', f'{step}')
     log.warning(
-      'checkpoint %s is unreadable (%s: %s); moving it to %s and falling back to the '
-      'previous checkpoint',
+      'checkpoint %s is unreadable (%s: %s); moving it to %s and %s',
       src,
       type(error).__name__,
       (str(error).splitlines() or [''])[0][:200],
       dst,
+      f'trying the previous one (step {previous})'
+      if previous is not None
+      else 'there is no earlier checkpoint',
     )
     if jax.process_index() == 0:
       if storage.exists(dst):
@@ -156,6 +173,48 @@ class Checkpointer:
     self.manager.close()
 
 
+@dataclasses.dataclass
+class _LatestN:
+  """Orbax preservation policies: the newest n (n=0: all) ..."""
+
+  n: int
+
+  def should_preserve(self, checkpoints, *, context):
+    n = self.n or len(checkpoints)
+    return [i >= len(checkpoints) - n for i in range(len(checkpoints))]
+
+
+@dataclasses.dataclass
+class _EveryN:
+  """... every step that is a multiple of n ..."""
+
+  n: int
+
+  def should_preserve(self, checkpoints, *, context):
+    return [c.step % self.n == 0 for c in checkpoints]
+
+
+@dataclasses.dataclass
+class _Steps:
+  """... the steps in a set the trainer changes while it runs ..."""
+
+  steps: set
+
+  def should_preserve(self, checkpoints, *, context):
+    return [c.step in self.steps for c in checkpoints]
+
+
+@dataclasses.dataclass
+class _AnyOf:
+  """... and any checkpoint that one of them keeps."""
+
+  policies: list
+
+  def should_preserve(self, checkpoints, *, context):
+    votes = [p.should_preserve(checkpoints, context=context) for p in self.policies]
+    return [any(v) for v in zip(*votes)]
+
+
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
@@ -163,36 +222,73 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def load_raw(workdir: str, step: int | None = None):
-  """(config dict, state as nested dicts of numpy arrays, first_stage params or None) of a run,
-  without knowing its model: for loading a trained first stage or sampling from a workdir."""
-  if not storage.isdir(storage.join(workdir, 'checkpoints')):
-    raise FileNotFoundError(
-      f'no checkpoints in {workdir!r}: expected {workdir}/checkpoints/<step> '
-      'written by train.py (python train.py --config=... --workdir=...)'
+def locate(path: str) -> tuple[str, int | None]:
+  """(workdir, step or None) of a run's path as users give it: the workdir, its checkpoints/
+  folder, or one step folder in it (WORKDIR/checkpoints/1000)."""
+  path = storage.resolve(path).rstrip('/')
+  head, name = path.rsplit('/', 1) if '/' in path else ('', path)
+  if name.isdigit() and head.endswith('/checkpoints'):
+    return head[: -len('/checkpoints')], int(name)
+  if name == 'checkpoints':
+    return head, None
+  return path, None
+
+
+def load_raw(path: str, step: int | None = None):
+  """(config dict, step, state as nested dicts of numpy arrays, first_stage params or None) of a
+  run, without knowing its model: for loading a trained first stage or sampling from a workdir.
+  ``path``: see ``locate``. Without a step, the newest checkpoint that reads back: an unreadable
+  newer one is skipped with a warning naming it (nothing is moved; that is train.py's job)."""
+  workdir, step_in_path = locate(path)
+  step = step_in_path if step is None else step
+  directory = storage.join(workdir, 'checkpoints')
+  if not storage.isdir(directory) or not storage.listdir(directory):
+    raise UserError(
+      f'no checkpoints in {workdir!r}: expected {directory}/<step> written by train.py '
+      '(python train.py --config=... --workdir=...) or python -m ldm_jax.convert'
     )
   ckpt = Checkpointer(workdir, async_save=False)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(
-        f'no checkpoint in {ckpt.directory}: train there first '
-        '(python train.py --config=... --workdir=...)'
-      )
-    config = ckpt.saved_config(step)
-    items = {}
-    for name in ('state', 'first_stage'):
-      if storage.isdir(storage.join(ckpt.directory, str(step), name)):
-        items[name] = ocp.args.StandardRestore(_local_target(ckpt.directory, step, name))
-    out = ckpt.manager.restore(step, args=ocp.args.Composite(**items))
-    return (
-      config,
-      step,
-      jax.device_get(out['state']),
-      (jax.device_get(out['first_stage']) if 'first_stage' in items else None),
-    )
+    steps = ckpt.all_steps()
+    if step is not None and step not in steps:
+      raise UserError(f'no checkpoint at step {step} in {directory}; there are steps {steps}')
+    tried = []
+    for s in [step] if step is not None else reversed(steps):
+      try:
+        return _read(ckpt, s)
+      except Exception as e:  # pylint: disable=broad-except  (tensorstore/JSON/OSError/...)
+        reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
+        tried.append(s)
+        if step is not None:
+          raise UserError(
+            f'checkpoint {directory}/{s} is unreadable ({reason}); choose another with --step '
+            f'(steps: {steps})'
+          ) from e
+        log.warning(
+          'checkpoint %s/%d is unreadable (%s); using the newest readable one before it '
+          '(--step chooses one)',
+          directory,
+          s,
+          reason,
+        )
+    raise UserError(f'none of the checkpoints in {directory} reads back (steps {tried})')
   finally:
     ckpt.close()
+
+
+def _read(ckpt: Checkpointer, step: int):
+  config = ckpt.saved_config(step)
+  items = {}
+  for name in ('state', 'first_stage'):
+    if storage.isdir(storage.join(ckpt.directory, str(step), name)):
+      items[name] = ocp.args.StandardRestore(_local_target(ckpt.directory, step, name))
+  out = ckpt.manager.restore(step, args=ocp.args.Composite(**items))
+  return (
+    config,
+    step,
+    jax.device_get(out['state']),
+    (jax.device_get(out['first_stage']) if 'first_stage' in items else None),
+  )
 
 
 def _local_target(directory: str, step: int, item: str):

@@ -16,8 +16,14 @@ import sys
 
 import ml_collections
 
+from ldm_jax.errors import UserError
+
 STAGES = ('autoencoder', 'ldm')
 COND_KINDS = ('none', 'class', 'bert', 'rescaler', 'first_stage', 'identity')
+
+
+class ConfigError(UserError):
+  """A config file or value that cannot be used; the message names the key and the fix."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -242,7 +248,7 @@ def learning_rate(config) -> float:
 
 def _choice(name, value, options):
   if value not in options:
-    raise ValueError(f'config.{name} = {value!r}; expected one of {list(options)}')
+    raise ConfigError(f'config.{name} = {value!r}; expected one of {list(options)}')
 
 
 def validate(config) -> None:
@@ -251,18 +257,20 @@ def validate(config) -> None:
   _choice('stage', config.stage, STAGES)
   _choice('data.source', config.data.source, ('digits', 'folder', 'tfds'))
   if config.data.source == 'folder' and not config.data.path:
-    raise ValueError("config.data.source='folder' needs config.data.path=/path/to/images")
+    raise ConfigError("config.data.source='folder' needs config.data.path=/path/to/images")
   if config.data.source == 'tfds' and not config.data.name:
-    raise ValueError("config.data.source='tfds' needs config.data.name, e.g. 'lsun/church_outdoor'")
+    raise ConfigError(
+      "config.data.source='tfds' needs config.data.name, e.g. 'lsun/church_outdoor'"
+    )
   _choice('first_stage.kind', config.first_stage.kind, ('kl', 'vq'))
   if config.first_stage.kind == 'vq' and config.first_stage.n_embed <= 0:
-    raise ValueError(
+    raise ConfigError(
       'config.first_stage.kind=vq needs config.first_stage.n_embed > 0 (codebook size)'
     )
   _choice('first_stage.attn_type', config.first_stage.attn_type, ('vanilla', 'none'))
   _choice('first_stage_loss.disc_loss', config.first_stage_loss.disc_loss, ('hinge', 'vanilla'))
   if config.first_stage_loss.perceptual_weight < 0:
-    raise ValueError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
+    raise ConfigError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
   _choice('cond_stage.kind', config.cond_stage.kind, COND_KINDS)
   _choice(
     'cond_stage.conditioning_key',
@@ -288,40 +296,40 @@ def validate(config) -> None:
     'grad_accum_steps',
   ):
     if t[key] <= 0:
-      raise ValueError(f'config.training.{key} must be > 0, got {t[key]}')
+      raise ConfigError(f'config.training.{key} must be > 0, got {t[key]}')
   _choice('training.compute_dtype', t.compute_dtype, ('float32', 'bfloat16'))
   _choice('training.remat', t.remat, ('', 'full', 'dots'))
   for key, off in (('compute_dtype', 'float32'), ('remat', '')):
     if t[key] != off and config.stage != 'ldm':
-      raise ValueError(
+      raise ConfigError(
         f'config.training.{key}={t[key]!r} is for the ldm stage (the UNet); the '
         f'first stage trains in float32: set --config.training.{key}={off!r}'
       )
   if t.eval_every < 0 or (t.eval_every and config.stage != 'ldm'):
-    raise ValueError(
+    raise ConfigError(
       'config.training.eval_every (sample FID) is for the ldm stage and >= 0; '
       'autoencoders: python -m ldm_jax.eval.reconstruction'
     )
   if t.eval_every and t.eval_num_samples < 4:
-    raise ValueError(
+    raise ConfigError(
       f'config.training.eval_num_samples={t.eval_num_samples}: FID needs at least '
       'a few samples (the paper uses 50000; 1000+ for a useful trend)'
     )
   if t.grad_accum_steps > 1 and config.stage != 'ldm':
-    raise ValueError(
+    raise ConfigError(
       "config.training.grad_accum_steps > 1 is for the ldm stage: the first stage's "
       'adaptive GAN weight and BatchNorm discriminator need the whole batch at once; '
       'use more devices or a smaller batch_size'
     )
   if t.batch_size % t.grad_accum_steps:
-    raise ValueError(
+    raise ConfigError(
       f'config.training.batch_size={t.batch_size} must be divisible by '
       f'grad_accum_steps={t.grad_accum_steps}'
     )
   _choice('data.degradation', config.data.degradation, ('bicubic', 'bsr_light'))
   _choice('data.mask', config.data.mask, ('strokes', 'boxes', 'mixed'))
   if config.stage == 'ldm' and config.data.image_size % downsampling_factor(config):
-    raise ValueError(
+    raise ConfigError(
       'config.data.image_size must be divisible by the first stage downsampling '
       'factor 2**(len(first_stage.ch_mult) - 1)'
     )
@@ -414,13 +422,18 @@ PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'con
 def find_config(path: str) -> str:
   """A config file path (optionally ``path:arg``) as given if it exists, else the same file among
   the configs installed with the package (``configs/lsun_churches.py`` works after
-  ``pip install git+...``, from any folder)."""
+  ``pip install git+...``, from any folder). ConfigError when it is neither."""
   file, sep, arg = path.partition(':')
-  if os.path.exists(file) or not file.endswith('.py'):
+  if os.path.exists(file):
     return path
   rel = file.split('configs' + os.sep, 1)[1] if file.startswith('configs' + os.sep) else file
   packaged = os.path.join(PACKAGED_CONFIGS, rel)
-  return packaged + sep + arg if os.path.exists(packaged) else path
+  if file.endswith('.py') and os.path.exists(packaged):
+    return packaged + sep + arg
+  raise ConfigError(
+    f'config file {file!r} not found (here or among the installed configs in '
+    f'{PACKAGED_CONFIGS}); give a file under configs/, e.g. --config=configs/digits_ldm.py'
+  )
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:

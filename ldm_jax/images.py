@@ -76,3 +76,35 @@ def save_png(path: str, image: np.ndarray) -> None:
   buf = io.BytesIO()
   Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
   storage.write_bytes(path, buf.getvalue())
+
+
+def pil_to_rgb(image) -> np.ndarray:
+  """A PIL image of any mode -> uint8 [H, W, 3] as a viewer shows it: the EXIF orientation applied;
+  16-bit, 32-bit and float greys scaled to 8 bits (not clipped: ``convert('RGB')`` turns a 16-bit
+  PNG white); transparency (alpha, a palette's or a grey level's) composited over white; bilevel,
+  palette, CMYK and YCbCr converted. A ValueError names what cannot be shown faithfully (e.g. a
+  float image outside [0, 1] and [0, 255]); image sources skip and count such files."""
+  from PIL import ImageOps
+
+  im = ImageOps.exif_transpose(image)
+  mode = im.mode
+  if mode.startswith('I') or mode == 'F':  # I;16 (16-bit PNG), I (32-bit int), F (float)
+    a = np.asarray(im, np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not np.isfinite(a).all():
+      raise ValueError(f'{mode} image with non-finite values')
+    if mode.startswith('I;16') or (mode == 'I' and 255 < hi <= 65535 and lo >= 0):
+      a = a / 257.0  # 16 bits -> 8: 65535 -> 255
+    elif mode == 'F' and lo >= 0 and hi <= 1:
+      a = a * 255.0
+    elif lo < 0 or hi > 255:
+      raise ValueError(
+        f'{mode} image with values {lo:.6g}..{hi:.6g}: expected 0..255 (or 0..65535, 0..1)'
+      )
+    grey = np.round(a).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+  if mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info:
+    rgba = np.asarray(im.convert('RGBA'), np.float32)
+    alpha = rgba[..., 3:] / 255.0
+    return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+  return np.asarray(im.convert('RGB'), np.uint8)

@@ -3,9 +3,30 @@ config-flag parsing errors into one clear line."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
 import sys
+import threading
+
+
+SIGTERM = threading.Event()
+
+
+def on_sigterm(signum, frame):  # pylint: disable=unused-argument
+  SIGTERM.set()
+
+
+def catch_sigterm():
+  """From now on SIGTERM sets a flag instead of killing the process (the training loop then saves
+  and exits 0). train.py calls it first thing, so that a job preempted while it starts up (imports,
+  restore, compile) also stops cleanly. Returns the previous handler (None: not the main thread,
+  e.g. a notebook's worker, where no handler can be installed)."""
+  try:
+    return signal.signal(signal.SIGTERM, on_sigterm)
+  except ValueError:
+    return None
 
 
 def setup_runtime() -> None:
@@ -83,23 +104,53 @@ def resolve_config_argv(argv: list[str]) -> list[str]:
   return out
 
 
-def run_with_clear_config_errors(run, argv) -> None:
-  """absl reports a bad ``--config.key=value`` as a long traceback; say which key and why."""
+def run_cli(main) -> None:
+  """Run an absl ``main`` as a command-line tool: ``--config`` found (resolve_config_argv), and a
+  user mistake (errors.UserError, a bad ``--config.key=value``, a full disk) printed as one
+  ``error: ...`` line with exit status 2 instead of a traceback; a traceback is for bugs."""
+  from absl import app
+
   try:
-    run()
+    sys.argv = resolve_config_argv(sys.argv)
+    app.run(main)
   except SystemExit:
     raise
-  except Exception as e:  # pylint: disable=broad-except
-    from absl.flags import IllegalFlagValueError, UnrecognizedFlagError
+  except BaseException as e:  # pylint: disable=broad-except
+    message = user_message(e, sys.argv)
+    if message is None:
+      raise
+    print(f'error: {message}', file=sys.stderr, flush=True)
+    if message.startswith('no space left'):
+      os._exit(2)  # now: no more tracebacks from threads still writing to the full disk
+    sys.exit(2)
 
-    if isinstance(
-      e, (IllegalFlagValueError, UnrecognizedFlagError, KeyError, AttributeError)
-    ) and any(a.startswith('--config.') for a in argv):
-      print(
-        f'error: bad config override: {e}\n'
-        'Overrides must name an existing key of the config file, e.g. '
-        '--config.training.batch_size=64 (see the config file for its keys).',
-        file=sys.stderr,
+
+def user_message(error: BaseException, argv) -> str | None:
+  """The line to print for a user mistake, None for a bug (anywhere in the exception chain: Orbax
+  and TensorStore wrap the OSError of a full disk)."""
+  from absl.flags import IllegalFlagValueError, UnrecognizedFlagError
+
+  from ldm_jax.errors import UserError
+
+  chain, e = [], error
+  while e is not None and e not in chain:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for e in chain:
+    if isinstance(e, UserError):
+      return str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or 'No space left on device' in str(e):
+      where = getattr(e, 'filename', None)
+      return (
+        f'no space left on the device{f" writing {where}" if where else ""}: free some space '
+        '(or use a --workdir/--outdir on another disk) and run the same command again; a '
+        'training run resumes from its last complete checkpoint'
       )
-      sys.exit(2)
-    raise
+  if isinstance(
+    error, (IllegalFlagValueError, UnrecognizedFlagError, KeyError, AttributeError)
+  ) and any(a.startswith('--config.') for a in argv):
+    return (
+      f'bad config override: {error}\nOverrides must name an existing key of the config file, '
+      'e.g. --config.training.batch_size=64 (see the config file for its keys).'
+    )
+  return None

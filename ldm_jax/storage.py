@@ -170,6 +170,11 @@ def rename(src, dst) -> None:
     Path(src).rename(Path(dst))
 
 
+def remove(path) -> None:
+  """Deletes one file (none there: nothing to do)."""
+  Path(path).unlink(missing_ok=True)
+
+
 def copytree(src, dst) -> None:
   """Copies a folder's files (local or remote, either way)."""
   for folder, _, files in walk(src):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from ldm_jax.nn.params import count_params
@@ -36,4 +36,6 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  from ldm_jax.runtime import run_cli
+
+  run_cli(main)

@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Lower layers first. A module may import its own layer or lower ones; never a higher one.
 LAYERS = [
-  ('config', 'images', 'runtime', 'storage'),  # settings, pixels, files
+  ('config', 'errors', 'images', 'runtime', 'storage'),  # settings, errors, pixels, files
   ('nn', 'diffusion', 'parallel'),  # networks, diffusion math, devices
   ('tasks', 'checkpoint'),  # conditions of each task; checkpoints
   ('latent_diffusion',),  # the model glued together

@@ -33,7 +33,8 @@ def test_configs_are_found_in_the_package_from_any_folder(tmp_path, monkeypatch)
   found = config_lib.find_config('configs/digits_tasks.py:text')
   assert found == os.path.join(config_lib.PACKAGED_CONFIGS, 'digits_tasks.py') + ':text'
   assert config_lib.load_config_file('configs/released/cin256.py').unet.model_channels == 256
-  assert config_lib.find_config('configs/nope.py') == 'configs/nope.py'  # absl then says so
+  with pytest.raises(config_lib.ConfigError, match="'configs/nope.py' not found"):
+    config_lib.find_config('configs/nope.py')
   monkeypatch.setattr(sys, 'path', list(sys.path))
   argv = runtime.resolve_config_argv(['train.py', '--config=configs/lsun_churches.py', '--x=1'])
   assert argv[1] == '--config=' + os.path.join(config_lib.PACKAGED_CONFIGS, 'lsun_churches.py')

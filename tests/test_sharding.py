@@ -266,7 +266,7 @@ def test_nonfinite_guard_skips_the_update_and_counts_it(ldm_reference):
   good, bad = batches(1, (16, 16, 3))[0], batches(1, (16, 16, 3))[0]
   bad['image'][0, 0, 0, 0] = np.nan
   after_bad, m_bad = step(state, bad, fs_params)
-  assert float(m_bad['nonfinite']) == 1.0 and int(after_bad.step) == 1
+  assert float(m_bad['nonfinite']) == 1.0 and int(after_bad.step) == 0  # updates applied
   for a, b in zip(
     jax.tree.leaves((state.params, state.ema_params, state.opt_state)),
     jax.tree.leaves((after_bad.params, after_bad.ema_params, after_bad.opt_state)),
@@ -279,11 +279,20 @@ def test_nonfinite_guard_skips_the_update_and_counts_it(ldm_reference):
 def test_nonfinite_counter_stops_after_k_in_a_row():
   from ldm_jax.train.loop import _NonfiniteCounter
 
-  counter = _NonfiniteCounter(3, '/runs/x/checkpoints')
+  class Checkpoints:  # saved at 0, 2, 4
+    directory, protected = '/runs/x/checkpoints', set()
+
+    def all_steps(self):
+      return [0, 2, 4]
+
+  ckpt = Checkpoints()
+  counter = _NonfiniteCounter(3, ckpt)
   for i, flag in enumerate([1.0, 1.0, 0.0, 1.0, 1.0]):
     counter.add({'nonfinite': np.float32(flag)}, i)
-  counter.flush()
+    counter.flush()
+    # a streak keeps the newest checkpoint before its first step: 0, released, then 2
+    assert ckpt.protected == [{0}, {0}, set(), {2}, {2}][i]
   assert counter.total == 4 and counter.streak == 2
   counter.add({'nonfinite': np.float32(1.0)}, 5)
-  with pytest.raises(FloatingPointError, match='3 steps in a row.*/runs/x/checkpoints'):
+  with pytest.raises(FloatingPointError, match=r'3 steps in a row \(from step 3\).*/runs/x/checkpoints/2'):
     counter.flush()

@@ -9,11 +9,11 @@ See ldm_jax.convert.compvis and ldm_jax.convert.diffusers.
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from ldm_jax.errors import UserError
 from ldm_jax.convert.compvis import convert_compvis
 from ldm_jax.convert.diffusers import convert_diffusers
 from ldm_jax.runtime import log_backend
@@ -42,28 +42,27 @@ def main(argv):
   log_backend()
   if len(argv) == 2 and argv[1] == 'diffusers':
     if not FLAGS.path or not FLAGS.out:
-      raise app.UsageError('usage: python -m ldm_jax.convert diffusers --path DIR --out DIR')
+      raise UserError('usage: python -m ldm_jax.convert diffusers --path DIR --out DIR')
     print(json.dumps(convert_diffusers(FLAGS.path, FLAGS.out, FLAGS.first_stage), indent=2))
     return
   if len(argv) != 2 or argv[1] != 'compvis':
-    raise app.UsageError(
+    raise UserError(
       'usage: python -m ldm_jax.convert compvis --ckpt FILE --config CONFIG '
       '--out DIR  |  python -m ldm_jax.convert diffusers --path DIR --out DIR'
     )
   for name in ('ckpt', 'out', 'config'):
     if getattr(FLAGS, name) is None:
-      raise app.UsageError(f'--{name} is required')
+      raise UserError(f'--{name} is required')
   report = convert_compvis(FLAGS.ckpt, FLAGS.config, FLAGS.out, FLAGS.ema, FLAGS.unsafe_pickle)
   print(json.dumps(report, indent=2))
 
 
 def run() -> None:
   """The console script (``ldm-convert``) and ``python -m ldm_jax.convert``."""
-  from ldm_jax.runtime import resolve_config_argv
+  from ldm_jax.runtime import run_cli
 
-  sys.argv = resolve_config_argv(sys.argv)
   _define_flags()
-  app.run(main)
+  run_cli(main)
 
 
 if __name__ == '__main__':

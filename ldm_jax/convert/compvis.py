@@ -56,7 +56,7 @@ def read_state_dict(path: str, unsafe_pickle: bool = False) -> tuple[dict, dict]
   """(state dict of numpy float32/int arrays, metadata such as global_step) of a CompVis/Lightning
   ``.ckpt`` / ``.pt`` / ``.pth`` (torch) or a ``.safetensors`` file."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: no such checkpoint file')
+    raise ConversionError(f'{path}: no such checkpoint file')
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
 
@@ -71,19 +71,22 @@ def read_state_dict(path: str, unsafe_pickle: bool = False) -> tuple[dict, dict]
   try:
     obj = torch.load(path, map_location='cpu', weights_only=not unsafe_pickle)
   except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and friends
-    if unsafe_pickle:
-      raise
-    raise ValueError(
-      f'{path} holds objects beyond tensors (common for Lightning training '
-      'checkpoints), which torch refuses to unpickle safely. If you trust the file, '
-      f'pass --unsafe_pickle. ({type(e).__name__}: {str(e)[:200]})'
+    reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
+    if not unsafe_pickle and 'Unsupported global' in str(e):
+      raise ConversionError(
+        f'{path} holds objects beyond tensors (common for Lightning training checkpoints), '
+        'which torch refuses to unpickle safely. If you trust the file, pass --unsafe_pickle.'
+      ) from e
+    raise ConversionError(
+      f'{path} is not a readable torch checkpoint ({reason}): a truncated download or another '
+      "kind of file; download it again (its size and checksum should match the source's)"
     ) from e
   meta = {}
   if isinstance(obj, Mapping) and 'state_dict' in obj:
     meta = {k: obj[k] for k in ('global_step', 'epoch') if k in obj}
     obj = obj['state_dict']
   if not isinstance(obj, Mapping):
-    raise ValueError(f'{path} holds a {type(obj).__name__}, not a state dict')
+    raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict')
   return {k: _to_numpy(v.float() if v.is_floating_point() else v) for k, v in obj.items()}, meta
 
 

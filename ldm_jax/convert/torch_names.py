@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+from ldm_jax.errors import UserError
 
 
 def module_path(torch_key: str) -> tuple[str, ...]:
@@ -68,8 +69,8 @@ def expected_flax_shape(torch_shape: Sequence[int], kind: str) -> tuple[int, ...
   return tuple(torch_to_flax(np.empty(tuple(torch_shape), np.int8), kind).shape)
 
 
-class ConversionError(ValueError):
-  pass
+class ConversionError(UserError):
+  """Weights that cannot be converted; the message says which key and why."""
 
 
 def load_state_dict(
@@ -97,7 +98,16 @@ def load_state_dict(
       unmatched.append(key)
       continue
     path, kind = found
-    array = torch_to_flax(np.asarray(value), kind)
+    value = np.asarray(value)
+    rank = {'conv': (4,), 'linear': (2, 3)}.get(kind)
+    if rank is not None and value.ndim not in rank:
+      bad_shape.append(
+        f'{key}: {tuple(value.shape)} is a rank-{value.ndim} tensor, a {kind} weight of rank '
+        f'{" or ".join(map(str, rank))} is expected (the model wants {tuple(flat[path].shape)} '
+        f'at {"/".join(path)})'
+      )
+      continue
+    array = torch_to_flax(value, kind)
     if tuple(array.shape) != tuple(flat[path].shape):
       bad_shape.append(
         f'{key}: {tuple(np.shape(value))} -> {tuple(array.shape)}, the model wants '

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from ldm_jax.images import to_model_range
-from ldm_jax.data.sources import CorruptImage
+from ldm_jax.data.sources import CorruptImage, DataError
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +41,42 @@ class LatentCache:
 
 def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCache:
   """encode_fn: uint8->[-1,1] image batch [B, H, W, 3] -> latents [B, h, w, c] (jitted, any B that
-  is a multiple of batch_size). Unreadable images are encoded as zeros and marked, so that the
-  batch iterator skips and counts them as it does for images."""
+  is a multiple of batch_size). Unreadable images get zero latents and are marked, so that the
+  batch iterator skips and counts them as it does for images; none readable is a DataError."""
   n = len(source)
-  out, labels, bad = [[], []], np.zeros(n, np.int32), set()
+  labels, bad = np.zeros(n, np.int32), set()
   captions = [None] * n
+  out = [[], []]  # per flip: latents of each batch, None where no image of it could be read
   for flip in (False, True) if flips else (False,):
     for start in range(0, n, batch_size):
       idx = list(range(start, min(n, start + batch_size)))
-      imgs = []
+      imgs = {}
       for i in idx:
         try:
           example = source.load(i, flip)
-          img, labels[i] = example['image'], example['label']
-          captions[i] = example.get('caption')
         except CorruptImage as e:
-          log.warning('latent cache: skipping unreadable image: %s', e)
+          if i not in bad:
+            log.warning('latent cache: skipping unreadable image (%d so far): %s', len(bad) + 1, e)
           bad.add(i)
-          img = np.zeros_like(imgs[0]) if imgs else None
-        imgs.append(img)
-      if any(im is None for im in imgs):
-        shape = next(im.shape for im in imgs if im is not None)
-        imgs = [np.zeros(shape, np.uint8) if im is None else im for im in imgs]
-      batch = to_model_range(np.stack(imgs))
-      pad = batch_size - len(idx)
-      if pad:
-        batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
-      out[int(flip)].append(np.asarray(jax.device_get(encode_fn(batch)))[: len(idx)])
+          continue
+        imgs[i], labels[i] = example['image'], example['label']
+        captions[i] = example.get('caption')
+      if not imgs:
+        out[int(flip)].append((len(idx), None))
+        continue
+      shape = next(iter(imgs.values())).shape
+      batch = np.zeros((batch_size, *shape), np.uint8)
+      for j, i in enumerate(idx):
+        if i in imgs:
+          batch[j] = imgs[i]
+      latents = np.asarray(jax.device_get(encode_fn(to_model_range(batch))))[: len(idx)]
+      latents[[j for j, i in enumerate(idx) if i not in imgs]] = 0
+      out[int(flip)].append((len(idx), latents))
+  shapes = [lat.shape[1:] for o in out for _, lat in o if lat is not None]
+  if not shapes:
+    raise DataError(f'none of the {n} images could be read ({len(bad)} unreadable)')
+  fill = lambda count, lat: np.zeros((count, *shapes[0]), np.float32) if lat is None else lat
+  out = [[fill(*b) for b in o] for o in out]
   latents = [np.concatenate(o) for o in out if o]
   if len(latents) == 1:
     latents = latents * 2

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ldm_jax.images import pil_to_rgb
+
 
 def center_crop_resize(image: Image.Image, size: int) -> np.ndarray:
-  """PIL image -> uint8 [size, size, 3]."""
-  img = np.asarray(image.convert('RGB'), dtype=np.uint8)
+  """PIL image (any mode: images.pil_to_rgb) -> uint8 [size, size, 3]."""
+  img = pil_to_rgb(image)
   h, w = img.shape[:2]
   crop = min(h, w)
   img = img[(h - crop) // 2 : (h + crop) // 2, (w - crop) // 2 : (w + crop) // 2]

@@ -15,13 +15,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ldm_jax.errors import UserError
 from ldm_jax import storage
 from ldm_jax.data.preprocess import center_crop_resize, crop_boxes, crop_resize_nearest
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 
 
-class DataError(ValueError):
+class DataError(UserError):
   """Bad data settings or unusable data; the message says what to fix."""
 
 

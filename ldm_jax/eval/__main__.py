@@ -23,8 +23,9 @@ import json
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from ldm_jax.errors import UserError
 from ldm_jax import storage
 from ldm_jax.runtime import log_backend, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags
@@ -69,7 +70,7 @@ def _reference(features_fn, config):
       return fid.load_stats(ref)
   if ref == 'data':
     if config is None:
-      raise app.UsageError('--ref=data reads config.data of --workdir or --config; give one')
+      raise UserError('--ref=data reads config.data of --workdir or --config; give one')
     data = config.data
     if FLAGS.split:
       data.split = FLAGS.split
@@ -80,9 +81,7 @@ def _reference(features_fn, config):
     batches = sample_quality.image_set(ref, size, FLAGS.batch_size, FLAGS.ref_images)
     what = storage.resolve(ref)
   else:
-    raise app.UsageError(
-      f"--ref {ref!r}: not a statistics .npz, a folder, an images .npz or 'data'"
-    )
+    raise UserError(f"--ref {ref!r}: not a statistics .npz, a folder, an images .npz or 'data'")
   t0 = time.time()
   stats = sample_quality.reference_stats(
     features_fn.collect(batches), FLAGS.save_ref, source=what, inception=FLAGS.inception
@@ -97,16 +96,16 @@ def _reference(features_fn, config):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise UserError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS.ref:
-    raise app.UsageError('--ref is required (statistics .npz, a folder of images, or data)')
+    raise UserError('--ref is required (statistics .npz, a folder of images, or data)')
   if FLAGS.workdir and FLAGS.config:
-    raise app.UsageError('give --workdir or --config, not both')
+    raise UserError('give --workdir or --config, not both')
   # --config with --save_ref only names the data of --ref=data; generating from a config's
   # random weights (a pipeline check) is asked for by giving it without --save_ref
   generate = not FLAGS.samples and bool(FLAGS.workdir or (FLAGS.config and not FLAGS.save_ref))
   if not (generate or FLAGS.samples or FLAGS.save_ref):
-    raise app.UsageError('nothing to score: give --workdir (generate), --samples, or --save_ref')
+    raise UserError('nothing to score: give --workdir (generate), --samples, or --save_ref')
   setup_runtime()
   log_backend()
   import numpy as np
@@ -119,12 +118,12 @@ def main(argv):
     pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
     config = pipe.config
     if generate and pipe.ldm is None:
-      raise app.UsageError(
+      raise UserError(
         f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
         'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)'
       )
     if generate and pipe.ldm.task.samples_from_examples:
-      raise app.UsageError(
+      raise UserError(
         f'this model is {pipe.ldm.task.name}-conditioned: sample it with '
         'sample.py on your conditions, then score the images with --samples'
       )
@@ -189,4 +188,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ldm_jax.runtime import run_cli
+
+  run_cli(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from ldm_jax import storage
 from ldm_jax.data import digits_uint8
@@ -73,4 +73,6 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['samples'])
-  app.run(main)
+  from ldm_jax.runtime import run_cli
+
+  run_cli(main)

@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 
+from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.nn.autoencoder import AutoencoderKL
@@ -137,7 +138,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required (the autoencoder run to evaluate)')
+    raise UserError('--workdir is required (the autoencoder run to evaluate)')
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-restore INFO lines: noise here
   log_backend()
   report = evaluate(
@@ -159,4 +160,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ldm_jax.runtime import run_cli
+
+  run_cli(main)

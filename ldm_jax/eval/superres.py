@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from ldm_jax import storage
 from ldm_jax.eval.metrics import psnr
@@ -127,4 +127,6 @@ def main(argv):
 if __name__ == '__main__':
   _define_flags()
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  from ldm_jax.runtime import run_cli
+
+  run_cli(main)

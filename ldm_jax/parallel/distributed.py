@@ -16,6 +16,8 @@ import signal
 
 import jax
 
+from ldm_jax.runtime import SIGTERM, catch_sigterm, on_sigterm
+
 log = logging.getLogger('ldm_jax')
 
 
@@ -77,19 +79,16 @@ def initialize(
 
 class Preemption:
   """Has this job been asked to stop? One process: a SIGTERM handler sets a flag (installed for
-  the duration of a ``with`` block). Several processes: JAX's preemption sync point, which makes
-  every process stop at the same step (``checkpointer.reached_preemption``), and JAX's own
-  SIGTERM handling is left in place."""
+  the duration of a ``with`` block unless train.py installed it already). Several processes:
+  JAX's preemption sync point, which makes every process stop at the same step
+  (``checkpointer.reached_preemption``), and JAX's own SIGTERM handling is left in place."""
 
-  def __init__(self, checkpointer):
-    self.checkpointer, self.requested, self._previous = checkpointer, False, None
+  def __init__(self, checkpointer=None):
+    self.checkpointer, self._previous = checkpointer, None
 
   def __enter__(self):
-    if jax.process_count() == 1:
-      try:
-        self._previous = signal.signal(signal.SIGTERM, self._handler)
-      except ValueError:  # not the main thread (e.g. a notebook's worker): no handler
-        self._previous = None
+    if jax.process_count() == 1 and signal.getsignal(signal.SIGTERM) is not on_sigterm:
+      self._previous = catch_sigterm()
     return self
 
   def __exit__(self, *exc):
@@ -97,10 +96,12 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
     return False
 
-  def _handler(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
+  @property
+  def requested(self) -> bool:
+    """This process got SIGTERM (one process; several processes: see should_stop)."""
+    return jax.process_count() == 1 and SIGTERM.is_set()
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:
       return self.checkpointer.reached_preemption(step)
-    return self.requested
+    return SIGTERM.is_set()

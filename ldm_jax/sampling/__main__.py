@@ -17,12 +17,15 @@ labels).
 
 from __future__ import annotations
 
+import json
 import logging
-import sys
 import time
 
-from absl import app, flags
+import numpy as np
 
+from absl import flags
+
+from ldm_jax.errors import UserError
 from ldm_jax import storage
 from ldm_jax.runtime import log_backend, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
@@ -71,60 +74,128 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise UserError(f'unexpected arguments: {argv[1:]}')
   if bool(FLAGS.workdir) == bool(FLAGS.config):
-    raise app.UsageError('give exactly one of --workdir (trained or converted) and --config')
+    raise UserError('give exactly one of --workdir (trained or converted) and --config')
+  for name in ('num_samples', 'batch_size', 'steps'):
+    value = getattr(FLAGS, name)
+    if value is not None and value < 1:
+      raise UserError(f'--{name}={value}: must be at least 1')
   setup_runtime()
   log_backend()
-  from ldm_jax.images import make_grid, save_png
   from ldm_jax.sampling.pipeline import load
-  from ldm_jax.tasks import TASK_ARGS, TaskInputError
+  from ldm_jax.tasks import TASK_ARGS
 
   pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
   task = {k: getattr(FLAGS, k) for k in TASK_ARGS if getattr(FLAGS, k) is not None}
-  t0 = time.time()
-  try:
-    images = pipe.sample(
-      FLAGS.num_samples,
-      height=FLAGS.height,
-      width=FLAGS.width,
-      tile=FLAGS.tile,
-      tile_stride=FLAGS.tile_stride,
-      **sampler_kwargs(FLAGS),
-      **task,
-    )
-  except TaskInputError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  elapsed = time.time() - t0
   outdir = FLAGS.outdir or storage.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
-  storage.makedirs(outdir)
-  for i, im in enumerate(images):
-    save_png(storage.join(outdir, f'{i:06d}.png'), im)
-  nrow = pipe.num_classes if FLAGS.class_label == 'all' else None
-  save_png(storage.join(outdir, 'grid.png'), make_grid(images, nrow=nrow))
+  settings = {
+    'model': storage.resolve(FLAGS.workdir or FLAGS.config),
+    'step': pipe.step,
+    'use_ema': FLAGS.use_ema,
+    'num_samples': FLAGS.num_samples,
+    **{k: v for k, v in sampler_kwargs(FLAGS).items()},
+    'height': FLAGS.height,
+    'width': FLAGS.width,
+    'tile': FLAGS.tile,
+    'tile_stride': FLAGS.tile_stride,
+    **{k: str(v) for k, v in task.items()},
+  }
+  out = SampleFolder(outdir, settings)
+  t0 = time.time()
+  first = out.resume_index(pipe.batch_for(FLAGS.batch_size))
+  kwargs = dict(height=FLAGS.height, width=FLAGS.width, tile=FLAGS.tile)
+  kwargs.update(tile_stride=FLAGS.tile_stride, **sampler_kwargs(FLAGS), **task)
+  for images in pipe.iter_samples(FLAGS.num_samples, first=first, **kwargs):
+    out.add(images)  # written as drawn: a killed run keeps them and continues from there
+  elapsed = time.time() - t0
+  images = out.finish(pipe.num_classes if FLAGS.class_label == 'all' else None)
   extra = {}
   if pipe.num_classes:  # the labels sampled, for evaluation
     extra['labels'] = pipe.ldm.task.labels(FLAGS.class_label, len(images))
   storage.save_npz(storage.join(outdir, 'samples.npz'), images=images, **extra)
   s = pipe.config.sampling
   logging.info(
-    '%d samples %s (%s, %s steps) in %.1fs -> %s',
+    '%d samples %s (%s, %s steps) in %.1fs -> %s%s',
     len(images),
     images.shape[1:3],
     FLAGS.sampler or s.sampler,
     FLAGS.steps or s.steps,
     elapsed,
     outdir,
+    f' ({first} were there from an earlier run)' if first else '',
   )
+
+
+class SampleFolder:
+  """OUTDIR/000000.png ... written batch by batch, with OUTDIR/sampling.json (the settings). The
+  folder is checked for writing before any sampling; a run with the same settings continues
+  after the images a killed run left (samples depend only on seed and index), one with other
+  settings is refused rather than mixed in."""
+
+  def __init__(self, outdir: str, settings: dict):
+    self.outdir, self.settings = outdir, json.loads(json.dumps(settings))
+    self.next = 0
+    info = storage.join(outdir, 'sampling.json')
+    try:
+      storage.makedirs(outdir)
+      self.previous = json.loads(storage.read_text(info)) if storage.exists(info) else None
+      if self.previous is None or self.previous == self.settings:
+        storage.write_text(info, json.dumps(self.settings, indent=1))
+    except OSError as e:
+      raise UserError(
+        f'cannot write samples to {outdir!r} ({type(e).__name__}: {e.strerror or e}); '
+        'give a writable --outdir'
+      ) from e
+
+  def _png(self, i: int) -> str:
+    return storage.join(self.outdir, f'{i:06d}.png')
+
+  def resume_index(self, batch: int) -> int:
+    """Where to start: after the whole batches an earlier run with these settings wrote."""
+    if self.previous is None:
+      return 0
+    done = 0
+    while storage.exists(self._png(done)):
+      done += 1
+    if self.previous != self.settings:
+      if not done:
+        return 0
+      changed = sorted(k for k in self.settings if self.settings[k] != self.previous.get(k))
+      raise UserError(
+        f'{self.outdir!r} already holds {done} samples drawn with other settings '
+        f'({", ".join(changed)}); give another --outdir, or delete those to start over'
+      )
+    self.next = min(done - done % batch, self.settings['num_samples'])
+    return self.next
+
+  def add(self, images) -> None:
+    from ldm_jax.images import save_png
+
+    for im in images:
+      save_png(self._png(self.next), im)
+      self.next += 1
+
+  def finish(self, nrow):
+    """All samples (read back), with grid.png written."""
+    from PIL import Image
+
+    from ldm_jax.images import make_grid, save_png
+
+    images = []
+    for i in range(self.settings['num_samples']):
+      with storage.open_file(self._png(i)) as f, Image.open(f) as im:
+        images.append(np.asarray(im.convert('RGB')))
+    images = np.stack(images)
+    save_png(storage.join(self.outdir, 'grid.png'), make_grid(images, nrow=nrow))
+    return images
 
 
 def run() -> None:
   """The console script (``ldm-sample``) and ``python -m ldm_jax.sampling``."""
-  from ldm_jax.runtime import resolve_config_argv
+  from ldm_jax.runtime import run_cli
 
-  sys.argv = resolve_config_argv(sys.argv)
-  app.run(main)
+  run_cli(main)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import downsampling_factor, load_config_file, validate
@@ -131,6 +132,7 @@ class Pipeline:
     tile: int = 0,
     tile_stride: int = 0,
     return_float: bool = False,
+    first: int = 0,
     **task_inputs,
   ):
     """``num`` images in batches of ``batch_size`` (the last one smaller), uint8 [b, H, W, 3]
@@ -140,7 +142,9 @@ class Pipeline:
     whose condition has no size; sampler/steps/eta/guidance_scale default to config.sampling.
     ``tile`` > 0 denoises and decodes latents larger than tile x tile in overlapping tiles (stride
     ``tile_stride``, default tile // 2): large super-resolution inputs, as the reference's
-    notebook (tile 128, stride 64 on the latent)."""
+    notebook (tile 128, stride 64 on the latent). ``first``: start at this sample (a multiple of
+    ``batch_for(batch_size)``), for continuing a stopped run: each batch depends only on the seed
+    and its first index."""
     if self.ldm is None:
       raise ValueError(
         'this is an autoencoder (config.stage="autoencoder"): it encodes and '
@@ -151,7 +155,7 @@ class Pipeline:
       raise TypeError(f'unknown task input(s) {sorted(unknown)}; expected one of {TASK_ARGS}')
     s = self.config.sampling
     sampler = sampler or s.sampler
-    steps = steps or s.steps
+    steps = s.steps if steps is None else steps
     eta = s.eta if eta is None else eta
     guidance_scale = guidance_rule(self.ldm, guidance_scale, s.guidance_scale)
     cond, canvas, post = self.condition(num, **task_inputs)
@@ -177,13 +181,14 @@ class Pipeline:
         tile_stride=tile_stride,
       )
     generate = self._fns[key]
-    n_dev = self.mesh.devices.size
-    batch = max(n_dev, batch_size - batch_size % n_dev)
+    batch = self.batch_for(batch_size)
+    if first % batch:
+      raise ValueError(f'first={first} is not a multiple of the batch ({batch})')
     latent_c = self.config.first_stage.embed_dim
     shard = lambda tree: jax.tree.map(
       lambda a: jax.device_put(a, sharding.batch_sharded(self.mesh)), tree
     )
-    for start in range(0, num, batch):
+    for start in range(first, num, batch):
       idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
       take = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
       k_noise, k_sample = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), start))
@@ -202,6 +207,11 @@ class Pipeline:
         images = post(images)
       yield images if return_float else to_uint8(images)
 
+  def batch_for(self, batch_size: int) -> int:
+    """The batch that iter_samples draws for ``batch_size``: rounded to the device count."""
+    n_dev = self.mesh.devices.size
+    return max(n_dev, batch_size - batch_size % n_dev)
+
   @property
   def num_classes(self) -> int:
     """Real classes (without the null class), 0 for other models."""
@@ -215,8 +225,8 @@ def load(path_or_config, step: int | None = None, use_ema: bool = True, seed: in
   if isinstance(path_or_config, str) and storage.isdir(path_or_config):
     return _load_workdir(path_or_config, step, use_ema)
   if isinstance(path_or_config, str):
-    if not path_or_config.endswith('.py'):
-      raise FileNotFoundError(f'{path_or_config!r} is neither a workdir nor a config file (.py)')
+    if not path_or_config.partition(':')[0].endswith('.py'):  # configs/x.py or configs/x.py:arg
+      raise UserError(f'{path_or_config!r} is neither a workdir nor a config file (.py)')
     config = load_config_file(path_or_config)
   else:
     config = path_or_config

@@ -27,11 +27,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ldm_jax.errors import UserError
 from ldm_jax import storage
-from ldm_jax.images import to_model_range, unit_to_uint8
+from ldm_jax.images import pil_to_rgb, to_model_range, unit_to_uint8
 
 
-class TaskInputError(ValueError):
+class TaskInputError(UserError):
   """A task input (file, prompt, label) that the model cannot use; the message says why."""
 
 
@@ -118,7 +119,7 @@ def read_image(image, mode: str = 'RGB') -> np.ndarray:
 
     try:
       with storage.open_file(image) as f, Image.open(f) as im:
-        arr = np.asarray(im.convert(mode))
+        arr = pil_to_rgb(im) if mode == 'RGB' else np.asarray(im.convert(mode))
     except (OSError, ValueError) as e:
       raise TaskInputError(f'cannot read image {image!r}: {e}') from None
   else:

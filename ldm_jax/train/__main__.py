@@ -8,13 +8,17 @@ gs:// bucket); jax.distributed starts by itself on Cloud TPU, under SLURM and Op
 
 from __future__ import annotations
 
-import logging
-import sys
+from ldm_jax.runtime import catch_sigterm
 
-from absl import app, flags
-from ml_collections import config_flags
+catch_sigterm()  # first, before the slow start-up: a job preempted while it starts exits 0 too
 
-from ldm_jax.runtime import setup_runtime
+import logging  # noqa: E402
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from ldm_jax.errors import UserError  # noqa: E402
+from ldm_jax.runtime import setup_runtime  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -40,7 +44,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise UserError(f'unexpected arguments: {argv[1:]}')
   setup_runtime()
   from ldm_jax.parallel import distributed  # before any JAX computation
 
@@ -61,10 +65,9 @@ def main(argv):
 
 def run() -> None:
   """The console script (``pyproject``/setup.cfg entry point) and ``python -m``."""
-  from ldm_jax.runtime import resolve_config_argv, run_with_clear_config_errors
+  from ldm_jax.runtime import run_cli
 
-  sys.argv = resolve_config_argv(sys.argv)
-  run_with_clear_config_errors(lambda: app.run(main), sys.argv)
+  run_cli(main)
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import state_defining_differences
@@ -31,12 +32,15 @@ def load_first_stage(config):
   of an autoencoder run, or of an LDM run, whose stored first stage is then reused)."""
   path = config.first_stage.checkpoint
   if not path:
-    raise ValueError(
+    raise UserError(
       'an LDM run needs a trained first stage: set --config.first_stage.checkpoint='
       'WORKDIR of an autoencoder run (python train.py --config=<autoencoder config>)'
     )
   if not storage.isdir(path):
-    raise FileNotFoundError(f'config.first_stage.checkpoint={path!r} does not exist')
+    raise UserError(
+      f'config.first_stage.checkpoint={path!r} does not exist; give the workdir of an '
+      'autoencoder run (or one of its checkpoints/<step> folders)'
+    )
   saved, step, state, first_stage = ckpt_lib.load_raw(path)
   current = ckpt_lib.to_json_dict(config)
   diffs = state_defining_differences(

@@ -23,12 +23,14 @@ from tqdm import tqdm
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import learning_rate, validate
+from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
 from ldm_jax.parallel import sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
 from ldm_jax.train.ldm_stage import LDMStage
 from ldm_jax.train.metric_writer import MetricWriter
+from ldm_jax.train.lock import lock_workdir
 from ldm_jax.train.state import TrainState
 from ldm_jax.train.step_common import guard_nonfinite
 
@@ -38,7 +40,8 @@ STAGES = {'autoencoder': AutoencoderStage, 'ldm': LDMStage}
 
 
 def _restore_or_create(config, stage, mesh, checkpointer, key):
-  """(state, its shardings, first-stage params, newest step or None, data position)."""
+  """(state, its shardings, first-stage params, newest step or None, data state: the position
+  and the count of skipped steps)."""
   t = config.training
   abstract = jax.eval_shape(stage.init_state, key)
   state_sh = sharding.state_shardings(abstract, mesh, config.mesh)
@@ -54,8 +57,10 @@ def _restore_or_create(config, stage, mesh, checkpointer, key):
     state = jax.jit(stage.init_state, out_shardings=state_sh)(key)
     first_stage_params = stage.load_first_stage()
   # The data position: examples consumed by the job (older checkpoints: steps x batch size).
-  position = data_state['position'] if data_state else int(state.step) * t.batch_size
-  return state, state_sh, first_stage_params, latest, position
+  data_state = dict(data_state or {})
+  data_state.setdefault('position', (latest or 0) * t.batch_size)
+  data_state.setdefault('skipped_steps', 0)
+  return state, state_sh, first_stage_params, latest, data_state
 
 
 def jit_train_step(stage, mesh, state_sh, frozen_sh):
@@ -74,6 +79,16 @@ def train(config, workdir: str) -> TrainState:
   validate(config)
   workdir = storage.resolve(workdir)
   storage.makedirs(workdir)
+  with Preemption() as preemption:  # SIGTERM from here on: stop cleanly
+    lock = lock_workdir(workdir)
+    try:
+      return _train(config, workdir, preemption)
+    finally:
+      if lock is not None:
+        lock.release()
+
+
+def _train(config, workdir: str, preemption) -> TrainState:
   t = config.training
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
@@ -82,11 +97,12 @@ def train(config, workdir: str) -> TrainState:
   checkpointer = ckpt_lib.Checkpointer(
     workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every
   )
-  state, state_sh, first_stage_params, latest, position = _restore_or_create(
+  preemption.checkpointer = checkpointer
+  state, state_sh, first_stage_params, latest, data_state = _restore_or_create(
     config, stage, mesh, checkpointer, key
   )
   frozen, frozen_sh = stage.frozen(first_stage_params)
-  data = stage.train_iterator(position, first_stage_params)
+  data = stage.train_iterator(data_state['position'], first_stage_params)
   next_batch = lambda: sharding.global_batch(next(data), mesh)
   pending = None
   if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run
@@ -95,11 +111,20 @@ def train(config, workdir: str) -> TrainState:
   train_step = jit_train_step(stage, mesh, state_sh, frozen_sh)
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
   evaluator = stage.evaluator(workdir)
-  _log_start(config, mesh, int(state.step))
+  _log_start(config, mesh, latest or 0)
   run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
   try:
     state = run.loop(
-      state, train_step, data, next_batch, pending, frozen, latest, position, evaluator
+      state,
+      train_step,
+      data,
+      next_batch,
+      pending,
+      frozen,
+      latest,
+      data_state,
+      evaluator,
+      preemption,
     )
   finally:
     checkpointer.wait()
@@ -138,9 +163,24 @@ class _Run:
     n, size = config.training.num_sample_images, stage.mesh.size
     self.grid_n = max(size, n - n % size)
 
-  def loop(self, state, train_step, data, next_batch, pending, frozen, latest, position, evaluator):
+  def loop(
+    self,
+    state,
+    train_step,
+    data,
+    next_batch,
+    pending,
+    frozen,
+    latest,
+    data_state,
+    evaluator,
+    preemption,
+  ):
+    """Steps from the checkpoint's step (``latest``; iterations, skipped ones included: state.step
+    counts the updates applied) to num_steps."""
     t = self.config.training
-    step = start_step = int(state.step)
+    step = start_step = latest or 0
+    position = data_state['position']
     # The bar only on a terminal; logs (files, pipes) get one line per log_every steps instead.
     bar = tqdm(
       total=t.num_steps,
@@ -152,50 +192,67 @@ class _Run:
     )
     history, t_start, last_log = [], time.time(), time.time()
     saved_step = latest
-    nonfinite = _NonfiniteCounter(t.max_nonfinite_steps, self.checkpointer.directory)
-    save = lambda force=False: self.checkpointer.save(
-      step,
-      state,
-      self.config,
-      self.first_stage_params,
-      force=force,
-      data_state={'position': position, 'global_batch': t.batch_size},
+    nonfinite = _NonfiniteCounter(
+      t.max_nonfinite_steps, self.checkpointer, data_state['skipped_steps']
     )
+
+    def save(force=False):
+      nonfinite.flush()  # a NaN streak protects its last good checkpoint before any rotation
+      self.checkpointer.save(
+        step,
+        state,
+        self.config,
+        self.first_stage_params,
+        force=force,
+        data_state={
+          'position': position,
+          'global_batch': t.batch_size,
+          'skipped_steps': nonfinite.total,
+        },
+      )
+
+    if preemption.requested:
+      log.warning(
+        'preempted (SIGTERM) while starting, before step %d: nothing to save (%s); run the '
+        'same command again to resume',
+        step,
+        f'the newest checkpoint is step {latest}' if latest is not None else 'no checkpoint yet',
+      )
+      return state
     try:
-      with Preemption(self.checkpointer) as preemption:
-        while step < t.num_steps:
-          batch = pending if pending is not None else next_batch()
-          pending = None
-          state, metrics = train_step(state, batch, frozen)
-          nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
-          history.append(metrics)
-          step += 1
-          position += t.batch_size
-          bar.update(1)
-          last = step == t.num_steps
-          if step % t.log_every == 0 or last:
-            means = self._log(step, history, last_log, t_start, start_step, data, nonfinite)
-            bar.set_postfix(loss=f'{means["loss"]:.4f}')
-            history, last_log = [], time.time()
-          if step % t.checkpoint_every == 0 or last:
-            save()
-            saved_step = step
-          if t.sample_every and (step % t.sample_every == 0 or last):
-            self._grid(step, state, batch)
-          if evaluator is not None and (step % t.eval_every == 0 or last):
-            self._evaluate(evaluator, step, state)
-          if not last and preemption.should_stop(step):
-            if saved_step != step:
-              save(force=True)
-            self.checkpointer.wait()
-            log.warning(
-              'preempted (SIGTERM): checkpoint saved at step %d in %s; run the same '
-              'command again to resume',
-              step,
-              self.checkpointer.directory,
-            )
-            break
-        nonfinite.flush()
+      while step < t.num_steps:
+        batch = pending if pending is not None else next_batch()
+        pending = None
+        state, metrics = train_step(state, batch, frozen)
+        nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
+        history.append(metrics)
+        step += 1
+        position += t.batch_size
+        bar.update(1)
+        last = step == t.num_steps
+        if step % t.log_every == 0 or last:
+          means = self._log(step, history, last_log, t_start, start_step, data, nonfinite)
+          bar.set_postfix(loss=f'{means["loss"]:.4f}')
+          history, last_log = [], time.time()
+        if step % t.checkpoint_every == 0 or last:
+          save()
+          saved_step = step
+        if t.sample_every and (step % t.sample_every == 0 or last):
+          self._grid(step, state, batch)
+        if evaluator is not None and (step % t.eval_every == 0 or last):
+          self._evaluate(evaluator, step, state)
+        if not last and preemption.should_stop(step):
+          if saved_step != step:
+            save(force=True)
+          self.checkpointer.wait()
+          log.warning(
+            'preempted (SIGTERM): checkpoint saved at step %d in %s; run the same '
+            'command again to resume',
+            step,
+            self.checkpointer.directory,
+          )
+          break
+      nonfinite.flush()
     finally:
       bar.close()
     return state
@@ -205,7 +262,7 @@ class _Run:
     means = {k: float(np.mean([float(m[k]) for m in jax.device_get(history)])) for k in history[0]}
     means['steps_per_sec'] = len(history) / (time.time() - last_log)
     means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
-    means['nonfinite_total'] = nonfinite.total
+    means['skipped_steps'] = nonfinite.total
     self.writer.scalars(step, means)
     if self.is_main:
       rate = (step - start_step) / (time.time() - t_start)
@@ -247,13 +304,20 @@ class _Run:
       )
 
 
+class TrainingDiverged(UserError, FloatingPointError):
+  """Too many NaN/Inf steps in a row; the message names the checkpoint to go back to."""
+
+
 class _NonfiniteCounter:
   """Counts steps whose update was skipped for NaN/Inf (metrics['nonfinite']), one step late so
-  that reading the flag never waits for the device; raises after ``limit`` in a row."""
+  that reading the flag never waits for the device; raises after ``limit`` in a row. While a streak
+  lasts, the newest checkpoint written before it began is kept whatever keep_checkpoints says
+  (later ones hold the parameters that led to it, which may already be unusable)."""
 
-  def __init__(self, limit: int, directory: str):
-    self.limit, self.directory = limit, directory
-    self.total, self.streak, self._pending = 0, 0, None
+  def __init__(self, limit: int, checkpointer, total: int = 0):
+    self.limit, self.checkpointer = limit, checkpointer
+    self.total, self.streak, self._pending = total, 0, None
+    self.good = None  # (the streak's) newest checkpoint step before its first non-finite step
 
   def add(self, metrics, step: int) -> None:
     self.flush()
@@ -265,8 +329,14 @@ class _NonfiniteCounter:
     flag, step = self._pending
     self._pending = None
     if float(flag) == 0.0:
+      if self.streak:
+        self.checkpointer.protected.discard(self.good)
       self.streak = 0
       return
+    if self.streak == 0:
+      before = [s for s in self.checkpointer.all_steps() if s <= step]
+      self.good = before[-1] if before else None
+      self.checkpointer.protected.add(self.good)
     self.total += 1
     self.streak += 1
     log.warning(
@@ -277,11 +347,23 @@ class _NonfiniteCounter:
       self.total,
     )
     if self.limit and self.streak >= self.limit:
-      raise FloatingPointError(
-        f'{self.streak} steps in a row had NaN/Inf loss or gradients (last: step {step}); '
-        f'stopping. The parameters were not updated by them; the last checkpoint in '
-        f'{self.directory} is good. Lower the learning rate, set optimizer.grad_clip_norm, or '
-        f'check the data, then resume.'
+      directory = self.checkpointer.directory
+      first = step - self.streak + 1
+      if self.good is None:
+        back = (
+          'No checkpoint was written before it: start over in a new --workdir with a lower '
+          'learning rate or optimizer.grad_clip_norm.'
+        )
+      else:
+        back = (
+          f'The last checkpoint before it is {directory}/{self.good} (kept); the later ones hold '
+          'the parameters that led here. To resume from it, move the newer step folders out of '
+          f'{directory}, then lower the learning rate, set optimizer.grad_clip_norm, or check '
+          'the data.'
+        )
+      raise TrainingDiverged(
+        f'stopping: {self.streak} steps in a row (from step {first}) had NaN/Inf loss or '
+        f'gradients; their updates were skipped. {back}'
       )
 
 

@@ -29,9 +29,10 @@ def apply_gradients(state: TrainState, grads, tx, config):
 
 def guard_nonfinite(step_fn):
   """Wrap a step: when any float metric (loss, gradient norms) is NaN/Inf the update is skipped
-  (parameters, EMA, optimizer and loss state keep their values; the step counter advances, the
-  batch is consumed) and metrics['nonfinite'] is 1. The trainer counts and stops after
-  config.training.max_nonfinite_steps in a row."""
+  (parameters, EMA, optimizer and loss state and ``state.step``, which counts applied updates, keep
+  their values; the batch is consumed) and metrics['nonfinite'] is 1. The trainer counts skipped
+  steps (stored with each checkpoint) and stops after config.training.max_nonfinite_steps in a
+  row."""
 
   def guarded(state: TrainState, batch, frozen):
     new, metrics = step_fn(state, batch, frozen)
@@ -44,7 +45,7 @@ def guard_nonfinite(step_fn):
         ]
       )
     )
-    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state).replace(step=new.step)
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
     return kept, {**metrics, 'nonfinite': 1.0 - ok.astype(jnp.float32)}
 
   return guarded

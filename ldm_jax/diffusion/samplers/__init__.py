@@ -1,5 +1,6 @@
 """Samplers: pure functions of an eps function, x_T, a key and a (concrete) schedule."""
 
+from ldm_jax.errors import UserError
 from ldm_jax.diffusion.samplers.ddim import ddim_sample, make_ddim_timesteps
 from ldm_jax.diffusion.samplers.ddpm import ddpm_sample
 from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
@@ -10,7 +11,7 @@ SAMPLERS = {'ddim': ddim_sample, 'plms': plms_sample, 'ddpm': ddpm_sample}
 
 def get_sampler(name: str):
   if name not in SAMPLERS:
-    raise ValueError(f'unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}')
+    raise UserError(f'unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}')
   return SAMPLERS[name]
 
 

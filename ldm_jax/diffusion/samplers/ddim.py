@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax.errors import UserError
 from ldm_jax.diffusion.schedule import Schedule
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B,H,W,C], t [B] int32) -> eps
@@ -19,22 +20,31 @@ def make_ddim_timesteps(
   """The reference grid, +1 offset included: 'uniform' is range(0, T, T // S) + 1, e.g. S=50 ->
   [1, 21, ..., 981]. Integer division means S=400 really runs 500 steps (T // 400 = 2)."""
   if num_steps < 1:
-    raise ValueError(f'the number of sampling steps must be >= 1, got {num_steps}')
+    raise UserError(f'the number of sampling steps must be >= 1, got {num_steps}')
   if method == 'uniform':
     if num_steps > num_timesteps:
-      raise ValueError(f'{num_steps} DDIM steps > {num_timesteps} diffusion timesteps')
+      raise UserError(f'{num_steps} DDIM steps > {num_timesteps} diffusion timesteps')
     steps = np.arange(0, num_timesteps, num_timesteps // num_steps) + 1
   elif method == 'quad':
     steps = (np.linspace(0, np.sqrt(num_timesteps * 0.8), num_steps) ** 2).astype(int) + 1
   else:
     raise ValueError(f"DDIM discretisation must be 'uniform' or 'quad', got {method!r}")
   if steps[-1] >= num_timesteps:
-    raise ValueError(
+    below = max(s for s in range(1, num_steps) if _uniform_fits(s, num_timesteps))
+    above = [s for s in range(num_steps + 1, num_timesteps + 1) if _uniform_fits(s, num_timesteps)]
+    raise UserError(
       f'{num_steps} DDIM steps put timestep {steps[-1]} on the grid, past the last one '
-      f"({num_timesteps - 1}): the reference's +1 offset (latent-diffusion issue #136). Use fewer "
-      f'steps (e.g. {num_timesteps // 2}) or the ddpm sampler for all {num_timesteps} steps.'
+      f"({num_timesteps - 1}): the reference's +1 offset (latent-diffusion issue #136). Use "
+      f'{below} steps' + (f' or {above[0]}' if above else '') + ', or the ddpm sampler for all '
+      f'{num_timesteps} steps.'
     )
   return steps.astype(np.int64)
+
+
+def _uniform_fits(num_steps: int, num_timesteps: int) -> bool:
+  """Whether the reference's uniform grid of ``num_steps`` stays inside [1, T - 1]."""
+  stride = num_timesteps // num_steps
+  return (num_timesteps - 1) // stride * stride + 1 < num_timesteps
 
 
 def ddim_parameters(schedule: Schedule, timesteps: np.ndarray, eta: float):

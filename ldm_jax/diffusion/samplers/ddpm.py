@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.errors import UserError
 from ldm_jax.diffusion.gaussian import predict_start_from_noise, q_posterior
 from ldm_jax.diffusion.samplers.ddim import EpsFn
 from ldm_jax.diffusion.schedule import Schedule
@@ -23,9 +24,9 @@ def ddpm_sample(
   forces clip_denoised=False. ``num_steps`` must be T if given; ``eta`` must be 1."""
   T = schedule.num_timesteps
   if num_steps not in (None, T):
-    raise ValueError(f'ddpm sampling runs all {T} steps; got steps={num_steps} (use ddim or plms)')
+    raise UserError(f'ddpm sampling runs all {T} steps; got steps={num_steps} (use ddim or plms)')
   if eta != 1.0:
-    raise ValueError('ddpm sampling is ancestral (eta = 1); use ddim for other eta')
+    raise UserError('ddpm sampling is ancestral (eta = 1); use ddim for other eta')
   batch = x_T.shape[0]
 
   def body(x, inputs):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax.errors import UserError
 from ldm_jax.diffusion.samplers.ddim import EpsFn, ddim_parameters, ddim_update, make_ddim_timesteps
 from ldm_jax.diffusion.schedule import Schedule
 
@@ -37,7 +38,7 @@ def plms_sample(
 ) -> jax.Array:
   del key  # deterministic
   if eta != 0:
-    raise ValueError('PLMS is deterministic: eta must be 0 (the reference raises too)')
+    raise UserError('PLMS is deterministic: eta must be 0 (the reference raises too)')
   timesteps = make_ddim_timesteps(num_steps, schedule.num_timesteps, method)
   a_t, a_prev, _ = (jnp.asarray(a[::-1]) for a in ddim_parameters(schedule, timesteps, 0.0))
   ts = jnp.asarray(timesteps[::-1].astype(np.int32))
