@@ -29,10 +29,57 @@ def catch_sigterm():
     return None
 
 
+DISK_FULL = (
+  'no space left on the device{where}: free some space (or use a --workdir/--outdir on another '
+  'disk) and run the same command again; a training run resumes from its last complete checkpoint'
+)
+
+
+def _is_disk_full(text: str) -> bool:
+  return 'No space left on device' in text or "os_error_code='28'" in text
+
+
+def _exit_disk_full(where: str = '') -> None:
+  """Print the one line and leave now: the threads still writing (Orbax's, TensorStore's) would
+  each print their own traceback of the same full disk."""
+  sys.stderr.flush()
+  os.write(2, ('\nerror: ' + DISK_FULL.format(where=where) + '\n').encode())
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # nothing after the line
+  os._exit(2)
+
+
+class _DiskFullFilter(logging.Filter):
+  """On the first error log record about a full disk (Orbax logs its background save's failure
+  with a traceback, before the main thread hears of it): the one line, exit 2."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR:
+      import traceback
+
+      text = record.getMessage()
+      if record.exc_info:
+        text += ''.join(traceback.format_exception(*record.exc_info))
+      if _is_disk_full(text):
+        _exit_disk_full()
+    return True
+
+
+def _disk_full_excepthook(previous):
+  def hook(args):
+    if _is_disk_full(f'{args.exc_type.__name__}: {args.exc_value}'):
+      _exit_disk_full()
+    previous(args)
+
+  return hook
+
+
 def setup_runtime() -> None:
   logging.basicConfig(
     level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s', force=True
   )
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_DiskFullFilter())
+  threading.excepthook = _disk_full_excepthook(threading.excepthook)
   for noisy in ('absl', 'jax._src', 'orbax', 'tensorflow'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   # gcsfs and google-auth warn on every bucket when no credentials are set up (an emulator).
@@ -139,13 +186,9 @@ def user_message(error: BaseException, argv) -> str | None:
   for e in chain:
     if isinstance(e, UserError):
       return str(e)
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC or 'No space left on device' in str(e):
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or _is_disk_full(str(e)):
       where = getattr(e, 'filename', None)
-      return (
-        f'no space left on the device{f" writing {where}" if where else ""}: free some space '
-        '(or use a --workdir/--outdir on another disk) and run the same command again; a '
-        'training run resumes from its last complete checkpoint'
-      )
+      return DISK_FULL.format(where=f' writing {where}' if where else '')
   if isinstance(
     error, (IllegalFlagValueError, UnrecognizedFlagError, KeyError, AttributeError)
   ) and any(a.startswith('--config.') for a in argv):

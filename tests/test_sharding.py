@@ -294,5 +294,7 @@ def test_nonfinite_counter_stops_after_k_in_a_row():
     assert ckpt.protected == [{0}, {0}, set(), {2}, {2}][i]
   assert counter.total == 4 and counter.streak == 2
   counter.add({'nonfinite': np.float32(1.0)}, 5)
-  with pytest.raises(FloatingPointError, match=r'3 steps in a row \(from step 3\).*/runs/x/checkpoints/2'):
+  with pytest.raises(
+    FloatingPointError, match=r'3 steps in a row \(from step 3\).*/runs/x/checkpoints/2'
+  ):
     counter.flush()

@@ -69,7 +69,7 @@ def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCac
       for j, i in enumerate(idx):
         if i in imgs:
           batch[j] = imgs[i]
-      latents = np.asarray(jax.device_get(encode_fn(to_model_range(batch))))[: len(idx)]
+      latents = np.array(jax.device_get(encode_fn(to_model_range(batch))))[: len(idx)]
       latents[[j for j, i in enumerate(idx) if i not in imgs]] = 0
       out[int(flip)].append((len(idx), latents))
   shapes = [lat.shape[1:] for o in out for _, lat in o if lat is not None]

@@ -98,9 +98,13 @@ def _train(config, workdir: str, preemption) -> TrainState:
     workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every
   )
   preemption.checkpointer = checkpointer
-  state, state_sh, first_stage_params, latest, data_state = _restore_or_create(
-    config, stage, mesh, checkpointer, key
-  )
+  try:
+    state, state_sh, first_stage_params, latest, data_state = _restore_or_create(
+      config, stage, mesh, checkpointer, key
+    )
+  except BaseException:
+    checkpointer.close()  # its background threads end before the interpreter does
+    raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
   data = stage.train_iterator(data_state['position'], first_stage_params)
   next_batch = lambda: sharding.global_batch(next(data), mesh)
