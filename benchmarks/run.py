@@ -36,6 +36,7 @@ from ml_collections import config_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/, benchmarks/
 from benchmarks.common import peak_flops, random_weights, sig  # noqa: E402
+from ldm_jax.diffusion.samplers import SAMPLERS, SOLVERS, model_calls  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -51,7 +52,7 @@ flags.DEFINE_enum(
 flags.DEFINE_integer('batch_size', 0, "Training global batch (0 = the config's).")
 flags.DEFINE_integer('sample_batch_size', 64, 'Images per sampling / first-stage call.')
 flags.DEFINE_list('sample_steps', ['50', '100', '200'], 'DDIM steps to time.')
-flags.DEFINE_enum('sampler', 'ddim', ['ddim', 'plms'], 'Sampler.')
+flags.DEFINE_enum('sampler', 'ddim', sorted(set(SAMPLERS) - {'ddpm'}), 'Sampler.')
 flags.DEFINE_integer('iters', 10, 'Timed iterations per training measurement (after warm-up).')
 flags.DEFINE_integer('sample_iters', 3, 'Timed calls per sampling measurement.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Peak dense TFLOP/s of one device for MFU (0 = table).')
@@ -217,7 +218,7 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
     .lower(fs_params, jax.ShapeDtypeStruct(x_T.shape, x_T.dtype))
     .compile()
   )
-  evals = len(_grid(steps, ldm))
+  evals = model_calls(FLAGS.sampler, steps) if FLAGS.sampler in SOLVERS else len(_grid(steps, ldm))
   model_flops = evals * forward_flops(ldm, params, x_T.shape) + (
     _cost(decode)['xla_flops_per_device'] or 0
   )

@@ -170,6 +170,11 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def close(self) -> None:
+    # Orbax's close() does not wait for the clean-up of temporary folders that a new manager
+    # starts in a thread; a process that exits right after (an error) would see it fail.
+    await_cleanup = getattr(self.manager, '_maybe_await_cleanup_tmp_directory', None)
+    if await_cleanup is not None:
+      await_cleanup()
     self.manager.close()
 
 

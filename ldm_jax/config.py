@@ -227,10 +227,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.sampling = ml_collections.ConfigDict(
     dict(
-      sampler='ddim',
+      sampler='ddim',  # or a fast solver: dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, euler, ...
       steps=50,
       eta=0.0,
       guidance_scale=1.0,
+      spacing='',  # the solvers' timestep spacing: '' = 'linspace', 'leading', 'trailing'
+      karras=False,  # the solvers on Karras et al.'s noise levels
     )
   )
   return c
@@ -285,7 +287,6 @@ def validate(config) -> None:
   _choice('diffusion.parameterization', config.diffusion.parameterization, ('eps', 'x0'))
   _choice('diffusion.loss_type', config.diffusion.loss_type, ('l1', 'l2'))
   _choice('optimizer.name', config.optimizer.name, ('adamw', 'adam'))
-  _choice('sampling.sampler', config.sampling.sampler, ('ddim', 'plms', 'ddpm'))
   t = config.training
   for key in (
     'batch_size',

@@ -73,6 +73,33 @@ def _disk_full_excepthook(previous):
   return hook
 
 
+def progress(batches, total: int, desc: str, unit: str = 'img', every_s: float = 30.0, size=len):
+  """Yield ``batches`` (of ``size(batch)`` items each) while showing progress toward ``total``
+  items: a bar with rate and ETA on a terminal, else a log line every ``every_s`` seconds and at
+  the end (as training does)."""
+  import time
+
+  from tqdm import tqdm
+
+  log = logging.getLogger('ldm_jax')
+  tty = sys.stderr.isatty()
+  bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not tty)
+  done, t0, last = 0, time.time(), time.time()
+  try:
+    for batch in batches:
+      yield batch
+      done += size(batch)
+      bar.update(size(batch))
+      now = time.time()
+      if not tty and (now - last >= every_s or done >= total):
+        rate = done / max(now - t0, 1e-9)
+        eta = (total - done) / max(rate, 1e-9)
+        log.info('%s: %d/%d %s (%.3g %s/s, ETA %ds)', desc, done, total, unit, rate, unit, eta)
+        last = now
+  finally:
+    bar.close()
+
+
 def setup_runtime() -> None:
   logging.basicConfig(
     level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s', force=True

@@ -139,7 +139,7 @@ def test_reads_lightning_ckpt_with_torch(tmp_path):
   assert meta == {'global_step': 7, 'epoch': 1}
   assert sd['a.weight'].dtype == np.float32 and sd['a.weight'].shape == (2, 3)
   assert sd['b.num_batches_tracked'] == 5
-  with pytest.raises(FileNotFoundError, match='no such checkpoint'):
+  with pytest.raises(ConversionError, match='no such checkpoint'):
     convert.read_state_dict(str(tmp_path / 'missing.ckpt'))
   torch.save({'state_dict': {}, 'callbacks': Opaque()}, path)
   with pytest.raises(ValueError, match='--unsafe_pickle'):

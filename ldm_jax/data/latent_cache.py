@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from ldm_jax.images import to_model_range
+from ldm_jax.runtime import progress
 from ldm_jax.data.sources import CorruptImage, DataError
 
 log = logging.getLogger(__name__)
@@ -47,31 +48,34 @@ def encode_dataset(source, encode_fn, batch_size: int, flips: bool) -> LatentCac
   labels, bad = np.zeros(n, np.int32), set()
   captions = [None] * n
   out = [[], []]  # per flip: latents of each batch, None where no image of it could be read
-  for flip in (False, True) if flips else (False,):
-    for start in range(0, n, batch_size):
-      idx = list(range(start, min(n, start + batch_size)))
-      imgs = {}
-      for i in idx:
-        try:
-          example = source.load(i, flip)
-        except CorruptImage as e:
-          if i not in bad:
-            log.warning('latent cache: skipping unreadable image (%d so far): %s', len(bad) + 1, e)
-          bad.add(i)
-          continue
-        imgs[i], labels[i] = example['image'], example['label']
-        captions[i] = example.get('caption')
-      if not imgs:
-        out[int(flip)].append((len(idx), None))
+  jobs = [
+    (flip, list(range(start, min(n, start + batch_size))))
+    for flip in ((False, True) if flips else (False,))
+    for start in range(0, n, batch_size)
+  ]
+  for flip, idx in progress(jobs, n * (1 + flips), 'latent cache', size=lambda job: len(job[1])):
+    imgs = {}
+    for i in idx:
+      try:
+        example = source.load(i, flip)
+      except CorruptImage as e:
+        if i not in bad:
+          log.warning('latent cache: skipping unreadable image (%d so far): %s', len(bad) + 1, e)
+        bad.add(i)
         continue
-      shape = next(iter(imgs.values())).shape
-      batch = np.zeros((batch_size, *shape), np.uint8)
-      for j, i in enumerate(idx):
-        if i in imgs:
-          batch[j] = imgs[i]
-      latents = np.array(jax.device_get(encode_fn(to_model_range(batch))))[: len(idx)]
-      latents[[j for j, i in enumerate(idx) if i not in imgs]] = 0
-      out[int(flip)].append((len(idx), latents))
+      imgs[i], labels[i] = example['image'], example['label']
+      captions[i] = example.get('caption')
+    if not imgs:
+      out[int(flip)].append((len(idx), None))
+      continue
+    shape = next(iter(imgs.values())).shape
+    batch = np.zeros((batch_size, *shape), np.uint8)
+    for j, i in enumerate(idx):
+      if i in imgs:
+        batch[j] = imgs[i]
+    latents = np.array(jax.device_get(encode_fn(to_model_range(batch))))[: len(idx)]
+    latents[[j for j, i in enumerate(idx) if i not in imgs]] = 0
+    out[int(flip)].append((len(idx), latents))
   shapes = [lat.shape[1:] for o in out for _, lat in o if lat is not None]
   if not shapes:
     raise DataError(f'none of the {n} images could be read ({len(bad)} unreadable)')

@@ -12,8 +12,13 @@ from ldm_jax.diffusion.schedule import Schedule
 
 
 def extract(a: jax.Array, t: jax.Array, ndim: int) -> jax.Array:
-  """a[t] reshaped to [B, 1, ..., 1] for broadcasting against an ``ndim`` array."""
-  return a[t].reshape((t.shape[0],) + (1,) * (ndim - 1))
+  """a[t] reshaped to [B, 1, ..., 1] for broadcasting against an ``ndim`` array. A fractional t
+  (the Euler and Heun samplers' noise levels) interpolates linearly between timesteps."""
+  if jnp.issubdtype(t.dtype, jnp.floating):
+    value = jnp.interp(t, jnp.arange(a.shape[0], dtype=t.dtype), a)
+  else:
+    value = a[t]
+  return value.reshape((t.shape[0],) + (1,) * (ndim - 1))
 
 
 def q_sample(s: Schedule, x0, t, noise):

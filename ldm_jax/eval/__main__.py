@@ -84,7 +84,10 @@ def _reference(features_fn, config):
     raise UserError(f"--ref {ref!r}: not a statistics .npz, a folder, an images .npz or 'data'")
   t0 = time.time()
   stats = sample_quality.reference_stats(
-    features_fn.collect(batches), FLAGS.save_ref, source=what, inception=FLAGS.inception
+    features_fn.collect(batches, FLAGS.ref_images or 0, 'reference statistics'),
+    FLAGS.save_ref,
+    source=what,
+    inception=FLAGS.inception,
   )
   print(
     f'reference: {int(stats["num_images"])} images of {what} in {time.time() - t0:.0f}s'
@@ -150,6 +153,8 @@ def main(argv):
       steps=FLAGS.steps or s.steps,
       eta=s.eta if FLAGS.eta is None else FLAGS.eta,
       guidance_scale=guidance_scale(pipe.ldm, FLAGS.guidance_scale, s.guidance_scale),
+      spacing=s.get('spacing', '') if FLAGS.spacing is None else FLAGS.spacing,
+      karras=s.get('karras', False) if FLAGS.karras is None else FLAGS.karras,
     )
     task = {'class_label': FLAGS.class_label} if pipe.num_classes else {}
     batches = pipe.iter_samples(
@@ -168,7 +173,7 @@ def main(argv):
     size = FLAGS.image_size
     batches = sample_quality.image_set(FLAGS.samples, size, FLAGS.batch_size, FLAGS.num_samples)
     report['samples'] = storage.resolve(FLAGS.samples)
-  features = features_fn.collect(batches)
+  features = features_fn.collect(batches, FLAGS.num_samples if generate else 0, 'generating')
   seconds = time.time() - t0
   report.update(sample_quality.score(features, ref, FLAGS.k))
   report['seconds'] = round(seconds, 1)

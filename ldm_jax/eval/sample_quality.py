@@ -49,10 +49,13 @@ class InceptionFeatures:
       images = jax.device_put(images, sharding.batch_sharded(self.mesh))
     return {k: sharding.to_host(v)[:n] for k, v in self._fn(images).items()}
 
-  def collect(self, batches: Iterable) -> dict:
-    """All features of an iterable of batches, concatenated."""
+  def collect(self, batches: Iterable, total: int = 0, desc: str = 'features') -> dict:
+    """All features of an iterable of batches, concatenated; with ``total`` (images), progress is
+    shown (runtime.progress)."""
+    from ldm_jax.runtime import progress
+
     parts: dict = {}
-    for b in batches:
+    for b in progress(batches, total, desc) if total else batches:
       for k, v in self(b).items():
         parts.setdefault(k, []).append(v)
     if not parts:

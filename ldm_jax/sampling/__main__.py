@@ -27,7 +27,7 @@ from absl import flags
 
 from ldm_jax.errors import UserError
 from ldm_jax import storage
-from ldm_jax.runtime import log_backend, setup_runtime
+from ldm_jax.runtime import log_backend, progress, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
 
 define_model_flags()
@@ -106,7 +106,8 @@ def main(argv):
   first = out.resume_index(pipe.batch_for(FLAGS.batch_size))
   kwargs = dict(height=FLAGS.height, width=FLAGS.width, tile=FLAGS.tile)
   kwargs.update(tile_stride=FLAGS.tile_stride, **sampler_kwargs(FLAGS), **task)
-  for images in pipe.iter_samples(FLAGS.num_samples, first=first, **kwargs):
+  batches = pipe.iter_samples(FLAGS.num_samples, first=first, **kwargs)
+  for images in progress(batches, FLAGS.num_samples - first, 'sampling'):
     out.add(images)  # written as drawn: a killed run keeps them and continues from there
   elapsed = time.time() - t0
   images = out.finish(pipe.num_classes if FLAGS.class_label == 'all' else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-SAMPLERS = ['ddim', 'plms', 'ddpm']
+from ldm_jax.diffusion.samplers import SAMPLERS, SOLVERS
 
 
 def define_model_flags() -> None:
@@ -22,7 +22,21 @@ def define_model_flags() -> None:
 
 def define_sampler_flags(*, batch_size: int) -> None:
   """How to sample: sampler, steps, eta, guidance, seed, batch size (config.sampling's defaults)."""
-  flags.DEFINE_enum('sampler', None, SAMPLERS, 'Sampler (default: config.sampling).')
+  flags.DEFINE_enum(
+    'sampler',
+    None,
+    sorted(SAMPLERS),
+    "Sampler (default: config.sampling): the reference's ddim, plms, ddpm, or a fast solver "
+    '(dpmpp_2m: 10-25 steps).',
+  )
+  flags.DEFINE_enum(
+    'spacing',
+    None,
+    ['linspace', 'leading', 'trailing'],
+    f'Timestep spacing of the solvers ({", ".join(SOLVERS)}); default: config.sampling, '
+    "else 'linspace' (diffusers' default).",
+  )
+  flags.DEFINE_bool('karras', None, "The solvers on Karras et al.'s noise levels (rho 7).")
   flags.DEFINE_integer(
     'steps',
     None,
@@ -49,6 +63,8 @@ def sampler_kwargs(FLAGS) -> dict:
     steps=FLAGS.steps,
     eta=FLAGS.eta,
     guidance_scale=FLAGS.guidance_scale,
+    spacing=FLAGS.spacing,
+    karras=FLAGS.karras,
     seed=FLAGS.seed,
     batch_size=FLAGS.batch_size,
   )

@@ -7,8 +7,9 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ldm_jax.diffusion.samplers import get_sampler, guided_eps_fn
+from ldm_jax.diffusion.samplers import SOLVERS, get_sampler, guided_eps_fn
 from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
+from ldm_jax.errors import UserError
 from ldm_jax.images import to_uint8
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
 from ldm_jax.parallel import sharding
@@ -32,6 +33,9 @@ def make_generate_fn(
   guidance_scale: float = 1.0,
   tile: int = 0,
   tile_stride: int = 0,
+  spacing: str = '',
+  karras: bool = False,
+  callback: Callable | None = None,
 ) -> Callable:
   """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key) -> images
   in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets the canvas).
@@ -42,10 +46,21 @@ def make_generate_fn(
 
   ``tile`` > 0: latents larger than tile x tile are denoised and decoded in overlapping tiles
   (stride ``tile_stride``, default tile // 2), blended (``diffusion.samplers.tiling``; the
-  reference's split_input_params, e.g. tile 128 / stride 64 for super-resolution of large images)."""
+  reference's split_input_params, e.g. tile 128 / stride 64 for super-resolution of large images).
+
+  ``callback(t, x_t, eps)``: called on the host at every model evaluation (timestep, the sampler's
+  variance-preserving latents, the guided eps), e.g. for previews of x0 = (x_t - sqrt(1 - abar_t)
+  eps) / sqrt(abar_t) every k calls in a notebook; not used, it costs nothing."""
   sample_fn = get_sampler(sampler)
   guided = guidance_scale != 1.0
   kwargs = {} if sampler == 'ddpm' else {'num_steps': steps, 'eta': eta}
+  if sampler in SOLVERS:
+    kwargs.update(spacing=spacing or 'linspace', karras=karras)
+  elif spacing or karras:
+    raise UserError(
+      f"--spacing and --karras choose the fast solvers' grids ({', '.join(SOLVERS)}); "
+      f"{sampler} runs the reference's grid"
+    )
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key):
     c = ldm.conditioning(params, first_stage_params, cond)
@@ -56,6 +71,14 @@ def make_generate_fn(
     if tiled:
       model_fn = tiled_model_fn(model_fn, tile, stride)
     eps_fn = guided_eps_fn(model_fn, c, u, guidance_scale)
+    if callback is not None:  # (only then: a host transfer per model call)
+      guided_fn = eps_fn
+
+      def eps_fn(x, t):
+        eps = guided_fn(x, t)
+        jax.debug.callback(callback, t[0], x, eps)
+        return eps
+
     z = sample_fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
     if tiled:
       return tiled_decode(
@@ -79,6 +102,8 @@ def training_generate_fn(config, ldm: LatentDiffusion) -> Callable:
     steps=s.steps,
     eta=s.eta,
     guidance_scale=guidance_scale(ldm, None, s.guidance_scale),
+    spacing=s.get('spacing', ''),
+    karras=s.get('karras', False),
   )
 
 

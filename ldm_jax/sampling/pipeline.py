@@ -131,6 +131,9 @@ class Pipeline:
     batch_size: int = 16,
     tile: int = 0,
     tile_stride: int = 0,
+    spacing: str | None = None,
+    karras: bool | None = None,
+    callback=None,
     return_float: bool = False,
     first: int = 0,
     **task_inputs,
@@ -144,7 +147,8 @@ class Pipeline:
     ``tile_stride``, default tile // 2): large super-resolution inputs, as the reference's
     notebook (tile 128, stride 64 on the latent). ``first``: start at this sample (a multiple of
     ``batch_for(batch_size)``), for continuing a stopped run: each batch depends only on the seed
-    and its first index."""
+    and its first index. ``callback(t, x_t, eps)``: see sampling.generate.make_generate_fn
+    (per model call, on the host: progress or previews in a notebook)."""
     if self.ldm is None:
       raise ValueError(
         'this is an autoencoder (config.stage="autoencoder"): it encodes and '
@@ -157,6 +161,8 @@ class Pipeline:
     sampler = sampler or s.sampler
     steps = s.steps if steps is None else steps
     eta = s.eta if eta is None else eta
+    spacing = s.get('spacing', '') if spacing is None else spacing
+    karras = s.get('karras', False) if karras is None else karras
     guidance_scale = guidance_rule(self.ldm, guidance_scale, s.guidance_scale)
     cond, canvas, post = self.condition(num, **task_inputs)
     size = self.config.data.image_size
@@ -169,7 +175,7 @@ class Pipeline:
     f = self.downsampling
     check_divisible(H, W, f, 'the output size')
     uncond = self.ldm.task.null_condition(cond) if guidance_scale != 1.0 else None
-    key = (sampler, steps, eta, guidance_scale, tile, tile_stride)
+    key = (sampler, steps, eta, guidance_scale, tile, tile_stride, spacing, karras, callback)
     if key not in self._fns:
       self._fns[key] = make_generate_fn(
         self.ldm,
@@ -179,6 +185,9 @@ class Pipeline:
         guidance_scale=guidance_scale,
         tile=tile,
         tile_stride=tile_stride,
+        spacing=spacing,
+        karras=karras,
+        callback=callback,
       )
     generate = self._fns[key]
     batch = self.batch_for(batch_size)

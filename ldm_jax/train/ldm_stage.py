@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax.diffusion.samplers import get_sampler
 from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
@@ -63,6 +64,7 @@ class LDMStage:
   def __init__(self, config, mesh):
     t = config.training
     self.config, self.mesh = config, mesh
+    get_sampler(config.sampling.sampler)  # a wrong name fails now, not at the first grid
     self.ldm = LatentDiffusion.from_config(config, t.compute_dtype, t.remat)
     self.task = self.ldm.task
     self.tx = make_optimizer(config)

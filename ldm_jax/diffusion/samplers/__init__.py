@@ -1,12 +1,39 @@
-"""Samplers: pure functions of an eps function, x_T, a key and a (concrete) schedule."""
+"""Samplers: pure functions of an eps function, x_T, a key and a (concrete) schedule.
 
-from ldm_jax.errors import UserError
+The reference's DDIM, PLMS and DDPM, and the fast solvers of diffusers' names: DPM-Solver++ 2M,
+3M and 2M SDE, UniPC (bh2, order 2 or 3), Euler, Euler ancestral and Heun. The solvers take a
+timestep ``spacing`` ('linspace', 'leading', 'trailing'; diffusers' default 'linspace') and
+``karras`` sigmas; each trajectory equals its diffusers scheduler (tests/test_solvers_diffusers.py).
+"""
+
+import functools
+
 from ldm_jax.diffusion.samplers.ddim import ddim_sample, make_ddim_timesteps
 from ldm_jax.diffusion.samplers.ddpm import ddpm_sample
+from ldm_jax.diffusion.samplers.dpm_solver import dpm_solver_sample
 from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
+from ldm_jax.diffusion.samplers.karras import euler_sample
 from ldm_jax.diffusion.samplers.plms import plms_sample
+from ldm_jax.diffusion.samplers.unipc import unipc_sample
+from ldm_jax.errors import UserError
 
-SAMPLERS = {'ddim': ddim_sample, 'plms': plms_sample, 'ddpm': ddpm_sample}
+# name -> (function, model calls for S steps)
+SOLVERS = {
+  'dpmpp_2m': (functools.partial(dpm_solver_sample, order=2), lambda s: s),
+  'dpmpp_3m': (functools.partial(dpm_solver_sample, order=3), lambda s: s),
+  'dpmpp_2m_sde': (functools.partial(dpm_solver_sample, order=2, sde=True), lambda s: s),
+  'unipc': (functools.partial(unipc_sample, order=2), lambda s: s),
+  'unipc_3': (functools.partial(unipc_sample, order=3), lambda s: s),
+  'euler': (euler_sample, lambda s: s),
+  'euler_a': (functools.partial(euler_sample, ancestral=True), lambda s: s),
+  'heun': (functools.partial(euler_sample, heun=True), lambda s: 2 * s - 1),
+}
+SAMPLERS = {
+  'ddim': ddim_sample,
+  'plms': plms_sample,
+  'ddpm': ddpm_sample,
+  **{name: fn for name, (fn, _) in SOLVERS.items()},
+}
 
 
 def get_sampler(name: str):
@@ -15,12 +42,24 @@ def get_sampler(name: str):
   return SAMPLERS[name]
 
 
+def model_calls(name: str, steps: int) -> int:
+  """Model evaluations of ``steps`` steps (PLMS: one more for its warm-up; ddpm: all T)."""
+  if name in SOLVERS:
+    return SOLVERS[name][1](steps)
+  return steps + 1 if name == 'plms' else steps
+
+
 __all__ = [
   'SAMPLERS',
+  'SOLVERS',
   'get_sampler',
+  'model_calls',
   'ddim_sample',
   'plms_sample',
   'ddpm_sample',
+  'dpm_solver_sample',
+  'unipc_sample',
+  'euler_sample',
   'guided_eps_fn',
   'make_ddim_timesteps',
 ]
