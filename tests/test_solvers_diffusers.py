@@ -80,6 +80,8 @@ def test_dpm_solver_pp_matches_diffusers(order, sde, spacing, karras, steps):
     ('euler', 'trailing', True, 10),
     ('heun', 'linspace', False, 10),
     ('heun', 'linspace', True, 8),
+    ('heun', 'linspace', False, 3),
+    ('heun', 'trailing', False, 5),
     ('euler_a', 'linspace', False, 10),
     ('euler_a', 'trailing', False, 20),
   ],
