@@ -36,7 +36,7 @@ from ml_collections import config_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/, benchmarks/
 from benchmarks.common import peak_flops, random_weights, sig  # noqa: E402
-from ldm_jax.diffusion.samplers import SAMPLERS, SOLVERS, model_calls  # noqa: E402
+from ldm_jax.diffusion.samplers import SAMPLERS, model_calls  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -218,7 +218,7 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
     .lower(fs_params, jax.ShapeDtypeStruct(x_T.shape, x_T.dtype))
     .compile()
   )
-  evals = model_calls(FLAGS.sampler, steps) if FLAGS.sampler in SOLVERS else len(_grid(steps, ldm))
+  evals = model_calls(FLAGS.sampler, steps, ldm.schedule.num_timesteps)
   model_flops = evals * forward_flops(ldm, params, x_T.shape) + (
     _cost(decode)['xla_flops_per_device'] or 0
   )
@@ -234,12 +234,6 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
     'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
     'device_peak_memory_gb': _device_peak_gb(),
   }
-
-
-def _grid(steps, ldm):
-  from ldm_jax.diffusion.samplers import make_ddim_timesteps
-
-  return make_ddim_timesteps(steps, ldm.schedule.num_timesteps)
 
 
 def bench_first_stage(config, ldm, fs_params, mesh):

@@ -34,19 +34,11 @@ flags.DEFINE_bool('markdown', False, 'Print the table of --out and exit.')
 FLAGS = flags.FLAGS
 
 
-def model_calls(sampler: str, steps: int) -> int:
-  """Model calls of ``steps`` (the reference's DDIM/PLMS grid may realise more steps than asked)."""
-  from ldm_jax.diffusion.samplers import SOLVERS, make_ddim_timesteps
-  from ldm_jax.diffusion.samplers import model_calls as calls
-
-  if sampler in SOLVERS:
-    return calls(sampler, steps)
-  return len(make_ddim_timesteps(steps, 1000)) + (sampler == 'plms')
-
-
 def steps_for(sampler: str, evals: int) -> int:
   """The most steps whose model calls are at most ``evals`` (PLMS: one more for its warm-up;
   Heun: 2S - 1; DDIM/PLMS: a step count the reference's grid can take)."""
+  from ldm_jax.diffusion.samplers import model_calls
+
   best = 1
   for steps in range(1, evals + 1):
     try:
@@ -112,6 +104,7 @@ def main(argv):
 
   import ldm_jax
   from ldm_jax.eval.digits import features, train_classifier
+  from ldm_jax.diffusion.samplers import model_calls
   from ldm_jax.eval.fid import feature_stats, frechet_distance
 
   pipe = ldm_jax.load(FLAGS.workdir)

@@ -94,7 +94,7 @@ def main(argv):
     'step': pipe.step,
     'use_ema': FLAGS.use_ema,
     'num_samples': FLAGS.num_samples,
-    **{k: v for k, v in sampler_kwargs(FLAGS).items()},
+    **sampler_kwargs(FLAGS),
     'height': FLAGS.height,
     'width': FLAGS.width,
     'tile': FLAGS.tile,
@@ -136,7 +136,7 @@ class SampleFolder:
 
   def __init__(self, outdir: str, settings: dict):
     self.outdir, self.settings = outdir, json.loads(json.dumps(settings))
-    self.next = 0
+    self.next, self.drawn = 0, []  # this run's images, kept for the grid and samples.npz
     info = storage.join(outdir, 'sampling.json')
     try:
       storage.makedirs(outdir)
@@ -176,18 +176,19 @@ class SampleFolder:
     for im in images:
       save_png(self._png(self.next), im)
       self.next += 1
+    self.drawn.append(images)
 
   def finish(self, nrow):
-    """All samples (read back), with grid.png written."""
+    """All samples (those of an earlier run read back), with grid.png written."""
     from PIL import Image
 
     from ldm_jax.images import make_grid, save_png
 
-    images = []
-    for i in range(self.settings['num_samples']):
+    earlier = []
+    for i in range(self.next - sum(len(b) for b in self.drawn)):
       with storage.open_file(self._png(i)) as f, Image.open(f) as im:
-        images.append(np.asarray(im.convert('RGB')))
-    images = np.stack(images)
+        earlier.append(np.asarray(im.convert('RGB'))[None])
+    images = np.concatenate(earlier + self.drawn)
     save_png(storage.join(self.outdir, 'grid.png'), make_grid(images, nrow=nrow))
     return images
 

@@ -340,7 +340,8 @@ class _NonfiniteCounter:
     if self.streak == 0:
       before = [s for s in self.checkpointer.all_steps() if s <= step]
       self.good = before[-1] if before else None
-      self.checkpointer.protected.add(self.good)
+      if self.good is not None:
+        self.checkpointer.protected.add(self.good)
     self.total += 1
     self.streak += 1
     log.warning(

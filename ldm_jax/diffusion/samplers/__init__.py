@@ -42,11 +42,15 @@ def get_sampler(name: str):
   return SAMPLERS[name]
 
 
-def model_calls(name: str, steps: int) -> int:
-  """Model evaluations of ``steps`` steps (PLMS: one more for its warm-up; ddpm: all T)."""
+def model_calls(name: str, steps: int, num_timesteps: int = 1000) -> int:
+  """Model evaluations of ``steps`` steps: the solvers' own count (Heun 2S - 1), the reference's
+  DDIM/PLMS grid (which may realise more steps than asked; PLMS one more for its warm-up), all T
+  for ddpm."""
   if name in SOLVERS:
     return SOLVERS[name][1](steps)
-  return steps + 1 if name == 'plms' else steps
+  if name == 'ddpm':
+    return num_timesteps
+  return len(make_ddim_timesteps(steps, num_timesteps)) + (name == 'plms')
 
 
 __all__ = [

@@ -41,6 +41,12 @@ def _alpha_sigma(sigma):
   return alpha, sigma * alpha
 
 
+def _lam(sigma):
+  """log(alpha / sigma) of the variance-preserving pair at noise level ``sigma``."""
+  alpha, s = _alpha_sigma(sigma)
+  return np.log(alpha) - np.log(s)
+
+
 def dpm_coefficients(sigmas: np.ndarray, order: int, sde: bool, lower_order_final: bool = True):
   """[S, 5] per step: x_next = c[0] x + c[1] m0 + c[2] m1 + c[3] m2 + c[4] noise (m0: the newest
   data prediction), and the order each step uses."""
@@ -53,8 +59,7 @@ def dpm_coefficients(sigmas: np.ndarray, order: int, sde: bool, lower_order_fina
       o = 1 if order == 1 or i < 1 or final else 2 if order == 2 or i < 2 or second else 3
       orders.append(o)
       a_t, s_t = _alpha_sigma(sigmas[i + 1])
-      lam = lambda s: np.log(_alpha_sigma(s)[0]) - np.log(_alpha_sigma(s)[1])
-      h = lam(sigmas[i + 1]) - lam(sigmas[i])
+      h = _lam(sigmas[i + 1]) - _lam(sigmas[i])
       _, s_s0 = _alpha_sigma(sigmas[i])
       if sde:
         cx, A = s_t / s_s0 * np.exp(-h), a_t * (1 - np.exp(-2 * h))
@@ -72,12 +77,12 @@ def dpm_coefficients(sigmas: np.ndarray, order: int, sde: bool, lower_order_fina
       m = np.zeros(3)
       m[0] = B0
       if o >= 2:
-        r0 = (lam(sigmas[i]) - lam(sigmas[i - 1])) / h
+        r0 = (_lam(sigmas[i]) - _lam(sigmas[i - 1])) / h
         d1_0 = np.array([1.0, -1.0, 0.0]) / r0
         if o == 2:
           m += mid * d1_0
         else:
-          r1 = (lam(sigmas[i - 1]) - lam(sigmas[i - 2])) / h
+          r1 = (_lam(sigmas[i - 1]) - _lam(sigmas[i - 2])) / h
           d1_1 = np.array([0.0, 1.0, -1.0]) / r1
           d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
           d2 = (d1_0 - d1_1) / (r0 + r1)

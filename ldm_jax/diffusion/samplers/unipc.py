@@ -11,14 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.diffusion.samplers.ddim import EpsFn
-from ldm_jax.diffusion.samplers.dpm_solver import _alpha_sigma, dpm_grid
+from ldm_jax.diffusion.samplers.dpm_solver import _alpha_sigma, _lam, dpm_grid
 from ldm_jax.diffusion.schedule import Schedule
 from ldm_jax.errors import UserError
-
-
-def _lam(sigma):
-  a, s = _alpha_sigma(sigma)
-  return np.log(a) - np.log(s)
 
 
 def _bh2(h: float, rks: np.ndarray, order: int):
