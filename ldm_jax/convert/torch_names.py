@@ -3,7 +3,7 @@
 Rule: split the key at dots, fold every numeric segment into the segment before it
 (``input_blocks.4.1.qkv`` -> ``input_blocks_4_1/qkv``), and rename the leaf: ``weight`` becomes
 ``kernel`` (Conv/Linear, transposed), ``scale`` (GroupNorm/LayerNorm) or ``embedding`` (nn.Embedding)
-by what the Flax module holds; ``bias`` stays. The converters and the architecture tests use this.
+by what the Flax module holds; ``bias`` and parameters held by name stay. The converters and the architecture tests use this.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def flax_leaf_for(params: Mapping, torch_key: str) -> tuple[tuple[str, ...], str
     return None
   if leaf == 'bias':
     return (tuple(mod) + ('bias',), 'copy') if 'bias' in module else None
-  if leaf != 'weight':
-    return None
+  if leaf != 'weight':  # an nn.Parameter held by name (OpenCLIP's text_projection, logit_scale)
+    held = module.get(leaf)
+    return (
+      (tuple(mod) + (leaf,), 'copy') if held is not None and not isinstance(held, Mapping) else None
+    )
   if 'scale' in module:
     return tuple(mod) + ('scale',), 'copy'
   if 'embedding' in module:

@@ -107,17 +107,24 @@ def _cudnn_eligible(q: jax.Array, k: jax.Array) -> bool:
   return q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype and d <= 128 and d % 8 == 0
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+def attention(
+  q: jax.Array, k: jax.Array, v: jax.Array, scale: float, is_causal: bool = False
+) -> jax.Array:
   """Softmax attention over [B, T, heads, d] tensors; logits and softmax in float32.
 
   Every attention of the model (first-stage AttnBlock, UNet AttentionBlock, CrossAttention) goes
   through here: ``jax.nn.dot_product_attention``, fused by cuDNN on GPUs where the shapes allow
   (bf16/fp16, head width <= 128; the first stage's single 512-wide head and fp32 go to XLA), and
-  XLA's einsum-softmax-einsum elsewhere (the same math as the reference's).
+  XLA's einsum-softmax-einsum elsewhere (the same math as the reference's). ``is_causal``: token i
+  attends to tokens j <= i (CLIP's text transformer).
   """
   if _cudnn_eligible(q, k):
     try:
-      return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
+      return jax.nn.dot_product_attention(
+        q, k, v, scale=scale, is_causal=is_causal, implementation='cudnn'
+      )
     except (ValueError, NotImplementedError, RuntimeError):  # shapes cuDNN's checks refuse
       pass
-  return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='xla')
+  return jax.nn.dot_product_attention(
+    q, k, v, scale=scale, is_causal=is_causal, implementation='xla'
+  )

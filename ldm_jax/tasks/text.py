@@ -1,11 +1,15 @@
-"""Text-to-image (LAION txt2img, COCO text2img): a caption -> BERT WordPiece token ids [B, 77]
-(``tasks.tokenizer``) -> the BERTEmbedder transformer, cross-attention. The empty prompt is the
-unconditional input (txt2img.py). Training picks one of an image's captions at random."""
+"""Text-to-image: a caption -> token ids [B, 77] (``tasks.tokenizer``) -> a text transformer, whose
+hidden states are the UNet's cross-attention context. The CompVis text LDMs (LAION txt2img, COCO
+text2img) use BERT WordPiece tokens and the BERTEmbedder (``cond_stage.kind='bert'``), Stable
+Diffusion CLIP's BPE and CLIP's text model (``'clip'``, SD 1.x) or OpenCLIP's (``'openclip'``,
+SD 2.x). The empty prompt is the unconditional input (txt2img.py). Training picks one of an image's
+captions at random."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ldm_jax.nn.clip import FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder
 from ldm_jax.nn.encoders import BERTEmbedder
 from ldm_jax.tasks import tokenizer as tokenizer_lib
 from ldm_jax.tasks.base import Task, TaskInputError
@@ -14,21 +18,50 @@ from ldm_jax.tasks.base import Task, TaskInputError
 class TextToImage(Task):
   name = 'text'
   annotations = ('caption',)
-  encoder_kinds = ('bert',)
+  encoder_kinds = ('bert', 'clip', 'openclip')
   input_args = ('prompt',)
 
   def validate(self):
-    if self.cs.n_layer <= 0:
-      raise ValueError('config.cond_stage.kind=bert needs config.cond_stage.n_layer > 0')
+    cs = self.cs
+    if cs.n_layer <= 0:
+      raise ValueError(f'config.cond_stage.kind={cs.kind} needs config.cond_stage.n_layer > 0')
+    if cs.kind in ('clip', 'openclip'):
+      heads = cs.get('n_head', 0) or cs.embed_dim // 64
+      if cs.embed_dim % heads:
+        raise ValueError(
+          f'config.cond_stage.embed_dim={cs.embed_dim} does not split into '
+          f'{heads} heads: set config.cond_stage.n_head to a divisor'
+        )
+      if cs.kind == 'clip' and cs.get('projection_dim', 0):
+        raise ValueError("config.cond_stage.projection_dim is OpenCLIP's: use kind='openclip'")
 
   @property
   def tokenizer(self):
-    return tokenizer_lib.cached_bert_tokenizer(self.cs.tokenizer)
+    cs = self.cs
+    if cs.kind == 'bert':
+      return tokenizer_lib.cached_bert_tokenizer(cs.tokenizer)
+    return tokenizer_lib.cached_clip_tokenizer(cs.tokenizer, cs.pad_token_id)
 
   def build_encoder(self):
     cs = self.cs
-    return BERTEmbedder(
-      n_embed=cs.embed_dim, n_layer=cs.n_layer, vocab_size=cs.vocab_size, max_seq_len=cs.max_seq_len
+    if cs.kind == 'bert':
+      return BERTEmbedder(
+        n_embed=cs.embed_dim,
+        n_layer=cs.n_layer,
+        vocab_size=cs.vocab_size,
+        max_seq_len=cs.max_seq_len,
+      )
+    cls = FrozenCLIPEmbedder if cs.kind == 'clip' else FrozenOpenCLIPEmbedder
+    extra = {} if cs.kind == 'clip' else {'projection_dim': cs.projection_dim}
+    return cls(
+      width=cs.embed_dim,
+      layers=cs.n_layer,
+      heads=cs.n_head or cs.embed_dim // 64,
+      act=cs.act,
+      layer=cs.layer,
+      vocab_size=cs.vocab_size,
+      max_len=cs.max_seq_len,
+      **extra,
     )
 
   def encoder_input(self, batch=1):

