@@ -117,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
       transformer_depth=1,
       context_dim=0,
       legacy=True,
+      use_linear_in_transformer=False,  # Stable Diffusion 2.x: Linear proj_in/proj_out
       dropout=0.0,
       conv_resample=True,
       num_classes=0,
@@ -165,7 +166,7 @@ def base_config() -> ml_collections.ConfigDict:
       linear_start=0.0015,
       linear_end=0.0195,
       cosine_s=8e-3,
-      parameterization='eps',
+      parameterization='eps',  # what the UNet predicts: 'eps', 'x0' or 'v' (SD 2.x 768-v)
       loss_type='l2',
       l_simple_weight=1.0,
       original_elbo_weight=0.0,
@@ -291,7 +292,7 @@ def validate(config) -> None:
     config.diffusion.beta_schedule,
     ('linear', 'cosine', 'sqrt_linear', 'sqrt'),
   )
-  _choice('diffusion.parameterization', config.diffusion.parameterization, ('eps', 'x0'))
+  _choice('diffusion.parameterization', config.diffusion.parameterization, ('eps', 'x0', 'v'))
   _choice('diffusion.loss_type', config.diffusion.loss_type, ('l1', 'l2'))
   _choice('optimizer.name', config.optimizer.name, ('adamw', 'adam'))
   t = config.training
@@ -361,6 +362,7 @@ _STATE_DEFINING = (
   'cond_stage.n_layer',
   'cond_stage.n_head',
   'cond_stage.projection_dim',
+  'cond_stage.trainable',  # the optimizer state's structure
   'cond_stage.vocab_size',
   'cond_stage.max_seq_len',
   'cond_stage.n_stages',

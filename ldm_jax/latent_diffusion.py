@@ -84,6 +84,7 @@ def build_unet(config, dtype=jnp.float32, remat: str = '') -> UNetModel:
     transformer_depth=u.transformer_depth,
     context_dim=u.context_dim,
     legacy=u.legacy,
+    use_linear_in_transformer=u.get('use_linear_in_transformer', False),
     dtype=dtype,
     remat=remat,
   )

@@ -31,6 +31,7 @@ from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import validate
 from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
+from ldm_jax.convert.clip_names import openclip_text_to_hf
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict
 from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
 
@@ -146,8 +147,19 @@ def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> d
 
   cond_keys = {k for k in sd if k.startswith('cond_stage_model.')}
   if templates['cond_stage'] is not None:
-    params['cond_stage'] = load_state_dict(templates['cond_stage'], sd, 'cond_stage_model.')
-    used |= cond_keys
+    cond_sd, ignore = sd, ()
+    if config.cond_stage.kind == 'openclip':  # SD 2.x: OpenCLIP's names -> CLIPTextModel's
+      cond_sd = openclip_text_to_hf(
+        {k: v for k, v in sd.items() if k in cond_keys}, 'cond_stage_model.model.'
+      )
+    if config.cond_stage.kind in ('clip', 'openclip'):
+      # a buffer (arange(77)) of transformers 4's CLIPTextModel; OpenCLIP's causal mask buffer
+      ignore = ('transformer.text_model.embeddings.position_ids', 'model.attn_mask')
+      ignored |= {k for k in cond_keys if k[len('cond_stage_model.') :].startswith(ignore)}
+    params['cond_stage'] = load_state_dict(
+      templates['cond_stage'], cond_sd, 'cond_stage_model.', ignore=ignore
+    )
+    used |= cond_keys - ignored
   elif config.cond_stage.kind == 'first_stage' and cond_keys:
     # inpainting: cond_stage_model is the first stage object itself; its copy must be identical.
     for k in cond_keys:

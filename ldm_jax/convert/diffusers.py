@@ -132,22 +132,31 @@ def unet_fields(cfg: dict) -> dict:
     dropout=float(cfg.get('dropout', 0.0)),
   )
   if cond:
-    # diffusers' UNet2DConditionModel calls the number of heads attention_head_dim.
+    # diffusers' UNet2DConditionModel calls the number of heads attention_head_dim; SD 2 gives one
+    # count per level ([5, 10, 20, 20]): CompVis' num_head_channels (64 channels per head).
     heads = cfg.get('num_attention_heads') or cfg.get('attention_head_dim', 8)
-    if isinstance(heads, (list, tuple)):
-      if len(set(heads)) != 1:
-        raise ConversionError(f'{cls}: per-level head counts {heads} have no CompVis counterpart')
-      heads = heads[0]
     depth = cfg.get('transformer_layers_per_block', 1)
     depth = depth[0] if isinstance(depth, (list, tuple)) else depth
-    _require(cfg, 'use_linear_projection', [False], cls)
+    head_fields = dict(num_heads=int(heads) if not isinstance(heads, (list, tuple)) else -1,
+                       num_head_channels=-1)  # fmt: skip
+    if isinstance(heads, (list, tuple)):
+      if len(set(heads)) == 1:
+        head_fields['num_heads'] = int(heads[0])
+      else:
+        widths = {c // h for c, h in zip(chans, heads)}
+        if len(widths) != 1 or any(c % h for c, h in zip(chans, heads)):
+          raise ConversionError(
+            f'{cls}: head counts {heads} for channels {chans} are neither one count nor one '
+            'head width: no CompVis counterpart'
+          )
+        head_fields['num_head_channels'] = widths.pop()
     fields.update(
-      num_heads=int(heads),
-      num_head_channels=-1,
+      **head_fields,
       use_spatial_transformer=True,
       transformer_depth=int(depth),
       context_dim=int(cfg['cross_attention_dim']),
       legacy=False,
+      use_linear_in_transformer=bool(cfg.get('use_linear_projection', False)),
     )
   elif cfg.get('attention_head_dim') is None:  # diffusers: one head of all channels
     fields.update(num_heads=1, num_head_channels=-1)
@@ -163,14 +172,15 @@ def schedule_fields(cfg: dict) -> dict:
   if kind not in kinds:
     raise ConversionError(f'scheduler beta_schedule={kind!r} is not one of {sorted(kinds)}')
   pred = cfg.get('prediction_type', 'epsilon')
-  if pred not in ('epsilon', 'sample'):
-    raise ConversionError(f'prediction_type={pred!r}: ldm_jax has eps and x0 parameterisations')
+  preds = {'epsilon': 'eps', 'sample': 'x0', 'v_prediction': 'v'}
+  if pred not in preds:
+    raise ConversionError(f'prediction_type={pred!r}: ldm_jax has {sorted(preds)}')
   return dict(
     timesteps=int(cfg.get('num_train_timesteps', 1000)),
     beta_schedule=kinds[kind],
     linear_start=float(cfg['beta_start']),
     linear_end=float(cfg['beta_end']),
-    parameterization='eps' if pred == 'epsilon' else 'x0',
+    parameterization=preds[pred],
   )
 
 
@@ -360,6 +370,63 @@ def ldmbert_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.') -> d
   return out
 
 
+def clip_fields(cfg: dict, tokenizer_dir: str | None) -> dict:
+  """config.cond_stage from a CLIPTextModel config.json (and the pipeline's tokenizer folder, which
+  says the padding token: <|endoftext|> for SD 1.x, '!' = 0 for SD 2.x)."""
+  if cfg.get('model_type', 'clip_text_model') != 'clip_text_model' and 'text_config' not in cfg:
+    raise ConversionError(
+      f'text_encoder: expected a CLIPTextModel config, got {cfg.get("model_type")!r}'
+    )
+  cfg = cfg.get('text_config', cfg)
+  act = _require(cfg, 'hidden_act', ['quick_gelu', 'gelu'], 'CLIPTextModel')
+  fields = dict(
+    kind='clip',
+    embed_dim=int(cfg['hidden_size']),
+    n_layer=int(cfg['num_hidden_layers']),
+    n_head=int(cfg['num_attention_heads']),
+    act=act,
+    layer='last',
+    projection_dim=0,
+    vocab_size=int(cfg.get('vocab_size', 49408)),
+    max_seq_len=int(cfg.get('max_position_embeddings', 77)),
+  )
+  if int(cfg.get('intermediate_size', 4 * fields['embed_dim'])) != 4 * fields['embed_dim']:
+    raise ConversionError('CLIPTextModel: intermediate_size != 4 x hidden_size has no counterpart')
+  if tokenizer_dir and os.path.isdir(tokenizer_dir):
+    fields['tokenizer'] = tokenizer_dir  # copied next to the checkpoint by convert_diffusers
+    fields['pad_token_id'] = _pad_token_id(tokenizer_dir)
+  return fields
+
+
+def _pad_token_id(tokenizer_dir: str) -> int:
+  pad = None
+  for name in ('special_tokens_map.json', 'tokenizer_config.json'):
+    f = os.path.join(tokenizer_dir, name)
+    if os.path.exists(f):
+      with open(f) as fh:
+        pad = json.load(fh).get('pad_token', pad)
+      if pad is not None:
+        break
+  pad = pad.get('content') if isinstance(pad, dict) else pad
+  vocab_file = os.path.join(tokenizer_dir, 'vocab.json')
+  if pad is None or not os.path.exists(vocab_file):
+    return 49407
+  with open(vocab_file, encoding='utf-8') as fh:
+    vocab = json.load(fh)
+  if pad not in vocab:
+    raise ConversionError(f'{tokenizer_dir}: pad_token {pad!r} is not in vocab.json')
+  return int(vocab[pad])
+
+
+def clip_text_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.transformer.') -> dict:
+  """transformers' CLIPTextModel names (with or without the ``text_model.`` that transformers 4
+  wrote) -> SD 1.x's ``cond_stage_model.transformer.text_model.*``."""
+  return {
+    prefix + ('' if k.startswith('text_model.') else 'text_model.') + k: v
+    for k, v in state_dict.items()
+  }
+
+
 # -- whole models --------------------------------------------------------------------------------
 def _first_stage_config(fs_cfg: dict):
   c = base_config()
@@ -382,6 +449,7 @@ def diffusers_config(path: str, first_stage: str | None = None):
       raise ConversionError(f'{path}: a {pipeline or "pipeline"} without a unet and a vqvae/vae')
     unet_dir, fs_dir = os.path.join(path, 'unet'), os.path.join(path, vae)
     bert_dir = os.path.join(path, 'bert') if 'bert' in components else None
+    text_dir = os.path.join(path, 'text_encoder') if 'text_encoder' in components else None
     tokenizer_dir = os.path.join(path, 'tokenizer') if 'tokenizer' in components else None
     sched_path = os.path.join(path, 'scheduler', 'scheduler_config.json')
   else:
@@ -396,7 +464,7 @@ def diffusers_config(path: str, first_stage: str | None = None):
         '--first_stage=<VQModel/AutoencoderKL folder>'
       )
     unet_dir, fs_dir, bert_dir, sched_path = path, first_stage, None, None
-    tokenizer_dir = None
+    tokenizer_dir = text_dir = None
   fs_cfg, fs_sd = read_model_folder(fs_dir)
   unet_cfg, unet_sd = read_model_folder(unet_dir)
   c = _first_stage_config(fs_cfg)
@@ -428,6 +496,13 @@ def diffusers_config(path: str, first_stage: str | None = None):
     sd.update(ldmbert_to_compvis(bert_sd))
     if tokenizer_dir and os.path.isdir(tokenizer_dir):
       c.cond_stage.tokenizer = tokenizer_dir  # copied next to the checkpoint by convert_diffusers
+  elif text_dir:  # Stable Diffusion: transformers' CLIPTextModel
+    text_cfg, text_sd = read_model_folder(text_dir)
+    c.cond_stage.update(clip_fields(text_cfg, tokenizer_dir))
+    c.cond_stage.p_uncond = 0.1  # empty prompts when fine-tuning (SD's own training)
+    c.cond_stage.trainable = False
+    sd.update(clip_text_to_compvis(text_sd))
+    c.training.use_ema = False
   elif c.unet.in_channels > latent:  # LDMSuperResolutionPipeline: the LR image is concatenated
     c.cond_stage.update(
       dict(kind='identity', conditioning_key='concat', channels=c.unet.in_channels - latent)
@@ -441,7 +516,7 @@ def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> di
 
   config, sd = diffusers_config(path, first_stage)
   convert.validate_for_conversion(config)
-  if config.cond_stage.kind == 'bert' and os.path.isdir(config.cond_stage.tokenizer):
+  if config.cond_stage.kind in ('bert', 'clip') and os.path.isdir(config.cond_stage.tokenizer):
     # The pipeline's own tokenizer files travel with the workdir (no hub access needed later).
     convert.check_new_workdir(out)
     target = storage.join(storage.resolve(out), 'tokenizer')

@@ -55,13 +55,28 @@ def q_posterior(s: Schedule, x0, x_t, t):
   )
 
 
+def velocity(s: Schedule, x0, noise, t):
+  """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022), the target of a
+  v-parameterised model (Stable Diffusion 2's 768-v models; SD 2's ddpm.py ``get_v``)."""
+  return (
+    extract(s.sqrt_alphas_cumprod, t, x0.ndim) * noise
+    - extract(s.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0
+  )
+
+
 def model_output_to_eps(s: Schedule, parameterization: str, x_t, t, out):
-  """The samplers work with eps; an x0-parameterised model's output is converted."""
+  """The samplers work with eps; an x0- or v-parameterised model's output is converted
+  (v: eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t, SD 2's ``predict_eps_from_z_and_v``)."""
   if parameterization == 'eps':
     return out
   if parameterization == 'x0':
     return predict_noise_from_start(s, x_t, t, out)
-  raise ValueError(f"parameterization must be 'eps' or 'x0', got {parameterization!r}")
+  if parameterization == 'v':
+    return (
+      extract(s.sqrt_alphas_cumprod, t, x_t.ndim) * out
+      + extract(s.sqrt_one_minus_alphas_cumprod, t, x_t.ndim) * x_t
+    )
+  raise ValueError(f"parameterization must be 'eps', 'x0' or 'v', got {parameterization!r}")
 
 
 def per_sample_loss(pred, target, loss_type: str):
@@ -91,7 +106,10 @@ def diffusion_loss(
   """LatentDiffusion.p_losses with logvar = 0 (learn_logvar False in every config):
   loss = l_simple_weight * mean(loss_simple) + original_elbo_weight * mean(lvlb_weights[t] * loss_simple).
   Returns (loss, metrics)."""
-  target = noise if parameterization == 'eps' else x0
+  targets = {'eps': lambda: noise, 'x0': lambda: x0, 'v': lambda: velocity(s, x0, noise, t)}
+  if parameterization not in targets:
+    raise ValueError(f"parameterization must be 'eps', 'x0' or 'v', got {parameterization!r}")
+  target = targets[parameterization]()
   loss_simple = per_sample_loss(model_out, target, loss_type)
   loss_vlb = jnp.mean(s.lvlb_weights[t] * loss_simple)
   loss = l_simple_weight * jnp.mean(loss_simple) + original_elbo_weight * loss_vlb

@@ -78,8 +78,10 @@ def make_schedule(
     # The reference writes 0.5*sqrt(abar)/(2.*1 - abar) (operator precedence); no released model
     # trains with the vlb term (original_elbo_weight 0), so the intended 2*(1-abar) is used here.
     lvlb = 0.5 * np.sqrt(abar) / (2.0 * (1 - abar))
+  elif parameterization == 'v':  # Stable Diffusion 2's ddpm.py: all ones
+    lvlb = np.ones_like(betas)
   else:
-    raise ValueError(f"parameterization must be 'eps' or 'x0', got {parameterization!r}")
+    raise ValueError(f"parameterization must be 'eps', 'x0' or 'v', got {parameterization!r}")
   lvlb[0] = lvlb[1]
   f32 = lambda a: jnp.asarray(np.asarray(a, np.float64), jnp.float32)
   return Schedule(

@@ -76,7 +76,9 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-  """norm -> proj_in (1x1) -> depth x BasicTransformerBlock over H*W tokens -> proj_out (zero) -> +x."""
+  """norm -> proj_in (1x1) -> depth x BasicTransformerBlock over H*W tokens -> proj_out (zero) -> +x.
+  ``use_linear``: proj_in/proj_out are Linear layers on the tokens (Stable Diffusion 2's
+  ``use_linear_in_transformer``; the same map, stored as [out, in] instead of [out, in, 1, 1])."""
 
   heads: int
   dim_head: int
@@ -84,6 +86,7 @@ class SpatialTransformer(nn.Module):
   dropout: float = 0.0
   context_dim: int | None = None
   dtype: Any = jnp.float32
+  use_linear: bool = False
 
   @nn.compact
   def __call__(self, x, context=None, train: bool = False):
@@ -97,11 +100,17 @@ class SpatialTransformer(nn.Module):
     b, hgt, wid, c = x.shape
     inner = self.heads * self.dim_head
     h = group_norm(x, 'norm', 1e-6)
-    h = conv(inner, c, 1, dtype=self.dtype, name='proj_in')(h).reshape(b, hgt * wid, inner)
+    if self.use_linear:
+      h = dense(inner, c, dtype=self.dtype, name='proj_in')(h.reshape(b, hgt * wid, c))
+    else:
+      h = conv(inner, c, 1, dtype=self.dtype, name='proj_in')(h).reshape(b, hgt * wid, inner)
     for d in range(self.depth):
       h = BasicTransformerBlock(
         self.heads, self.dim_head, self.dropout, self.dtype, name=f'transformer_blocks_{d}'
       )(h, context, train)
+    if self.use_linear:
+      h = dense(c, inner, zero_init=True, dtype=self.dtype, name='proj_out')(h)
+      return x + h.reshape(b, hgt, wid, c)
     h = conv(c, inner, 1, zero_init=True, dtype=self.dtype, name='proj_out')(
       h.reshape(b, hgt, wid, inner)
     )

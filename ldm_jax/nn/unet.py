@@ -132,6 +132,7 @@ class UNetModel(nn.Module):
   transformer_depth: int = 1
   context_dim: int = 0
   legacy: bool = True
+  use_linear_in_transformer: bool = False  # Stable Diffusion 2.x
   dtype: Any = jnp.float32
   # Rematerialisation of each ResBlock and attention block in the backward pass (memory for
   # compute): '' none, 'full' (keep only block inputs), 'dots' (keep matmul/conv results that have
@@ -166,6 +167,7 @@ class UNetModel(nn.Module):
         self.dropout,
         self.context_dim or None,
         self.dtype,
+        self.use_linear_in_transformer,
         name=name,
       )
     return self._wrap(AttentionBlock)(

@@ -9,6 +9,9 @@ config file (random weights, for trying things offline). EMA weights by default.
   python sample.py --workdir=runs/inpainting --image=photo.png --mask=photo_mask.png
   python sample.py --workdir=runs/layout --layout=boxes.json
   python sample.py --workdir=runs/semantic --segmentation=labels.png
+  python sample.py --workdir=runs/sd_v1 --prompt='a photograph of an astronaut riding a horse' \
+      --negative_prompt='blurry' --guidance_scale=7.5 --height=512 --width=768
+  python sample.py --workdir=runs/sd_v1 --prompt='an oil painting' --init_image=photo.png --strength=0.6
 
 The task flag depends on the model (sample.py says which one it expects). Writes OUTDIR/000000.png
 ..., OUTDIR/grid.png and OUTDIR/samples.npz (uint8 images [N, H, W, 3]; class models:
@@ -43,6 +46,23 @@ flags.DEFINE_integer('width', None, 'Output width, as --height.')
 # Task inputs: one, by the model.
 flags.DEFINE_string('class_label', None, "Class index, or 'all' to cycle through the classes.")
 flags.DEFINE_string('prompt', None, 'Text prompt (text-to-image models).')
+flags.DEFINE_string(
+  'negative_prompt',
+  None,
+  'Text-to-image with guidance: what to steer away from (in place of the empty prompt).',
+)
+flags.DEFINE_string(
+  'init_image',
+  None,
+  'Image-to-image (any model): start from this image noised to --strength; its size sets '
+  'the output size.',
+)
+flags.DEFINE_float(
+  'strength',
+  0.8,
+  'Image-to-image: the share of the sampler steps run from the noised init image (0 keeps it, '
+  '1 ignores it).',
+)
 flags.DEFINE_string('lr_image', None, 'Low-resolution image (super-resolution models).')
 flags.DEFINE_string('image', None, 'Image to inpaint (with --mask).')
 flags.DEFINE_string('mask', None, 'Inpainting mask, white = region to fill (with --image).')
@@ -100,12 +120,17 @@ def main(argv):
     'tile': FLAGS.tile,
     'tile_stride': FLAGS.tile_stride,
     **{k: str(v) for k, v in task.items()},
+    **{k: str(getattr(FLAGS, k)) for k in ('negative_prompt', 'init_image') if getattr(FLAGS, k)},
+    **({'strength': FLAGS.strength} if FLAGS.init_image else {}),
   }
   out = SampleFolder(outdir, settings)
   t0 = time.time()
   first = out.resume_index(pipe.batch_for(FLAGS.batch_size))
   kwargs = dict(height=FLAGS.height, width=FLAGS.width, tile=FLAGS.tile)
   kwargs.update(tile_stride=FLAGS.tile_stride, **sampler_kwargs(FLAGS), **task)
+  kwargs.update(
+    negative_prompt=FLAGS.negative_prompt, init_image=FLAGS.init_image, strength=FLAGS.strength
+  )
   batches = pipe.iter_samples(FLAGS.num_samples, first=first, **kwargs)
   for images in progress(batches, FLAGS.num_samples - first, 'sampling'):
     out.add(images)  # written as drawn: a killed run keeps them and continues from there

@@ -7,7 +7,13 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ldm_jax.diffusion.samplers import SOLVERS, get_sampler, guided_eps_fn
+from ldm_jax.diffusion.samplers import (
+  SOLVERS,
+  get_sampler,
+  grid_length,
+  guided_eps_fn,
+  start_alpha_bar,
+)
 from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
 from ldm_jax.errors import UserError
 from ldm_jax.images import to_uint8
@@ -36,9 +42,16 @@ def make_generate_fn(
   spacing: str = '',
   karras: bool = False,
   callback: Callable | None = None,
+  strength: float | None = None,
 ) -> Callable:
-  """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key) -> images
-  in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets the canvas).
+  """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None)
+  -> images in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets
+  the canvas).
+
+  ``strength`` (image-to-image, with the init image's scaled latents ``z_init``): the last
+  int(strength x grid steps) steps of the sampler's grid run, from z_init noised with x_T to the
+  level where they start (diffusers' img2img rule; 0: z_init decoded as it is, 1: z_init is not
+  used at all, pure noise as text-to-image).
 
   ``cond`` is the task's raw condition (None when unconditional); it is encoded once, not per
   step. Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition:
@@ -62,7 +75,24 @@ def make_generate_fn(
       f"{sampler} runs the reference's grid"
     )
 
-  def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key):
+  n_grid = grid_length(sampler, steps, ldm.schedule.num_timesteps)
+  start = 0
+  if strength is not None:
+    if not 0.0 <= strength <= 1.0:
+      raise UserError(f'strength must be in [0, 1] (the share of the steps run), got {strength}')
+    start = n_grid - min(int(n_grid * strength), n_grid)
+  if start:
+    kwargs['start'] = start
+    if start < n_grid:
+      abar = start_alpha_bar(sampler, ldm.schedule, steps, start, spacing, karras)
+
+  def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
+    if start:
+      if z_init is None:
+        raise ValueError('image-to-image (strength < 1) needs the init latents z_init')
+      if start == n_grid:  # strength 0: nothing to denoise
+        return ldm.decode(first_stage_params, z_init, scale_factor)
+      x_T = float(np.sqrt(abar)) * z_init + float(np.sqrt(1 - abar)) * x_T
     c = ldm.conditioning(params, first_stage_params, cond)
     u = ldm.conditioning(params, first_stage_params, uncond) if guided else None
     model_fn = lambda x, t, cc: ldm.eps(params, x, t, cc)

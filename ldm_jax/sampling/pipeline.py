@@ -40,6 +40,7 @@ from ldm_jax.parallel import sharding
 from ldm_jax.sampling.generate import guidance_scale as guidance_rule
 from ldm_jax.sampling.generate import make_generate_fn
 from ldm_jax.tasks import TASK_ARGS, TaskInputError, check_divisible
+from ldm_jax.tasks.base import read_model_image
 
 __all__ = ['Pipeline', 'TASK_ARGS', 'load', 'load_config_file']
 
@@ -136,6 +137,9 @@ class Pipeline:
     callback=None,
     return_float: bool = False,
     first: int = 0,
+    negative_prompt=None,
+    init_image=None,
+    strength: float = 0.8,
     **task_inputs,
   ):
     """``num`` images in batches of ``batch_size`` (the last one smaller), uint8 [b, H, W, 3]
@@ -148,7 +152,11 @@ class Pipeline:
     notebook (tile 128, stride 64 on the latent). ``first``: start at this sample (a multiple of
     ``batch_for(batch_size)``), for continuing a stopped run: each batch depends only on the seed
     and its first index. ``callback(t, x_t, eps)``: see sampling.generate.make_generate_fn
-    (per model call, on the host: progress or previews in a notebook)."""
+    (per model call, on the host: progress or previews in a notebook). ``negative_prompt`` (text
+    models, with guidance): the guidance's unconditional input instead of the empty prompt.
+    ``init_image`` (a path or an array, any model): image-to-image, SDEdit-style: its latent is
+    noised to ``strength`` of the sampler's schedule (0: unchanged, 1: pure noise) and denoised
+    from there; its size sets the canvas."""
     if self.ldm is None:
       raise ValueError(
         'this is an autoencoder (config.stage="autoencoder"): it encodes and '
@@ -173,9 +181,43 @@ class Pipeline:
       )
     H, W = canvas if canvas is not None else (height or size, width or size)
     f = self.downsampling
+    init = None
+    if init_image is not None:  # image-to-image: the init image sets the canvas
+      init = read_model_image(init_image)
+      if (height or width) and (height, width) != init.shape[:2]:
+        raise TaskInputError(
+          f'the init image is {init.shape[0]}x{init.shape[1]}; leave --height/--width unset '
+          'or resize the image'
+        )
+      if canvas is not None and tuple(canvas) != init.shape[:2]:
+        raise TaskInputError(
+          f'the init image is {init.shape[0]}x{init.shape[1]} but the condition fixes '
+          f'{canvas[0]}x{canvas[1]}'
+        )
+      H, W = init.shape[:2]
     check_divisible(H, W, f, 'the output size')
-    uncond = self.ldm.task.null_condition(cond) if guidance_scale != 1.0 else None
-    key = (sampler, steps, eta, guidance_scale, tile, tile_stride, spacing, karras, callback)
+    uncond = None
+    if negative_prompt is not None:
+      if guidance_scale == 1.0:
+        raise TaskInputError(
+          'a negative prompt acts through classifier-free guidance: set guidance_scale > 1'
+        )
+      uncond = self.ldm.task.negative_condition(num, negative_prompt)
+    elif guidance_scale != 1.0:
+      uncond = self.ldm.task.null_condition(cond)
+    img2img = None if init is None else float(strength)
+    key = (
+      sampler,
+      steps,
+      eta,
+      guidance_scale,
+      tile,
+      tile_stride,
+      spacing,
+      karras,
+      callback,
+      img2img,
+    )
     if key not in self._fns:
       self._fns[key] = make_generate_fn(
         self.ldm,
@@ -188,6 +230,7 @@ class Pipeline:
         spacing=spacing,
         karras=karras,
         callback=callback,
+        strength=img2img,
       )
     generate = self._fns[key]
     batch = self.batch_for(batch_size)
@@ -197,6 +240,9 @@ class Pipeline:
     shard = lambda tree: jax.tree.map(
       lambda a: jax.device_put(a, sharding.batch_sharded(self.mesh)), tree
     )
+    z_init = None
+    if init is not None and img2img < 1.0:
+      z_init = np.repeat(np.asarray(self.encode(init[None])), batch, axis=0)  # posterior mode
     for start in range(first, num, batch):
       idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
       take = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
@@ -210,6 +256,7 @@ class Pipeline:
         shard(take(cond)),
         shard(take(uncond)),
         k_sample,
+        None if z_init is None else shard(z_init),
       )
       images = np.asarray(jax.device_get(images))[: min(batch, num - start)]
       if post is not None:

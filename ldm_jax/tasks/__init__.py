@@ -52,6 +52,8 @@ def task_name(config) -> str:
   cs = config.cond_stage
   if cs.kind == 'bert':
     return 'text' if cs.get('use_tokenizer', True) else 'layout'
+  if cs.kind in ('clip', 'openclip'):
+    return 'text'
   if cs.kind == 'identity':
     return 'embeddings' if cs.conditioning_key == 'crossattn' else 'superres'
   return {

@@ -13,6 +13,7 @@ module of this package holding everything about one kind of condition:
   user_condition()     the user's inputs -> (raw condition, canvas size or None, postprocess)
   training_condition() training examples + stream positions -> the batch's raw condition
   null_condition()     the "no condition" input of classifier-free guidance
+  negative_condition() the same from a user's negative prompt (text)
   tiles()              pictures of conditions, shown next to samples in grids
 
 The raw condition is what a data batch holds under 'cond' and what a user's inputs become; each
@@ -95,6 +96,12 @@ class Task:
       'classifier-free guidance needs a model conditioned through cross-attention (class, '
       f'text, layout, embeddings); this one is {self.cs.kind!r} '
       f'({self.conditioning_key or "unconditional"}): use guidance_scale 1'
+    )
+
+  def negative_condition(self, num: int, negative_prompt):
+    """The unconditional input of guidance from a user's negative prompt (text tasks)."""
+    raise TaskInputError(
+      f'a negative prompt needs a text-to-image model; this one is {self.name}: leave it unset'
     )
 
   def postprocess_samples(self, images, examples):

@@ -88,6 +88,11 @@ class TextToImage(Task):
   def null_condition(self, cond):
     return self.tokenize([''] * len(cond))
 
+  def negative_condition(self, num, negative_prompt):
+    """The guidance's unconditional input from a negative prompt (or num of them), as diffusers'
+    pipelines use it: in place of the empty prompt."""
+    return self.user_condition(num, negative_prompt)[0]
+
   def tiles(self, cond, height, width):
     from ldm_jax.tasks.tiles import text_tiles
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ldm_jax.diffusion.gaussian import diffusion_loss, q_sample
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
-from ldm_jax.train.state import TrainState
+from ldm_jax.train.state import TrainState, frozen_cond_stage
 from ldm_jax.train.step_common import apply_gradients, step_key
 
 
@@ -49,9 +49,19 @@ def example_draws(key, n: int, shape, timesteps: int, p_uncond: float) -> dict:
 
 
 def ldm_grads(
-  ldm: LatentDiffusion, d, null, params, batch, draws, k_drop, first_stage_params, scale_factor
+  ldm: LatentDiffusion,
+  d,
+  null,
+  params,
+  batch,
+  draws,
+  k_drop,
+  first_stage_params,
+  scale_factor,
+  frozen: bool = False,
 ):
-  """(gradients, metrics) of the diffusion loss (config.diffusion ``d``) on one (micro-)batch."""
+  """(gradients, metrics) of the diffusion loss (config.diffusion ``d``) on one (micro-)batch;
+  ``frozen``: the conditioning encoder is not trained (zero gradients)."""
   z0 = jax.lax.stop_gradient(
     ldm.latents_from_batch(
       first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
@@ -67,6 +77,8 @@ def ldm_grads(
   x_t = q_sample(ldm.schedule, z0, t, noise)
 
   def loss_fn(p):
+    if frozen and 'cond_stage' in p:  # no gradient flows into a frozen encoder (none computed)
+      p = {**p, 'cond_stage': jax.lax.stop_gradient(p['cond_stage'])}
     c = ldm.conditioning(p, first_stage_params, cond)  # inside: the encoder is trained
     out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
     return diffusion_loss(
@@ -115,6 +127,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   With compute_dtype 'bfloat16' the model computes in bf16 (``ldm`` built so); latents, losses,
   gradients and parameters stay fp32."""
   d, cs = config.diffusion, config.cond_stage
+  frozen = frozen_cond_stage(config)
   null = None
   if ldm.task.name != 'unconditional' and cs.p_uncond > 0:
     null = ldm.task.null_condition(np.zeros(1))[0]  # the task's null condition, one example
@@ -125,7 +138,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
     n = jax.tree.leaves(batch)[0].shape[0]
     draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond)
     fn = lambda b, dr, kd: ldm_grads(
-      ldm, d, null, state.params, b, dr, kd, first_stage_params, state.scale_factor
+      ldm, d, null, state.params, b, dr, kd, first_stage_params, state.scale_factor, frozen
     )
     grads, metrics = accumulate(fn, batch, draws, k_drop, config.training.grad_accum_steps)
     state, extra = apply_gradients(state, grads, tx, config)

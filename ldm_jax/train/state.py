@@ -64,9 +64,24 @@ def lr_schedule(config):
   return lambda count: lr * jnp.minimum(1.0, (count + 1.0) / warmup)
 
 
+def frozen_cond_stage(config) -> bool:
+  """An LDM whose conditioning encoder is not trained (cond_stage.trainable False: SD's CLIP)."""
+  return config.stage == 'ldm' and not config.cond_stage.get('trainable', True)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   """AdamW with torch's defaults (weight decay 0.01, decoupled) or Adam; clipping is always in the
-  chain (inf = off) so that the optimizer state has one structure whatever the setting."""
+  chain (inf = off) so that the optimizer state has one structure whatever the setting. With a
+  frozen conditioning encoder its parameters get no update and no optimizer state (their
+  gradients are zero: the step stops them)."""
+  tx = _optimizer(config)
+  if not frozen_cond_stage(config):
+    return tx
+  labels = lambda params: {k: 'frozen' if k == 'cond_stage' else 'train' for k in params}
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+
+
+def _optimizer(config) -> optax.GradientTransformation:
   o = config.optimizer
   clip = optax.clip_by_global_norm(o.grad_clip_norm if o.grad_clip_norm > 0 else float('inf'))
   sched = lr_schedule(config)

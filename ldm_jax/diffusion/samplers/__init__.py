@@ -42,6 +42,38 @@ def get_sampler(name: str):
   return SAMPLERS[name]
 
 
+def grid_length(name: str, steps: int, num_timesteps: int = 1000) -> int:
+  """The number of steps in the sampler's grid for ``steps`` (the reference's DDIM/PLMS grid may
+  hold more than asked; ddpm all T)."""
+  if name in SOLVERS:
+    return steps
+  if name == 'ddpm':
+    return num_timesteps
+  return len(make_ddim_timesteps(steps, num_timesteps))
+
+
+def start_alpha_bar(
+  name: str, schedule, steps: int, start: int, spacing: str = '', karras: bool = False
+) -> float:
+  """abar at the noise level where the sampler's grid step ``start`` begins: image-to-image noises
+  the init latent to it (x = sqrt(abar) z0 + sqrt(1 - abar) noise) and runs the grid from there."""
+  import jax
+  import numpy as np
+
+  abar = np.asarray(jax.device_get(schedule.alphas_cumprod), np.float64)
+  T = len(abar)
+  if name == 'ddpm':
+    return float(abar[T - 1 - start])
+  if name in ('ddim', 'plms'):
+    return float(abar[make_ddim_timesteps(steps, T)[::-1][start]])
+  from ldm_jax.diffusion.samplers.dpm_solver import dpm_grid
+  from ldm_jax.diffusion.samplers.karras import karras_grid
+
+  grid = karras_grid if name in ('euler', 'euler_a', 'heun') else dpm_grid
+  sigma = grid(schedule, steps, spacing or 'linspace', karras)[1][start]
+  return float(1.0 / (1.0 + sigma**2))
+
+
 def model_calls(name: str, steps: int, num_timesteps: int = 1000) -> int:
   """Model evaluations of ``steps`` steps: the solvers' own count (Heun 2S - 1), the reference's
   DDIM/PLMS grid (which may realise more steps than asked; PLMS one more for its warm-up), all T
@@ -58,6 +90,8 @@ __all__ = [
   'SOLVERS',
   'get_sampler',
   'model_calls',
+  'grid_length',
+  'start_alpha_bar',
   'ddim_sample',
   'plms_sample',
   'ddpm_sample',

@@ -71,11 +71,15 @@ def ddim_sample(
   num_steps: int,
   eta: float = 0.0,
   method: str = 'uniform',
+  start: int = 0,
 ) -> jax.Array:
   """Run DDIM from x_T down the grid; returns the last x_prev (as the reference). ``schedule`` must
-  be concrete (close over it when jitting)."""
+  be concrete (close over it when jitting). ``start``: skip the grid's first (noisiest) steps,
+  x_T being at the noise level of step ``start`` (image-to-image)."""
   timesteps = make_ddim_timesteps(num_steps, schedule.num_timesteps, method)
   a_t, a_prev, sigma = ddim_parameters(schedule, timesteps, eta)
+  keep = len(timesteps) - start  # the grid is ascending here: the last `keep` steps run
+  timesteps, a_t, a_prev, sigma = (a[:keep] for a in (timesteps, a_t, a_prev, sigma))
   keys = jax.random.split(key, len(timesteps))
   batch = x_T.shape[0]
 

@@ -19,9 +19,11 @@ def ddpm_sample(
   num_steps: int | None = None,
   eta: float = 1.0,
   clip_denoised: bool = False,
+  start: int = 0,
 ) -> jax.Array:
   """x_{t-1} = mean(x0_hat, x_t) + [t > 0] exp(0.5 log var_t) z for t = T-1 .. 0. LatentDiffusion
-  forces clip_denoised=False. ``num_steps`` must be T if given; ``eta`` must be 1."""
+  forces clip_denoised=False. ``num_steps`` must be T if given; ``eta`` must be 1. ``start``: from
+  t = T - 1 - start (image-to-image)."""
   T = schedule.num_timesteps
   if num_steps not in (None, T):
     raise UserError(f'ddpm sampling runs all {T} steps; got steps={num_steps} (use ddim or plms)')
@@ -40,6 +42,8 @@ def ddpm_sample(
     return mean + (t > 0) * jnp.exp(0.5 * logvar) * noise, None
 
   x, _ = jax.lax.scan(
-    body, x_T, (jnp.arange(T - 1, -1, -1, dtype=jnp.int32), jax.random.split(key, T))
+    body,
+    x_T,
+    (jnp.arange(T - 1 - start, -1, -1, dtype=jnp.int32), jax.random.split(key, T - start)),
   )
   return x

@@ -102,17 +102,21 @@ def dpm_solver_sample(
   sde: bool = False,
   spacing: str = 'linspace',
   karras: bool = False,
+  start: int = 0,
 ) -> jax.Array:
   """DPM-Solver++(``order``M) from x_T (variance preserving, as the other samplers) in
-  ``num_steps`` model calls; ``sde``: the stochastic 2M variant (noise from ``key``)."""
+  ``num_steps`` model calls; ``sde``: the stochastic 2M variant (noise from ``key``). ``start``:
+  from the grid's step ``start`` (first order there, as a fresh multistep run), x_T being at its
+  noise level (image-to-image)."""
   del eta  # (the sampler signature; the SDE variant sets its own noise)
   if order not in (1, 2, 3):
     raise UserError(f'DPM-Solver++ order must be 1, 2 or 3, got {order}')
   timesteps, sigmas = dpm_grid(schedule, num_steps, spacing, karras)
+  timesteps, sigmas = timesteps[start:], sigmas[start:]
   coef, _ = dpm_coefficients(sigmas, order, sde)
   alpha, sig_vp = _alpha_sigma(sigmas[:-1])
   batch = x_T.shape[0]
-  keys = jax.random.split(key, num_steps)
+  keys = jax.random.split(key, len(timesteps))
 
   def body(carry, inputs):
     x, m1, m2 = carry

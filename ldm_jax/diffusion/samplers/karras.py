@@ -55,13 +55,16 @@ def euler_sample(
   heun: bool = False,
   spacing: str = 'linspace',
   karras: bool = False,
+  start: int = 0,
 ) -> jax.Array:
   """Euler (``ancestral``: with fresh noise each step, eta = 1 in Karras' terms; ``heun``: the
-  second-order correction on every step but the last) from x_T down ``num_steps`` noise levels."""
+  second-order correction on every step but the last) from x_T down ``num_steps`` noise levels;
+  ``start``: from level ``start``, x_T being (variance preserving) at it (image-to-image)."""
   del eta
   timesteps, sigmas = karras_grid(schedule, num_steps, spacing, karras)
+  timesteps, sigmas = timesteps[start:], sigmas[start:]
   t_next = np.concatenate([timesteps[1:], timesteps[-1:]])
-  keys = jax.random.split(key, num_steps)
+  keys = jax.random.split(key, len(timesteps))
   f32 = lambda a: jnp.asarray(a, jnp.float32)
 
   def step(x, inputs, correct: bool):

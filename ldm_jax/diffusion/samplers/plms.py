@@ -35,13 +35,17 @@ def plms_sample(
   num_steps: int,
   eta: float = 0.0,
   method: str = 'uniform',
+  start: int = 0,
 ) -> jax.Array:
+  """PLMS down the reference's grid from x_T; ``start``: from the grid's step ``start`` (its
+  warm-up there), x_T being at that step's noise level (image-to-image)."""
   del key  # deterministic
   if eta != 0:
     raise UserError('PLMS is deterministic: eta must be 0 (the reference raises too)')
   timesteps = make_ddim_timesteps(num_steps, schedule.num_timesteps, method)
-  a_t, a_prev, _ = (jnp.asarray(a[::-1]) for a in ddim_parameters(schedule, timesteps, 0.0))
-  ts = jnp.asarray(timesteps[::-1].astype(np.int32))
+  a_t, a_prev, _ = (jnp.asarray(a[::-1][start:]) for a in ddim_parameters(schedule, timesteps, 0.0))
+  ts = jnp.asarray(timesteps[::-1][start:].astype(np.int32))
+  timesteps = timesteps[::-1][start:]
   batch, n = x_T.shape[0], len(timesteps)
   tvec = lambda t: jnp.full((batch,), t, jnp.int32)
   zero = jnp.zeros_like(x_T)

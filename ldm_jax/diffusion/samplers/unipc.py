@@ -85,16 +85,19 @@ def unipc_sample(
   order: int = 2,
   spacing: str = 'linspace',
   karras: bool = False,
+  start: int = 0,
 ) -> jax.Array:
-  """UniPC-bh2 of ``order`` from x_T in ``num_steps`` model calls (deterministic)."""
+  """UniPC-bh2 of ``order`` from x_T in ``num_steps`` model calls (deterministic); ``start``: from
+  the grid's step ``start`` (image-to-image)."""
   del key, eta
   if order not in (1, 2, 3):
     raise UserError(f'UniPC order must be 1, 2 or 3, got {order}')
   timesteps, sigmas = dpm_grid(schedule, num_steps, spacing, karras)
+  timesteps, sigmas = timesteps[start:], sigmas[start:]
   pred, corr, _ = unipc_coefficients(sigmas, order)
   alpha, sig_vp = _alpha_sigma(sigmas[:-1])
   batch = x_T.shape[0]
-  first = np.arange(num_steps) == 0
+  first = np.arange(len(timesteps)) == 0
 
   def body(carry, inputs):
     x, x_last, m1, m2, m3 = carry
