@@ -399,23 +399,14 @@ def clip_fields(cfg: dict, tokenizer_dir: str | None) -> dict:
 
 
 def _pad_token_id(tokenizer_dir: str) -> int:
-  pad = None
-  for name in ('special_tokens_map.json', 'tokenizer_config.json'):
-    f = os.path.join(tokenizer_dir, name)
-    if os.path.exists(f):
-      with open(f) as fh:
-        pad = json.load(fh).get('pad_token', pad)
-      if pad is not None:
-        break
-  pad = pad.get('content') if isinstance(pad, dict) else pad
-  vocab_file = os.path.join(tokenizer_dir, 'vocab.json')
-  if pad is None or not os.path.exists(vocab_file):
-    return 49407
-  with open(vocab_file, encoding='utf-8') as fh:
-    vocab = json.load(fh)
-  if pad not in vocab:
-    raise ConversionError(f'{tokenizer_dir}: pad_token {pad!r} is not in vocab.json')
-  return int(vocab[pad])
+  """The padding token id of a CLIP tokenizer folder (either file layout transformers writes)."""
+  from transformers import CLIPTokenizer  # transformers is used for tokenizers only
+
+  try:
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
+  except (OSError, ValueError) as e:
+    raise ConversionError(f'{tokenizer_dir}: not a readable CLIP tokenizer folder ({e})') from e
+  return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
 
 
 def clip_text_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.transformer.') -> dict:

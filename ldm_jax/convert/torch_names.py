@@ -111,6 +111,8 @@ def load_state_dict(
       )
       continue
     array = torch_to_flax(value, kind)
+    if array.size == 1 and int(np.prod(flat[path].shape)) == 1:  # a scalar stored as [1] or []
+      array = array.reshape(flat[path].shape)
     if tuple(array.shape) != tuple(flat[path].shape):
       bad_shape.append(
         f'{key}: {tuple(np.shape(value))} -> {tuple(array.shape)}, the model wants '

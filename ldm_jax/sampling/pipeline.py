@@ -140,6 +140,7 @@ class Pipeline:
     negative_prompt=None,
     init_image=None,
     strength: float = 0.8,
+    latents=None,
     **task_inputs,
   ):
     """``num`` images in batches of ``batch_size`` (the last one smaller), uint8 [b, H, W, 3]
@@ -156,7 +157,8 @@ class Pipeline:
     models, with guidance): the guidance's unconditional input instead of the empty prompt.
     ``init_image`` (a path or an array, any model): image-to-image, SDEdit-style: its latent is
     noised to ``strength`` of the sampler's schedule (0: unchanged, 1: pure noise) and denoised
-    from there; its size sets the canvas."""
+    from there; its size sets the canvas. ``latents``: the starting noise [num, h, w, c] instead of
+    the seed's (diffusers' ``latents``), e.g. to compare with another implementation."""
     if self.ldm is None:
       raise ValueError(
         'this is an autoencoder (config.stage="autoencoder"): it encodes and '
@@ -248,6 +250,12 @@ class Pipeline:
       take = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
       k_noise, k_sample = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), start))
       x_T = jax.random.normal(k_noise, (batch, H // f, W // f, latent_c), jnp.float32)
+      if latents is not None:
+        if np.shape(latents) != (num, H // f, W // f, latent_c):
+          raise TaskInputError(
+            f'latents of shape {np.shape(latents)}; expected {(num, H // f, W // f, latent_c)}'
+          )
+        x_T = jnp.asarray(np.asarray(latents, np.float32)[idx])
       images = generate(
         self.params,
         self.first_stage_params,

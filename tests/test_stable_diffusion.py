@@ -1,0 +1,347 @@
+"""Stable Diffusion: the released layouts against the reference models (parameter names, shapes and
+counts), and tiny random-weight SD 1.x / 2.x pipelines in both formats (diffusers folders, CompVis
+checkpoints) against diffusers' StableDiffusionPipeline: text encoder, UNet (eps and v), whole
+guided DDIM runs with negative prompts; image-to-image; sample.py on converted checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+diffusers = pytest.importorskip('diffusers')
+transformers = pytest.importorskip('transformers')
+
+import ldm_jax  # noqa: E402
+from configs.released import sd_v1, sd_v2_768_v, sd_v2_base  # noqa: E402
+from ldm_jax.convert.clip_names import openclip_text_to_hf  # noqa: E402
+from ldm_jax.errors import UserError  # noqa: E402
+from ldm_jax.convert.compvis import convert_compvis  # noqa: E402
+from ldm_jax.convert.diffusers import (  # noqa: E402
+  convert_diffusers,
+  first_stage_to_compvis,
+  unet_to_compvis,
+)
+from ldm_jax.latent_diffusion import abstract_params  # noqa: E402
+from ldm_jax.nn.params import count_params  # noqa: E402
+from ldm_jax.tasks import tokenizer as tok_lib  # noqa: E402
+from tests.test_architecture import assert_maps_one_to_one  # noqa: E402
+from tests.test_clip import _open_clip  # noqa: E402
+from tests.test_convert_diffusers import _kl, _max_err, _nchw, _nhwc, _perturb  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = 1e-4
+
+
+# -- the released layouts ----------------------------------------------------------------------
+def _sd_unet_config(version: int, in_channels: int = 4) -> dict:
+  """diffusers' UNet2DConditionModel config of the SD checkpoints (unet/config.json)."""
+  cfg = dict(
+    sample_size=64,
+    in_channels=in_channels,
+    out_channels=4,
+    down_block_types=('CrossAttnDownBlock2D',) * 3 + ('DownBlock2D',),
+    up_block_types=('UpBlock2D',) + ('CrossAttnUpBlock2D',) * 3,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+  )
+  if version == 2:
+    cfg.update(
+      cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True
+    )
+  return cfg
+
+
+def _meta_rows(module, prefix=''):
+  return [(prefix + k, tuple(v.shape)) for k, v in module.state_dict().items()]
+
+
+@pytest.mark.parametrize(
+  'config_module,version,unet_params,text_params',
+  [
+    (sd_v1, 1, 859_520_964, 123_060_480),
+    (sd_v2_base, 2, 865_910_724, 354_032_641),
+    (sd_v2_768_v, 2, 865_910_724, 354_032_641),
+  ],
+)
+def test_sd_configs_equal_reference_models(config_module, version, unet_params, text_params):
+  """Every parameter of diffusers' SD UNet and of the reference text encoder (transformers'
+  CLIPTextModel ViT-L/14; OpenCLIP's ViT-H/14 text tower with all 24 layers, text projection and
+  logit scale, as FrozenOpenCLIPEmbedder's state dict holds them) has one leaf of the right shape
+  here and the reverse; counts recorded (diffusers/transformers/open_clip built on the meta
+  device)."""
+  config = config_module.get_config()
+  shapes = abstract_params(config)
+  unet_cfg = _sd_unet_config(version)
+  with torch.device('meta'):
+    unet = diffusers.UNet2DConditionModel(**unet_cfg)
+  rows = dict(_meta_rows(unet))
+  names = unet_to_compvis(
+    {k: k for k in rows}, {**unet_cfg, '_class_name': 'UNet2DConditionModel'}, ''
+  )
+  assert_maps_one_to_one(shapes['unet'], [(ours, rows[theirs]) for ours, theirs in names.items()])
+  assert count_params(shapes['unet']) == sum(int(np.prod(s)) for s in rows.values()) == unet_params
+  with torch.device('meta'):
+    if version == 1:
+      text = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+          hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+          max_position_embeddings=77, hidden_act='quick_gelu', vocab_size=49408,
+        )
+      )  # fmt: skip
+      text_rows = _meta_rows(
+        text, '' if next(iter(text.state_dict())).startswith('text_model') else 'text_model.'
+      )
+      text_rows = [(k, s) for k, s in text_rows if not k.endswith('position_ids')]
+      cond_rows = [('transformer.' + k, s) for k, s in text_rows]
+    else:
+      _, oc = _open_clip()
+      text = oc.TextTransformer(
+        context_length=77, vocab_size=49408, width=1024, heads=16, layers=24, output_dim=1024,
+        act_layer=torch.nn.GELU,
+      )  # fmt: skip
+      text_rows = [(k, s) for k, s in _meta_rows(text) if k != 'attn_mask'] + [('logit_scale', ())]
+      renamed = openclip_text_to_hf(
+        {'model.' + k: np.empty(s, np.int8) for k, s in text_rows}, 'model.'
+      )
+      cond_rows = [(k, v.shape) for k, v in renamed.items()]
+  assert_maps_one_to_one(shapes['cond_stage'], cond_rows)
+  assert (
+    count_params(shapes['cond_stage']) == sum(int(np.prod(s)) for _, s in text_rows) == text_params
+  )
+
+
+# -- tiny pipelines ----------------------------------------------------------------------------
+def _tiny_unet(version, seed=3):
+  cfg = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
+    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
+    cross_attention_dim=32,
+    attention_head_dim=4 if version == 1 else (2, 4),  # SD 2: one head width (16), per-level counts
+    use_linear_projection=version == 2,
+    norm_num_groups=32,
+  )
+  return _perturb(diffusers.UNet2DConditionModel(**cfg), seed)
+
+
+def _tiny_clip(version, seed=4):
+  cfg = transformers.CLIPTextConfig(
+    vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=4, max_position_embeddings=77,
+    hidden_act='quick_gelu' if version == 1 else 'gelu',
+  )  # fmt: skip
+  torch.manual_seed(seed)
+  return _perturb(transformers.CLIPTextModel(cfg), seed)
+
+
+def _write_tokenizer(folder, pad):
+  """A tokenizer folder as SD's diffusers repositories hold it (vocab.json, merges.txt, special
+  tokens; pad '<|endoftext|>' in SD 1.x, '!' in SD 2.x)."""
+  vocab, merges = tok_lib.clip_vocab_from_bpe(tok_lib._resolve('pypi:open_clip_torch'))
+  os.makedirs(folder)
+  with open(os.path.join(folder, 'vocab.json'), 'w', encoding='utf-8') as f:
+    json.dump(vocab, f)
+  with open(os.path.join(folder, 'merges.txt'), 'w', encoding='utf-8') as f:
+    f.write('#version: 0.2\n' + '\n'.join(' '.join(m) for m in merges) + '\n')
+  special = dict(bos_token='<|startoftext|>', eos_token='<|endoftext|>',
+                 unk_token='<|endoftext|>', pad_token=pad)  # fmt: skip
+  with open(os.path.join(folder, 'special_tokens_map.json'), 'w') as f:
+    json.dump(special, f)
+  with open(os.path.join(folder, 'tokenizer_config.json'), 'w') as f:
+    json.dump({**special, 'model_max_length': 77, 'tokenizer_class': 'CLIPTokenizer'}, f)
+
+
+def _scheduler(version):
+  return diffusers.DDIMScheduler(
+    beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False,
+    set_alpha_to_one=False, steps_offset=1,
+    prediction_type='epsilon' if version == 1 else 'v_prediction',
+  )  # fmt: skip
+
+
+def _sd_pipeline(version, folder):
+  unet, vae, text = _tiny_unet(version), _kl(), _tiny_clip(version)
+  tokenizer_dir = str(folder) + '_tokenizer'
+  _write_tokenizer(tokenizer_dir, '<|endoftext|>' if version == 1 else '!')
+  tokenizer = transformers.CLIPTokenizer.from_pretrained(tokenizer_dir)
+  pipe = diffusers.StableDiffusionPipeline(
+    vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=_scheduler(version),
+    safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+  )  # fmt: skip
+  pipe.set_progress_bar_config(disable=True)
+  pipe.save_pretrained(str(folder), safe_serialization=True)
+  import shutil
+
+  shutil.rmtree(os.path.join(folder, 'tokenizer'))  # the SD repositories' file layout
+  shutil.copytree(tokenizer_dir, os.path.join(folder, 'tokenizer'))
+  return pipe
+
+
+@pytest.mark.parametrize('version', [1, 2])
+def test_sd_pipeline_equals_diffusers(version, tmp_path):
+  """A diffusers SD folder converts and then gives diffusers' own results: the tokens, the text
+  encoder's states, the UNet's output (eps for SD 1, v for SD 2) and a whole guided DDIM run
+  with a negative prompt from the same starting latents."""
+  ref = _sd_pipeline(version, tmp_path / 'pipe')
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
+  pipe = ldm_jax.load(str(tmp_path / 'out'))
+  cs = pipe.config.cond_stage
+  assert (cs.kind, cs.act, cs.pad_token_id, cs.trainable) == (
+    'clip', 'quick_gelu' if version == 1 else 'gelu', 49407 if version == 1 else 0, False
+  )  # fmt: skip
+  assert pipe.config.diffusion.parameterization == ('eps' if version == 1 else 'v')
+  assert pipe.config.unet.use_linear_in_transformer == (version == 2)
+
+  prompts = ['a photograph of an astronaut riding a horse', 'an oil painting of a tree, by monet']
+  negative = ['blurry', '']
+  tokens = pipe.ldm.task.tokenize(prompts)
+  want = ref.tokenizer(prompts, padding='max_length', max_length=77, truncation=True).input_ids
+  np.testing.assert_array_equal(tokens, np.asarray(want))
+  with torch.no_grad():
+    ctx_ref = ref.text_encoder(torch.from_numpy(tokens.astype(np.int64)))[0].numpy()
+  cond = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, jnp.asarray(tokens))
+  assert _max_err(cond['crossattn'], ctx_ref) < TOL
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  t = np.array([10, 700])
+  with torch.no_grad():
+    out_ref = _nhwc(
+      ref.unet(
+        _nchw(x), torch.from_numpy(t), encoder_hidden_states=torch.from_numpy(ctx_ref)
+      ).sample
+    )
+  out = jax.jit(pipe.ldm.model_output)(pipe.params, jnp.asarray(x), jnp.asarray(t), cond)
+  assert _max_err(out, out_ref) < TOL * max(1.0, float(np.abs(out_ref).max()))
+
+  latents = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  with torch.no_grad():
+    images_ref = ref(
+      prompts, negative_prompt=negative, num_inference_steps=5, guidance_scale=4.0,
+      latents=_nchw(latents), output_type='np',
+    ).images  # fmt: skip
+  images = pipe.sample(
+    2, prompt=prompts, negative_prompt=negative, sampler='ddim', steps=5, guidance_scale=4.0,
+    latents=latents, return_float=True,
+  )  # fmt: skip
+  ours = np.clip(images / 2 + 0.5, 0, 1)
+  assert images.shape == images_ref.shape == (2, 16, 16, 3)
+  assert _max_err(ours, images_ref) < TOL, _max_err(ours, images_ref)
+
+
+def test_image_to_image(tmp_path):
+  """img2img at strength 0 returns the init image through the autoencoder, at 1 ignores it (the
+  text-to-image result of the same seed), in between depends on both; any sampler."""
+  _sd_pipeline(2, tmp_path / 'pipe')
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
+  pipe = ldm_jax.load(str(tmp_path / 'out'))
+  init = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+  kw = dict(prompt='a red house', steps=4, guidance_scale=3.0, return_float=True, seed=7)
+  plain = pipe.sample(2, sampler='ddim', **kw)
+  zero = pipe.sample(2, sampler='ddim', init_image=init, strength=0.0, **kw)
+  np.testing.assert_allclose(
+    zero[0], np.asarray(pipe.decode(pipe.encode(init[None])))[0], atol=1e-5
+  )
+  one = pipe.sample(2, sampler='ddim', init_image=init, strength=1.0, **kw)
+  np.testing.assert_array_equal(one, plain)
+  for sampler in ('ddim', 'plms', 'dpmpp_2m', 'unipc', 'euler_a'):
+    half = pipe.sample(2, sampler=sampler, init_image=init, strength=0.5, **kw)
+    assert np.isfinite(half).all() and _max_err(half, zero) > 1e-3 and _max_err(half, plain) > 1e-3
+  with pytest.raises(UserError, match='strength'):
+    pipe.sample(1, sampler='ddim', init_image=init, strength=1.5, **kw)
+  with pytest.raises(UserError, match='guidance_scale > 1'):
+    pipe.sample(1, prompt='x', negative_prompt='y', guidance_scale=1.0)
+
+
+def _compvis_sd2_checkpoint(folder):
+  """A tiny SD 2.x checkpoint in the CompVis layout: model.diffusion_model.* (CompVis names),
+  first_stage_model.*, cond_stage_model.model.* (OpenCLIP's text tower), the schedule buffers."""
+  _, oc = _open_clip()
+  unet, vae = _tiny_unet(2, seed=5), _kl()
+  torch.manual_seed(6)
+  text = oc.TextTransformer(
+    context_length=77, vocab_size=49408, width=32, heads=4, layers=3, output_dim=32,
+    act_layer=torch.nn.GELU,
+  ).eval()  # fmt: skip
+  with torch.no_grad():
+    text.text_projection.normal_(std=32**-0.5)
+  to_np = lambda m: {k: v.detach().numpy() for k, v in m.state_dict().items()}
+  sd = unet_to_compvis(to_np(unet), {**unet.config, '_class_name': 'UNet2DConditionModel'})
+  sd.update(first_stage_to_compvis(to_np(vae), dict(vae.config)))
+  sd.update({f'cond_stage_model.model.{k}': v for k, v in to_np(text).items() if k != 'attn_mask'})
+  sd['cond_stage_model.model.logit_scale'] = np.asarray(np.log(1 / 0.07), np.float32)
+  sd['scale_factor'] = np.asarray(0.18215, np.float32)
+  return sd, unet, text
+
+
+def _tiny_sd2_config(parameterization='v'):
+  c = sd_v2_768_v.get_config()
+  c.data.image_size = 16
+  c.first_stage.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16))
+  c.unet.update(dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(1,), num_head_channels=16, context_dim=32))  # fmt: skip
+  c.cond_stage.update(dict(embed_dim=32, n_layer=3, n_head=4, projection_dim=32,
+                           tokenizer='pypi:open_clip_torch'))  # fmt: skip
+  c.diffusion.parameterization = parameterization
+  return c
+
+
+@pytest.mark.parametrize('fmt', ['safetensors', 'ckpt'])
+def test_compvis_sd2_checkpoint_converts_and_samples(fmt, tmp_path):
+  """An SD 2.x checkpoint (.safetensors or Lightning .ckpt) converts with its config; its text
+  encoder equals OpenCLIP's penultimate layer and its UNet diffusers' v output; sample.py draws
+  images from it with a prompt, a negative prompt and a non-square size."""
+  sd, unet, text = _compvis_sd2_checkpoint(tmp_path)
+  path = str(tmp_path / f'sd2.{fmt}')
+  if fmt == 'safetensors':
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, path)
+  else:
+    torch.save({'state_dict': {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()},
+                'global_step': 3}, path)  # fmt: skip
+  config = _tiny_sd2_config()
+  report = convert_compvis(path, config, str(tmp_path / 'out'))
+  assert report['stage'] == 'ldm'
+  pipe = ldm_jax.load(str(tmp_path / 'out'))
+  tokens = pipe.ldm.task.tokenize(['a photograph of an astronaut', ''])
+  assert tokens[1, 2] == 0 and tokens[1, 1] == 49407  # open_clip pads with 0
+  t = torch.from_numpy(tokens.astype(np.int64))
+  with torch.no_grad():
+    x = text.token_embedding(t) + text.positional_embedding
+    for r in text.transformer.resblocks[:-1]:  # layer='penultimate'
+      x = r(x, attn_mask=text.attn_mask)
+    ctx_ref = text.ln_final(x).numpy()
+  cond = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, jnp.asarray(tokens))
+  assert _max_err(cond['crossattn'], ctx_ref) < TOL
+  z = np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype(np.float32)
+  tt = np.array([3, 900])
+  with torch.no_grad():
+    v_ref = _nhwc(
+      unet(_nchw(z), torch.from_numpy(tt), encoder_hidden_states=torch.from_numpy(ctx_ref)).sample
+    )
+  v = jax.jit(pipe.ldm.model_output)(pipe.params, jnp.asarray(z), jnp.asarray(tt), cond)
+  assert _max_err(v, v_ref) < TOL * max(1.0, float(np.abs(v_ref).max()))
+  if fmt != 'ckpt':
+    return
+  out = tmp_path / 'samples'
+  cmd = [sys.executable, os.path.join(ROOT, 'sample.py'), f'--workdir={tmp_path / "out"}',
+         '--prompt=a red house', '--negative_prompt=blurry', '--guidance_scale=5', '--height=16',
+         '--width=24', '--num_samples=2', '--batch_size=8', '--steps=3', f'--outdir={out}']  # fmt: skip
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  images = np.load(out / 'samples.npz')['images']
+  assert images.shape == (2, 16, 24, 3) and images.std() > 0
