@@ -33,7 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.seed = 23  # the reference's main.py default
   # ldm stage: what the model is conditioned on (ldm_jax/tasks/): 'unconditional', 'class', 'text',
-  # 'layout', 'superres', 'inpainting', 'semantic' or 'embeddings'; '' = implied by cond_stage.kind
+  # 'layout', 'superres', 'inpainting', 'text_inpainting', 'semantic' or 'embeddings';
+  # '' = implied by cond_stage.kind
   c.task = ''
 
   c.data = ml_collections.ConfigDict(

@@ -175,8 +175,9 @@ class LatentDiffusion:
 
   @property
   def guidable(self) -> bool:
-    """Classifier-free guidance applies: the condition enters through cross-attention alone."""
-    return self.conditioning_key == 'crossattn'
+    """Classifier-free guidance applies: by default where the condition enters through
+    cross-attention alone; text inpainting drops only its prompt."""
+    return bool(self.task.guidable)
 
   # -- first stage -------------------------------------------------------------------------
   def encode(self, first_stage_params, images, key=None):

@@ -345,3 +345,45 @@ def test_compvis_sd2_checkpoint_converts_and_samples(fmt, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   images = np.load(out / 'samples.npz')['images']
   assert images.shape == (2, 16, 24, 3) and images.std() > 0
+
+
+def test_sd_inpainting_equals_diffusers(tmp_path):
+  """A StableDiffusionInpaintPipeline folder (9-channel UNet) converts to the text_inpainting task
+  and a guided DDIM run equals diffusers' from the same latents (the masked image's latent given
+  to both: the posterior mode here, which the reference draws at random)."""
+  from PIL import Image
+
+  unet = _perturb(
+    diffusers.UNet2DConditionModel(**{**dict(_tiny_unet(1).config), 'in_channels': 9}), 8
+  )
+  tokenizer_dir = str(tmp_path / 'tok')
+  _write_tokenizer(tokenizer_dir, '<|endoftext|>')
+  ref = diffusers.StableDiffusionInpaintPipeline(
+    vae=_kl(), text_encoder=_tiny_clip(1), unet=unet, scheduler=_scheduler(1),
+    tokenizer=transformers.CLIPTokenizer.from_pretrained(tokenizer_dir),
+    safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+  )  # fmt: skip
+  ref.set_progress_bar_config(disable=True)
+  ref.save_pretrained(str(tmp_path / 'pipe'), safe_serialization=True)
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
+  pipe = ldm_jax.load(str(tmp_path / 'out'))
+  assert pipe.config.task == 'text_inpainting' and pipe.ldm.guidable
+
+  rng = np.random.default_rng(3)
+  image = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+  mask = np.zeros((16, 16), np.uint8)
+  mask[4:12, 2:10] = 255
+  masked = (image.astype(np.float32) / 127.5 - 1) * (mask[..., None] < 128)
+  z_masked = np.asarray(pipe.encode(masked[None]))  # mode x scale factor, as the task encodes
+  latents = rng.normal(size=(1, 8, 8, 4)).astype(np.float32)
+  with torch.no_grad():
+    want = ref(
+      'a red sofa', image=Image.fromarray(image), mask_image=Image.fromarray(mask, 'L'),
+      masked_image_latents=_nchw(z_masked), num_inference_steps=4, guidance_scale=3.0,
+      latents=_nchw(latents), output_type='np',
+    ).images  # fmt: skip
+  got = pipe.sample(
+    1, prompt='a red sofa', image=image, mask=mask[..., None], sampler='ddim', steps=4,
+    guidance_scale=3.0, latents=latents, return_float=True,
+  )  # fmt: skip
+  assert _max_err(np.clip(got / 2 + 0.5, 0, 1), want) < TOL

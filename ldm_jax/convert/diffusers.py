@@ -494,6 +494,9 @@ def diffusers_config(path: str, first_stage: str | None = None):
     c.cond_stage.trainable = False
     sd.update(clip_text_to_compvis(text_sd))
     c.training.use_ema = False
+    c.task = 'text'
+    if c.unet.in_channels == 2 * latent + 1:  # StableDiffusionInpaintPipeline: [x, mask, z_masked]
+      c.task, c.cond_stage.conditioning_key = 'text_inpainting', 'hybrid'
   elif c.unet.in_channels > latent:  # LDMSuperResolutionPipeline: the LR image is concatenated
     c.cond_stage.update(
       dict(kind='identity', conditioning_key='concat', channels=c.unet.in_channels - latent)

@@ -15,6 +15,7 @@ from ldm_jax.tasks.layout import LayoutToImage
 from ldm_jax.tasks.semantic import SemanticSynthesis
 from ldm_jax.tasks.superres import SuperResolution
 from ldm_jax.tasks.text import TextToImage
+from ldm_jax.tasks.text_inpainting import TextInpainting
 from ldm_jax.tasks.unconditional import Unconditional
 
 TASKS: dict[str, type[Task]] = {
@@ -26,6 +27,7 @@ TASKS: dict[str, type[Task]] = {
     LayoutToImage,
     SuperResolution,
     Inpainting,
+    TextInpainting,
     SemanticSynthesis,
     GivenEmbeddings,
   )
@@ -96,7 +98,7 @@ def _check(config, task: Task) -> None:
       'config.unet.in_channels to the latent channels + the conditioning channels'
     )
   if cs.p_uncond > 0:
-    if key != 'crossattn':
+    if not task.guidable:
       raise ValueError(
         f'config.cond_stage.p_uncond={cs.p_uncond} (condition dropout for '
         f'classifier-free guidance) needs cross-attention conditioning; {cs.kind!r} '

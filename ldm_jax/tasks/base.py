@@ -46,6 +46,8 @@ class Task:
   optional_args: tuple[str, ...] = ()  # inputs with a default (class: cycle the classes)
   # the condition follows each image's pixels or crop, so the latents cannot be cached
   needs_images = False
+  # classifier-free guidance applies (by default: the condition is cross-attended alone)
+  guidable: bool | None = None
   # training grids and FID during training draw samples for the data's conditions
   samples_from_examples = True
 
@@ -54,6 +56,8 @@ class Task:
     self.cs = config.cond_stage
     if type(self).conditioning_key:  # a config may ask for another way in ('hybrid')
       self.conditioning_key = self.cs.conditioning_key or type(self).conditioning_key
+    if self.guidable is None:
+      self.guidable = self.conditioning_key == 'crossattn'
 
   def validate(self) -> None:
     """The task's own config checks (ValueError naming the key and the fix)."""
@@ -97,6 +101,11 @@ class Task:
       f'text, layout, embeddings); this one is {self.cs.kind!r} '
       f'({self.conditioning_key or "unconditional"}): use guidance_scale 1'
     )
+
+  def null_example(self):
+    """The null condition of one example (no batch axis), what training's condition dropout
+    puts in; a dict holds only the entries that are dropped."""
+    return self.null_condition(np.zeros(1))[0]
 
   def negative_condition(self, num: int, negative_prompt):
     """The unconditional input of guidance from a user's negative prompt (text tasks)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ldm_jax.diffusion.gaussian import diffusion_loss, q_sample
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
@@ -17,7 +16,9 @@ from ldm_jax.train.step_common import apply_gradients, step_key
 def drop_condition(drop, cond, null):
   """Classifier-free guidance training: replace the condition of each example where ``drop`` [B]
   is True by ``null`` (the null class, the empty prompt's tokens, the empty layout; one example,
-  no batch axis)."""
+  no batch axis). A dict condition drops the entries ``null`` holds (text inpainting: the prompt)."""
+  if isinstance(cond, dict):
+    return {**cond, **{k: drop_condition(drop, cond[k], v) for k, v in null.items()}}
   return jnp.where(
     drop.reshape((-1,) + (1,) * (cond.ndim - 1)), jnp.asarray(null, cond.dtype), cond
   )
@@ -130,7 +131,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   frozen = frozen_cond_stage(config)
   null = None
   if ldm.task.name != 'unconditional' and cs.p_uncond > 0:
-    null = ldm.task.null_condition(np.zeros(1))[0]  # the task's null condition, one example
+    null = ldm.task.null_example()  # the task's null condition, one example
   shape = latent_shape(config)
 
   def step(state: TrainState, batch, first_stage_params):
