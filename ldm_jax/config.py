@@ -198,6 +198,10 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=500,
       sample_every=1000,  # write a PNG grid of samples/reconstructions every N steps (0 = never)
       num_sample_images=16,
+      # a workdir (trained, or converted weights: python -m ldm_jax.convert) whose newest
+      # parameters (and EMA, first stage, scale factor) start this run at step 0, with a fresh
+      # optimizer: fine-tuning into a new workdir; '' = random initialisation
+      init_from='',
       keep_checkpoints=3,  # the newest N checkpoints are kept ...
       keep_every=0,  # ... and every checkpoint whose step is a multiple of this (0 = none)
       async_checkpoints=True,  # write checkpoints in the background while training goes on

@@ -31,7 +31,7 @@ log = logging.getLogger('ldm_jax')
 def load_first_stage(config):
   """Frozen first-stage parameters for an LDM run, from config.first_stage.checkpoint (the workdir
   of an autoencoder run, or of an LDM run, whose stored first stage is then reused)."""
-  path = config.first_stage.checkpoint
+  path = config.first_stage.checkpoint or config.training.get('init_from', '')
   if not path:
     raise UserError(
       'an LDM run needs a trained first stage: set --config.first_stage.checkpoint='

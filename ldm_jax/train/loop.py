@@ -17,12 +17,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
-from ldm_jax.config import learning_rate, validate
+from ldm_jax.config import learning_rate, state_defining_differences, validate
 from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
 from ldm_jax.parallel import sharding
@@ -55,12 +56,50 @@ def _restore_or_create(config, stage, mesh, checkpointer, key):
   else:
     latest, data_state = None, None
     state = jax.jit(stage.init_state, out_shardings=state_sh)(key)
+    if t.get('init_from'):
+      state = _init_from(config, state, state_sh)
     first_stage_params = stage.load_first_stage()
   # The data position: examples consumed by the job (older checkpoints: steps x batch size).
   data_state = dict(data_state or {})
   data_state.setdefault('position', (latest or 0) * t.batch_size)
   data_state.setdefault('skipped_steps', 0)
   return state, state_sh, first_stage_params, latest, data_state
+
+
+# What a run that starts from another workdir's weights must share with it (the models' shapes and
+# what the UNet predicts); training settings (optimizer, EMA, data, p_uncond, ...) may differ.
+_INIT_SHARED = ('stage', 'first_stage.', 'unet.', 'cond_stage.', 'diffusion.parameterization')
+_INIT_FREE = ('cond_stage.trainable', 'first_stage.checkpoint')
+
+
+def _init_from(config, state: TrainState, state_sh) -> TrainState:
+  """``state`` with the parameters (EMA: the source's EMA, else a copy of its parameters) and
+  scale factor of config.training.init_from's newest checkpoint; step 0, optimizer fresh."""
+  path = config.training.init_from
+  saved, step, raw, _ = ckpt_lib.load_raw(path)
+  diffs = [
+    d
+    for d in state_defining_differences(saved, ckpt_lib.to_json_dict(config))
+    if d.startswith(_INIT_SHARED) and not d.startswith(_INIT_FREE)
+  ]
+  if diffs:
+    raise ckpt_lib.CheckpointMismatch(
+      f'training.init_from={path} (step {step}) holds another model:\n  '
+      + '\n  '.join(diffs)
+      + '\nUse the config the weights were converted or trained with.'
+    )
+  put = lambda tree, sh: jax.device_put(jax.tree.map(jnp.asarray, tree), sh)
+  params = put(raw['params'], state_sh.params)
+  ema = None
+  if state.ema_params is not None:
+    src = raw.get('ema_params') if raw.get('ema_params') is not None else raw['params']
+    ema = put(src, state_sh.ema_params)
+  log.info('initialised from %s (step %d): parameters%s', path, step, ', EMA' if ema else '')
+  return state.replace(
+    params=params,
+    ema_params=ema,
+    scale_factor=put(np.float32(raw.get('scale_factor', 1.0)), state_sh.scale_factor),
+  )
 
 
 def jit_train_step(stage, mesh, state_sh, frozen_sh):
