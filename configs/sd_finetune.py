@@ -1,6 +1,6 @@
 """Fine-tune Stable Diffusion on your own captioned images, from converted weights, into a new
 workdir (training.init_from; the source stays as it is). Pick the model after a colon: sd_v1 (the
-default), sd_v2_base, sd_v2_768_v, sd_v1_inpainting, or tiny (below).
+default), sd_v2_base, sd_v2_768_v, sd_v1_inpainting, or tiny / tiny_inpainting (below).
 
   python -m ldm_jax.convert compvis --ckpt=v1-5-pruned-emaonly.safetensors \
       --config=configs/released/sd_v1.py --out=runs/sd15
@@ -31,16 +31,23 @@ import importlib
 def get_config(model: str = 'sd_v1'):
   if model == 'tiny':
     return tiny()
+  if model == 'tiny_inpainting':
+    return tiny(inpainting=True)
   names = ('sd_v1', 'sd_v2_base', 'sd_v2_768_v', 'sd_v1_inpainting')
   if model not in names:
-    raise ValueError(f'configs/sd_finetune.py:{model}: choose one of {names} or tiny')
+    raise ValueError(
+      f'configs/sd_finetune.py:{model}: choose one of {names}, tiny or tiny_inpainting'
+    )
   return importlib.import_module(f'configs.released.{model}').get_config()
 
 
-def tiny():
+def tiny(inpainting: bool = False):
+  """``inpainting``: the text-guided inpainting task (9-channel UNet, as SD 1.x inpainting)."""
   from configs.released.stable_diffusion import sd_config
 
-  c = sd_config(2, 16, 'v')
+  c = sd_config(2, 16, 'v', in_channels=9 if inpainting else 4)
+  if inpainting:
+    c.task, c.cond_stage.conditioning_key = 'text_inpainting', 'hybrid'
   c.data.update(dict(source='digits', image_size=16, cache_latents=False))
   c.first_stage.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16))
   c.unet.update(

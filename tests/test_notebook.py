@@ -1,9 +1,10 @@
-"""notebooks/quickstart.ipynb runs top to bottom: its code cells are executed in order, in one
+"""notebooks/quickstart.ipynb and stable_diffusion.ipynb run top to bottom: its code cells are executed in order, in one
 fresh interpreter started at the repository root (as a kernel would run them), offline."""
 
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.helpers import ROOT, run_cli
@@ -26,3 +27,21 @@ def test_quickstart_notebook_runs(tmp_path):
   assert '(10, 32, 32, 3) uint8' in r.stdout
   assert 'latents (10, 8, 8, 3) -> images (10, 32, 32, 3)' in r.stdout
   assert 'eps (4, 8, 8, 3)' in r.stdout
+
+
+@pytest.mark.slow
+def test_stable_diffusion_notebook_runs(tmp_path):
+  with open(os.path.join(ROOT, 'notebooks', 'stable_diffusion.ipynb')) as f:
+    nb = json.load(f)
+  cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
+  script = tmp_path / 'notebook.py'
+  script.write_text('\n\n'.join(f'# --- cell {i}\n{c}' for i, c in enumerate(cells)))
+  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'SD_WORKDIR': ''}
+  r = run_cli(str(script), timeout=900, env={**env, 'SD_INPAINT_WORKDIR': ''})
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'text encoder: openclip 3 layers, width 32 | v prediction' in r.stdout
+  assert 'text-to-image (4, 16, 16, 3) uint8' in r.stdout
+  assert 'negative prompt changes the images: True' in r.stdout
+  lines = [x for x in r.stdout.splitlines() if x.startswith('strength')]
+  assert len(lines) == 3 and all(np.isfinite(float(x.rsplit('=', 1)[1])) for x in lines)
+  assert 'inpainting (2, 16, 16, 3)' in r.stdout
