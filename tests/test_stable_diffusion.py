@@ -23,6 +23,7 @@ from ldm_jax.convert.clip_names import openclip_text_to_hf  # noqa: E402
 from ldm_jax.errors import UserError  # noqa: E402
 from ldm_jax.convert.compvis import convert_compvis  # noqa: E402
 from ldm_jax.convert.diffusers import (  # noqa: E402
+  clip_text_to_compvis,
   convert_diffusers,
   first_stage_to_compvis,
   unet_to_compvis,
@@ -265,40 +266,87 @@ def test_image_to_image(tmp_path):
     pipe.sample(1, prompt='x', negative_prompt='y', guidance_scale=1.0)
 
 
-def _compvis_sd2_checkpoint(folder):
-  """A tiny SD 2.x checkpoint in the CompVis layout: model.diffusion_model.* (CompVis names),
-  first_stage_model.*, cond_stage_model.model.* (OpenCLIP's text tower), the schedule buffers."""
-  _, oc = _open_clip()
-  unet, vae = _tiny_unet(2, seed=5), _kl()
-  torch.manual_seed(6)
-  text = oc.TextTransformer(
-    context_length=77, vocab_size=49408, width=32, heads=4, layers=3, output_dim=32,
-    act_layer=torch.nn.GELU,
-  ).eval()  # fmt: skip
-  with torch.no_grad():
-    text.text_projection.normal_(std=32**-0.5)
+def _compvis_checkpoint(version: int = 2, inpainting: bool = False):
+  """A tiny SD checkpoint in the CompVis layout: model.diffusion_model.* (CompVis names),
+  first_stage_model.*, the text encoder (SD 1: cond_stage_model.transformer.text_model.*, as
+  transformers 4 names CLIPTextModel, with its position_ids buffer; SD 2:
+  cond_stage_model.model.*, OpenCLIP's text tower), scale_factor. Returns (state dict, the
+  diffusers UNet, a function tokens -> the reference context)."""
+  unet = _tiny_unet(version, seed=5)
+  if inpainting:
+    unet = _perturb(diffusers.UNet2DConditionModel(**{**dict(unet.config), 'in_channels': 9}), 9)
+  vae = _kl()
   to_np = lambda m: {k: v.detach().numpy() for k, v in m.state_dict().items()}
   sd = unet_to_compvis(to_np(unet), {**unet.config, '_class_name': 'UNet2DConditionModel'})
   sd.update(first_stage_to_compvis(to_np(vae), dict(vae.config)))
-  sd.update({f'cond_stage_model.model.{k}': v for k, v in to_np(text).items() if k != 'attn_mask'})
-  sd['cond_stage_model.model.logit_scale'] = np.asarray(np.log(1 / 0.07), np.float32)
+  if version == 1:
+    text = _tiny_clip(1, seed=6)
+    sd.update(clip_text_to_compvis(to_np(text)))
+    sd['cond_stage_model.transformer.text_model.embeddings.position_ids'] = np.arange(77)[None]
+
+    def context(tokens):
+      with torch.no_grad():
+        return text(torch.from_numpy(tokens.astype(np.int64)))[0].numpy()
+
+  else:
+    _, oc = _open_clip()
+    torch.manual_seed(6)
+    text = oc.TextTransformer(
+      context_length=77, vocab_size=49408, width=32, heads=4, layers=3, output_dim=32,
+      act_layer=torch.nn.GELU,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+      text.text_projection.normal_(std=32**-0.5)
+    sd.update(
+      {f'cond_stage_model.model.{k}': v for k, v in to_np(text).items() if k != 'attn_mask'}
+    )
+    sd['cond_stage_model.model.logit_scale'] = np.asarray(np.log(1 / 0.07), np.float32)
+
+    def context(tokens):  # FrozenOpenCLIPEmbedder, layer='penultimate'
+      with torch.no_grad():
+        x = (
+          text.token_embedding(torch.from_numpy(tokens.astype(np.int64)))
+          + text.positional_embedding
+        )
+        for r in text.transformer.resblocks[:-1]:
+          x = r(x, attn_mask=text.attn_mask)
+        return text.ln_final(x).numpy()
+
   sd['scale_factor'] = np.asarray(0.18215, np.float32)
-  return sd, unet, text
+  return sd, unet, context
+
+
+def _tiny_config(version: int = 2, inpainting: bool = False):
+  """configs/sd_finetune.py:tiny (SD 2-shaped), or reshaped as SD 1.x (CLIP quick-GELU last layer,
+  8 heads, conv projections, eps), or its inpainting variant."""
+  from configs import sd_finetune
+
+  c = sd_finetune.get_config('tiny_inpainting' if inpainting else 'tiny')
+  if version == 1:
+    c.cond_stage.update(dict(kind='clip', n_layer=2, act='quick_gelu', layer='last',
+                             projection_dim=0, pad_token_id=49407))  # fmt: skip
+    c.unet.update(dict(num_heads=4, num_head_channels=-1, use_linear_in_transformer=False))
+    c.diffusion.parameterization = 'eps'
+  return c
 
 
 def _tiny_sd2_config():
-  from configs import sd_finetune
-
-  return sd_finetune.get_config('tiny')
+  return _tiny_config(2)
 
 
-@pytest.mark.parametrize('fmt', ['safetensors', 'ckpt'])
-def test_compvis_sd2_checkpoint_converts_and_samples(fmt, tmp_path):
-  """An SD 2.x checkpoint (.safetensors or Lightning .ckpt) converts with its config; its text
-  encoder equals OpenCLIP's penultimate layer and its UNet diffusers' v output; sample.py draws
-  images from it with a prompt, a negative prompt and a non-square size."""
-  sd, unet, text = _compvis_sd2_checkpoint(tmp_path)
-  path = str(tmp_path / f'sd2.{fmt}')
+@pytest.mark.parametrize(
+  'version,inpainting,fmt', [(2, False, 'safetensors'), (2, False, 'ckpt'), (1, False, 'ckpt'),
+                             (1, True, 'safetensors')]
+)  # fmt: skip
+def test_compvis_sd_checkpoint_converts_and_samples(version, inpainting, fmt, tmp_path):
+  """SD checkpoints (.safetensors or Lightning .ckpt; SD 1, SD 2, SD 1 inpainting) convert with
+  their configs; the text encoder equals transformers' CLIPTextModel (SD 1) or OpenCLIP's
+  penultimate layer (SD 2), the UNet diffusers' (eps / v); sample.py draws images from each with a
+  prompt (and a negative prompt and a non-square size, or the image and mask to inpaint)."""
+  from PIL import Image
+
+  sd, unet, context = _compvis_checkpoint(version, inpainting)
+  path = str(tmp_path / f'sd.{fmt}')
   if fmt == 'safetensors':
     from safetensors.numpy import save_file
 
@@ -306,34 +354,43 @@ def test_compvis_sd2_checkpoint_converts_and_samples(fmt, tmp_path):
   else:
     torch.save({'state_dict': {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()},
                 'global_step': 3}, path)  # fmt: skip
-  config = _tiny_sd2_config()
-  report = convert_compvis(path, config, str(tmp_path / 'out'))
+  report = convert_compvis(path, _tiny_config(version, inpainting), str(tmp_path / 'out'))
   assert report['stage'] == 'ldm'
   pipe = ldm_jax.load(str(tmp_path / 'out'))
   tokens = pipe.ldm.task.tokenize(['a photograph of an astronaut', ''])
-  assert tokens[1, 2] == 0 and tokens[1, 1] == 49407  # open_clip pads with 0
-  t = torch.from_numpy(tokens.astype(np.int64))
-  with torch.no_grad():
-    x = text.token_embedding(t) + text.positional_embedding
-    for r in text.transformer.resblocks[:-1]:  # layer='penultimate'
-      x = r(x, attn_mask=text.attn_mask)
-    ctx_ref = text.ln_final(x).numpy()
-  cond = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, jnp.asarray(tokens))
-  assert _max_err(cond['crossattn'], ctx_ref) < TOL
+  assert tokens[1, 1] == 49407 and tokens[1, 2] == (0 if version == 2 else 49407)
+  ctx_ref = context(tokens)
   z = np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype(np.float32)
   tt = np.array([3, 900])
+  if inpainting:
+    cond = {'tokens': tokens, 'masked_image': np.zeros((2, 16, 16, 3), np.float32),
+            'mask': np.ones((2, 16, 16, 1), np.float32)}  # fmt: skip
+    cond = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, cond)
+    x_in = np.concatenate([z, np.asarray(cond['concat'])], axis=-1)
+  else:
+    cond = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, jnp.asarray(tokens))
+    x_in = z
+  assert _max_err(cond['crossattn'], ctx_ref) < TOL
   with torch.no_grad():
-    v_ref = _nhwc(
-      unet(_nchw(z), torch.from_numpy(tt), encoder_hidden_states=torch.from_numpy(ctx_ref)).sample
-    )
-  v = jax.jit(pipe.ldm.model_output)(pipe.params, jnp.asarray(z), jnp.asarray(tt), cond)
-  assert _max_err(v, v_ref) < TOL * max(1.0, float(np.abs(v_ref).max()))
-  if fmt != 'ckpt':
+    ref = unet(_nchw(x_in), torch.from_numpy(tt), encoder_hidden_states=torch.from_numpy(ctx_ref))
+  ref = _nhwc(ref.sample)
+  out = jax.jit(pipe.ldm.model_output)(pipe.params, jnp.asarray(z), jnp.asarray(tt), cond)
+  assert _max_err(out, ref) < TOL * max(1.0, float(np.abs(ref).max()))
+
+  if fmt == 'safetensors' and not inpainting:
     return
   out = tmp_path / 'samples'
+  args = ['--prompt=a red house', '--guidance_scale=5', '--num_samples=2', '--steps=3']
+  if inpainting:
+    Image.fromarray(np.full((16, 24, 3), 90, np.uint8)).save(tmp_path / 'image.png')
+    mask = np.zeros((16, 24), np.uint8)
+    mask[4:12, 4:20] = 255
+    Image.fromarray(mask).save(tmp_path / 'mask.png')
+    args += [f'--image={tmp_path / "image.png"}', f'--mask={tmp_path / "mask.png"}']
+  else:
+    args += ['--negative_prompt=blurry', '--height=16', '--width=24']
   cmd = [sys.executable, os.path.join(ROOT, 'sample.py'), f'--workdir={tmp_path / "out"}',
-         '--prompt=a red house', '--negative_prompt=blurry', '--guidance_scale=5', '--height=16',
-         '--width=24', '--num_samples=2', '--batch_size=8', '--steps=3', f'--outdir={out}']  # fmt: skip
+         f'--outdir={out}', '--batch_size=8', *args]  # fmt: skip
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -395,7 +452,7 @@ def test_tiny_sd_fine_tunes_resumes_bitwise_and_samples(tmp_path):
   from ldm_jax.checkpoint import load_raw
   from tests.helpers import run_cli
 
-  sd, _, _ = _compvis_sd2_checkpoint(tmp_path)
+  sd, _, _ = _compvis_checkpoint(2)
   save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(tmp_path / 'sd2.safetensors'))
   convert_compvis(str(tmp_path / 'sd2.safetensors'), _tiny_sd2_config(), str(tmp_path / 'base'))
   args = lambda wd, n: [
