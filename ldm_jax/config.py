@@ -157,6 +157,9 @@ def base_config() -> ml_collections.ConfigDict:
       out_channels=0,
       bias=False,  # rescaler (0: no mapper)
       channels=0,  # identity: channels (concat) or width (crossattn) of the given conditioning
+      # embeddings (rdm): a folder of `python -m ldm_jax.convert clip` whose normalised CLIP text
+      # embedding of a prompt conditions (knn2img.py); '' = embeddings only
+      clip_text='',
     )
   )
 

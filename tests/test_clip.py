@@ -179,3 +179,57 @@ def test_tokenizer_from_a_diffusers_folder(tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(FileNotFoundError, match='vocab.json'):
     tok_lib.load_clip_tokenizer(str(tmp_path / 'empty'))
+
+
+def test_clip_text_embedding_for_rdm_prompts(tmp_path):
+  """python -m ldm_jax.convert clip on a transformers CLIPModel folder gives knn2img.py's text
+  conditioning (the normalised projected end-of-text state, CLIP's get_text_features), and a
+  retrieval-augmented model samples from a prompt with it."""
+  import json
+
+  from ldm_jax.convert.clip_text import convert_clip_text
+  from ldm_jax.tasks.embeddings import clip_text_embedder
+
+  cfg = transformers.CLIPConfig(
+    text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=77, eos_token_id=49407),
+    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, image_size=32, patch_size=16),
+    projection_dim=16,
+  )  # fmt: skip
+  torch.manual_seed(0)
+  ref = transformers.CLIPModel(cfg).eval()
+  ref.save_pretrained(str(tmp_path / 'clip'), safe_serialization=True)
+  vocab, merges = tok_lib.clip_vocab_from_bpe(tok_lib._resolve('pypi:open_clip_torch'))
+  (tmp_path / 'clip' / 'vocab.json').write_text(json.dumps(vocab), encoding='utf-8')
+  (tmp_path / 'clip' / 'merges.txt').write_text(
+    '#version: 0.2\n' + '\n'.join(' '.join(m) for m in merges) + '\n', encoding='utf-8'
+  )
+  report = convert_clip_text(str(tmp_path / 'clip'), str(tmp_path / 'out'))
+  assert report['model']['projection_dim'] == 16
+  prompts = ['a painting of a fox', 'a photograph of a city at night']
+  got = clip_text_embedder(str(tmp_path / 'out'))(prompts)
+  tokens = tok_lib.load_clip_tokenizer('pypi:open_clip_torch', pad_token_id=0)(prompts)
+  with torch.no_grad():
+    want = ref.get_text_features(input_ids=torch.from_numpy(tokens.astype(np.int64)))
+  want = getattr(want, 'pooler_output', want).numpy()
+  want = want / np.linalg.norm(want, axis=-1, keepdims=True)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+
+  import ldm_jax
+  from configs.released import rdm_768
+
+  c = rdm_768.get_config()
+  c.data.update(dict(image_size=16, source='digits'))
+  c.first_stage.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16,
+                            attn_resolutions=(), embed_dim=4, z_channels=4))  # fmt: skip
+  c.unet.update(dict(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1,),
+                     num_head_channels=16, context_dim=16, num_res_blocks=1))  # fmt: skip
+  c.cond_stage.update(dict(channels=16, clip_text=str(tmp_path / 'out')))
+  pipe = ldm_jax.load(c)
+  images = pipe.sample(2, prompt='a painting of a fox', guidance_scale=5.0, steps=4)
+  assert images.shape == (2, 16, 16, 3)
+  cond, _, _ = pipe.condition(2, prompt=prompts)
+  np.testing.assert_allclose(cond[:, 0], want, atol=2e-5)
+  with pytest.raises(Exception, match='--embeddings=FILE.npy or --prompt'):
+    pipe.condition(1, prompt='x', embeddings=np.zeros((1, 16)))

@@ -4,6 +4,11 @@ precomputed CLIP ViT-L/14 embeddings (768 wide, given as is); scale factor 0.227
 0.0015 -> 0.015; lr 1e-4.
 
   python -m ldm_jax.summary --config=configs/released/rdm_768.py
+  python -m ldm_jax.convert clip --path=clip-vit-large-patch14 --out=runs/clip_l14  # prompts
+  python -m ldm_jax.convert compvis --ckpt=model.ckpt --config=configs/released/rdm_768.py \
+      --config.cond_stage.clip_text=runs/clip_l14 --out=runs/rdm
+  python sample.py --workdir=runs/rdm --prompt='a painting of a fox' --guidance_scale=5
+  (or --embeddings=FILE.npy: CLIP embeddings [L, 768] of retrieved neighbours, as knn2img.py)
 """
 
 from configs.released.ldm import ldm_config

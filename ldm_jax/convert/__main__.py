@@ -2,8 +2,9 @@
 
   python -m ldm_jax.convert compvis --ckpt model.ckpt --config configs/released/<name>.py --out DIR
   python -m ldm_jax.convert diffusers --path <diffusers folder> --out DIR
+  python -m ldm_jax.convert clip --path <transformers CLIP folder> --out DIR   (rdm prompts)
 
-See ldm_jax.convert.compvis and ldm_jax.convert.diffusers.
+See ldm_jax.convert.compvis, ldm_jax.convert.diffusers and ldm_jax.convert.clip_text.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def main(argv):
     if not FLAGS.path or not FLAGS.out:
       raise UserError('usage: python -m ldm_jax.convert diffusers --path DIR --out DIR')
     print(json.dumps(convert_diffusers(FLAGS.path, FLAGS.out, FLAGS.first_stage), indent=2))
+    return
+  if len(argv) == 2 and argv[1] == 'clip':
+    if not FLAGS.path or not FLAGS.out:
+      raise UserError('usage: python -m ldm_jax.convert clip --path DIR --out DIR')
+    from ldm_jax.convert.clip_text import convert_clip_text
+
+    print(json.dumps(convert_clip_text(FLAGS.path, FLAGS.out), indent=2))
     return
   if len(argv) != 2 or argv[1] != 'compvis':
     raise UserError(

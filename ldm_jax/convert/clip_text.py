@@ -1,0 +1,81 @@
+"""CLIP's text embedding for the retrieval-augmented model (rdm_768; knn2img.py conditions on the
+L2-normalised CLIP ViT-L/14 text embedding of the prompt, [B, 1, 768]).
+
+  python -m ldm_jax.convert clip --path=CLIP_FOLDER --out=runs/clip_l14
+  python -m ldm_jax.convert compvis --ckpt=rdm.ckpt --config=configs/released/rdm_768.py \
+      --config.cond_stage.clip_text=runs/clip_l14 --out=runs/rdm
+  python sample.py --workdir=runs/rdm --prompt='a painting of a fox' --guidance_scale=5
+
+``CLIP_FOLDER`` is a transformers CLIPModel or CLIPTextModelWithProjection folder (config.json,
+model.safetensors, vocab.json, merges.txt), e.g. a download of openai/clip-vit-large-patch14. DIR
+then holds the text model with its projection (``params.npz``, ``config.json``) and the tokenizer
+files: ``tasks.embeddings`` reads it. The vision tower is not converted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from ldm_jax import storage
+from ldm_jax.convert.diffusers import clip_fields, read_model_folder
+from ldm_jax.convert.torch_names import ConversionError, load_state_dict
+
+_TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'special_tokens_map.json', 'tokenizer_config.json',
+                    'tokenizer.json')  # fmt: skip
+
+
+def convert_clip_text(path: str, out: str) -> dict:
+  from ldm_jax.nn.clip import CLIPTextModel
+
+  cfg, sd = read_model_folder(path)
+  text_cfg = cfg.get('text_config', cfg)
+  proj = int(cfg.get('projection_dim') or text_cfg.get('projection_dim') or 0)
+  if 'text_projection.weight' not in sd or not proj:
+    raise ConversionError(
+      f'{path}: no text_projection (a CLIPModel or CLIPTextModelWithProjection)'
+    )
+  fields = clip_fields(text_cfg, None)
+  model_cfg = dict(
+    width=fields['embed_dim'],
+    layers=fields['n_layer'],
+    heads=fields['n_head'],
+    act=fields['act'],
+    projection_dim=proj,
+    vocab_size=fields['vocab_size'],
+    max_len=fields['max_seq_len'],
+  )
+  model = CLIPTextModel(**model_cfg)
+  template = jax.eval_shape(
+    lambda k: model.init(k, np.zeros((1, 2), np.int32)), jax.random.PRNGKey(0)
+  )['params']
+  state = {}
+  for k, v in sd.items():
+    if k.startswith(('vision_model.', 'visual_projection.')) or k.endswith('position_ids'):
+      continue
+    if k == 'text_projection.weight':
+      state['text_projection'] = np.asarray(v).T  # a Linear [proj, width]: x @ W.T
+    elif k == 'logit_scale':
+      state['logit_scale'] = np.asarray(v)
+    else:
+      state[('' if k.startswith('text_model.') else 'text_model.') + k] = v
+  state.setdefault('logit_scale', np.asarray(np.log(1 / 0.07), np.float32))
+  params = load_state_dict(template, state)
+  from flax.traverse_util import flatten_dict
+
+  storage.makedirs(out)
+  flat = {'/'.join(k): np.asarray(v) for k, v in flatten_dict(params).items()}
+  storage.save_npz(storage.join(out, 'params.npz'), **flat)
+  storage.write_text(storage.join(out, 'config.json'), json.dumps(model_cfg, indent=1))
+  copied = []
+  for name in _TOKENIZER_FILES:
+    src = os.path.join(path, name)
+    if os.path.exists(src):
+      storage.write_bytes(storage.join(out, name), storage.read_bytes(src))
+      copied.append(name)
+  if not {'vocab.json', 'merges.txt'} <= set(copied) and 'tokenizer.json' not in copied:
+    raise ConversionError(f'{path} has no CLIP tokenizer files (vocab.json + merges.txt)')
+  return {'path': path, 'out': out, 'model': model_cfg, 'tokenizer': copied}
