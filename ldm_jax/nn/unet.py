@@ -179,14 +179,15 @@ class UNetModel(nn.Module):
       out, self.dropout, self.use_scale_shift_norm, up, down, self.dtype, name=name
     )
 
-  def _apply_attention(self, block, h, context, train):
+  def _apply_attention(self, block, h, context, train, context_mask=None):
     if self.use_spatial_transformer:
-      return block(h, context, train)
+      return block(h, context, train, context_mask)
     return block(h)
 
   @nn.compact
-  def __call__(self, x, timesteps, context=None, y=None, train: bool = False):
-    """x: [B, H, W, in_channels]; timesteps: [B] integers; context: [B, T, context_dim];
+  def __call__(self, x, timesteps, context=None, y=None, train: bool = False, context_mask=None):
+    """x: [B, H, W, in_channels]; timesteps: [B] integers; context: [B, T, context_dim]
+    (``context_mask`` [B, T] bool: the tokens cross-attention reads; None: all);
     y: [B] class labels (only with ``num_classes``). Returns [B, H, W, out_channels]."""
     if (y is not None) != bool(self.num_classes):
       raise ValueError('pass class labels y exactly when the UNet has num_classes')
@@ -212,7 +213,7 @@ class UNetModel(nn.Module):
         h = self._res(mult * mc, f'input_blocks_{idx}_0')(h, emb, train)
         if ds in self.attention_resolutions:
           block = self._attention_block(mult * mc, f'input_blocks_{idx}_1')
-          h = self._apply_attention(block, h, context, train)
+          h = self._apply_attention(block, h, context, train, context_mask)
         skips.append(h)
         idx += 1
       if level != last:
@@ -226,7 +227,9 @@ class UNetModel(nn.Module):
 
     ch = h.shape[-1]
     h = self._res(ch, 'middle_block_0')(h, emb, train)
-    h = self._apply_attention(self._attention_block(ch, 'middle_block_1'), h, context, train)
+    h = self._apply_attention(
+      self._attention_block(ch, 'middle_block_1'), h, context, train, context_mask
+    )
     h = self._res(ch, 'middle_block_2')(h, emb, train)
 
     idx = 0
@@ -237,7 +240,7 @@ class UNetModel(nn.Module):
         sub = 1
         if ds in self.attention_resolutions:
           block = self._attention_block(mult * mc, f'output_blocks_{idx}_1')
-          h = self._apply_attention(block, h, context, train)
+          h = self._apply_attention(block, h, context, train, context_mask)
           sub = 2
         if level and i == self.num_res_blocks:
           name = f'output_blocks_{idx}_{sub}'

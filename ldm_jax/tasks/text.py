@@ -50,6 +50,7 @@ class TextToImage(Task):
         n_layer=cs.n_layer,
         vocab_size=cs.vocab_size,
         max_seq_len=cs.max_seq_len,
+        token_init_std=cs.get('token_init_std', 0.02),
       )
     cls = FrozenCLIPEmbedder if cs.kind == 'clip' else FrozenOpenCLIPEmbedder
     extra = {} if cs.kind == 'clip' else {'projection_dim': cs.projection_dim}
@@ -63,6 +64,16 @@ class TextToImage(Task):
       max_len=cs.max_seq_len,
       **extra,
     )
+
+  def encode(self, ldm, params, first_stage_params, cond):
+    ctx = ldm.cond_stage.apply({'params': params['cond_stage']}, cond)
+    if not self.cs.get('mask_padding', False):
+      return ctx  # the reference: cross-attention reads the padding too
+    return {'crossattn': ctx, 'crossattn_mask': cond != self.pad_id}
+
+  @property
+  def pad_id(self) -> int:
+    return 0 if self.cs.kind == 'bert' else int(self.cs.pad_token_id)
 
   def encoder_input(self, batch=1):
     return np.zeros((batch, self.cs.max_seq_len), np.int32)

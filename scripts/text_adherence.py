@@ -1,0 +1,58 @@
+"""Prompt adherence of a digits text-to-image run (issue 25's measurement): samples N per digit for
+each prompt phrasing and judges them with the real-digit classifier of ``ldm_jax.eval.digits``.
+
+  python scripts/text_adherence.py --workdir=runs/digits/text [--per_digit=10 --guidance_scale=3]
+
+Prints one JSON line: accuracy per phrasing and per digit, and overall.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+flags.DEFINE_string('workdir', None, 'A digits text run.')
+flags.DEFINE_integer('per_digit', 10, 'Samples per digit and phrasing.')
+flags.DEFINE_float('guidance_scale', 3.0, 'Classifier-free guidance.')
+flags.DEFINE_string('sampler', 'ddim', 'Sampler.')
+flags.DEFINE_integer('steps', 50, 'Sampler steps.')
+flags.DEFINE_list(
+  'phrasings', ['a handwritten digit {name}', 'digit {digit}'], 'Prompt templates ({name}, {digit}).'
+)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import numpy as np
+
+  import ldm_jax
+  from ldm_jax.data.sources import DIGIT_NAMES
+  from ldm_jax.eval.digits import train_classifier, features
+
+  pipe = ldm_jax.load(FLAGS.workdir)
+  clf, _ = train_classifier()
+  out = {'workdir': FLAGS.workdir, 'step': pipe.step, 'guidance_scale': FLAGS.guidance_scale}
+  allacc = []
+  for phr in FLAGS.phrasings:
+    prompts, labels = [], []
+    for d in range(10):
+      prompts += [phr.format(name=DIGIT_NAMES[d], digit=d)] * FLAGS.per_digit
+      labels += [d] * FLAGS.per_digit
+    images = pipe.sample(len(prompts), prompt=prompts, guidance_scale=FLAGS.guidance_scale,
+                         sampler=FLAGS.sampler, steps=FLAGS.steps, batch_size=100, seed=1)
+    pred = clf.predict(features(images))
+    labels = np.asarray(labels)
+    per = [float(np.mean(pred[labels == d] == d)) for d in range(10)]
+    out[phr] = {'accuracy': float(np.mean(pred == labels)), 'per_digit': per, 'min': min(per)}
+    allacc.append(float(np.mean(pred == labels)))
+  out['overall'] = float(np.mean(allacc))
+  print(json.dumps(out))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)
