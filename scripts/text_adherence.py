@@ -1,9 +1,12 @@
 """Prompt adherence of a digits text-to-image run (issue 25's measurement): samples N per digit for
 each prompt phrasing and judges them with the real-digit classifier of ``ldm_jax.eval.digits``.
+With --layout, a digits layout-to-image run: each sample's layout is the box of a held-out digit
+(the test split) with that digit as its class; the drawn digit should be the box's class.
 
   python scripts/text_adherence.py --workdir=runs/digits/text [--per_digit=10 --guidance_scale=3]
+  python scripts/text_adherence.py --workdir=runs/digits/layout --layout --guidance_scale=1
 
-Prints one JSON line: accuracy per phrasing and per digit, and overall.
+Prints one JSON line: accuracy per phrasing (or for the layouts) and per digit, and overall.
 """
 
 import json
@@ -19,8 +22,11 @@ flags.DEFINE_integer('per_digit', 10, 'Samples per digit and phrasing.')
 flags.DEFINE_float('guidance_scale', 3.0, 'Classifier-free guidance.')
 flags.DEFINE_string('sampler', 'ddim', 'Sampler.')
 flags.DEFINE_integer('steps', 50, 'Sampler steps.')
+flags.DEFINE_bool('layout', False, 'A layout-to-image run: boxes of held-out digits.')
 flags.DEFINE_list(
-  'phrasings', ['a handwritten digit {name}', 'digit {digit}'], 'Prompt templates ({name}, {digit}).'
+  'phrasings',
+  ['a handwritten digit {name}', 'digit {digit}'],
+  'Prompt templates ({name}, {digit}).',
 )
 FLAGS = flags.FLAGS
 
@@ -37,13 +43,49 @@ def main(argv):
   clf, _ = train_classifier()
   out = {'workdir': FLAGS.workdir, 'step': pipe.step, 'guidance_scale': FLAGS.guidance_scale}
   allacc = []
+  if FLAGS.layout:
+    from ldm_jax.data.sources import DigitsSource
+
+    test = DigitsSource(pipe.config.data.image_size, 'test')
+    layouts, labels = [], []
+    for d in range(10):
+      idx = [i for i in range(len(test)) if test.labels[i] == d][: FLAGS.per_digit]
+      layouts += [test.load(i)['boxes'] for i in idx]
+      labels += [d] * len(idx)
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), 'layouts.json')  # one layout per sample
+    with open(path, 'w') as f:
+      json.dump(layouts, f)
+    images = pipe.sample(
+      len(layouts),
+      layout=path,
+      guidance_scale=FLAGS.guidance_scale,
+      sampler=FLAGS.sampler,
+      steps=FLAGS.steps,
+      batch_size=100,
+      seed=1,
+    )
+    pred, labels = clf.predict(features(images)), np.asarray(labels)
+    per = [float(np.mean(pred[labels == d] == d)) for d in range(10)]
+    out['layout'] = {'accuracy': float(np.mean(pred == labels)), 'per_digit': per, 'min': min(per)}
+    out['overall'] = out['layout']['accuracy']
+    print(json.dumps(out))
+    return
   for phr in FLAGS.phrasings:
     prompts, labels = [], []
     for d in range(10):
       prompts += [phr.format(name=DIGIT_NAMES[d], digit=d)] * FLAGS.per_digit
       labels += [d] * FLAGS.per_digit
-    images = pipe.sample(len(prompts), prompt=prompts, guidance_scale=FLAGS.guidance_scale,
-                         sampler=FLAGS.sampler, steps=FLAGS.steps, batch_size=100, seed=1)
+    images = pipe.sample(
+      len(prompts),
+      prompt=prompts,
+      guidance_scale=FLAGS.guidance_scale,
+      sampler=FLAGS.sampler,
+      steps=FLAGS.steps,
+      batch_size=100,
+      seed=1,
+    )
     pred = clf.predict(features(images))
     labels = np.asarray(labels)
     per = [float(np.mean(pred[labels == d] == d)) for d in range(10)]

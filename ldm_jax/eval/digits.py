@@ -1,6 +1,11 @@
 """Class adherence of generated digits, judged by a classifier trained on real digits only.
 
   python -m ldm_jax.eval.digits --samples=runs/digits/samples/samples.npz
+  python sample.py --workdir=runs/digits/text --prompt='a handwritten digit seven' --outdir=out7
+  python -m ldm_jax.eval.digits --samples=out7/samples.npz   # labelled by the prompt
+
+Class samples carry their labels; text samples are labelled by the digit their prompt names (from
+sampling.json beside samples.npz, or --prompt): its word ('seven') or numeral ('7').
 
 The classifier (an RBF SVM, scikit-learn) sees 8x8 grey images: generated 32x32 samples are
 block-averaged back to 8x8, and it is trained on the real digits passed through the same
@@ -18,6 +23,7 @@ from ldm_jax import storage
 from ldm_jax.data import digits_uint8
 
 flags.DEFINE_string('samples', None, 'samples.npz written by sample.py (images, labels).')
+flags.DEFINE_string('prompt', None, 'Label the samples by the digit this prompt names.')
 FLAGS = flags.FLAGS
 
 
@@ -41,6 +47,40 @@ def train_classifier(seed: int = 0):
   return clf, float(np.mean(clf.predict(features(images[held])) == labels[held]))
 
 
+def digit_of_prompt(prompt: str) -> int:
+  """The one digit a prompt names, by word or numeral; a UserError otherwise."""
+  import re
+
+  from ldm_jax.data.sources import DIGIT_NAMES
+  from ldm_jax.errors import UserError
+
+  words = re.findall(r'[a-z]+|\d', prompt.lower())
+  found = {DIGIT_NAMES.index(w) for w in words if w in DIGIT_NAMES}
+  found |= {int(w) for w in words if w.isdigit()}
+  if len(found) != 1:
+    raise UserError(f'the prompt {prompt!r} names {len(found)} digits; one is needed as the label')
+  return found.pop()
+
+
+def _labels(data, path: str) -> np.ndarray:
+  """The samples' labels: stored (class models), or the digit of the prompt they were drawn with."""
+  n = len(data['images'])
+  if FLAGS.prompt is None and 'labels' in data:
+    return np.asarray(data['labels'])
+  prompt = FLAGS.prompt
+  if prompt is None:
+    info = str(storage.Path(path).parent / 'sampling.json')
+    if storage.exists(info):
+      prompt = json.loads(storage.read_text(info)).get('prompt')
+  if prompt is None:
+    from ldm_jax.errors import UserError
+
+    raise UserError(
+      f'{path} has no labels and no sampling.json with a prompt beside it: pass --prompt'
+    )
+  return np.full(n, digit_of_prompt(prompt))
+
+
 def class_accuracy(images_uint8: np.ndarray, labels: np.ndarray, clf=None) -> float:
   clf = clf or train_classifier()[0]
   return float(np.mean(clf.predict(features(images_uint8)) == labels))
@@ -50,11 +90,10 @@ def main(argv):
   del argv
   data = storage.load_npz(FLAGS.samples)
   clf, held_out = train_classifier()
+  labels = _labels(data, FLAGS.samples)
   pred = clf.predict(features(data['images']))
-  acc = float(np.mean(pred == data['labels']))
-  per_class = {
-    int(c): float(np.mean(pred[data['labels'] == c] == c)) for c in np.unique(data['labels'])
-  }
+  acc = float(np.mean(pred == labels))
+  per_class = {int(c): float(np.mean(pred[labels == c] == c)) for c in np.unique(labels)}
   print(
     json.dumps(
       {
