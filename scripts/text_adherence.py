@@ -42,8 +42,10 @@ def main(argv):
   pipe = ldm_jax.load(FLAGS.workdir)
   clf, _ = train_classifier()
   out = {'workdir': FLAGS.workdir, 'step': pipe.step, 'guidance_scale': FLAGS.guidance_scale}
-  allacc = []
+  runs = {}  # name -> (the condition's keyword, one per sample; the digit of each)
   if FLAGS.layout:
+    import tempfile
+
     from ldm_jax.data.sources import DigitsSource
 
     test = DigitsSource(pipe.config.data.image_size, 'test')
@@ -52,46 +54,29 @@ def main(argv):
       idx = [i for i in range(len(test)) if test.labels[i] == d][: FLAGS.per_digit]
       layouts += [test.load(i)['boxes'] for i in idx]
       labels += [d] * len(idx)
-    import tempfile
-
     path = os.path.join(tempfile.mkdtemp(), 'layouts.json')  # one layout per sample
     with open(path, 'w') as f:
       json.dump(layouts, f)
+    runs['layout'] = ({'layout': path}, labels)
+  else:
+    for phr in FLAGS.phrasings:
+      prompts = [phr.format(name=DIGIT_NAMES[d], digit=d) for d in range(10)]
+      runs[phr] = ({'prompt': [p for p in prompts for _ in range(FLAGS.per_digit)]},
+                   [d for d in range(10) for _ in range(FLAGS.per_digit)])  # fmt: skip
+  for name, (condition, labels) in runs.items():
     images = pipe.sample(
-      len(layouts),
-      layout=path,
+      len(labels),
       guidance_scale=FLAGS.guidance_scale,
       sampler=FLAGS.sampler,
       steps=FLAGS.steps,
       batch_size=100,
       seed=1,
+      **condition,
     )
     pred, labels = clf.predict(features(images)), np.asarray(labels)
     per = [float(np.mean(pred[labels == d] == d)) for d in range(10)]
-    out['layout'] = {'accuracy': float(np.mean(pred == labels)), 'per_digit': per, 'min': min(per)}
-    out['overall'] = out['layout']['accuracy']
-    print(json.dumps(out))
-    return
-  for phr in FLAGS.phrasings:
-    prompts, labels = [], []
-    for d in range(10):
-      prompts += [phr.format(name=DIGIT_NAMES[d], digit=d)] * FLAGS.per_digit
-      labels += [d] * FLAGS.per_digit
-    images = pipe.sample(
-      len(prompts),
-      prompt=prompts,
-      guidance_scale=FLAGS.guidance_scale,
-      sampler=FLAGS.sampler,
-      steps=FLAGS.steps,
-      batch_size=100,
-      seed=1,
-    )
-    pred = clf.predict(features(images))
-    labels = np.asarray(labels)
-    per = [float(np.mean(pred[labels == d] == d)) for d in range(10)]
-    out[phr] = {'accuracy': float(np.mean(pred == labels)), 'per_digit': per, 'min': min(per)}
-    allacc.append(float(np.mean(pred == labels)))
-  out['overall'] = float(np.mean(allacc))
+    out[name] = {'accuracy': float(np.mean(pred == labels)), 'per_digit': per, 'min': min(per)}
+  out['overall'] = float(np.mean([out[name]['accuracy'] for name in runs]))
   print(json.dumps(out))
 
 

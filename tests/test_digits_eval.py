@@ -28,10 +28,8 @@ def test_cli_labels_samples_by_their_prompt(tmp_path):
   r = run_cli('-m', 'ldm_jax.eval.digits', f'--samples={tmp_path / "samples.npz"}')
   assert r.returncode == 0, r.stderr[-2000:]
   out = json.loads(r.stdout.splitlines()[0])
-  assert (
-    out['per_class'] == {'7': pytest.approx(out['per_class']['7'])}
-    and 0.4 <= out['class_accuracy_of_samples'] <= 0.55
-  )
+  assert out['per_class'].keys() == {'7'}  # every sample labelled by the prompt's digit
+  assert 0.4 <= out['class_accuracy_of_samples'] <= 0.55  # the sevens, not the ones
   r = run_cli(
     '-m', 'ldm_jax.eval.digits', f'--samples={tmp_path / "samples.npz"}', '--prompt=digit 1'
   )

@@ -19,11 +19,10 @@ transformers = pytest.importorskip('transformers')
 
 import ldm_jax  # noqa: E402
 from configs.released import sd_v1, sd_v2_768_v, sd_v2_base  # noqa: E402
-from ldm_jax.convert.clip_names import openclip_text_to_hf  # noqa: E402
+from ldm_jax.convert.clip_names import clip_text_to_compvis, openclip_text_to_hf  # noqa: E402
 from ldm_jax.errors import UserError  # noqa: E402
 from ldm_jax.convert.compvis import convert_compvis  # noqa: E402
 from ldm_jax.convert.diffusers import (  # noqa: E402
-  clip_text_to_compvis,
   convert_diffusers,
   first_stage_to_compvis,
   unet_to_compvis,

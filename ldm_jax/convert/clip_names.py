@@ -1,4 +1,6 @@
-"""OpenCLIP's text-tower names -> transformers' CLIPTextModel names (``ldm_jax.nn.clip``).
+"""CLIP text encoders in checkpoints: OpenCLIP's text-tower names -> transformers' CLIPTextModel
+names (``ldm_jax.nn.clip``), transformers' names -> SD 1.x's, and config.cond_stage from a
+CLIPTextModel config.json.
 
 SD 2.x checkpoints hold the OpenCLIP ViT-H/14 text tower as ``cond_stage_model.model.*`` in
 OpenCLIP's layout (``transformer.resblocks.i.attn.in_proj_weight``: q, k and v stacked); diffusers
@@ -7,10 +9,13 @@ folders and SD 1.x checkpoints hold ``text_model.*``. The renaming below is the 
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Mapping
 
 import numpy as np
+
+from ldm_jax.convert.torch_names import ConversionError
 
 _RENAMES = (
   (r'^token_embedding\.weight$', 'text_model.embeddings.token_embedding.weight'),
@@ -50,3 +55,53 @@ def openclip_text_to_hf(state_dict: Mapping[str, np.ndarray], prefix: str = '') 
         break
     out[prefix + name] = value
   return out
+
+
+def clip_fields(cfg: dict, tokenizer_dir: str | None) -> dict:
+  """config.cond_stage from a CLIPTextModel config.json (and the pipeline's tokenizer folder, which
+  says the padding token: <|endoftext|> for SD 1.x, '!' = 0 for SD 2.x)."""
+  if cfg.get('model_type', 'clip_text_model') != 'clip_text_model' and 'text_config' not in cfg:
+    raise ConversionError(
+      f'text_encoder: expected a CLIPTextModel config, got {cfg.get("model_type")!r}'
+    )
+  cfg = cfg.get('text_config', cfg)
+  act = cfg.get('hidden_act', 'quick_gelu')
+  if act not in ('quick_gelu', 'gelu'):
+    raise ConversionError(f"CLIPTextModel: hidden_act={act!r} (supported: 'quick_gelu', 'gelu')")
+  fields = dict(
+    kind='clip',
+    embed_dim=int(cfg['hidden_size']),
+    n_layer=int(cfg['num_hidden_layers']),
+    n_head=int(cfg['num_attention_heads']),
+    act=act,
+    layer='last',
+    projection_dim=0,
+    vocab_size=int(cfg.get('vocab_size', 49408)),
+    max_seq_len=int(cfg.get('max_position_embeddings', 77)),
+  )
+  if int(cfg.get('intermediate_size', 4 * fields['embed_dim'])) != 4 * fields['embed_dim']:
+    raise ConversionError('CLIPTextModel: intermediate_size != 4 x hidden_size has no counterpart')
+  if tokenizer_dir and os.path.isdir(tokenizer_dir):
+    fields['tokenizer'] = tokenizer_dir  # copied next to the checkpoint by convert_diffusers
+    fields['pad_token_id'] = _pad_token_id(tokenizer_dir)
+  return fields
+
+
+def _pad_token_id(tokenizer_dir: str) -> int:
+  """The padding token id of a CLIP tokenizer folder (either file layout transformers writes)."""
+  from transformers import CLIPTokenizer  # transformers is used for tokenizers only
+
+  try:
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
+  except (OSError, ValueError) as e:
+    raise ConversionError(f'{tokenizer_dir}: not a readable CLIP tokenizer folder ({e})') from e
+  return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
+def clip_text_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.transformer.') -> dict:
+  """transformers' CLIPTextModel names (with or without the ``text_model.`` that transformers 4
+  wrote) -> SD 1.x's ``cond_stage_model.transformer.text_model.*``."""
+  return {
+    prefix + ('' if k.startswith('text_model.') else 'text_model.') + k: v
+    for k, v in state_dict.items()
+  }

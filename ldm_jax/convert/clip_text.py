@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from ldm_jax import storage
-from ldm_jax.convert.diffusers import clip_fields, read_model_folder
+from ldm_jax.convert.clip_names import clip_fields
+from ldm_jax.convert.diffusers import read_model_folder
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict
 
 _TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'special_tokens_map.json', 'tokenizer_config.json',

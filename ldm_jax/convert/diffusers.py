@@ -23,6 +23,7 @@ import numpy as np
 
 from ldm_jax import storage
 from ldm_jax.config import base_config, downsampling_factor
+from ldm_jax.convert.clip_names import clip_fields, clip_text_to_compvis
 from ldm_jax.convert.torch_names import ConversionError
 
 _WEIGHT_FILES = (
@@ -137,19 +138,18 @@ def unet_fields(cfg: dict) -> dict:
     heads = cfg.get('num_attention_heads') or cfg.get('attention_head_dim', 8)
     depth = cfg.get('transformer_layers_per_block', 1)
     depth = depth[0] if isinstance(depth, (list, tuple)) else depth
-    head_fields = dict(num_heads=int(heads) if not isinstance(heads, (list, tuple)) else -1,
-                       num_head_channels=-1)  # fmt: skip
-    if isinstance(heads, (list, tuple)):
-      if len(set(heads)) == 1:
-        head_fields['num_heads'] = int(heads[0])
-      else:
-        widths = {c // h for c, h in zip(chans, heads)}
-        if len(widths) != 1 or any(c % h for c, h in zip(chans, heads)):
-          raise ConversionError(
-            f'{cls}: head counts {heads} for channels {chans} are neither one count nor one '
-            'head width: no CompVis counterpart'
-          )
-        head_fields['num_head_channels'] = widths.pop()
+    head_fields = dict(num_heads=-1, num_head_channels=-1)
+    counts = list(heads) if isinstance(heads, (list, tuple)) else [heads]
+    if len(set(counts)) == 1:
+      head_fields['num_heads'] = int(counts[0])
+    else:
+      widths = {c // h for c, h in zip(chans, counts)}
+      if len(widths) != 1 or any(c % h for c, h in zip(chans, counts)):
+        raise ConversionError(
+          f'{cls}: head counts {heads} for channels {chans} are neither one count nor one '
+          'head width: no CompVis counterpart'
+        )
+      head_fields['num_head_channels'] = widths.pop()
     fields.update(
       **head_fields,
       use_spatial_transformer=True,
@@ -368,54 +368,6 @@ def ldmbert_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.') -> d
       raise ConversionError(f'LDMBert key {k} has no CompVis place')
     out[t + fixed[k]] = v
   return out
-
-
-def clip_fields(cfg: dict, tokenizer_dir: str | None) -> dict:
-  """config.cond_stage from a CLIPTextModel config.json (and the pipeline's tokenizer folder, which
-  says the padding token: <|endoftext|> for SD 1.x, '!' = 0 for SD 2.x)."""
-  if cfg.get('model_type', 'clip_text_model') != 'clip_text_model' and 'text_config' not in cfg:
-    raise ConversionError(
-      f'text_encoder: expected a CLIPTextModel config, got {cfg.get("model_type")!r}'
-    )
-  cfg = cfg.get('text_config', cfg)
-  act = _require(cfg, 'hidden_act', ['quick_gelu', 'gelu'], 'CLIPTextModel')
-  fields = dict(
-    kind='clip',
-    embed_dim=int(cfg['hidden_size']),
-    n_layer=int(cfg['num_hidden_layers']),
-    n_head=int(cfg['num_attention_heads']),
-    act=act,
-    layer='last',
-    projection_dim=0,
-    vocab_size=int(cfg.get('vocab_size', 49408)),
-    max_seq_len=int(cfg.get('max_position_embeddings', 77)),
-  )
-  if int(cfg.get('intermediate_size', 4 * fields['embed_dim'])) != 4 * fields['embed_dim']:
-    raise ConversionError('CLIPTextModel: intermediate_size != 4 x hidden_size has no counterpart')
-  if tokenizer_dir and os.path.isdir(tokenizer_dir):
-    fields['tokenizer'] = tokenizer_dir  # copied next to the checkpoint by convert_diffusers
-    fields['pad_token_id'] = _pad_token_id(tokenizer_dir)
-  return fields
-
-
-def _pad_token_id(tokenizer_dir: str) -> int:
-  """The padding token id of a CLIP tokenizer folder (either file layout transformers writes)."""
-  from transformers import CLIPTokenizer  # transformers is used for tokenizers only
-
-  try:
-    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
-  except (OSError, ValueError) as e:
-    raise ConversionError(f'{tokenizer_dir}: not a readable CLIP tokenizer folder ({e})') from e
-  return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-
-
-def clip_text_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.transformer.') -> dict:
-  """transformers' CLIPTextModel names (with or without the ``text_model.`` that transformers 4
-  wrote) -> SD 1.x's ``cond_stage_model.transformer.text_model.*``."""
-  return {
-    prefix + ('' if k.startswith('text_model.') else 'text_model.') + k: v
-    for k, v in state_dict.items()
-  }
 
 
 # -- whole models --------------------------------------------------------------------------------

@@ -202,40 +202,11 @@ class FrozenCLIPEmbedder(nn.Module):
   heads: int = 12
   act: str = 'quick_gelu'
   layer: str = 'last'
+  projection_dim: int = 0
   vocab_size: int = 49408
   max_len: int = 77
   dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    return CLIPTextModel(
-      self.width,
-      self.layers,
-      self.heads,
-      self.act,
-      self.layer,
-      0,
-      self.vocab_size,
-      self.max_len,
-      self.dtype,
-      name='transformer',
-    )(tokens)
-
-
-class FrozenOpenCLIPEmbedder(nn.Module):
-  """SD 2.x ``cond_stage_model``: the OpenCLIP ViT-H/14 text tower under ``model`` (24 layers of
-  1024, GELU, ``layer='penultimate'``, text projection and logit scale kept); token ids [B, 77]
-  (padded with 0) -> context [B, 77, 1024]."""
-
-  width: int = 1024
-  layers: int = 24
-  heads: int = 16
-  act: str = 'gelu'
-  layer: str = 'penultimate'
-  projection_dim: int = 1024
-  vocab_size: int = 49408
-  max_len: int = 77
-  dtype: Any = jnp.float32
+  child = 'transformer'  # where the reference's state dict holds the text model
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -249,5 +220,19 @@ class FrozenOpenCLIPEmbedder(nn.Module):
       self.vocab_size,
       self.max_len,
       self.dtype,
-      name='model',
+      name=self.child,
     )(tokens)
+
+
+class FrozenOpenCLIPEmbedder(FrozenCLIPEmbedder):
+  """SD 2.x ``cond_stage_model``: the OpenCLIP ViT-H/14 text tower under ``model`` (24 layers of
+  1024, GELU, ``layer='penultimate'``, text projection and logit scale kept); token ids [B, 77]
+  (padded with 0) -> context [B, 77, 1024]."""
+
+  width: int = 1024
+  layers: int = 24
+  heads: int = 16
+  act: str = 'gelu'
+  layer: str = 'penultimate'
+  projection_dim: int = 1024
+  child = 'model'

@@ -53,16 +53,15 @@ class TextToImage(Task):
         token_init_std=cs.get('token_init_std', 0.02),
       )
     cls = FrozenCLIPEmbedder if cs.kind == 'clip' else FrozenOpenCLIPEmbedder
-    extra = {} if cs.kind == 'clip' else {'projection_dim': cs.projection_dim}
     return cls(
       width=cs.embed_dim,
       layers=cs.n_layer,
       heads=cs.n_head or cs.embed_dim // 64,
       act=cs.act,
       layer=cs.layer,
+      projection_dim=cs.projection_dim,
       vocab_size=cs.vocab_size,
       max_len=cs.max_seq_len,
-      **extra,
     )
 
   def encode(self, ldm, params, first_stage_params, cond):

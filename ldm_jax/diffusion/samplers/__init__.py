@@ -8,11 +8,14 @@ timestep ``spacing`` ('linspace', 'leading', 'trailing'; diffusers' default 'lin
 
 import functools
 
+import jax
+import numpy as np
+
 from ldm_jax.diffusion.samplers.ddim import ddim_sample, make_ddim_timesteps
 from ldm_jax.diffusion.samplers.ddpm import ddpm_sample
-from ldm_jax.diffusion.samplers.dpm_solver import dpm_solver_sample
+from ldm_jax.diffusion.samplers.dpm_solver import dpm_grid, dpm_solver_sample
 from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
-from ldm_jax.diffusion.samplers.karras import euler_sample
+from ldm_jax.diffusion.samplers.karras import euler_sample, karras_grid
 from ldm_jax.diffusion.samplers.plms import plms_sample
 from ldm_jax.diffusion.samplers.unipc import unipc_sample
 from ldm_jax.errors import UserError
@@ -57,18 +60,12 @@ def start_alpha_bar(
 ) -> float:
   """abar at the noise level where the sampler's grid step ``start`` begins: image-to-image noises
   the init latent to it (x = sqrt(abar) z0 + sqrt(1 - abar) noise) and runs the grid from there."""
-  import jax
-  import numpy as np
-
   abar = np.asarray(jax.device_get(schedule.alphas_cumprod), np.float64)
   T = len(abar)
   if name == 'ddpm':
     return float(abar[T - 1 - start])
   if name in ('ddim', 'plms'):
     return float(abar[make_ddim_timesteps(steps, T)[::-1][start]])
-  from ldm_jax.diffusion.samplers.dpm_solver import dpm_grid
-  from ldm_jax.diffusion.samplers.karras import karras_grid
-
   grid = karras_grid if name in ('euler', 'euler_a', 'heun') else dpm_grid
   sigma = grid(schedule, steps, spacing or 'linspace', karras)[1][start]
   return float(1.0 / (1.0 + sigma**2))
