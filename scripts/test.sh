@@ -20,4 +20,4 @@ ruff format --check .
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 # -n 2: one test process per core (XLA compiles are single-threaded); loadscope keeps a module's
 # tests (and its module fixtures) in one process.
-python -m pytest -q -n 2 --dist loadscope --durations=10 "$@"
+python -m pytest -q -n 2 --dist loadscope --durations=40 "$@"

@@ -309,7 +309,7 @@ def test_sample_py_writes_as_it_goes_and_continues_after_a_kill(tmp_path):
   sample = [
     'sample.py',
     '--config=configs/digits_tasks.py:unconditional',
-    '--num_samples=6',
+    '--num_samples=40',
     '--batch_size=1',
     '--steps=2',
   ]
@@ -324,18 +324,19 @@ def test_sample_py_writes_as_it_goes_and_continues_after_a_kill(tmp_path):
     stderr=subprocess.DEVNULL,
   )
   deadline = time.time() + 300
-  while not (out / '000002.png').exists() and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.05)
+  # Killed as soon as the first sample is on disk: the other 39 take over a second more.
+  while not (out / '000000.png').exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.01)
   proc.kill()
   proc.wait()
   kept = sorted(p.name for p in out.glob('0*.png'))
-  assert '000000.png' in kept and len(kept) < 6  # written while sampling, before the end
+  assert '000000.png' in kept and len(kept) < 40  # written while sampling, before the end
   r = run_cli(*sample, f'--outdir={out}', env=FAST)
   assert r.returncode == 0 and 'were there from an earlier run' in r.stderr, r.stderr[-3000:]
   a, b = np.load(full / 'samples.npz')['images'], np.load(out / 'samples.npz')['images']
   np.testing.assert_array_equal(a, b)
   r = run_cli(*sample, '--seed=1', f'--outdir={out}', env=FAST)
-  user_error(r, 'already holds 6 samples drawn with other settings (seed)')
+  user_error(r, 'already holds 40 samples drawn with other settings (seed)')
 
 
 def test_a_full_disk_is_one_line(tmp_path):
