@@ -115,32 +115,3 @@ def test_conversion_errors_name_the_problem():
   other.unet.model_channels = 64
   with pytest.raises(ConversionError, match='shape mismatches'):
     convert.convert_ldm(sd, other)
-
-
-class Opaque:  # what a training checkpoint's callbacks look like to torch's safe unpickler
-  pass
-
-
-def test_reads_lightning_ckpt_with_torch(tmp_path):
-  torch = pytest.importorskip('torch')
-  path = str(tmp_path / 'model.ckpt')
-  torch.save(
-    {
-      'state_dict': {
-        'a.weight': torch.ones(2, 3, dtype=torch.float16),
-        'b.num_batches_tracked': torch.tensor(5),
-      },
-      'global_step': 7,
-      'epoch': 1,
-    },
-    path,
-  )
-  sd, meta = convert.read_state_dict(path)
-  assert meta == {'global_step': 7, 'epoch': 1}
-  assert sd['a.weight'].dtype == np.float32 and sd['a.weight'].shape == (2, 3)
-  assert sd['b.num_batches_tracked'] == 5
-  with pytest.raises(ConversionError, match='no such checkpoint'):
-    convert.read_state_dict(str(tmp_path / 'missing.ckpt'))
-  torch.save({'state_dict': {}, 'callbacks': Opaque()}, path)
-  with pytest.raises(ValueError, match='--unsafe_pickle'):
-    convert.read_state_dict(path)

@@ -87,8 +87,7 @@ def test_converter_names_a_broken_file_and_a_wrong_tensor(tmp_path):
   convert = ['-m', 'ldm_jax.convert', 'compvis', '--config=configs/released/kl_f8.py']
   garbage = tmp_path / 'garbage.ckpt'
   garbage.write_bytes(os.urandom(4096))
-  line = user_error(run_cli(*convert, f'--ckpt={garbage}', f'--out={out}'), 'not a readable')
-  assert '--unsafe_pickle' not in line
+  user_error(run_cli(*convert, f'--ckpt={garbage}', f'--out={out}'), 'not a readable')
   good = tmp_path / 'model.ckpt'
   torch.save({'state_dict': {'encoder.conv_in.weight': torch.zeros(128, 3, 3)}}, good)
   truncated = tmp_path / 'truncated.ckpt'

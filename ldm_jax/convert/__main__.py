@@ -32,7 +32,6 @@ def _define_flags():
   )
   flags.DEFINE_string('out', None, 'New workdir to write the converted checkpoint to.')
   flags.DEFINE_bool('ema', True, 'Keep the EMA weights (used for sampling) when the file has them.')
-  flags.DEFINE_bool('unsafe_pickle', False, 'Allow arbitrary pickled objects in a trusted .ckpt.')
   config_flags.DEFINE_config_file(
     'config', None, 'configs/released/<name>.py of the checkpoint.', lock_config=False
   )
@@ -61,7 +60,7 @@ def main(argv):
   for name in ('ckpt', 'out', 'config'):
     if getattr(FLAGS, name) is None:
       raise UserError(f'--{name} is required')
-  report = convert_compvis(FLAGS.ckpt, FLAGS.config, FLAGS.out, FLAGS.ema, FLAGS.unsafe_pickle)
+  report = convert_compvis(FLAGS.ckpt, FLAGS.config, FLAGS.out, FLAGS.ema)
   print(json.dumps(report, indent=2))
 
 

@@ -19,7 +19,6 @@ enough); ``.safetensors`` files need only the safetensors package.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import jax
@@ -31,6 +30,7 @@ from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import validate
 from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
+from ldm_jax.convert import torch_pickle
 from ldm_jax.convert.clip_names import openclip_text_to_hf
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict
 from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
@@ -53,47 +53,24 @@ SCHEDULE_BUFFERS = (
 IGNORED_KEYS = ('model_ema.decay', 'model_ema.num_updates')
 
 
-def read_state_dict(path: str, unsafe_pickle: bool = False) -> tuple[dict, dict]:
+def read_state_dict(path: str) -> tuple[dict, dict]:
   """(state dict of numpy float32/int arrays, metadata such as global_step) of a CompVis/Lightning
-  ``.ckpt`` / ``.pt`` / ``.pth`` (torch) or a ``.safetensors`` file."""
-  if not os.path.exists(path):
+  ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` or a ``.safetensors`` file. Torch files are read
+  without torch and without running their pickled code (``torch_pickle``)."""
+  if not storage.exists(path):
     raise ConversionError(f'{path}: no such checkpoint file')
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
-    return {k: _to_numpy(v) for k, v in load_file(path).items()}, {}
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-      f'reading {path} needs torch (pip install torch; the CPU build is enough), '
-      'or convert it to .safetensors first'
-    ) from e
-  try:
-    obj = torch.load(path, map_location='cpu', weights_only=not unsafe_pickle)
-  except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and friends
-    reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
-    if not unsafe_pickle and 'Unsupported global' in str(e):
-      raise ConversionError(
-        f'{path} holds objects beyond tensors (common for Lightning training checkpoints), '
-        'which torch refuses to unpickle safely. If you trust the file, pass --unsafe_pickle.'
-      ) from e
-    raise ConversionError(
-      f'{path} is not a readable torch checkpoint ({reason}): a truncated download or another '
-      "kind of file; download it again (its size and checksum should match the source's)"
-    ) from e
-  meta = {}
-  if isinstance(obj, Mapping) and 'state_dict' in obj:
-    meta = {k: obj[k] for k in ('global_step', 'epoch') if k in obj}
-    obj = obj['state_dict']
-  if not isinstance(obj, Mapping):
-    raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict')
-  return {k: _to_numpy(v.float() if v.is_floating_point() else v) for k, v in obj.items()}, meta
+    return {k: _to_numpy(v) for k, v in load(storage.read_bytes(path)).items()}, {}
+  sd, meta = torch_pickle.state_dict(torch_pickle.load(path), path)
+  return {k: _to_numpy(v) for k, v in sd.items()}, meta
 
 
 def _to_numpy(v) -> np.ndarray:
-  a = v.numpy() if hasattr(v, 'numpy') else np.asarray(v)
-  return a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
+  """Floating tensors (float16, bfloat16, float64 too) as float32; integer and bool ones as saved."""
+  a = np.asarray(v)
+  return a if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_ else a.astype(np.float32)
 
 
 def ema_state_dict(sd: Mapping[str, np.ndarray], prefix: str = 'model.diffusion_model.'):
@@ -319,12 +296,10 @@ def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
   return storage.join(storage.resolve(out), 'checkpoints', str(step))
 
 
-def convert_compvis(
-  ckpt: str, config, out: str, use_ema: bool = True, unsafe_pickle: bool = False
-) -> dict:
+def convert_compvis(ckpt: str, config, out: str, use_ema: bool = True) -> dict:
   """Convert one CompVis checkpoint file into a workdir; returns a report (JSON-able)."""
   validate_for_conversion(config)
-  sd, meta = read_state_dict(ckpt, unsafe_pickle)
+  sd, meta = read_state_dict(ckpt)
   converted = (
     convert_ldm(sd, config, use_ema) if config.stage == 'ldm' else convert_first_stage(sd, config)
   )

@@ -7,7 +7,7 @@ LDMSuperResolutionPipeline, as the CompVis LDM repos on model hubs) or one model
 AutoencoderKL (-> an autoencoder workdir), UNet2DModel / UNet2DConditionModel (with ``--first_stage``,
 a folder of the first stage). The ldm_jax config is derived from the config.json files, the
 diffusers parameter names are renamed to the CompVis ones, and the CompVis converter does the rest
-(every key consumed, shapes checked). Reading ``.bin`` weights needs torch; safetensors do not.
+(every key consumed, shapes checked). Neither ``.bin`` nor safetensors weights need torch.
 
 Only what the CompVis architectures can express converts: a diffusers option without a CompVis
 counterpart (another activation, norm, time embedding, block type) is an error naming it.

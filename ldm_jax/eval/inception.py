@@ -288,16 +288,16 @@ def _check_shapes(params: dict, path: str, num_classes: int = 0) -> dict:
 def convert_torchscript(path: str) -> dict:
   """Flax parameters from a TorchScript InceptionV3 (keys net.layers.<block>...<conv>.{weight,
   mean, var, beta}); shapes are checked against the module."""
-  import torch
+  from ldm_jax.convert import torch_pickle
 
-  state = torch.jit.load(path, map_location='cpu').state_dict()
+  state = torch_pickle.module_state_dict(torch_pickle.load(path))
   params: dict = {}
   for key, value in state.items():
     parts = key.split('.')
     if parts[:2] != ['net', 'layers']:
       raise ValueError(f'{path}: unexpected key {key!r} (not an inception-2015-12-05 TorchScript)')
     *module, leaf = parts[2:]
-    v = value.detach().cpu().numpy().astype(np.float32)
+    v = np.asarray(value, np.float32)
     node = params
     for m in module:
       node = node.setdefault(m, {})
@@ -375,11 +375,11 @@ def convert_pytorch_fid(path: str) -> dict:
   """Flax parameters, classifier included, from pytorch-fid's weight file
   (pt_inception-2015-12-05-6726825d.pth: torchvision names, conv + BatchNorm2d(eps 1e-3) + fc
   1008). BatchNorm's scale (1 in the TF graph) is folded into the conv: exact for any scale."""
-  import torch
+  from ldm_jax.convert import torch_pickle
 
   state = {
-    k: v.detach().cpu().numpy().astype(np.float64)
-    for k, v in torch.load(path, map_location='cpu', weights_only=True).items()
+    k: np.asarray(v, np.float64)
+    for k, v in torch_pickle.state_dict(torch_pickle.load(path), path)[0].items()
     if not k.endswith('num_batches_tracked') and not k.startswith('AuxLogits.')
   }
   params: dict = {}

@@ -138,12 +138,10 @@ def params_from_torch_state_dicts(vgg: Mapping[str, Any], heads: Mapping[str, An
 
 
 def _torch_load(path: str) -> dict:
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(f'reading {path} needs PyTorch: pip install torch') from e
-  sd = torch.load(path, map_location='cpu', weights_only=True)
-  sd = sd.get('state_dict', sd)
+  """A torch state dict (``.pth``, or a Lightning ``.ckpt``) as numpy, read without torch."""
+  from ldm_jax.convert import torch_pickle
+
+  sd, _ = torch_pickle.state_dict(torch_pickle.load(path), path)
   prefix = 'loss.perceptual_loss.'
   if any(k.startswith(prefix) for k in sd):
     sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
