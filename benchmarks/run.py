@@ -5,6 +5,7 @@
   python benchmarks/run.py --what=sample --sample_steps=50,100,200 --sample_batch_size=100
   python benchmarks/run.py --compare_diffusers               # + diffusers PyTorch, same device
   python benchmarks/run.py --smoke                           # a tiny model, seconds on a CPU (CI)
+  python benchmarks/run.py --profile=/tmp/prof ...           # + a trace and the top HLO ops
 
 Measures, with random weights (speed does not depend on them):
   train        the trainer's jitted LDM step (per-example draws, NaN guard, EMA, AdamW, donated
@@ -60,6 +61,13 @@ flags.DEFINE_bool('compare_diffusers', False, 'Also time diffusers PyTorch on th
 flags.DEFINE_bool('torch_compile', False, 'diffusers comparison: torch.compile the UNet.')
 flags.DEFINE_bool('smoke', False, 'A tiny model and one iteration: checks the harness (CI).')
 flags.DEFINE_string('out', '', 'Append the JSON lines to this file.')
+flags.DEFINE_string(
+  'profile',
+  '',
+  'Trace extra calls of each measurement into DIR/<what>/ and print its top HLO ops '
+  '(benchmarks/profile.py).',
+)
+flags.DEFINE_integer('profile_top', 15, 'Ops listed per traced measurement.')
 
 
 def smoke_config(c):
@@ -120,6 +128,26 @@ def _time(fn, iters: int) -> list[float]:
   return times
 
 
+def _profile(what: str, fn, compiled, calls: int = 2) -> None:
+  """--profile: ``calls`` more calls of ``fn`` traced into FLAGS.profile/what, top ops printed
+  (to stderr) and written to top_ops.json there. Outside the timed calls: tracing slows them."""
+  if not FLAGS.profile:
+    return
+  import jax
+
+  from benchmarks import profile
+
+  directory = os.path.join(FLAGS.profile, what)
+  with jax.profiler.trace(directory):
+    for _ in range(calls):
+      fn()
+  rows = profile.save(directory, compiled, calls)
+  with open(os.path.join(directory, 'top_ops.json'), 'w') as f:
+    json.dump(rows, f, indent=1)
+  print(f'-- {what}: top ops per call ({directory})', file=sys.stderr)
+  print(profile.format_table(rows[: FLAGS.profile_top]), file=sys.stderr)
+
+
 def forward_flops(ldm, params, batch_shape) -> float:
   """XLA's FLOP count of one UNet forward (eps) on a latent batch."""
   import jax
@@ -176,6 +204,7 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   run()  # warm-up
   times = _time(run, FLAGS.iters)
   sec = statistics.median(times)
+  _profile('train', run, [compiled])
   model_flops = 3 * forward_flops(ldm, params, (b, h, w, c))
   return {
     'what': 'train',
@@ -213,6 +242,7 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   run = lambda: jax.block_until_ready(compiled(params, fs_params, scale, x_T, None, None, key))
   run()
   sec = statistics.median(_time(run, FLAGS.sample_iters))
+  _profile(f'sample_{FLAGS.sampler}{steps}', run, [compiled], calls=1)
   decode = (
     jax.jit(lambda p, z: ldm.decode(p, z, 1.0))
     .lower(fs_params, jax.ShapeDtypeStruct(x_T.shape, x_T.dtype))
@@ -258,6 +288,7 @@ def bench_first_stage(config, ldm, fs_params, mesh):
     run = lambda: jax.block_until_ready(compiled(fs_params, x))
     run()
     sec = statistics.median(_time(run, FLAGS.sample_iters))
+    _profile(f'first_stage_{name}', run, [compiled])
     out.append(
       {
         'what': f'first_stage_{name}',

@@ -190,11 +190,13 @@ def _build(config, devices):
 
 def compile_train_step(config, devices):
   """(compiled step, mesh, stage, abstract state): train.py's step for these devices."""
+  from ldm_jax.nn import layers
   from ldm_jax.train.loop import jit_train_step
 
   mesh, stage, state, state_sh, batch, frozen, frozen_sh = _build(config, devices)
   step = jit_train_step(stage, mesh, state_sh, frozen_sh)
-  return step.lower(state, batch, frozen).compile(), mesh, stage, state
+  with layers.lowering(devices[0].platform):  # TPU kernels, though this host is a CPU
+    return step.lower(state, batch, frozen).compile(), mesh, stage, state
 
 
 def step_cost(config, devices, compiled) -> Cost:
@@ -216,6 +218,7 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
 
   from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
   from ldm_jax.latent_diffusion import latent_shape
+  from ldm_jax.nn import layers
   from ldm_jax.parallel import sharding
   from ldm_jax.sampling.generate import guidance_scale, training_generate_fn
 
@@ -231,7 +234,9 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
   sf = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
   key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
   generate = training_generate_fn(config, ldm)
-  loop = generate.lower(params, frozen, sf, x_T, cond, uncond, key).compile()
+  platform = mesh.devices.flat[0].platform
+  with layers.lowering(platform, mesh):
+    loop = generate.lower(params, frozen, sf, x_T, cond, uncond, key).compile()
 
   def one_step(params, fs, x, cond, uncond):
     c = ldm.conditioning(params, fs, cond)
@@ -240,8 +245,9 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
     return guided_eps_fn(lambda x, t, cc: ldm.eps(params, x, t, cc), c, u, scale)(x, t)
 
   x = jax.ShapeDtypeStruct(x_T.shape, x_T.dtype, sharding=batch_sh)
-  step = _cost(jax.jit(one_step).lower(params, frozen, x, cond, uncond).compile())
-  decode = _cost(jax.jit(ldm.decode).lower(frozen, x, sf).compile())
+  with layers.lowering(platform, mesh):
+    step = _cost(jax.jit(one_step).lower(params, frozen, x, cond, uncond).compile())
+    decode = _cost(jax.jit(ldm.decode).lower(frozen, x, sf).compile())
   steps = 1000 if s.sampler == 'ddpm' else s.steps
   step_s, model = step.seconds(peak, bandwidth)
   decode_s, _ = decode.seconds(peak, bandwidth)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.nn.layers import torch_uniform_init
+from ldm_jax.nn.layers import Conv, torch_uniform_init
 
 
 def _normal(mean: float, std: float):
@@ -85,10 +85,10 @@ class NLayerDiscriminator(nn.Module):
   dtype: Any = jnp.float32
 
   def _conv(self, features, in_features, stride, use_bias, name):
-    return nn.Conv(
+    return Conv(
       features,
-      (4, 4),
-      strides=(stride, stride),
+      4,
+      stride=stride,
       padding=((1, 1), (1, 1)),
       use_bias=use_bias,
       kernel_init=_normal(0.0, 0.02),  # weights_init: N(0, 0.02)

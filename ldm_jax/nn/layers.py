@@ -10,6 +10,8 @@ same distribution as the reference and converted CompVis weights mean the same t
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 from typing import Any
@@ -30,6 +32,78 @@ def torch_uniform_init(fan_in: int):
   return init
 
 
+def _conv_impl(x_shape, kernel_shape, stride: int, out_hw: tuple[int, int], itemsize: int) -> str:
+  """'windows' (one matrix product over the stacked shifted windows) or 'xla' (lax.conv).
+
+  Where the output is smaller than the kernel (the 3x3 convs of a UNet's 2x2 level), XLA swaps
+  input and kernel and leaves its fast convolution path on CPU (25-60 ms for a 768-channel conv
+  that is a 2 ms matrix product), so those always take the windows. On CPU the windows also win for
+  the gradient at every size measured (the backward convs of XLA:CPU are slow) while their
+  [N, H, W, k*k*C] stack stays small; ``LDM_JAX_CONV=xla|windows`` forces either path.
+  """
+  forced = os.environ.get('LDM_JAX_CONV', 'auto')
+  if forced in ('xla', 'windows'):
+    return forced
+  if forced != 'auto':
+    raise ValueError(f"LDM_JAX_CONV={forced!r}: use 'auto', 'xla' or 'windows'")
+  kh, kw, cin, _ = kernel_shape
+  if kh * kw == 1 and stride == 1:
+    return 'xla'  # a 1x1 conv is a matrix product already
+  if out_hw[0] < kh or out_hw[1] < kw:
+    return 'windows'
+  stack = math.prod(x_shape[:-3]) * out_hw[0] * out_hw[1] * kh * kw * cin * itemsize
+  if _platform() == 'cpu' and stack <= WINDOWS_MAX_BYTES:
+    return 'windows'
+  return 'xla'
+
+
+WINDOWS_MAX_BYTES = 64 << 20  # the largest window stack the CPU path builds (bytes)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding=((1, 1), (1, 1))) -> jax.Array:
+  """torch.nn.functional.conv2d in NHWC/HWIO with explicit ((top, bottom), (left, right)) padding."""
+  kh, kw, cin, cout = kernel.shape
+  (pt, pb), (pl, pr) = padding
+  ho = (x.shape[-3] + pt + pb - kh) // stride + 1
+  wo = (x.shape[-2] + pl + pr - kw) // stride + 1
+  if _conv_impl(x.shape, kernel.shape, stride, (ho, wo), x.dtype.itemsize) == 'xla':
+    return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  windows = [
+    xp[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
+    for i in range(kh)
+    for j in range(kw)
+  ]
+  stack = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+  return jnp.dot(stack, kernel.reshape(kh * kw * cin, cout))
+
+
+class Conv(nn.Module):
+  """A square 2-D conv, NHWC, with nn.Conv's parameters ('kernel' [k, k, in, out], 'bias' [out]),
+  so checkpoints and converters see the same tree; the implementation is chosen per call from the
+  static shapes (``conv2d``)."""
+
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: Any = ((1, 1), (1, 1))
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features))
+    bias = self.param('bias', self.bias_init, (self.features,)) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv2d(x, kernel, self.stride, self.padding)
+    return y if bias is None else y + bias
+
+
 def conv(
   features: int,
   in_features: int,
@@ -41,15 +115,15 @@ def conv(
   use_bias: bool = True,
   dtype: Dtype = jnp.float32,
   name: str | None = None,
-) -> nn.Conv:
+) -> Conv:
   """A 2-D conv (NHWC) initialised like torch.nn.Conv2d; default padding keeps the size (k // 2)."""
   if padding is None:
     padding = ((kernel_size // 2, kernel_size // 2),) * 2
   init = nn.initializers.zeros if zero_init else torch_uniform_init(in_features * kernel_size**2)
-  return nn.Conv(
+  return Conv(
     features,
-    (kernel_size, kernel_size),
-    strides=(stride, stride),
+    kernel_size,
+    stride=stride,
     padding=padding,
     use_bias=use_bias,
     kernel_init=init,
@@ -98,13 +172,108 @@ def avg_pool2(x: jax.Array) -> jax.Array:
   return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
-def _cudnn_eligible(q: jax.Array, k: jax.Array) -> bool:
-  """cuDNN's fused (flash) attention: GPUs, bf16/fp16, head width <= 128 and a multiple of 8.
-  LDM_JAX_ATTENTION=xla turns it off."""
-  if os.environ.get('LDM_JAX_ATTENTION', 'auto') == 'xla' or jax.default_backend() != 'gpu':
-    return False
-  d = q.shape[-1]
-  return q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype and d <= 128 and d % 8 == 0
+_TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+  'ldm_jax_target_platform', default=None
+)
+_MESH: contextvars.ContextVar[Any] = contextvars.ContextVar('ldm_jax_mesh', default=None)
+
+
+@contextlib.contextmanager
+def lowering(platform: str | None = None, mesh=None):
+  """Trace the layers for ``platform`` ('cpu', 'gpu', 'tpu'; default: JAX's default backend) and
+  a program over ``mesh`` (its batch sharded over every axis, as the training step's). ``platform``:
+  ``ldm_jax.aot`` compiles for TPU topologies on a CPU host. ``mesh``: per-device kernels (the
+  Pallas TPU attention) run under ``shard_map`` over it instead of being replicated by GSPMD.
+  Trace-time only: use fresh ``jax.jit`` objects inside, as a cached trace would be reused."""
+  tokens = []
+  if platform is not None:
+    tokens.append((_TARGET_PLATFORM, _TARGET_PLATFORM.set(platform)))
+  if mesh is not None:
+    tokens.append((_MESH, _MESH.set(mesh)))
+  try:
+    yield
+  finally:
+    for var, token in reversed(tokens):
+      var.reset(token)
+
+
+def _platform() -> str:
+  return _TARGET_PLATFORM.get() or jax.default_backend()
+
+
+ATTENTION_CHUNK = 256  # queries per block of the chunked path
+LOGITS_MAX_BYTES = 1 << 30  # above this, a [B, heads, T, S] float32 logits tensor is not built
+
+
+def _attention_impl(q: jax.Array, k: jax.Array, is_causal: bool, masked: bool) -> str:
+  """Which path ``attention`` takes for these static shapes (``LDM_JAX_ATTENTION`` forces one):
+
+  * 'cudnn': GPUs, bf16/fp16, head width <= 128 and a multiple of 8, no key mask;
+  * 'pallas': TPUs, the Pallas flash-attention kernel, where the logits have >= 2**20 entries per
+    head (1024 tokens; query and key lengths multiples of 128) and the program is on one chip or
+    traced under ``lowering(mesh=...)`` (the training step): the kernel then runs per device;
+  * 'chunked': queries in blocks of ATTENTION_CHUNK, each against all keys, on CPU (the blocks stay
+    in cache: 1.5-2x faster than the whole logits tensor) and wherever the logits would pass
+    LOGITS_MAX_BYTES (Stable Diffusion at 512 px has 4096 tokens at the top level);
+  * 'xla': einsum-softmax-einsum (``jax.nn.dot_product_attention(implementation='xla')``).
+  """
+  forced = os.environ.get('LDM_JAX_ATTENTION', 'auto')
+  if forced not in ('auto', 'xla', 'chunked', 'pallas', 'cudnn'):
+    raise ValueError(
+      f"LDM_JAX_ATTENTION={forced!r}: use 'auto', 'xla', 'chunked', 'pallas' or 'cudnn'"
+    )
+  if forced != 'auto':
+    return forced
+  b, t, heads, d = q.shape
+  s = k.shape[1]
+  platform = _platform()
+  if platform == 'gpu' and not masked:
+    if q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype and d <= 128 and d % 8 == 0:
+      return 'cudnn'
+  if platform == 'tpu' and not masked and t % 128 == 0 and s % 128 == 0 and t * s >= 1 << 20:
+    if _MESH.get() is not None or jax.device_count() == 1:
+      return 'pallas'
+  if masked or is_causal or t < 2 * ATTENTION_CHUNK:
+    return 'xla'
+  if platform == 'cpu' or b * heads * t * s * 4 > LOGITS_MAX_BYTES:
+    return 'chunked'
+  return 'xla'
+
+
+def _chunked_attention(q, k, v, scale):
+  """Exact softmax attention, queries in blocks (lax.map): a [B, heads, chunk, S] block at a time."""
+  b, t, heads, d = q.shape
+  n = -(-t // ATTENTION_CHUNK)
+  pad = n * ATTENTION_CHUNK - t
+  qb = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))) if pad else q
+  qb = qb.reshape(b, n, ATTENTION_CHUNK, heads, d).swapaxes(0, 1)
+
+  def block(qc):
+    return jax.nn.dot_product_attention(qc, k, v, scale=scale, implementation='xla')
+
+  out = jax.lax.map(block, qb).swapaxes(0, 1).reshape(b, n * ATTENTION_CHUNK, heads, v.shape[-1])
+  return out[:, :t] if pad else out
+
+
+def _pallas_attention(q, k, v, scale, is_causal):
+  """The Pallas TPU flash-attention kernel ([B, heads, T, d] layout): no [T, S] logits in HBM.
+  Under ``lowering(mesh=...)`` it runs per device on the batch shard (shard_map over every mesh
+  axis); GSPMD cannot partition a kernel and would gather the whole batch onto each chip."""
+  from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention
+
+  def kernel(q, k, v):
+    out = flash_attention(
+      *(x.swapaxes(1, 2) for x in (q, k, v)), causal=is_causal, sm_scale=float(scale)
+    )
+    return out.swapaxes(1, 2)
+
+  mesh = _MESH.get()
+  if mesh is None or mesh.size == 1 or q.shape[0] % mesh.size:
+    return kernel(q, k, v)
+  spec = jax.sharding.PartitionSpec(tuple(mesh.axis_names))
+  return jax.shard_map(kernel, mesh=mesh, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)(
+    q, k, v
+  )
 
 
 def attention(
@@ -118,24 +287,29 @@ def attention(
   """Softmax attention over [B, T, heads, d] tensors; logits and softmax in float32.
 
   Every attention of the model (first-stage AttnBlock, UNet AttentionBlock, CrossAttention) goes
-  through here: ``jax.nn.dot_product_attention``, fused by cuDNN on GPUs where the shapes allow
-  (bf16/fp16, head width <= 128; the first stage's single 512-wide head and fp32 go to XLA), and
-  XLA's einsum-softmax-einsum elsewhere (the same math as the reference's). ``is_causal``: token i
+  through here, and the path is chosen per backend from the static shapes (``_attention_impl``):
+  cuDNN's fused kernel on GPUs, the Pallas flash kernel on TPUs, query blocks on CPU, XLA's
+  einsum-softmax-einsum otherwise; all compute the reference's math. ``is_causal``: token i
   attends to tokens j <= i (CLIP's text transformer). ``key_mask`` [B, S] (bool): keys to attend to
   (padding left out).
   """
+  impl = _attention_impl(q, k, is_causal, key_mask is not None)
   if key_mask is not None:
     mask = key_mask[:, None, None, :]
     return jax.nn.dot_product_attention(
       q, k, v, scale=scale, is_causal=is_causal, mask=mask, implementation='xla'
     )
-  if _cudnn_eligible(q, k):
+  if impl == 'cudnn':
     try:
       return jax.nn.dot_product_attention(
         q, k, v, scale=scale, is_causal=is_causal, implementation='cudnn'
       )
     except (ValueError, NotImplementedError, RuntimeError):  # shapes cuDNN's checks refuse
       pass
+  if impl == 'pallas':
+    return _pallas_attention(q, k, v, scale, is_causal)
+  if impl == 'chunked' and not is_causal:
+    return _chunked_attention(q, k, v, scale)
   return jax.nn.dot_product_attention(
     q, k, v, scale=scale, is_causal=is_causal, implementation='xla'
   )

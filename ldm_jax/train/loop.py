@@ -26,6 +26,7 @@ from ldm_jax import storage
 from ldm_jax.config import learning_rate, state_defining_differences, validate
 from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
+from ldm_jax.nn import layers
 from ldm_jax.parallel import sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
@@ -105,9 +106,16 @@ def _init_from(config, state: TrainState, state_sh) -> TrainState:
 def jit_train_step(stage, mesh, state_sh, frozen_sh):
   """The one jitted training step of a stage: (state, batch, frozen) -> (state, metrics), the batch
   sharded over the mesh, the state donated. train() runs it; ``python -m ldm_jax.aot`` compiles
-  it for a TPU topology."""
+  it for a TPU topology. Traced under ``layers.lowering(mesh=mesh)``: per-device kernels (the
+  Pallas TPU attention) run on the batch shards."""
+  guarded = guard_nonfinite(stage.step)
+
+  def step(state, batch, frozen):
+    with layers.lowering(mesh=mesh):
+      return guarded(state, batch, frozen)
+
   return jax.jit(
-    guard_nonfinite(stage.step),
+    step,
     in_shardings=(state_sh, sharding.batch_sharded(mesh), frozen_sh),
     out_shardings=(state_sh, sharding.replicated(mesh)),
     donate_argnums=(0,),
