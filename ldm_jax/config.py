@@ -228,6 +228,12 @@ def base_config() -> ml_collections.ConfigDict:
       eval_reference='',  # statistics .npz (python -m ldm_jax.eval --save_ref); '' = computed once
       # from config.data (eval_num_samples images, training preprocessing), cached in WORKDIR/eval
       eval_inception='fid-helper',  # Inception weights (ldm_jax/eval/inception.py)
+      # 'a,b': a jax.profiler trace of steps a..b (1-based, inclusive) in WORKDIR/profile
+      # (TensorBoard's or XProf's profile tab; benchmarks/profile.py prints its top ops)
+      profile_steps='',
+      # peak dense TFLOP/s of one device for the logged MFU; 0 = the table of known chips
+      # (ldm_jax/parallel/chips.py: none for CPUs, so no MFU there unless given)
+      peak_tflops=0.0,
     )
   )
 
@@ -275,6 +281,24 @@ def _choice(name, value, options):
     raise ConfigError(f'config.{name} = {value!r}; expected one of {list(options)}')
 
 
+def profile_steps(spec: str) -> tuple[int, int] | None:
+  """config.training.profile_steps 'a,b' (or 'a') as (a, b); None when empty."""
+  if not spec:
+    return None
+  try:
+    parts = [int(p) for p in str(spec).split(',')]
+  except ValueError:
+    parts = []
+  if len(parts) == 1:
+    parts *= 2
+  if len(parts) != 2 or not 1 <= parts[0] <= parts[1]:
+    raise ConfigError(
+      f'config.training.profile_steps={spec!r}: give the first and last step to trace, '
+      "1-based, as 'a,b' with 1 <= a <= b (e.g. '10,12')"
+    )
+  return parts[0], parts[1]
+
+
 def validate(config) -> None:
   """Raise ValueError with the key and the fix for settings that cannot work. The task's own
   settings (conditioning widths, guidance, caching) are checked by ``tasks.get_task``."""
@@ -320,6 +344,7 @@ def validate(config) -> None:
   ):
     if t[key] <= 0:
       raise ConfigError(f'config.training.{key} must be > 0, got {t[key]}')
+  profile_steps(t.profile_steps)
   _choice('training.compute_dtype', t.compute_dtype, ('float32', 'bfloat16'))
   _choice('training.remat', t.remat, ('', 'full', 'dots'))
   for key, off in (('compute_dtype', 'float32'), ('remat', '')):

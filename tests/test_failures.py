@@ -374,3 +374,36 @@ def test_a_full_disk_is_one_line(tmp_path):
   lines = r.stderr.splitlines()
   assert any(x.startswith('error: no space left on the device') for x in lines), r.stderr
   assert 'os_error_code' not in r.stderr and len(lines) < 100, r.stderr
+
+
+def test_metrics_jsonl_and_a_profile_of_chosen_steps_survive_a_resume(ae_run, tmp_path):
+  """WORKDIR/metrics.jsonl has one line per logged step; a resumed run drops the lines an
+  interrupted run logged after its last checkpoint (and a torn last line); profile_steps traces
+  those steps into WORKDIR/profile, whose top ops benchmarks/profile.py lists."""
+  from benchmarks import profile
+  from ldm_jax.train.metric_writer import read_metrics
+
+  workdir = str(tmp_path / 'ae')
+  shutil.copytree(ae_run, workdir)
+  before = [m['step'] for m in read_metrics(workdir)]
+  assert before[-1] == 4
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write('{"step": 5, "loss": 1.0}\n{"step": 6, "lo')  # logged past step 4, then killed
+  extra = [
+    '--config.training.num_steps=7',
+    '--config.training.log_every=1',
+    '--config.training.profile_steps=6,7',
+    '--config.training.peak_tflops=1',
+  ]
+  r = run_cli(*autoencoder(workdir, *extra), env=FAST)
+  assert r.returncode == 0, r.stderr[-3000:]
+  lines = read_metrics(workdir)
+  assert [m['step'] for m in lines] == before + [5, 6, 7]
+  assert lines[len(before)]['loss'] != 1.0 and lines[-1]['perf/mfu'] > 0 and lines[-1]['time'] > 0
+  rows = profile.top_ops(os.path.join(workdir, 'profile'), top=5)
+  assert len(rows) == 5 and all(r['ms_per_call'] > 0 for r in rows)
+  assert any('step' in r['module'] for r in rows)
+  line = user_error(
+    run_cli(*autoencoder(workdir, '--config.training.profile_steps=9,3')), 'profile_steps'
+  )
+  assert "'a,b'" in line

@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
-from ldm_jax.config import learning_rate, state_defining_differences, validate
+from ldm_jax.config import learning_rate, profile_steps, state_defining_differences, validate
 from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
 from ldm_jax.nn import layers
-from ldm_jax.parallel import sharding
+from ldm_jax.parallel import chips, sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
 from ldm_jax.train.ldm_stage import LDMStage
@@ -160,7 +160,7 @@ def _train(config, workdir: str, preemption) -> TrainState:
     state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
   state = jax.device_put(state, state_sh)
   train_step = jit_train_step(stage, mesh, state_sh, frozen_sh)
-  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer = MetricWriter(workdir, enabled=jax.process_index() == 0, start_step=latest)
   evaluator = stage.evaluator(workdir)
   _log_start(config, mesh, latest or 0)
   run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
@@ -213,6 +213,11 @@ class _Run:
     self.is_main = jax.process_index() == 0
     n, size = config.training.num_sample_images, stage.mesh.size
     self.grid_n = max(size, n - n % size)
+    self.step_flops = None  # XLA's FLOPs of one device's step program (for the MFU)
+    device = jax.local_devices()[0]
+    self.peak = chips.peak_flops(
+      device.device_kind, config.training.compute_dtype, config.training.peak_tflops
+    )
 
   def loop(
     self,
@@ -270,11 +275,16 @@ class _Run:
         f'the newest checkpoint is step {latest}' if latest is not None else 'no checkpoint yet',
       )
       return state
+    profiler = _StepProfiler(t.profile_steps, storage.join(self.workdir, 'profile'))
     try:
       while step < t.num_steps:
         batch = pending if pending is not None else next_batch()
         pending = None
+        if self.peak and self.step_flops is None:  # the MFU needs a known peak
+          self.step_flops = _step_flops(train_step, state, batch, frozen) or 0.0
+        profiler.before(step + 1)
         state, metrics = train_step(state, batch, frozen)
+        profiler.after(step + 1, metrics)
         nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
         history.append(metrics)
         step += 1
@@ -305,6 +315,7 @@ class _Run:
           break
       nonfinite.flush()
     finally:
+      profiler.close()
       bar.close()
     return state
 
@@ -314,6 +325,9 @@ class _Run:
     means['steps_per_sec'] = len(history) / (time.time() - last_log)
     means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
     means['skipped_steps'] = nonfinite.total
+    if self.step_flops and self.peak:
+      means['perf/mfu'] = self.step_flops * means['steps_per_sec'] / self.peak
+    means.update(_device_memory())
     self.writer.scalars(step, means)
     if self.is_main:
       rate = (step - start_step) / (time.time() - t_start)
@@ -353,6 +367,55 @@ class _Run:
         storage.join(self.workdir, 'eval', 'training_eval.jsonl'),
         json.dumps({'step': step, 'num_samples': evaluator.num, **metrics}) + '\n',
       )
+
+
+def _step_flops(train_step, state, batch, frozen) -> float | None:
+  """XLA's FLOP count of one device's training-step program (the lowered HLO's estimate: no
+  second compile). With remat it counts the recomputation too (hardware FLOPs)."""
+  try:
+    cost = train_step.lower(state, batch, frozen).cost_analysis()
+  except Exception:  # noqa: BLE001 - an estimate for the logs; never worth failing a run
+    return None
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float((cost or {}).get('flops', 0.0))
+  return flops or None
+
+
+def _device_memory() -> dict:
+  """GiB in use and the peak so far on this process's first device (GPU/TPU; CPUs keep none)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  out = {}
+  if 'bytes_in_use' in stats:
+    out['memory/in_use_gib'] = stats['bytes_in_use'] / 2**30
+  if 'peak_bytes_in_use' in stats:
+    out['memory/peak_gib'] = stats['peak_bytes_in_use'] / 2**30
+  return out
+
+
+class _StepProfiler:
+  """config.training.profile_steps 'a,b': a jax.profiler trace of steps a..b (1-based) in
+  WORKDIR/profile/ (each process its own file there); the last step is waited for before the trace
+  stops, so its device work is in it."""
+
+  def __init__(self, spec: str, directory: str):
+    self.range, self.directory, self.active = profile_steps(spec), directory, False
+
+  def before(self, step: int) -> None:
+    if self.range and step == self.range[0] and not self.active:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+      log.info('profiling steps %d-%d into %s', *self.range, self.directory)
+
+  def after(self, step: int, metrics) -> None:
+    if self.active and step >= self.range[1]:
+      jax.block_until_ready(metrics)
+      self.close()
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+      log.info('profile written to %s (benchmarks/profile.py lists its top ops)', self.directory)
 
 
 class TrainingDiverged(UserError, FloatingPointError):
