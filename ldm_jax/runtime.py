@@ -184,6 +184,7 @@ def run_cli(main) -> None:
   ``error: ...`` line with exit status 2 instead of a traceback; a traceback is for bugs."""
   from absl import app
 
+  sys.excepthook = _quiet_closed_loop(sys.excepthook)
   try:
     sys.argv = resolve_config_argv(sys.argv)
     app.run(main)
@@ -197,6 +198,19 @@ def run_cli(main) -> None:
     if message.startswith('no space left'):
       os._exit(2)  # now: no more tracebacks from threads still writing to the full disk
     sys.exit(2)
+
+
+def _quiet_closed_loop(hook):
+  """sys.excepthook without the 'Event loop is closed' tracebacks that TensorStore's threads print
+  (through PyErr_Print) when their write callbacks reach Orbax after a failed checkpoint (a full
+  disk) closed its event loop: dozens of them would bury the one error line."""
+
+  def quiet(kind, value, tb):
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    hook(kind, value, tb)
+
+  return quiet
 
 
 def user_message(error: BaseException, argv) -> str | None:
