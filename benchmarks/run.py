@@ -65,7 +65,7 @@ flags.DEFINE_string(
   'profile',
   '',
   'Trace extra calls of each measurement into DIR/<what>/ and print its top HLO ops '
-  '(benchmarks/profile.py).',
+  '(benchmarks/hlo_profile.py).',
 )
 flags.DEFINE_integer('profile_top', 15, 'Ops listed per traced measurement.')
 
@@ -135,17 +135,17 @@ def _profile(what: str, fn, compiled, calls: int = 2) -> None:
     return
   import jax
 
-  from benchmarks import profile
+  from benchmarks import hlo_profile
 
   directory = os.path.join(FLAGS.profile, what)
   with jax.profiler.trace(directory):
     for _ in range(calls):
       fn()
-  rows = profile.save(directory, compiled, calls)
+  rows = hlo_profile.save(directory, compiled, calls)
   with open(os.path.join(directory, 'top_ops.json'), 'w') as f:
     json.dump(rows, f, indent=1)
   print(f'-- {what}: top ops per call ({directory})', file=sys.stderr)
-  print(profile.format_table(rows[: FLAGS.profile_top]), file=sys.stderr)
+  print(hlo_profile.format_table(rows[: FLAGS.profile_top]), file=sys.stderr)
 
 
 def forward_flops(ldm, params, batch_shape) -> float:

@@ -229,7 +229,7 @@ def base_config() -> ml_collections.ConfigDict:
       # from config.data (eval_num_samples images, training preprocessing), cached in WORKDIR/eval
       eval_inception='fid-helper',  # Inception weights (ldm_jax/eval/inception.py)
       # 'a,b': a jax.profiler trace of steps a..b (1-based, inclusive) in WORKDIR/profile
-      # (TensorBoard's or XProf's profile tab; benchmarks/profile.py prints its top ops)
+      # (TensorBoard's or XProf's profile tab; benchmarks/hlo_profile.py prints its top ops)
       profile_steps='',
       # peak dense TFLOP/s of one device for the logged MFU; 0 = the table of known chips
       # (ldm_jax/parallel/chips.py: none for CPUs, so no MFU there unless given)

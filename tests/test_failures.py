@@ -379,8 +379,8 @@ def test_a_full_disk_is_one_line(tmp_path):
 def test_metrics_jsonl_and_a_profile_of_chosen_steps_survive_a_resume(ae_run, tmp_path):
   """WORKDIR/metrics.jsonl has one line per logged step; a resumed run drops the lines an
   interrupted run logged after its last checkpoint (and a torn last line); profile_steps traces
-  those steps into WORKDIR/profile, whose top ops benchmarks/profile.py lists."""
-  from benchmarks import profile
+  those steps into WORKDIR/profile, whose top ops benchmarks/hlo_profile.py lists."""
+  from benchmarks import hlo_profile
   from ldm_jax.train.metric_writer import read_metrics
 
   workdir = str(tmp_path / 'ae')
@@ -400,7 +400,7 @@ def test_metrics_jsonl_and_a_profile_of_chosen_steps_survive_a_resume(ae_run, tm
   lines = read_metrics(workdir)
   assert [m['step'] for m in lines] == before + [5, 6, 7]
   assert lines[len(before)]['loss'] != 1.0 and lines[-1]['perf/mfu'] > 0 and lines[-1]['time'] > 0
-  rows = profile.top_ops(os.path.join(workdir, 'profile'), top=5)
+  rows = hlo_profile.top_ops(os.path.join(workdir, 'profile'), top=5)
   assert len(rows) == 5 and all(r['ms_per_call'] > 0 for r in rows)
   assert any('step' in r['module'] for r in rows)
   line = user_error(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import os
 from typing import Any
@@ -32,32 +33,26 @@ def torch_uniform_init(fan_in: int):
   return init
 
 
-def _conv_impl(x_shape, kernel_shape, stride: int, out_hw: tuple[int, int], itemsize: int) -> str:
+def _conv_impl(kernel_shape, stride: int, out_hw: tuple[int, int]) -> str:
   """'windows' (one matrix product over the stacked shifted windows) or 'xla' (lax.conv).
 
   Where the output is smaller than the kernel (the 3x3 convs of a UNet's 2x2 level), XLA swaps
-  input and kernel and leaves its fast convolution path on CPU (25-60 ms for a 768-channel conv
-  that is a 2 ms matrix product), so those always take the windows. On CPU the windows also win for
-  the gradient at every size measured (the backward convs of XLA:CPU are slow) while their
-  [N, H, W, k*k*C] stack stays small; ``LDM_JAX_CONV=xla|windows`` forces either path.
+  input and kernel (``rhs_reversal``) and leaves its fast convolution path on CPU: 30 ms for a
+  768-channel conv that is a 2 ms matrix product (15 ms vs 114 for its gradient): on CPU those
+  take the windows. Elsewhere XLA's convolution is faster on CPU (forward; within 20% for the
+  gradient), and on TPU the windows' padding taps cost 2.25x the FLOPs of XLA's convolution at 2x2
+  (the cost model's time 1.8x), so accelerators keep XLA's (BENCHMARKS.md).
+  ``LDM_JAX_CONV=xla|windows`` forces either path.
   """
   forced = os.environ.get('LDM_JAX_CONV', 'auto')
   if forced in ('xla', 'windows'):
     return forced
   if forced != 'auto':
     raise ValueError(f"LDM_JAX_CONV={forced!r}: use 'auto', 'xla' or 'windows'")
-  kh, kw, cin, _ = kernel_shape
-  if kh * kw == 1 and stride == 1:
-    return 'xla'  # a 1x1 conv is a matrix product already
-  if out_hw[0] < kh or out_hw[1] < kw:
-    return 'windows'
-  stack = math.prod(x_shape[:-3]) * out_hw[0] * out_hw[1] * kh * kw * cin * itemsize
-  if _platform() == 'cpu' and stack <= WINDOWS_MAX_BYTES:
+  kh, kw = kernel_shape[:2]
+  if _platform() == 'cpu' and kh * kw > 1 and (out_hw[0] < kh or out_hw[1] < kw):
     return 'windows'
   return 'xla'
-
-
-WINDOWS_MAX_BYTES = 64 << 20  # the largest window stack the CPU path builds (bytes)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding=((1, 1), (1, 1))) -> jax.Array:
@@ -66,7 +61,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding=((1, 1), (1
   (pt, pb), (pl, pr) = padding
   ho = (x.shape[-3] + pt + pb - kh) // stride + 1
   wo = (x.shape[-2] + pl + pr - kw) // stride + 1
-  if _conv_impl(x.shape, kernel.shape, stride, (ho, wo), x.dtype.itemsize) == 'xla':
+  if _conv_impl(kernel.shape, stride, (ho, wo)) == 'xla':
     return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
     )
@@ -240,19 +235,37 @@ def _attention_impl(q: jax.Array, k: jax.Array, is_causal: bool, masked: bool) -
   return 'xla'
 
 
+def _xla_attention(q, k, v, scale, is_causal=False):
+  return jax.nn.dot_product_attention(
+    q, k, v, scale=scale, is_causal=is_causal, implementation='xla'
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _chunked_attention(q, k, v, scale):
-  """Exact softmax attention, queries in blocks (lax.map): a [B, heads, chunk, S] block at a time."""
+  """Exact softmax attention, queries in blocks (lax.map): a [B, heads, chunk, S] block at a time.
+  The gradient is XLA's path's (recomputed from q, k, v): differentiated block by block, the loop
+  accumulates dk and dv across blocks, which XLA:CPU runs 1.5x slower than the whole backward."""
   b, t, heads, d = q.shape
   n = -(-t // ATTENTION_CHUNK)
   pad = n * ATTENTION_CHUNK - t
   qb = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))) if pad else q
   qb = qb.reshape(b, n, ATTENTION_CHUNK, heads, d).swapaxes(0, 1)
-
-  def block(qc):
-    return jax.nn.dot_product_attention(qc, k, v, scale=scale, implementation='xla')
-
-  out = jax.lax.map(block, qb).swapaxes(0, 1).reshape(b, n * ATTENTION_CHUNK, heads, v.shape[-1])
+  out = jax.lax.map(lambda qc: _xla_attention(qc, k, v, scale), qb)
+  out = out.swapaxes(0, 1).reshape(b, n * ATTENTION_CHUNK, heads, v.shape[-1])
   return out[:, :t] if pad else out
+
+
+def _chunked_fwd(q, k, v, scale):
+  return _chunked_attention(q, k, v, scale), (q, k, v)
+
+
+def _chunked_bwd(scale, residuals, g):
+  _, vjp = jax.vjp(lambda q, k, v: _xla_attention(q, k, v, scale), *residuals)
+  return vjp(g)
+
+
+_chunked_attention.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 def _pallas_attention(q, k, v, scale, is_causal):

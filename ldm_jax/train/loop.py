@@ -415,7 +415,9 @@ class _StepProfiler:
     if self.active:
       jax.profiler.stop_trace()
       self.active = False
-      log.info('profile written to %s (benchmarks/profile.py lists its top ops)', self.directory)
+      log.info(
+        'profile written to %s (benchmarks/hlo_profile.py lists its top ops)', self.directory
+      )
 
 
 class TrainingDiverged(UserError, FloatingPointError):

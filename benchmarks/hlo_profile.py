@@ -1,7 +1,7 @@
 """Where the time goes: a jax.profiler trace of the timed calls, and its top HLO ops.
 
   python benchmarks/run.py --profile=/tmp/prof ...     # every measurement of run.py, traced
-  python benchmarks/profile.py /tmp/prof/train         # the table again from a saved trace
+  python benchmarks/hlo_profile.py /tmp/prof/train         # the table again from a saved trace
 
 Each measurement's timed calls are traced into ``DIR/<what>/`` (open it in TensorBoard's or
 XProf's profile tab: ``tensorboard --logdir DIR`` or ``xprof --logdir DIR``), and the ops that took
@@ -19,6 +19,8 @@ import os
 import re
 import sys
 
+# Ops whose events enclose their bodies' ops (counted there): left out, or time counts twice.
+_CONTAINERS = ('while', 'conditional', 'call')
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$')
 
 
@@ -34,7 +36,8 @@ def hlo_lines(hlo_text: str) -> dict[str, str]:
 
 def op_times(trace_dir: str) -> dict[tuple[str, str], list[float]]:
   """(HLO module, op name) -> [total ns, count], over the events of every ``*.xplane.pb`` below
-  ``trace_dir`` that name an HLO op (CPU thunks; GPU/TPU kernels)."""
+  ``trace_dir`` that name an HLO op (CPU thunks; GPU/TPU kernels), loops and calls left out (their
+  bodies' ops are there)."""
   from jax.profiler import ProfileData
 
   totals: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0.0, 0])
@@ -47,7 +50,7 @@ def op_times(trace_dir: str) -> dict[tuple[str, str], list[float]]:
         for event in line.events:
           stats = dict(event.stats)
           op = stats.get('hlo_op')
-          if not op:
+          if not op or str(op).split('.')[0] in _CONTAINERS:
             continue
           entry = totals[(str(stats.get('hlo_module', '?')), str(op))]
           entry[0] += float(event.duration_ns)
@@ -100,7 +103,7 @@ def format_table(rows: list[dict], hlo_width: int = 150) -> str:
 
 def save(directory: str, compiled, calls: int) -> list[dict]:
   """Beside a trace: the compiled programs' HLO (hlo_<i>.txt) and the traced call count, so that
-  ``python benchmarks/profile.py DIR`` prints the same table later; returns the top ops."""
+  ``python benchmarks/hlo_profile.py DIR`` prints the same table later; returns the top ops."""
   texts = [c.as_text() for c in compiled]
   for i, text in enumerate(texts):
     with open(os.path.join(directory, f'hlo_{i}.txt'), 'w') as f:
@@ -112,7 +115,9 @@ def save(directory: str, compiled, calls: int) -> list[dict]:
 
 def main(argv: list[str]) -> None:
   if len(argv) not in (2, 3):
-    raise SystemExit('usage: python benchmarks/profile.py TRACE_DIR [TOP]  (from run.py --profile)')
+    raise SystemExit(
+      'usage: python benchmarks/hlo_profile.py TRACE_DIR [TOP]  (from run.py --profile)'
+    )
   directory = argv[1]
   texts = [open(p).read() for p in sorted(glob.glob(os.path.join(directory, 'hlo_*.txt')))]
   calls_file = os.path.join(directory, 'calls.txt')
