@@ -168,3 +168,13 @@ def read_scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
       pos += 12 + length + 4
       out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
   return out
+
+
+def user_error(r, *needles):
+  """Exit 2, an ``error:`` line holding every needle, and no traceback."""
+  assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+  assert 'Traceback' not in r.stderr, r.stderr[-3000:]
+  line = next((x for x in r.stderr.splitlines() if x.startswith('error: ')), '')
+  for needle in needles:
+    assert needle in line, (needle, r.stderr[-2000:])
+  return line

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import ROOT, TINY_AE_OVERRIDES, run_cli
+from tests.helpers import ROOT, TINY_AE_OVERRIDES, run_cli, user_error
 
 pytestmark = pytest.mark.slow
 FAST = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
@@ -24,16 +24,6 @@ FAST = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
 def autoencoder(workdir, *extra):
   config = ['train.py', '--config=configs/digits_autoencoder.py', f'--workdir={workdir}']
   return config + [*TINY_AE_OVERRIDES, *extra]
-
-
-def user_error(r, *needles):
-  """Exit 2, an ``error:`` line holding every needle, and no traceback."""
-  assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
-  assert 'Traceback' not in r.stderr, r.stderr[-3000:]
-  line = next((x for x in r.stderr.splitlines() if x.startswith('error: ')), '')
-  for needle in needles:
-    assert needle in line, (needle, r.stderr[-2000:])
-  return line
 
 
 def corrupt(step_dir):

@@ -1,5 +1,6 @@
 """python -m ldm_jax.convert compvis|diffusers ...: released checkpoints -> ldm_jax workdirs.
 
+  python -m ldm_jax.convert compvis --name <released name> --out DIR   (downloads, verifies)
   python -m ldm_jax.convert compvis --ckpt model.ckpt --config configs/released/<name>.py --out DIR
   python -m ldm_jax.convert diffusers --path <diffusers folder> --out DIR
   python -m ldm_jax.convert clip --path <transformers CLIP folder> --out DIR   (rdm prompts)
@@ -30,6 +31,14 @@ def _define_flags():
   flags.DEFINE_string(
     'first_stage', None, 'diffusers: the VQModel/AutoencoderKL folder of a UNet folder given alone.'
   )
+  flags.DEFINE_string(
+    'name',
+    None,
+    'compvis: a released model (ldm_jax/convert/releases.py): downloaded into $LDM_JAX_CACHE '
+    '(~/.cache/ldm_jax), resumed if interrupted, verified, converted with its config.',
+  )
+  flags.DEFINE_string('mirror', '', 'compvis --name: scheme and host to fetch from instead.')
+  flags.DEFINE_string('sha256', '', 'compvis --name: the expected sha256 of the download.')
   flags.DEFINE_string('out', None, 'New workdir to write the converted checkpoint to.')
   flags.DEFINE_bool('ema', True, 'Keep the EMA weights (used for sampling) when the file has them.')
   config_flags.DEFINE_config_file(
@@ -57,10 +66,24 @@ def main(argv):
       'usage: python -m ldm_jax.convert compvis --ckpt FILE --config CONFIG '
       '--out DIR  |  python -m ldm_jax.convert diffusers --path DIR --out DIR'
     )
+  source = None
+  if FLAGS.name:
+    from ldm_jax.config import find_config, load_config_file
+    from ldm_jax.convert import releases
+
+    release = releases.get(FLAGS.name)
+    if FLAGS.ckpt is None:
+      FLAGS.ckpt, digest = releases.fetch(release, FLAGS.mirror, FLAGS.sha256)
+      source = {'name': release.name, 'url': releases.mirrored(release.url, FLAGS.mirror)}
+      source['sha256'] = digest
+    if FLAGS.config is None:
+      FLAGS.config = load_config_file(find_config(release.config))
   for name in ('ckpt', 'out', 'config'):
     if getattr(FLAGS, name) is None:
-      raise UserError(f'--{name} is required')
+      raise UserError(f'--{name} is required (or --name of a released model)')
   report = convert_compvis(FLAGS.ckpt, FLAGS.config, FLAGS.out, FLAGS.ema)
+  if source is not None:
+    report['source'] = source
   print(json.dumps(report, indent=2))
 
 
