@@ -297,3 +297,36 @@ def test_first_stage_folder_and_errors(tmp_path):
     convert_diffusers(
       str(tmp_path / 'gelu'), str(tmp_path / 'out4'), first_stage=str(tmp_path / 'vq')
     )
+
+
+def test_hub_ids_read_the_hub_cache_offline(tmp_path):
+  """convert diffusers --path org/name and ldm_jax.load('org/name') from a hub cache laid out as
+  huggingface_hub writes it (models--org--name/snapshots/<commit>, refs/main), HF_HUB_OFFLINE=1."""
+  from tests.helpers import run_cli, user_error
+
+  commit = 'a' * 40
+  repo = tmp_path / 'hub' / 'models--tiny-org--tiny-kl'
+  _kl().save_pretrained(str(repo / 'snapshots' / commit), safe_serialization=True)
+  (repo / 'refs').mkdir()
+  (repo / 'refs' / 'main').write_text(commit)
+  env = {
+    'HF_HUB_CACHE': str(tmp_path / 'hub'),
+    'HF_HUB_OFFLINE': '1',
+    'LDM_JAX_CACHE': str(tmp_path / 'cache'),
+  }
+  out = tmp_path / 'out'
+  r = run_cli(
+    '-m', 'ldm_jax.convert', 'diffusers', '--path=tiny-org/tiny-kl', f'--out={out}', env=env
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  code = (
+    'import ldm_jax, numpy as np; p = ldm_jax.load("tiny-org/tiny-kl"); '
+    'print("SHAPE", p.encode(np.zeros((1, 16, 16, 3), np.float32)).shape)'
+  )
+  r = run_cli('-c', code, env=env)
+  assert r.returncode == 0 and 'SHAPE (1, 8, 8, 4)' in r.stdout, r.stderr[-3000:]
+  assert (tmp_path / 'cache' / 'hub' / 'tiny-org--tiny-kl' / 'checkpoints').is_dir()
+  r = run_cli(
+    '-m', 'ldm_jax.convert', 'diffusers', '--path=tiny-org/nothing', f'--out={out}2', env=env
+  )
+  user_error(r, "'tiny-org/nothing' is neither a local folder nor a hub repository", 'OFFLINE')

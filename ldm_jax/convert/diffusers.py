@@ -459,7 +459,12 @@ def diffusers_config(path: str, first_stage: str | None = None):
 def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> dict:
   """Convert a diffusers folder into a workdir; returns a report (JSON-able)."""
   from ldm_jax.convert import compvis as convert
+  from ldm_jax.convert import hub
 
+  if hub.is_hub_id(path):
+    path = hub.snapshot(path)
+  if first_stage and hub.is_hub_id(first_stage):
+    first_stage = hub.snapshot(first_stage)
   config, sd = diffusers_config(path, first_stage)
   convert.validate_for_conversion(config)
   if config.cond_stage.kind in ('bert', 'clip') and os.path.isdir(config.cond_stage.tokenizer):
