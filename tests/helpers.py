@@ -107,29 +107,13 @@ def tiny_task_config(task: str):
   return c
 
 
-def torch_module_name(m: str) -> str:
-  """'input_blocks_4_1' -> 'input_blocks.4.1' (an inverse of torch_names.module_path)."""
-  import re
-
-  return re.sub(r'(?:_\d+)+$', lambda g: g.group(0).replace('_', '.'), m)
-
-
 def to_torch_state_dict(tree, prefix: str) -> dict:
-  """A Flax parameter tree as CompVis state-dict entries (OIhw convs, OI linears, 'weight')."""
+  """A Flax parameter tree as CompVis state-dict entries (the exporter's names and layouts)."""
   import numpy as np
-  from flax.traverse_util import flatten_dict
 
-  sd = {}
-  for path, leaf in flatten_dict(dict(tree)).items():
-    *mods, name = path
-    leaf = np.asarray(leaf, np.float32)
-    if name == 'kernel':
-      leaf = np.transpose(leaf, (3, 2, 0, 1)) if leaf.ndim == 4 else leaf.T
-    tname = {'kernel': 'weight', 'scale': 'weight', 'embedding': 'weight'}.get(name, name)
-    sd[f'{prefix}{".".join(torch_module_name(m) for m in mods)}.{tname}'] = np.ascontiguousarray(
-      leaf
-    )
-  return sd
+  from ldm_jax.export import torch_tensors
+
+  return {k: np.asarray(v, np.float32) for k, v in torch_tensors(tree, prefix).items()}
 
 
 def compvis_ldm_state_dict(config, seed: int = 0, scale_factor: float | None = None) -> dict:

@@ -1,0 +1,93 @@
+"""python -m ldm_jax.export writes the reference's state dict: for every released config the key
+names and shapes equal the reference's listings, and a workdir exported to .ckpt (read by torch)
+and .safetensors converts back to the same parameters."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ldm_jax import export
+from ldm_jax.latent_diffusion import abstract_params
+from tests.helpers import ROOT, compvis_ldm_state_dict, run_cli
+from tests.test_released_models import AUTOENCODERS, LDMS
+
+DATA = os.path.join(ROOT, 'tests', 'data')
+
+
+def _listing(name):
+  import gzip
+
+  rows = {}
+  with gzip.open(os.path.join(DATA, name + '.txt.gz'), 'rt') as f:
+    for line in f:
+      if not line.startswith('#'):
+        key, shape, _ = line.rstrip('\n').split('\t')
+        rows[key] = tuple(int(x) for x in shape.strip('[]').split(',') if x)
+  return rows
+
+
+@pytest.mark.parametrize('listing', sorted(LDMS))
+def test_exported_names_and_shapes_are_the_references(listing):
+  config = importlib.import_module(f'configs.released.{LDMS[listing][0]}').get_config()
+  params = abstract_params(config)
+  first_stage = params.pop('first_stage')
+  sd = export.compvis_state_dict(config, params, first_stage, ema_params=params)
+  want = _listing(listing)
+  if not any(k.startswith('model_ema.') for k in want):
+    sd = {k: v for k, v in sd.items() if not k.startswith('model_ema.')}
+  assert sorted(sd) == sorted(want)
+  assert {k: tuple(v.shape) for k, v in sd.items()} == want
+
+
+@pytest.mark.parametrize('listing', sorted(AUTOENCODERS))
+def test_exported_first_stages_are_the_references(listing):
+  config = importlib.import_module(f'configs.released.{AUTOENCODERS[listing]}').get_config()
+  from ldm_jax.latent_diffusion import build_first_stage
+
+  model = build_first_stage(config.first_stage)
+  shapes = jax.eval_shape(
+    lambda k: model.init(k, jax.numpy.zeros((1, 64, 64, 3)))['params'], jax.random.PRNGKey(0)
+  )
+  sd = export.torch_tensors(shapes, '')
+  want = {k: v for k, v in _listing(listing).items() if not k.startswith('loss.')}
+  assert {k: tuple(v.shape) for k, v in sd.items()} == want
+
+
+def test_a_workdir_exports_to_ckpt_and_safetensors_and_converts_back(tmp_path):
+  torch = pytest.importorskip('torch')
+  from ldm_jax import checkpoint as ckpt_lib
+  from ldm_jax.config import load_config_file
+  from ldm_jax.convert import compvis as convert
+
+  config = load_config_file(os.path.join(ROOT, 'configs/digits_ldm.py'))
+  sd = compvis_ldm_state_dict(config, seed=3, scale_factor=0.5)
+  ema_sd = compvis_ldm_state_dict(config, seed=4)
+  for k, v in ema_sd.items():
+    if k.startswith('model.diffusion_model.'):
+      sd['model_ema.' + k[len('model.') :].replace('.', '')] = v
+  workdir = str(tmp_path / 'run')
+  convert.write_workdir(workdir, config, convert.convert_ldm(sd, config))
+  _, _, state, first_stage = ckpt_lib.load_raw(workdir)
+  for ext in ('safetensors', 'ckpt'):
+    out = str(tmp_path / f'model.{ext}')
+    r = run_cli('-m', 'ldm_jax.export', f'--workdir={workdir}', f'--out={out}')
+    assert r.returncode == 0, r.stderr[-3000:]
+    if ext == 'ckpt':  # torch itself reads what we wrote: the same tensors as the safetensors
+      from safetensors.numpy import load_file
+
+      loaded = torch.load(out, map_location='cpu', weights_only=True)
+      same = load_file(str(tmp_path / 'model.safetensors'))
+      assert loaded['global_step'] == 0 and sorted(loaded['state_dict']) == sorted(same)
+      for k, v in same.items():
+        np.testing.assert_array_equal(loaded['state_dict'][k].numpy(), v, err_msg=k)
+    back = convert.convert_ldm(convert.read_state_dict(out)[0], config)
+    for name, tree in (('params', state['params']), ('ema_params', state['ema_params'])):
+      for a, b in zip(jax.tree.leaves(back[name]), jax.tree.leaves(tree)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(back['first_stage']), jax.tree.leaves(first_stage)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
