@@ -1,6 +1,6 @@
-"""python -m ldm_jax.export writes the reference's state dict: for every released config the key
-names and shapes equal the reference's listings, and a workdir exported to .ckpt (read by torch)
-and .safetensors converts back to the same parameters."""
+"""python -m ldm_jax.export writes the reference's state dict: the released first stages' key
+names and shapes equal the reference's listings (the LDMs': tests/test_released_models.py), and a
+workdir exported to .ckpt (read by torch) and .safetensors converts back to the same parameters."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from ldm_jax import export
-from ldm_jax.latent_diffusion import abstract_params
 from tests.helpers import ROOT, compvis_ldm_state_dict, run_cli
-from tests.test_released_models import AUTOENCODERS, LDMS
+from tests.test_released_models import AUTOENCODERS
 
 DATA = os.path.join(ROOT, 'tests', 'data')
 
@@ -29,19 +28,6 @@ def _listing(name):
         key, shape, _ = line.rstrip('\n').split('\t')
         rows[key] = tuple(int(x) for x in shape.strip('[]').split(',') if x)
   return rows
-
-
-@pytest.mark.parametrize('listing', sorted(LDMS))
-def test_exported_names_and_shapes_are_the_references(listing):
-  config = importlib.import_module(f'configs.released.{LDMS[listing][0]}').get_config()
-  params = abstract_params(config)
-  first_stage = params.pop('first_stage')
-  sd = export.compvis_state_dict(config, params, first_stage, ema_params=params)
-  want = _listing(listing)
-  if not any(k.startswith('model_ema.') for k in want):
-    sd = {k: v for k, v in sd.items() if not k.startswith('model_ema.')}
-  assert sorted(sd) == sorted(want)
-  assert {k: tuple(v.shape) for k, v in sd.items()} == want
 
 
 @pytest.mark.parametrize('listing', sorted(AUTOENCODERS))

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from ldm_jax import export
 from ldm_jax.config import validate
 from ldm_jax.nn.params import count_params
 from ldm_jax.latent_diffusion import abstract_params, build_first_stage
@@ -83,6 +84,13 @@ def test_released_ldm_matches_reference_state_dict(listing):
   assert len(ema) == (
     len(reference_keys(listing, 'model.diffusion_model.')) if config.training.use_ema else 0
   )
+  # python -m ldm_jax.export writes exactly the reference's names and shapes (EMA included)
+  cond = {'unet': unet_params, 'cond_stage': cond_params}
+  exported = export.compvis_state_dict(
+    config, cond, fs_params, ema_params=cond if config.training.use_ema else None
+  )
+  want = {k: tuple(shape) for k, shape in _rows(listing, '')}
+  assert {k: tuple(v.shape) for k, v in exported.items()} == want
 
 
 def _none():
