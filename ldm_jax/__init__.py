@@ -2,15 +2,36 @@
 
   import ldm_jax
   pipe = ldm_jax.load('runs/cin256')   # or a config file / ConfigDict (random weights)
+  pipe = ldm_jax.load('CompVis/ldm-celebahq-256')   # a hub id: converted once, then cached
   images = pipe.sample(4, class_label=207, guidance_scale=3.0)
 
 See ldm_jax.pipeline. Imported lazily, so that `import ldm_jax.<module>` stays light.
 """
 
 
+def load(path_or_config, step=None, use_ema=True, seed=0):
+  """ldm_jax.sampling.pipeline.load, plus Hugging Face hub ids (``org/name``) of diffusers
+  pipelines and models: converted once into ``$LDM_JAX_CACHE/hub`` (ldm_jax.convert.hub)."""
+  import os
+
+  from ldm_jax import storage
+  from ldm_jax.convert import hub
+  from ldm_jax.sampling import pipeline
+
+  if isinstance(path_or_config, str) and hub.is_hub_id(path_or_config):
+    from ldm_jax.convert.diffusers import convert_diffusers
+    from ldm_jax.convert.releases import cache_dir
+
+    workdir = os.path.join(cache_dir(), 'hub', path_or_config.replace('/', '--'))
+    if not storage.isdir(os.path.join(workdir, 'checkpoints')):
+      convert_diffusers(hub.snapshot(path_or_config), workdir)
+    path_or_config = workdir
+  return pipeline.load(path_or_config, step, use_ema, seed)
+
+
 def __getattr__(name):
-  if name in ('load', 'Pipeline'):
+  if name == 'Pipeline':
     from ldm_jax.sampling import pipeline
 
-    return getattr(pipeline, name)
+    return pipeline.Pipeline
   raise AttributeError(f'module ldm_jax has no attribute {name!r}')

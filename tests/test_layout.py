@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Lower layers first. A module may import its own layer or lower ones; never a higher one.
 LAYERS = [
-  ('config', 'errors', 'images', 'runtime', 'storage'),  # settings, errors, pixels, files
+  ('config', 'errors', 'images', 'runtime', 'storage', 'torch_pickle'),  # settings ... files
   ('nn', 'diffusion', 'parallel'),  # networks, diffusion math, devices
   ('tasks', 'checkpoint'),  # conditions of each task; checkpoints
   ('latent_diffusion',),  # the model glued together
@@ -18,7 +18,14 @@ LAYERS = [
   ('sampling',),  # generate, the Python API
   ('eval',),  # metrics and evaluation CLIs
   ('train',),  # the training loop and stages
-  ('convert', 'summary', 'aot', '__init__', 'configs'),  # interop, tools; configs/ (a link) on top
+  (
+    'convert',
+    'export',
+    'summary',
+    'aot',
+    '__init__',
+    'configs',
+  ),  # interop, tools; configs/ (a link) on top
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -1,4 +1,4 @@
-"""ldm_jax.convert.torch_pickle reads what torch.save writes, without torch and without running the
+"""ldm_jax.torch_pickle reads what torch.save writes, without torch and without running the
 checkpoint's code; torch is here only to write the files and to be compared with."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import os
 import numpy as np
 import pytest
 
-from ldm_jax.convert import torch_pickle
+from ldm_jax import torch_pickle
 from ldm_jax.convert.compvis import read_state_dict
 from ldm_jax.convert.torch_names import ConversionError
+from ldm_jax.errors import UserError
 
 torch = pytest.importorskip('torch')
 
@@ -98,7 +99,7 @@ def test_a_lightning_checkpoint_with_other_objects_reads_its_state_dict(tmp_path
   assert meta == {'epoch': 3, 'global_step': 1200}
   assert sd['model.w'].dtype == np.float32 and sd['model_ema.num_updates'] == 7
   torch.save({'state_dict': {'w': torch.ones(1), 'bad': Callback()}}, path)
-  with pytest.raises(ConversionError, match=r"'bad' is a .*Callback object, not a tensor"):
+  with pytest.raises(UserError, match=r"'bad' is a .*Callback object, not a tensor"):
     read_state_dict(str(path))
 
 
@@ -117,17 +118,19 @@ def test_files_that_are_not_checkpoints_are_named(tmp_path):
     read_state_dict(str(tmp_path / 'missing.ckpt'))
   junk = tmp_path / 'junk.ckpt'
   junk.write_bytes(os.urandom(1000))
-  with pytest.raises(ConversionError, match='not a readable torch checkpoint: not a zip'):
+  with pytest.raises(
+    torch_pickle.TorchFileError, match='not a readable torch checkpoint: not a zip'
+  ):
     torch_pickle.load(str(junk))
   good = tmp_path / 'good.ckpt'
   torch.save({'w': torch.ones(1000)}, good)
   cut = tmp_path / 'cut.ckpt'
   cut.write_bytes(good.read_bytes()[:300])
-  with pytest.raises(ConversionError, match='not a readable torch checkpoint'):
+  with pytest.raises(torch_pickle.TorchFileError, match='not a readable torch checkpoint'):
     torch_pickle.load(str(cut))
   legacy = tmp_path / 'legacy.pt'
   torch.save({'w': torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
-  with pytest.raises(ConversionError, match='legacy format'):
+  with pytest.raises(torch_pickle.TorchFileError, match='legacy format'):
     torch_pickle.load(str(legacy))
 
 

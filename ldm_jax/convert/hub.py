@@ -6,7 +6,8 @@ snapshot with ``huggingface_hub.snapshot_download`` (the hub's cache: ``HF_HUB_C
 configs, tokenizer and scheduler files and the safetensors weights, without the fp16/non-EMA
 variants, ONNX/Flax/TF copies or single-file ``.ckpt`` duplicates; ``.bin`` weights only for a
 component that has no safetensors. ``ldm_jax.load`` converts the snapshot once into
-``$LDM_JAX_CACHE/hub/<org>--<name>`` (default ~/.cache/ldm_jax) and reads that workdir after.
+``$LDM_JAX_CACHE/hub/<org>--<name>`` (default ~/.cache/ldm_jax) and reads that workdir after
+(ldm_jax/__init__.py).
 """
 
 from __future__ import annotations
@@ -60,15 +61,3 @@ def snapshot(repo_id: str, revision: str | None = None) -> str:
       'local folder.'
     ) from e
   return folder
-
-
-def converted_workdir(repo_id: str) -> str:
-  """``ldm_jax.load('org/name')``: the workdir converted from the hub snapshot (once)."""
-  from ldm_jax import storage
-  from ldm_jax.convert.diffusers import convert_diffusers
-  from ldm_jax.convert.releases import cache_dir
-
-  workdir = os.path.join(cache_dir(), 'hub', repo_id.replace('/', '--'))
-  if not storage.isdir(os.path.join(workdir, 'checkpoints')):
-    convert_diffusers(snapshot(repo_id), workdir)
-  return workdir

@@ -288,7 +288,7 @@ def _check_shapes(params: dict, path: str, num_classes: int = 0) -> dict:
 def convert_torchscript(path: str) -> dict:
   """Flax parameters from a TorchScript InceptionV3 (keys net.layers.<block>...<conv>.{weight,
   mean, var, beta}); shapes are checked against the module."""
-  from ldm_jax.convert import torch_pickle
+  from ldm_jax import torch_pickle
 
   state = torch_pickle.module_state_dict(torch_pickle.load(path))
   params: dict = {}
@@ -375,7 +375,7 @@ def convert_pytorch_fid(path: str) -> dict:
   """Flax parameters, classifier included, from pytorch-fid's weight file
   (pt_inception-2015-12-05-6726825d.pth: torchvision names, conv + BatchNorm2d(eps 1e-3) + fc
   1008). BatchNorm's scale (1 in the TF graph) is folded into the conv: exact for any scale."""
-  from ldm_jax.convert import torch_pickle
+  from ldm_jax import torch_pickle
 
   state = {
     k: np.asarray(v, np.float64)

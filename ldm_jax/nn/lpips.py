@@ -139,7 +139,7 @@ def params_from_torch_state_dicts(vgg: Mapping[str, Any], heads: Mapping[str, An
 
 def _torch_load(path: str) -> dict:
   """A torch state dict (``.pth``, or a Lightning ``.ckpt``) as numpy, read without torch."""
-  from ldm_jax.convert import torch_pickle
+  from ldm_jax import torch_pickle
 
   sd, _ = torch_pickle.state_dict(torch_pickle.load(path), path)
   prefix = 'loss.perceptual_loss.'

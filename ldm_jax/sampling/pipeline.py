@@ -284,14 +284,9 @@ class Pipeline:
 
 # -- loading -------------------------------------------------------------------------------------
 def load(path_or_config, step: int | None = None, use_ema: bool = True, seed: int = 0) -> Pipeline:
-  """A workdir (train.py or ``python -m ldm_jax.convert``), a Hugging Face hub id of a diffusers
-  pipeline or model (``org/name``: converted once into a cached workdir, ldm_jax.convert.hub), a
-  config file, or a ConfigDict. Configs get random weights (seeded): for trying the code offline,
-  tests, or fine-tuning from scratch."""
-  from ldm_jax.convert import hub
-
-  if isinstance(path_or_config, str) and hub.is_hub_id(path_or_config):
-    path_or_config = hub.converted_workdir(path_or_config)
+  """A workdir (train.py or ``python -m ldm_jax.convert``), a config file, or a ConfigDict. Configs
+  get random weights (seeded): for trying the code offline, tests, or fine-tuning from scratch.
+  ``ldm_jax.load`` also takes Hugging Face hub ids (ldm_jax.convert.hub)."""
   if isinstance(path_or_config, str) and storage.isdir(path_or_config):
     return _load_workdir(path_or_config, step, use_ema)
   if isinstance(path_or_config, str):

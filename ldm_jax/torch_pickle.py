@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ldm_jax import storage as st
-from ldm_jax.convert.torch_names import ConversionError
+from ldm_jax.errors import UserError
 
 _STORAGE_DTYPES = {
   'DoubleStorage': np.float64,
@@ -54,6 +54,10 @@ _TORCH_DTYPES = {  # torch.<dtype> objects (as _rebuild_tensor_v3 and some metad
   'uint8': np.uint8,
   'bool': np.bool_,
 }
+
+
+class TorchFileError(UserError):
+  """A file that is not a readable torch checkpoint, or an entry that is not a tensor."""
 
 
 def _np_dtype(d) -> np.dtype:
@@ -98,7 +102,7 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
   if 0 in size:
     return np.zeros(size, storage.dtype)
   if needed > storage.size:
-    raise ConversionError(
+    raise TorchFileError(
       f'a tensor of shape {tuple(size)} reaches past its storage ({storage.size} elements): '
       'the checkpoint is truncated or damaged'
     )
@@ -159,7 +163,7 @@ class _Unpickler(pickle.Unpickler):
 
   def persistent_load(self, pid):
     if not (isinstance(pid, tuple) and pid and pid[0] == 'storage'):
-      raise ConversionError(f'unknown persistent object {pid!r} in the checkpoint')
+      raise TorchFileError(f'unknown persistent object {pid!r} in the checkpoint')
     storage_type, key = pid[1], str(pid[2])
     dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else np.uint8
     return self._storages(key, _np_dtype(dtype))
@@ -172,7 +176,7 @@ def load(path: str) -> Any:
     head = f.read(4)
     f.seek(0)
     if head[:2] != b'PK':
-      raise ConversionError(
+      raise TorchFileError(
         f'{path} is not a readable torch checkpoint: not a zip archive (a truncated download, '
         'another kind of file, or torch < 1.6 legacy format: re-save that with torch >= 1.6, '
         'torch.save(torch.load(p, weights_only=True), p)); download it again'
@@ -180,7 +184,7 @@ def load(path: str) -> Any:
     try:
       archive = zipfile.ZipFile(f)
     except zipfile.BadZipFile as e:
-      raise ConversionError(
+      raise TorchFileError(
         f'{path} is not a readable torch checkpoint: a damaged zip archive ({e}); download it again'
       ) from e
     return _load_archive(archive, path)
@@ -190,7 +194,7 @@ def _load_archive(archive: zipfile.ZipFile, path: str) -> Any:
   names = archive.namelist()
   pkl = [n for n in names if n.endswith('/data.pkl') and n.count('/') == 1]
   if not pkl:
-    raise ConversionError(f'{path} is not a readable torch checkpoint: a zip without data.pkl')
+    raise TorchFileError(f'{path} is not a readable torch checkpoint: a zip without data.pkl')
   root = pkl[0].split('/')[0]
   order = f'{root}/byteorder'
   big = order in names and archive.read(order).strip() == b'big'
@@ -201,7 +205,7 @@ def _load_archive(archive: zipfile.ZipFile, path: str) -> Any:
       try:
         data = archive.read(f'{root}/data/{key}')
       except KeyError:
-        raise ConversionError(
+        raise TorchFileError(
           f'{path} is not a readable torch checkpoint: storage {key} is missing'
         ) from None
       if big:
@@ -213,7 +217,7 @@ def _load_archive(archive: zipfile.ZipFile, path: str) -> Any:
   try:
     return _Unpickler(archive.read(pkl[0]), storage).load()
   except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-    raise ConversionError(
+    raise TorchFileError(
       f'{path} is not a readable torch checkpoint: its pickle fails ({type(e).__name__}: {e})'
     ) from e
 
@@ -228,16 +232,16 @@ def state_dict(obj: Any, path: str = 'checkpoint') -> tuple[dict[str, np.ndarray
     }
     obj = obj['state_dict']
   if not isinstance(obj, Mapping):
-    raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict')
+    raise TorchFileError(f'{path} holds a {type(obj).__name__}, not a state dict')
   out = {}
   for k, v in obj.items():
     if isinstance(v, Opaque):
-      raise ConversionError(
+      raise TorchFileError(
         f'{path}: {k!r} is a {v.name} object, not a tensor; this reader runs no code from the '
         'checkpoint, so such entries are not read'
       )
     if not isinstance(v, np.ndarray):
-      raise ConversionError(f'{path}: {k!r} is a {type(v).__name__}, not a tensor')
+      raise TorchFileError(f'{path}: {k!r} is a {type(v).__name__}, not a tensor')
     out[k] = v
   return out, meta
 
@@ -248,7 +252,7 @@ def module_state_dict(obj: Any, prefix: str = '') -> dict[str, np.ndarray]:
   then its sub-modules' under their attribute names."""
   state = obj.state if isinstance(obj, Opaque) else None
   if not isinstance(state, Mapping):
-    raise ConversionError(f'{obj!r} is not a scripted module (no attribute state)')
+    raise TorchFileError(f'{obj!r} is not a scripted module (no attribute state)')
   out = {}
   for name, value in state.items():
     if isinstance(value, np.ndarray):
