@@ -57,18 +57,18 @@ def test_conv_windows_equal_xla_forward_and_gradient(monkeypatch, hw, k, stride,
 
 def test_conv_path_choice():
   assert jax.default_backend() == 'cpu'
-  assert layers._conv_impl((3, 3, 768, 768), 1, (2, 2)) == 'windows'  # smaller than the kernel
-  assert layers._conv_impl((3, 3, 768, 768), 2, (1, 1)) == 'windows'
-  assert layers._conv_impl((3, 3, 192, 192), 1, (32, 32)) == 'xla'
-  assert layers._conv_impl((1, 1, 192, 192), 1, (1, 1)) == 'xla'  # a matrix product already
+  assert layers._conv_impl((3, 3, 768, 768), (2, 2)) == 'windows'  # smaller than the kernel
+  assert layers._conv_impl((3, 3, 768, 768), (1, 1)) == 'windows'
+  assert layers._conv_impl((3, 3, 192, 192), (32, 32)) == 'xla'
+  assert layers._conv_impl((1, 1, 192, 192), (1, 1)) == 'xla'  # a matrix product already
   with layers.lowering('tpu'):  # padding taps cost more than XLA's own conv there
-    assert layers._conv_impl((3, 3, 768, 768), 1, (2, 2)) == 'xla'
+    assert layers._conv_impl((3, 3, 768, 768), (2, 2)) == 'xla'
 
 
 def test_bad_path_names_are_refused(monkeypatch):
   monkeypatch.setenv('LDM_JAX_CONV', 'fast')
   with pytest.raises(ValueError, match="LDM_JAX_CONV='fast'"):
-    layers._conv_impl((3, 3, 8, 8), 1, (2, 2))
+    layers._conv_impl((3, 3, 8, 8), (2, 2))
   monkeypatch.setenv('LDM_JAX_ATTENTION', 'flash')
   q = jnp.zeros((1, 4, 1, 8))
   with pytest.raises(ValueError, match="LDM_JAX_ATTENTION='flash'"):

@@ -33,12 +33,12 @@ def torch_uniform_init(fan_in: int):
   return init
 
 
-def _conv_impl(kernel_shape, stride: int, out_hw: tuple[int, int]) -> str:
+def _conv_impl(kernel_shape, out_hw: tuple[int, int]) -> str:
   """'windows' (one matrix product over the stacked shifted windows) or 'xla' (lax.conv).
 
   Where the output is smaller than the kernel (the 3x3 convs of a UNet's 2x2 level), XLA swaps
-  input and kernel (``rhs_reversal``) and leaves its fast convolution path on CPU: 30 ms for a
-  768-channel conv that is a 2 ms matrix product (15 ms vs 114 for its gradient): on CPU those
+  input and kernel (``rhs_reversal``) and leaves its fast convolution path on CPU: 17 ms for a
+  768-channel conv that is a 1 ms matrix product (5 ms vs 66 for its gradient): on CPU those
   take the windows. Elsewhere XLA's convolution is faster on CPU (forward; within 20% for the
   gradient), and on TPU the windows' padding taps cost 2.25x the FLOPs of XLA's convolution at 2x2
   (the cost model's time 1.8x), so accelerators keep XLA's (BENCHMARKS.md).
@@ -61,7 +61,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding=((1, 1), (1
   (pt, pb), (pl, pr) = padding
   ho = (x.shape[-3] + pt + pb - kh) // stride + 1
   wo = (x.shape[-2] + pl + pr - kw) // stride + 1
-  if _conv_impl(kernel.shape, stride, (ho, wo)) == 'xla':
+  if _conv_impl(kernel.shape, (ho, wo)) == 'xla':
     return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
     )
@@ -207,8 +207,8 @@ def _attention_impl(q: jax.Array, k: jax.Array, is_causal: bool, masked: bool) -
   * 'pallas': TPUs, the Pallas flash-attention kernel, where the logits have >= 2**20 entries per
     head (1024 tokens; query and key lengths multiples of 128) and the program is on one chip or
     traced under ``lowering(mesh=...)`` (the training step): the kernel then runs per device;
-  * 'chunked': queries in blocks of ATTENTION_CHUNK, each against all keys, on CPU (the blocks stay
-    in cache: 1.5-2x faster than the whole logits tensor) and wherever the logits would pass
+  * 'chunked': queries in blocks of ATTENTION_CHUNK, each against all keys, on CPU (a block's
+    logits stay in cache, the whole tensor does not) and wherever the logits would pass
     LOGITS_MAX_BYTES (Stable Diffusion at 512 px has 4096 tokens at the top level);
   * 'xla': einsum-softmax-einsum (``jax.nn.dot_product_attention(implementation='xla')``).
   """
@@ -235,9 +235,9 @@ def _attention_impl(q: jax.Array, k: jax.Array, is_causal: bool, masked: bool) -
   return 'xla'
 
 
-def _xla_attention(q, k, v, scale, is_causal=False):
+def _xla_attention(q, k, v, scale, is_causal=False, mask=None):
   return jax.nn.dot_product_attention(
-    q, k, v, scale=scale, is_causal=is_causal, implementation='xla'
+    q, k, v, scale=scale, is_causal=is_causal, mask=mask, implementation='xla'
   )
 
 
@@ -308,10 +308,7 @@ def attention(
   """
   impl = _attention_impl(q, k, is_causal, key_mask is not None)
   if key_mask is not None:
-    mask = key_mask[:, None, None, :]
-    return jax.nn.dot_product_attention(
-      q, k, v, scale=scale, is_causal=is_causal, mask=mask, implementation='xla'
-    )
+    return _xla_attention(q, k, v, scale, is_causal, key_mask[:, None, None, :])
   if impl == 'cudnn':
     try:
       return jax.nn.dot_product_attention(
@@ -323,6 +320,4 @@ def attention(
     return _pallas_attention(q, k, v, scale, is_causal)
   if impl == 'chunked' and not is_causal:
     return _chunked_attention(q, k, v, scale)
-  return jax.nn.dot_product_attention(
-    q, k, v, scale=scale, is_causal=is_causal, implementation='xla'
-  )
+  return _xla_attention(q, k, v, scale, is_causal)
