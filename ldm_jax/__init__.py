@@ -20,7 +20,7 @@ def load(path_or_config, step=None, use_ema=True, seed=0):
 
   if isinstance(path_or_config, str) and hub.is_hub_id(path_or_config):
     from ldm_jax.convert.diffusers import convert_diffusers
-    from ldm_jax.convert.releases import cache_dir
+    from ldm_jax.storage import cache_dir
 
     workdir = os.path.join(cache_dir(), 'hub', path_or_config.replace('/', '--'))
     if not storage.isdir(os.path.join(workdir, 'checkpoints')):

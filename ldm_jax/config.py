@@ -39,8 +39,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(
     dict(
-      source='digits',  # 'digits' (embedded), 'folder' or 'tfds'
-      path='',  # folder: root directory, searched recursively for .jpg/.jpeg/.png/.webp
+      # 'digits' (embedded), 'folder', 'records' (python -m ldm_jax.data.pack), 'tfds' or
+      # 'shards' (tar shards of image + caption, ldm_jax/data/shards.py)
+      source='digits',
+      # folder: root directory, searched recursively for .jpg/.jpeg/.png/.webp; records: the
+      # packed folder; shards: a folder of .tar files, a pattern 'dir/{00000..00999}.tar' or a list
+      path='',
       labels_from_subdirs=False,  # folder: class label = index of the sorted top-level subfolder
       name='',  # tfds: dataset name, e.g. 'lsun/church_outdoor'
       split='train',
@@ -49,8 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
       label_key='label',
       image_size=256,  # centre crop to a square, then bicubic resize to this size
       random_flip=True,
-      num_threads=8,  # image decoding threads per process
-      cache_latents=False,  # ldm stage: encode the dataset once, train on stored latents
+      num_threads=8,  # image decoding threads per process (when num_workers is 0)
+      num_workers=0,  # > 0: decode in this many grain worker processes per host
+      shuffle_window=1000,  # shards: samples shuffled within windows of this many
+      cache_latents=False,  # ldm stage: encode the dataset once into memory, train on latents
+      latent_cache='',  # ldm stage: train on this on-disk cache (python -m ldm_jax.cache_latents)
       # Conditional tasks (ldm_jax/data/conditions.py). TFDS feature names ('/' for nesting):
       caption_key='captions/text',  # text: a string or a sequence of strings (coco_captions)
       boxes_key='objects/bbox',
@@ -303,9 +310,19 @@ def validate(config) -> None:
   """Raise ValueError with the key and the fix for settings that cannot work. The task's own
   settings (conditioning widths, guidance, caching) are checked by ``tasks.get_task``."""
   _choice('stage', config.stage, STAGES)
-  _choice('data.source', config.data.source, ('digits', 'folder', 'tfds'))
-  if config.data.source == 'folder' and not config.data.path:
-    raise ConfigError("config.data.source='folder' needs config.data.path=/path/to/images")
+  _choice('data.source', config.data.source, ('digits', 'folder', 'records', 'tfds', 'shards'))
+  if config.data.source in ('folder', 'records', 'shards') and not config.data.path:
+    what = {'folder': '/path/to/images', 'records': '/path/to/packed', 'shards': "'dir/{0..9}.tar'"}
+    raise ConfigError(
+      f'config.data.source={config.data.source!r} needs config.data.path={what[config.data.source]}'
+    )
+  if config.data.num_workers < 0:
+    raise ConfigError('config.data.num_workers must be >= 0 (0: decode in threads)')
+  if config.data.latent_cache and config.data.cache_latents:
+    raise ConfigError(
+      'config.data.latent_cache (on disk) and config.data.cache_latents (in memory) are '
+      'exclusive: set one'
+    )
   if config.data.source == 'tfds' and not config.data.name:
     raise ConfigError(
       "config.data.source='tfds' needs config.data.name, e.g. 'lsun/church_outdoor'"

@@ -42,6 +42,38 @@ for _name, _value in emulator_environment().items():
   os.environ.setdefault(_name, _value)
 
 
+CACHE_ENV = 'LDM_JAX_CACHE'
+
+
+def cache_dir(*parts: str) -> str:
+  """The project's local cache (``$LDM_JAX_CACHE``, default ~/.cache/ldm_jax), or a folder in it."""
+  root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'ldm_jax')
+  return os.path.join(root, *parts)
+
+
+def local_copy(path, folder: str) -> str:
+  """A local path with the contents of ``path``: the path itself when local, else a copy in the
+  cache folder ``folder`` (made once; remade when the remote file's size differs), for readers
+  that open files by local name only (ArrayRecord's C++ reader)."""
+  path = os.fspath(path)
+  if not is_url(path):
+    return path
+  import hashlib
+
+  key = hashlib.sha1(path.encode()).hexdigest()[:16]
+  local = cache_dir(folder, key, os.path.basename(path))
+  size = Path(path).stat().length
+  if not (os.path.exists(local) and os.path.getsize(local) == size):
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    with open_file(path) as src:
+      tmp = local + '.partial'
+      with open(tmp, 'wb') as dst:
+        while chunk := src.read(1 << 24):
+          dst.write(chunk)
+      os.replace(tmp, local)
+  return local
+
+
 def is_url(path) -> bool:
   return '://' in os.fspath(path)
 

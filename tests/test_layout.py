@@ -23,6 +23,7 @@ LAYERS = [
     'export',
     'summary',
     'aot',
+    'cache_latents',
     '__init__',
     'configs',
   ),  # interop, tools; configs/ (a link) on top

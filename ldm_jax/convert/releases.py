@@ -23,12 +23,13 @@ import urllib.parse
 import urllib.request
 import zipfile
 
+from ldm_jax import storage
 from ldm_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = 'LDM_JAX_RELEASE_MIRROR'
-CACHE_ENV = 'LDM_JAX_CACHE'
+CACHE_ENV = storage.CACHE_ENV
 _OMMER = 'https://ommer-lab.com/files/latent-diffusion/'
 _HEIBOX = 'https://heibox.uni-heidelberg.de/f/'
 
@@ -99,8 +100,7 @@ def mirrored(url: str, mirror: str = '') -> str:
   return mirror.rstrip('/') + rest
 
 
-def cache_dir() -> str:
-  return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'ldm_jax')
+cache_dir = storage.cache_dir
 
 
 def sha256_of(path: str) -> str:

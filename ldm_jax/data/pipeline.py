@@ -23,7 +23,68 @@ from ldm_jax.data.sources import CorruptImage, DataError, DigitsSource, FolderSo
 log = logging.getLogger(__name__)
 
 
+class PermutedExamples:
+  """Global position -> example of a random-access source: position q is the ``q mod N``-th index
+  of the permutation seeded by (seed, q // N), flipped by a coin seeded by (seed, q); an
+  unreadable image is replaced by the next readable one of the same permutation. Calls return
+  (example, indices found unreadable). Picklable: grain's worker processes run it."""
+
+  def __init__(self, source, seed: int, random_flip: bool):
+    self.source, self.seed, self.random_flip = source, seed, random_flip
+    self.bad: set[int] = set()
+    self._perms: dict[int, np.ndarray] = {}
+
+  def __getstate__(self):
+    return {**self.__dict__, '_perms': {}}
+
+  def perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.source))}
+    return self._perms[epoch]
+
+  def __call__(self, pos: int):
+    n, found = len(self.source), []
+    perm = self.perm(pos // n)
+    for j in range(n):
+      index = int(perm[(pos + j) % n])
+      if index in self.bad:
+        continue
+      flip = self.random_flip and np.random.default_rng([self.seed, 1, pos]).random() < 0.5
+      try:
+        return self.source.load(index, flip), found
+      except CorruptImage as e:
+        self.bad.add(index)
+        found.append(index)
+        log.warning('skipping unreadable image (%d so far): %s', len(self.bad), e)
+    raise DataError(f'none of the {n} images could be read ({len(self.bad)} unreadable)')
+
+
+class _LoadBatch:
+  """Batch k (from the first) -> (positions, examples, unreadable indices): run by grain workers."""
+
+  def __init__(self, examples, first: int, step: int, layout: tuple):
+    self.examples, self.first, self.step, self.layout = examples, first, step, layout
+
+  def __call__(self, k: int):
+    positions = _positions(self.first + int(k) * self.step, *self.layout)
+    loaded = [self.examples(p) for p in positions]
+    return positions, [e for e, _ in loaded], [i for _, bad in loaded for i in bad]
+
+
+def _positions(position, local, offset, process_count, local_positions) -> list[int]:
+  if local_positions:  # each process has its own stream, of which it has consumed position / P
+    start = position // process_count
+  else:
+    start = position + offset
+  return list(range(start, start + local))
+
+
 class RandomAccessBatches:
+  """This process's batches of the job's example stream, from a random-access source
+  (``PermutedExamples``) or a stream that maps positions to examples itself (``examples``, e.g.
+  caption shards, with ``local_positions``: each process numbers its own stream). Examples are
+  decoded by ``num_threads`` threads, or by ``num_workers`` grain worker processes when > 0."""
+
   def __init__(
     self,
     source,
@@ -36,50 +97,50 @@ class RandomAccessBatches:
     num_threads: int = 8,
     conditions=None,
     start_position: int | None = None,
+    num_workers: int = 0,
+    examples=None,
   ):
     if global_batch % process_count:
       raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
     self.source, self.global_batch, self.seed = source, global_batch, seed
-    self.local = global_batch // process_count
+    self.local, self.process_count = global_batch // process_count, process_count
     self.offset = process_index * self.local
     self.position = start_step * global_batch if start_position is None else start_position
-    self.random_flip, self.conditions = random_flip, conditions
+    self.conditions = conditions
+    self.examples = examples or PermutedExamples(source, seed, random_flip)
+    self.local_positions = getattr(self.examples, 'local_positions', False)
     self.bad: set[int] = set()
-    self._perms: dict[int, np.ndarray] = {}
+    self.num_workers = num_workers
     self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
+    self._grain = None
 
   @property
   def num_corrupt(self) -> int:
     return len(self.bad)
 
   def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.source))}
-    return self._perms[epoch]
+    return self.examples.perm(epoch)
 
-  def _load(self, pos: int):
-    n = len(self.source)
-    perm = self._perm(pos // n)
-    for j in range(n):
-      index = int(perm[(pos + j) % n])
-      if index in self.bad:
-        continue
-      flip = self.random_flip and np.random.default_rng([self.seed, 1, pos]).random() < 0.5
-      try:
-        return self.source.load(index, flip)
-      except CorruptImage as e:
-        self.bad.add(index)
-        log.warning('skipping unreadable image (%d so far): %s', len(self.bad), e)
-    raise DataError(f'none of the {n} images could be read ({len(self.bad)} unreadable)')
+  def positions(self, position: int) -> list[int]:
+    """The stream positions of this process's part of the global batch at ``position``."""
+    return _positions(position, *self._layout)
+
+  @property
+  def _layout(self):
+    return (self.local, self.offset, self.process_count, self.local_positions)
 
   def batch_for_step(self, step: int) -> dict:
     return self.batch_at(step * self.global_batch)
 
   def batch_at(self, position: int) -> dict:
     """This process's part of the global batch of examples [position, position + B)."""
-    start = position + self.offset
-    positions = list(range(start, start + self.local))
-    examples = list(self._pool.map(self._load, positions))
+    positions = self.positions(position)
+    loaded = list(self._pool.map(self.examples, positions))
+    bad = [i for _, found in loaded for i in found]
+    return self._assemble(positions, [e for e, _ in loaded], bad)
+
+  def _assemble(self, positions, examples, bad) -> dict:
+    self.bad.update(bad)
     key = self.source.key
     arrays = np.stack([e[key] for e in examples])
     batch = {
@@ -90,13 +151,37 @@ class RandomAccessBatches:
       batch['cond'] = self.conditions.training_condition(examples, positions)
     return batch
 
+  def _grain_iterator(self):
+    """Batches from ``self.position`` on, decoded by grain worker processes: worker w of W loads
+    every W-th batch, in order. Starting at any position costs the same (no replay)."""
+    import grain
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a notebook has parsed none
+      flags.FLAGS.mark_as_parsed()
+    load = _LoadBatch(self.examples, self.position, self.global_batch, self._layout)
+    ds = grain.MapDataset.range(0, 2**62).map(load).to_iter_dataset()
+    options = grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2)
+    return iter(ds.mp_prefetch(options))
+
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
-    batch = self.batch_at(self.position)
+    if self.num_workers > 0:
+      if self._grain is None:
+        self._grain = self._grain_iterator()
+      batch = self._assemble(*next(self._grain))
+    else:
+      batch = self.batch_at(self.position)
     self.position += self.global_batch
     return batch
+
+  def close(self):
+    if self._grain is not None:
+      self._grain.close()
+      self._grain = None
+    self._pool.shutdown(wait=False)
 
 
 class Prefetch:
@@ -138,6 +223,9 @@ class Prefetch:
 
   def close(self):
     self._stop.set()
+    self._thread.join(timeout=5)
+    if hasattr(self.iterator, 'close'):
+      self.iterator.close()
 
 
 def make_source(data_cfg, annotations=()):
@@ -153,7 +241,30 @@ def make_source(data_cfg, annotations=()):
       annotations,
       data_cfg.segmentation_dir,
     )
+  if data_cfg.source == 'records':
+    from ldm_jax.data.records import RecordsSource
+
+    return RecordsSource(data_cfg.path, data_cfg.image_size, annotations)
+  if data_cfg.source == 'shards':  # in file order (evaluation, the conditions of sample grids)
+    from ldm_jax.data.shards import ShardStream
+
+    return ShardStream(data_cfg.path, data_cfg.image_size, 0, annotations=annotations)
+  if data_cfg.source == 'tfds' and random_access(data_cfg):
+    from ldm_jax.data.tfds_source import TfdsSource
+
+    return TfdsSource(data_cfg, annotations)
   raise DataError(f'{data_cfg.source!r} is not a random-access source')
+
+
+def random_access(data_cfg) -> bool:
+  """Whether config.data can be read by index (digits, folders, packed records, TFDS splits prepared
+  as ArrayRecord; tar shards in file order) rather than streamed through tf.data (TFDS as
+  TFRecord). Training reads tar shards as per-process streams (ldm_jax/data/shards.py)."""
+  if data_cfg.source == 'tfds':
+    from ldm_jax.data.tfds_source import tfds_random_access
+
+    return tfds_random_access(data_cfg)
+  return data_cfg.source in ('digits', 'folder', 'records', 'shards')
 
 
 def make_train_iterator(
@@ -174,7 +285,21 @@ def make_train_iterator(
   d, global_batch = config.data, config.training.batch_size
   position = start_step * global_batch if start_position is None else start_position
   conditions = task if task is not None and task.name != 'unconditional' else None
-  if d.source == 'tfds' and source is None:
+  examples = None
+  if d.source == 'shards' and source is None:
+    from ldm_jax.data.shards import ShardStream
+
+    examples = source = ShardStream(
+      d.path,
+      d.image_size,
+      config.seed,
+      d.random_flip,
+      process_index,
+      process_count,
+      conditions.annotations if conditions else (),
+      d.shuffle_window,
+    )
+  if d.source == 'tfds' and source is None and not random_access(d):
     from ldm_jax.data.tfds_source import tfds_batches
 
     return tfds_batches(
@@ -193,6 +318,8 @@ def make_train_iterator(
     d.num_threads,
     conditions,
     start_position=position,
+    num_workers=0 if getattr(source, 'in_memory', False) else d.num_workers,
+    examples=examples,
   )
   return Prefetch(it, prefetch) if prefetch else it
 
@@ -203,7 +330,7 @@ def eval_batches(
   """Held-out evaluation batches in a fixed order, no flips: the first ``max_images`` images (all
   when 0) of config.data's source and split, in [-1, 1] (``uint8``: as decoded, 0..255). The
   last batch may be smaller."""
-  if data_cfg.source == 'tfds':
+  if not random_access(data_cfg):
     from ldm_jax.data.tfds_source import tfds_eval_batches
 
     yield from tfds_eval_batches(data_cfg, batch_size, max_images, as_uint8=uint8)
@@ -236,7 +363,7 @@ def condition_examples(data_cfg, task, num: int) -> dict:
   same on every process (training grids show samples for these conditions next to the
   originals; FID during training uses the data's conditions)."""
   d = data_cfg
-  if d.source == 'tfds':
+  if d.source == 'tfds' and not random_access(d):
     from ldm_jax.data.tfds_source import tfds_eval_batches
 
     examples = next(iter(tfds_eval_batches(d, num, num, task.annotations, as_examples=True)))

@@ -8,6 +8,7 @@ the same crop and flip as the image: ``caption`` (str), ``boxes`` (a layout: lis
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Sequence
@@ -184,33 +185,52 @@ class FolderSource:
       return storage.join(self.segmentation_dir, rel + '.png')
     return stem + '_seg.png'
 
-  def load(self, index: int, flip: bool = False) -> dict:
+  def raw(self, index: int) -> dict:
+    """The undecoded example: the image file's bytes and the annotation files' contents."""
     path = self.files[index]
-    try:
-      with storage.open_file(path) as f, Image.open(f) as im:
-        im.load()
-        hw = (im.height, im.width)
-        image = center_crop_resize(im, self.image_size)
-      example = {'image': image[:, ::-1] if flip else image, 'label': int(self.labels[index])}
-      for what in self.annotations:
-        example[what] = self._read_annotation(path, what, hw, flip)
-      return example
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for truncated/invalid files
-      raise CorruptImage(f'{path}: {e}') from e
+    raw = {'image': storage.read_bytes(path), 'label': int(self.labels[index])}
+    for what in self.annotations:
+      ann = self._annotation_path(path, what)
+      raw[what] = storage.read_text(ann) if what != 'segmentation' else storage.read_bytes(ann)
+    return raw
 
-  def _read_annotation(self, image_path, what, hw, flip):
-    path = self._annotation_path(image_path, what)
-    if what == 'caption':
-      lines = storage.read_text(path).splitlines()
-      captions = [line.strip() for line in lines if line.strip()]
-      return captions or ['']
-    if what == 'boxes':
-      return crop_boxes(json.loads(storage.read_text(path)), hw, flip)
-    with storage.open_file(path) as f, Image.open(f) as im:
-      if im.mode not in ('L', 'P', 'I', 'I;16'):
-        raise ValueError(
-          f'segmentation {path} is a {im.mode} image; expected a single-channel '
-          'PNG of class indices'
-        )
-      seg = crop_resize_nearest(np.asarray(im).astype(np.int32), self.image_size)
-    return seg[:, ::-1] if flip else seg
+  def load(self, index: int, flip: bool = False) -> dict:
+    try:
+      raw = self.raw(index)
+    except OSError as e:
+      raise CorruptImage(f'{self.files[index]}: {e}') from e
+    return decode_example(self.files[index], raw, self.image_size, flip)
+
+
+def decode_example(name: str, raw: dict, image_size: int, flip: bool) -> dict:
+  """An undecoded example -> the example of ``load``: ``raw['image']`` the bytes of an image file;
+  annotations as stored next to images (see FolderSource): ``caption`` text (one caption per
+  line), ``boxes`` JSON text, ``segmentation`` PNG bytes. A file that cannot be decoded raises
+  CorruptImage naming ``name``."""
+  try:
+    with Image.open(io.BytesIO(raw['image'])) as im:
+      im.load()
+      hw = (im.height, im.width)
+      image = center_crop_resize(im, image_size)
+    example = {'image': image[:, ::-1] if flip else image, 'label': int(raw.get('label', 0))}
+    if 'caption' in raw:
+      captions = [line.strip() for line in raw['caption'].splitlines() if line.strip()]
+      example['caption'] = captions or ['']
+    if 'boxes' in raw:
+      example['boxes'] = crop_boxes(json.loads(raw['boxes']), hw, flip)
+    if 'segmentation' in raw:
+      example['segmentation'] = _segmentation(name, raw['segmentation'], image_size, flip)
+    return example
+  except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for truncated/invalid files
+    raise CorruptImage(f'{name}: {e}') from e
+
+
+def _segmentation(name, data: bytes, image_size: int, flip: bool) -> np.ndarray:
+  with Image.open(io.BytesIO(data)) as im:
+    if im.mode not in ('L', 'P', 'I', 'I;16'):
+      raise ValueError(
+        f'the segmentation of {name} is a {im.mode} image; expected a single-channel '
+        'PNG of class indices'
+      )
+    seg = crop_resize_nearest(np.asarray(im).astype(np.int32), image_size)
+  return seg[:, ::-1] if flip else seg

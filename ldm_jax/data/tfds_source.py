@@ -230,3 +230,88 @@ def tfds_batches(
       }
 
   return batches()
+
+
+def tfds_random_access(d) -> bool:
+  """Whether d.name was prepared as ArrayRecord (``tfds build NAME --file_format=array_record``):
+  then it is read by index like a folder (``TfdsSource``), else streamed through tf.data."""
+  import tensorflow_datasets as tfds
+
+  return str(getattr(_builder(tfds, d).info, 'file_format', '')).endswith('array_record')
+
+
+class TfdsSource:
+  """A TFDS split prepared as ArrayRecord, by index (``builder.as_data_source``): the decoded
+  features go through the folder's preprocessing (PIL centre crop, bicubic resize, flip) in numpy,
+  so grain's worker processes decode it without TensorFlow graphs. The data source opens lazily,
+  in each process that reads it."""
+
+  key = 'image'
+
+  def __init__(self, d, annotations=()):
+    keys = ('name', 'split', 'data_dir', 'image_key', 'label_key', 'image_size')
+    keys += ('caption_key', 'boxes_key', 'box_labels_key', 'segmentation_key')
+    self.d = {k: d[k] for k in keys}
+    self.annotations = tuple(annotations)
+    self._source = None
+    self._len = len(self._data())
+
+  def __getstate__(self):
+    return {**self.__dict__, '_source': None}
+
+  def _data(self):
+    if self._source is None:
+      import tensorflow_datasets as tfds
+
+      d = _Settings(self.d)
+      self._source = _as_data_source(_builder(tfds, d), d)
+    return self._source
+
+  def __len__(self):
+    return self._len
+
+  def load(self, index: int, flip: bool = False) -> dict:
+    from PIL import Image
+
+    from ldm_jax.data.preprocess import center_crop_resize, crop_boxes, crop_resize_nearest
+
+    d, ex = self.d, self._data()[index]
+    img = np.asarray(_feature(ex, d['image_key']))
+    hw = img.shape[:2]
+    image = center_crop_resize(
+      Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img), d['image_size']
+    )
+    label = ex.get(d['label_key'], 0)
+    example = {'image': image[:, ::-1] if flip else image, 'label': int(np.asarray(label))}
+    if 'caption' in self.annotations:
+      caps = np.asarray(_feature(ex, d['caption_key']), dtype=object).reshape(-1)
+      caps = [c.decode('utf-8') if isinstance(c, bytes) else str(c) for c in caps]
+      example['caption'] = caps or ['']
+    if 'boxes' in self.annotations:
+      b = np.asarray(_feature(ex, d['boxes_key']), np.float32).reshape(-1, 4)[:MAX_BOXES]
+      cls = np.asarray(_feature(ex, d['box_labels_key'])).reshape(-1)[: len(b)]
+      objects = [
+        {'class': int(c), 'bbox': [x0, y0, x1 - x0, y1 - y0]} for c, (y0, x0, y1, x1) in zip(cls, b)
+      ]
+      example['boxes'] = crop_boxes(objects, hw, flip)
+    if 'segmentation' in self.annotations:
+      seg = np.asarray(_feature(ex, d['segmentation_key']))
+      seg = crop_resize_nearest(
+        (seg[..., 0] if seg.ndim == 3 else seg).astype(np.int32), d['image_size']
+      )
+      example['segmentation'] = seg[:, ::-1] if flip else seg
+    return example
+
+
+class _Settings(dict):
+  __getattr__ = dict.__getitem__
+
+
+def _as_data_source(builder, d):
+  try:
+    return builder.as_data_source(split=d.split)
+  except Exception as e:  # not prepared, ...
+    raise DataError(
+      f'TFDS dataset {d.name!r} split {d.split!r} could not be opened for random access: {e}. '
+      f'Prepare it with `tfds build {d.name} --file_format=array_record`.'
+    ) from e

@@ -110,9 +110,11 @@ def _check(config, task: Task) -> None:
         f'{task.name} task (class: null_label; text: the empty prompt; layout: no '
         'boxes)'
       )
-  if config.stage == 'ldm' and config.data.cache_latents and task.needs_images:
+  cached = config.data.cache_latents or config.data.get('latent_cache', '')
+  if config.stage == 'ldm' and cached and task.needs_images:
+    which = 'cache_latents' if config.data.cache_latents else 'latent_cache'
     raise ValueError(
-      f'config.data.cache_latents: the {task.name} condition is made from the '
+      f'config.data.{which}: the {task.name} condition is made from the '
       'pixels or follows the crop and flip of each image, so this task trains from '
-      'images: set --config.data.cache_latents=False'
+      f"images: set --config.data.cache_latents=False --config.data.latent_cache=''"
     )

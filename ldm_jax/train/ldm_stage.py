@@ -16,7 +16,13 @@ from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import state_defining_differences
 from ldm_jax.data import make_source, make_train_iterator
-from ldm_jax.data.latent_cache import encode_dataset
+from ldm_jax.data.pipeline import random_access
+from ldm_jax.data.latent_cache import (
+  DiskLatentCache,
+  cache_stamp,
+  encode_dataset,
+  params_fingerprint,
+)
 from ldm_jax.data.pipeline import condition_examples
 from ldm_jax.images import make_grid, to_uint8
 from ldm_jax.latent_diffusion import LatentDiffusion, first_stage_shapes, latent_shape
@@ -100,6 +106,10 @@ class LDMStage:
     cache = None
     if self.config.data.cache_latents:
       cache = self._latent_cache(first_stage_params)
+    elif self.config.data.get('latent_cache'):
+      captions = 'caption' in self.task.annotations
+      stamp = cache_stamp(self.config, params_fingerprint(first_stage_params), captions)
+      cache = DiskLatentCache(self.config.data.latent_cache, stamp)
     return make_train_iterator(
       self.config,
       task=self.task,
@@ -111,10 +121,10 @@ class LDMStage:
 
   def _latent_cache(self, first_stage_params):
     c = self.config
-    if c.data.source == 'tfds':
+    if not random_access(c.data):
       raise ValueError(
-        'config.data.cache_latents needs a random-access source (digits or '
-        'folder); set --config.data.cache_latents=False for TFDS data'
+        f'config.data.cache_latents needs a random-access source, not {c.data.source!r} (TFDS '
+        "prepared as TFRecord, tar shards); set --config.data.cache_latents=False"
       )
     # replicated output: every process gets the whole cache (also with several processes)
     encode = jax.jit(
