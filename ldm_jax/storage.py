@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from typing import Iterator
 
 from etils import epath
@@ -72,6 +73,32 @@ def local_copy(path, folder: str) -> str:
           dst.write(chunk)
       os.replace(tmp, local)
   return local
+
+
+class OpenFiles:
+  """Read handles kept open for ranged reads (``read(path, offset, size)``): per thread, since a
+  file object is not safe to share between threads; at most ``limit`` per thread (oldest closed
+  first). Pickles without its handles (grain's worker processes open their own)."""
+
+  def __init__(self, limit: int = 8):
+    self.limit = limit
+    self._local = threading.local()
+
+  def __getstate__(self):
+    return {'limit': self.limit}
+
+  def __setstate__(self, state):
+    self.__init__(state['limit'])
+
+  def read(self, path: str, offset: int, size: int) -> bytes:
+    files = self._local.__dict__.setdefault('files', {})
+    f = files.get(path)
+    if f is None:
+      if len(files) >= self.limit:
+        files.pop(next(iter(files))).close()
+      f = files[path] = open_file(path)
+    f.seek(offset)
+    return f.read(size)
 
 
 def is_url(path) -> bool:

@@ -165,7 +165,22 @@ def test_a_run_lives_in_a_bucket(emulator, tmp_path):
   for a, b in zip(in_bucket, on_disk):
     np.testing.assert_array_equal(a, b)
 
-  # 2. The LDM reads its first stage from the bucket and trains into it (grids, TensorBoard).
+  # 2. The latent cache is built in the bucket from the first stage there, and the LDM trains
+  # from it into the bucket (grids, TensorBoard).
+  cache = ok(
+    run_cli(
+      '-m',
+      'ldm_jax.cache_latents',
+      '--config=configs/digits_ldm.py',
+      f'--out={gs}/cache',
+      f'--config.first_stage.checkpoint={gs}/ae',
+      *TINY_AE_OVERRIDES,
+      '--config.data.cache_latents=False',
+      env=ENV,
+    )
+  )
+  assert json.loads(cache.stdout)['chunks_written'] == 2  # 1,500 digits in chunks of 1,024
+  assert {'cache/stamp.json', 'cache/chunk-000001.npy'} <= set(objects(emulator, 'cache/'))
   ok(
     run_cli(
       'train.py',
@@ -174,6 +189,9 @@ def test_a_run_lives_in_a_bucket(emulator, tmp_path):
       f'--config.first_stage.checkpoint={gs}/ae',
       *TINY_AE_OVERRIDES,
       *TINY_LDM,
+      '--config.data.cache_latents=False',
+      f'--config.data.latent_cache={gs}/cache',
+      '--config.data.num_workers=1',
       '--config.training.num_steps=2',
       '--config.training.sample_every=2',
       '--config.training.num_sample_images=4',
@@ -261,3 +279,37 @@ def test_a_run_lives_in_a_bucket(emulator, tmp_path):
   assert f'checkpoint {gs}/{newest.rstrip("/")} is unreadable' in r.stderr
   assert f'resumed from {gs}/ae/checkpoints at step {stop}' in r.stderr
   assert any(n.startswith(f'ae/corrupt_checkpoints/{stop + 2}/') for n in objects(emulator, 'ae/'))
+
+
+def test_packed_records_and_caption_shards_read_from_a_bucket(emulator, tmp_path, monkeypatch):
+  """Packing writes to gs://; packed records (copied once into the local cache) and tar shards
+  (ranged reads) in a bucket give the examples they give from local disk."""
+  from ldm_jax import storage
+  from ldm_jax.data.pack import pack_folder
+  from ldm_jax.data.records import RecordsSource
+  from ldm_jax.data.shards import ShardStream
+  from tests.test_data_scale import _write_folder, _write_shards
+
+  monkeypatch.setenv('LDM_JAX_CACHE', str(tmp_path / 'cache'))
+  gs = f'gs://{BUCKET}/data'
+  _write_folder(str(tmp_path / 'img'), n=6)
+  pack_folder(str(tmp_path / 'img'), f'{gs}/packed', shard_size=4)
+  assert 'data/packed/data-00001-of-00002.array_record' in objects(emulator, 'data/packed/')
+  remote = RecordsSource(f'{gs}/packed', 16, ('caption',))
+  pack_folder(str(tmp_path / 'img'), str(tmp_path / 'packed'), shard_size=4)
+  local = RecordsSource(str(tmp_path / 'packed'), 16, ('caption',))
+  for i in range(6):
+    a, b = remote.load(i, True), local.load(i, True)
+    np.testing.assert_array_equal(a['image'], b['image'])
+    assert a['caption'] == b['caption']
+  _write_shards(str(tmp_path / 'shards'), num_shards=2, per_shard=5)
+  for name in ('00000.tar', '00001.tar'):
+    storage.write_bytes(f'{gs}/shards/{name}', (tmp_path / 'shards' / name).read_bytes())
+  streams = [
+    ShardStream(spec, 16, 0, True, annotations=('caption',), shuffle_window=3)
+    for spec in (f'{gs}/shards/{{00000..00001}}.tar', str(tmp_path / 'shards'))
+  ]
+  for slot in range(12):
+    (a, _), (b, _) = streams[0](slot), streams[1](slot)
+    np.testing.assert_array_equal(a['image'], b['image'])
+    assert a['caption'] == b['caption']

@@ -272,36 +272,31 @@ class DiskLatentCache:
     caps = [m['captions'] for m in metas]
     self.captions = [c for part in caps for c in part] if all(c is not None for c in caps) else None
     self.flips = 2 if self.stamp['data']['random_flip'] else 1
-    self._files: dict = {}
+    self._files = storage.OpenFiles(8)
     self._headers: dict = {}
 
   def __len__(self):
     return int(self.stamp['count'])
 
-  def __getstate__(self):
-    return {**self.__dict__, '_files': {}}
-
-  def _file(self, k: int):
-    f = self._files.get(k)
-    if f is None:
-      if len(self._files) >= 8:
-        self._files.pop(next(iter(self._files))).close()
-      f = self._files[k] = storage.open_file(storage.join(self.path, _chunk_name(k) + '.npy'))
-      if k not in self._headers:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0
-        shape, _, dtype = (read if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
-        self._headers[k] = (f.tell(), shape[2:], np.dtype(dtype))
-    return f, self._headers[k]
+  def _header(self, name: str):
+    """(data offset, example shape, dtype) of a chunk's .npy file."""
+    if name not in self._headers:
+      f = io.BytesIO(self._files.read(name, 0, 4096))
+      version = np.lib.format.read_magic(f)
+      read = np.lib.format.read_array_header_1_0
+      shape, _, dtype = (read if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+      self._headers[name] = (f.tell(), shape[2:], np.dtype(dtype))
+    return self._headers[name]
 
   def load(self, index: int, flip: bool = False) -> dict:
     if index in self.bad:
       raise CorruptImage(f'image {index} was unreadable when the cache was built')
     k, i = divmod(index, self.stamp['chunk'])
-    f, (offset, shape, dtype) = self._file(k)
+    name = storage.join(self.path, _chunk_name(k) + '.npy')
+    offset, shape, dtype = self._header(name)
     row = int(np.prod(shape)) * dtype.itemsize
-    f.seek(offset + (i * self.flips + (int(flip) if self.flips == 2 else 0)) * row)
-    moments = np.frombuffer(f.read(row), dtype).reshape(shape)
+    at = offset + (i * self.flips + (int(flip) if self.flips == 2 else 0)) * row
+    moments = np.frombuffer(self._files.read(name, at, row), dtype).reshape(shape)
     example = {'moments': moments, 'label': int(self.labels[index])}
     if self.captions is not None:
       example['caption'] = self.captions[index]

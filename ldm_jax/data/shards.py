@@ -130,14 +130,14 @@ class ShardStream:
     self.process_index, self.annotations = process_index, tuple(annotations)
     self.window = max(1, shuffle_window)
     self.bad: set[int] = set()
-    self._files: dict[int, object] = {}
+    self._files = storage.OpenFiles(4)
     self._order: tuple[int, np.ndarray, np.ndarray] | None = None
 
   def __len__(self):
     return int(self.counts.sum())
 
   def __getstate__(self):
-    return {**self.__dict__, '_files': {}, '_order': None}
+    return {**self.__dict__, '_order': None}
 
   def _epoch_order(self, epoch: int):
     if self._order is None or self._order[0] != epoch:
@@ -161,13 +161,7 @@ class ShardStream:
     return shard, w0 + int(perm[i - w0])
 
   def _read(self, shard: int, span) -> bytes:
-    f = self._files.get(shard)
-    if f is None:
-      if len(self._files) >= 4:
-        self._files.pop(next(iter(self._files))).close()
-      f = self._files[shard] = storage.open_file(self.shards[shard])
-    f.seek(span[0])
-    return f.read(span[1])
+    return self._files.read(self.shards[shard], span[0], span[1])
 
   def sample(self, shard: int, i: int, flip: bool) -> dict:
     entry = self.tables[shard][i]
@@ -210,8 +204,3 @@ class ShardStream:
         found.append(uid)
         log.warning('skipping unreadable sample (%d so far): %s', len(self.bad), e)
     raise DataError(f'none of the {len(self)} samples of this process could be read')
-
-  def close(self):
-    for f in self._files.values():
-      f.close()
-    self._files = {}

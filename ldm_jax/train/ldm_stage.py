@@ -124,7 +124,7 @@ class LDMStage:
     if not random_access(c.data):
       raise ValueError(
         f'config.data.cache_latents needs a random-access source, not {c.data.source!r} (TFDS '
-        "prepared as TFRecord, tar shards); set --config.data.cache_latents=False"
+        'prepared as TFRecord, tar shards); set --config.data.cache_latents=False'
       )
     # replicated output: every process gets the whole cache (also with several processes)
     encode = jax.jit(
