@@ -160,7 +160,10 @@ class RandomAccessBatches:
     if not flags.FLAGS.is_parsed():  # grain reads its absl flags; a notebook has parsed none
       flags.FLAGS.mark_as_parsed()
     load = _LoadBatch(self.examples, self.position, self.global_batch, self._layout)
-    ds = grain.MapDataset.range(0, 2**62).map(load).to_iter_dataset()
+    # One element is a whole batch: each worker decodes one at a time (no read-ahead threads,
+    # whose default buffer of 500 batches would hold gigabytes per worker).
+    read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
+    ds = grain.MapDataset.range(0, 2**62).map(load).to_iter_dataset(read)
     options = grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2)
     return iter(ds.mp_prefetch(options))
 

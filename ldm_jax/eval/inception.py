@@ -439,19 +439,34 @@ def has_classifier(params) -> bool:
   return 'fc_kernel' in params
 
 
-def make_feature_fn(params):
+SPATIAL_CHANNELS = 7  # sFID: the first 7 channels of mixed_6/conv, 17 x 17 (2,023 features)
+
+
+def make_feature_fn(params, spatial: bool = False):
   """A jitted function of images (uint8 [B, H, W, 3], any size) -> {'pool': [B, 2048]}, plus
   'probs' [B, 1008] (softmax of the unbiased logits, for the Inception Score) when the weights
-  have the classifier (pytorch-fid's)."""
+  have the classifier (pytorch-fid's), plus with ``spatial`` 'spatial' [B, 2023]: the sFID
+  features of the ADM evaluation suite (Nash et al. 2021; openai/guided-diffusion's evaluator
+  takes the 2015 graph's tensor ``mixed_6/conv``: the 1x1 branch of the third 17x17 block,
+  after its batch norm and ReLU, channels 0-6, flattened in H, W, C order)."""
   classes = params['fc_bias'].shape[0] if has_classifier(params) else 0
   model = InceptionV3(classes)
   params = jax.tree.map(jnp.asarray, params)
+  capture = lambda mdl, _: mdl.name == 'conv' and mdl.scope.path[-2:] == ('mixed_6', 'conv')
 
   @jax.jit
   def apply(p, images):
-    out = model.apply({'params': p}, preprocess(images))
+    if spatial:
+      out, state = model.apply(
+        {'params': p}, preprocess(images), capture_intermediates=capture, mutable=['intermediates']
+      )
+      conv = state['intermediates']['mixed_6']['conv']['__call__'][0][..., :SPATIAL_CHANNELS]
+      extra = {'spatial': conv.reshape(conv.shape[0], -1)}
+    else:
+      out, extra = model.apply({'params': p}, preprocess(images)), {}
     if not classes:
-      return {'pool': out}
-    return {'pool': out['pool'], 'probs': jax.nn.softmax(out['logits_unbiased'], axis=-1)}
+      return {'pool': out, **extra}
+    probs = jax.nn.softmax(out['logits_unbiased'], axis=-1)
+    return {'pool': out['pool'], 'probs': probs, **extra}
 
   return lambda images: apply(params, images)

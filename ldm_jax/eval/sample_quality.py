@@ -29,15 +29,17 @@ class InceptionFeatures:
   """Batches of uint8 images (numpy, or global jax arrays already on the devices) -> Inception
   features, the batch split over the devices of ``mesh``."""
 
-  def __init__(self, weights: str = 'fid-helper', mesh=None):
+  def __init__(self, weights: str = 'fid-helper', mesh=None, spatial: bool = False):
     self.weights = weights
     params = load_inception(weights)
     self.has_classifier = has_classifier(params)
     self.mesh = mesh if mesh is not None else sharding.make_mesh()
-    self._fn = make_feature_fn(jax.device_put(params, sharding.replicated(self.mesh)))
+    params = jax.device_put(params, sharding.replicated(self.mesh))
+    self._fn = make_feature_fn(params, spatial)
 
   def __call__(self, images) -> dict:
-    """{'pool': [B, 2048]} (+ 'probs' [B, 1008] with a classifier) as numpy, for a batch."""
+    """{'pool': [B, 2048]} (+ 'probs' [B, 1008] with a classifier, + 'spatial' [B, 2023] with
+    ``spatial``) as numpy, for a batch."""
     n = len(images)
     if not isinstance(images, jax.Array):
       pad = -n % self.mesh.size
@@ -87,12 +89,16 @@ def image_set(
   path: str, image_size: int = 0, batch_size: int = 100, max_images: int = 0
 ) -> Iterator[np.ndarray]:
   """uint8 batches of a folder of images (recursive; centre-cropped and resized to
-  ``image_size``, default the first image's shorter side) or of a samples .npz (its 'images')."""
+  ``image_size``, default the first image's shorter side) or of a samples .npz (its 'images', or
+  'arr_0' as in openai/guided-diffusion's sample and reference batches)."""
   if path.endswith('.npz'):
     arrays = storage.load_npz(path)
-    if 'images' not in arrays:
-      raise ValueError(f'{path} has no "images" array (sample.py writes one)')
-    images = arrays['images']
+    key = 'images' if 'images' in arrays else 'arr_0'  # sample.py's, or the ADM suite's batches
+    if key not in arrays:
+      raise ValueError(
+        f'{path} has no "images" array (sample.py writes one) nor "arr_0" (an ADM batch)'
+      )
+    images = arrays[key]
     if images.dtype != np.uint8 or images.ndim != 4:
       raise ValueError(
         f'{path}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}'
