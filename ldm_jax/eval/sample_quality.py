@@ -10,6 +10,7 @@ like every image set here, the FID network's own TF1-bilinear resize to 299 (``i
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Iterable, Iterator
 
@@ -25,17 +26,23 @@ from ldm_jax.eval.inception import has_classifier, load_inception, make_feature_
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=4)
+def _feature_fn(weights: str, mesh, spatial: bool):
+  """(the jitted feature function, whether it has the classifier): one per weights, mesh and
+  kind, so that the evaluations of one process share the weights and the compiled programs."""
+  params = load_inception(weights)
+  params_on_mesh = jax.device_put(params, sharding.replicated(mesh))
+  return make_feature_fn(params_on_mesh, spatial), has_classifier(params)
+
+
 class InceptionFeatures:
   """Batches of uint8 images (numpy, or global jax arrays already on the devices) -> Inception
   features, the batch split over the devices of ``mesh``."""
 
   def __init__(self, weights: str = 'fid-helper', mesh=None, spatial: bool = False):
     self.weights = weights
-    params = load_inception(weights)
-    self.has_classifier = has_classifier(params)
     self.mesh = mesh if mesh is not None else sharding.make_mesh()
-    params = jax.device_put(params, sharding.replicated(self.mesh))
-    self._fn = make_feature_fn(params, spatial)
+    self._fn, self.has_classifier = _feature_fn(weights, self.mesh, spatial)
 
   def __call__(self, images) -> dict:
     """{'pool': [B, 2048]} (+ 'probs' [B, 1008] with a classifier, + 'spatial' [B, 2023] with
