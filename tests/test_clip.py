@@ -185,28 +185,13 @@ def test_clip_text_embedding_for_rdm_prompts(tmp_path):
   """python -m ldm_jax.convert clip on a transformers CLIPModel folder gives knn2img.py's text
   conditioning (the normalised projected end-of-text state, CLIP's get_text_features), and a
   retrieval-augmented model samples from a prompt with it."""
-  import json
 
   from ldm_jax.convert.clip_text import convert_clip_text
   from ldm_jax.tasks.embeddings import clip_text_embedder
 
-  cfg = transformers.CLIPConfig(
-    text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=77, eos_token_id=49407),
-    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, image_size=32, patch_size=16),
-    projection_dim=16,
-  )  # fmt: skip
-  torch.manual_seed(0)
-  ref = transformers.CLIPModel(cfg).eval()
-  ref.save_pretrained(str(tmp_path / 'clip'), safe_serialization=True)
-  vocab, merges = tok_lib.clip_vocab_from_bpe(tok_lib._resolve('pypi:open_clip_torch'))
-  (tmp_path / 'clip' / 'vocab.json').write_text(json.dumps(vocab), encoding='utf-8')
-  (tmp_path / 'clip' / 'merges.txt').write_text(
-    '#version: 0.2\n' + '\n'.join(' '.join(m) for m in merges) + '\n', encoding='utf-8'
-  )
+  ref = tiny_clip_folder(str(tmp_path / 'clip'))
   report = convert_clip_text(str(tmp_path / 'clip'), str(tmp_path / 'out'))
-  assert report['model']['projection_dim'] == 16
+  assert report['model']['projection_dim'] == 16 and report['vision']['patch'] == 16
   prompts = ['a painting of a fox', 'a photograph of a city at night']
   got = clip_text_embedder(str(tmp_path / 'out'))(prompts)
   tokens = tok_lib.load_clip_tokenizer('pypi:open_clip_torch', pad_token_id=0)(prompts)
@@ -215,6 +200,22 @@ def test_clip_text_embedding_for_rdm_prompts(tmp_path):
   want = getattr(want, 'pooler_output', want).numpy()
   want = want / np.linalg.norm(want, axis=-1, keepdims=True)
   np.testing.assert_allclose(got, want, atol=2e-5)
+  # The image tower and the CLIP score (torchmetrics' 100 x max(cos, 0)) on the same pixels.
+  from ldm_jax.eval.clip_score import ClipScore
+  from ldm_jax.nn.clip import clip_pixels
+
+  images = np.random.default_rng(0).integers(0, 256, (2, 48, 40, 3)).astype(np.uint8)
+  pixels = np.asarray(clip_pixels(images, 32))
+  assert pixels.shape == (2, 32, 32, 3)
+  scorer = ClipScore(str(tmp_path / 'out'))
+  with torch.no_grad():
+    img = ref.get_image_features(pixel_values=torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()))
+  img = getattr(img, 'pooler_output', img).numpy()
+  img = img / np.linalg.norm(img, axis=-1, keepdims=True)
+  np.testing.assert_allclose(scorer.embed_images(images), img, atol=2e-5)
+  np.testing.assert_allclose(
+    scorer(images, prompts), 100 * np.maximum((img * want).sum(-1), 0), atol=2e-3
+  )
 
   import ldm_jax
   from configs.released import rdm_768
@@ -233,3 +234,27 @@ def test_clip_text_embedding_for_rdm_prompts(tmp_path):
   np.testing.assert_allclose(cond[:, 0], want, atol=2e-5)
   with pytest.raises(Exception, match='--embeddings=FILE.npy or --prompt'):
     pipe.condition(1, prompt='x', embeddings=np.zeros((1, 16)))
+
+
+def tiny_clip_folder(path: str):
+  """A random tiny transformers CLIPModel saved as a folder with CLIP's real BPE vocabulary (from
+  open_clip's wheel); returns the torch model."""
+  import json
+  import pathlib
+
+  cfg = transformers.CLIPConfig(
+    text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=77, eos_token_id=49407),
+    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, image_size=32, patch_size=16),
+    projection_dim=16,
+  )  # fmt: skip
+  torch.manual_seed(0)
+  ref = transformers.CLIPModel(cfg).eval()
+  ref.save_pretrained(path, safe_serialization=True)
+  vocab, merges = tok_lib.clip_vocab_from_bpe(tok_lib._resolve('pypi:open_clip_torch'))
+  (pathlib.Path(path) / 'vocab.json').write_text(json.dumps(vocab), encoding='utf-8')
+  (pathlib.Path(path) / 'merges.txt').write_text(
+    '#version: 0.2\n' + '\n'.join(' '.join(m) for m in merges) + '\n', encoding='utf-8'
+  )
+  return ref

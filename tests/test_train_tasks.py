@@ -74,11 +74,18 @@ def test_task_trains_checkpoints_and_samples(task, tmp_path):
   if task in ('inpainting', 'text'):  # the paper's protocol: samples for a split's conditions
     from ldm_jax.eval.conditional import evaluate
 
-    report = evaluate(pipe, 'test', 10, steps=2, batch_size=8, seed=3)
+    clip = ''
+    if task == 'text':  # with the CLIP score of a (random, tiny) converted CLIPModel
+      from ldm_jax.convert.clip_text import convert_clip_text
+      from tests.test_clip import tiny_clip_folder
+
+      tiny_clip_folder(str(tmp_path / 'clip_torch'))
+      convert_clip_text(str(tmp_path / 'clip_torch'), clip := str(tmp_path / 'clip'))
+    report = evaluate(pipe, 'test', 10, steps=2, batch_size=8, seed=3, clip=clip)
     assert report['num_samples'] == 10 and report['split'] == 'test' and report['steps'] == 2
     assert np.isfinite(report['fid']) and report['fid'] > 0 and 0 <= report['precision'] <= 1
     if task == 'text':
-      assert report['clip_score'] is None
+      assert 0 <= report['clip_score'] <= 100 and report['clip'] == clip
       assert report['guidance_scale'] == pipe.config.sampling.guidance_scale > 1
     else:
       assert 0 < report['lpips'] < 1 and 0 < report['masked_fraction_mean'] < 1

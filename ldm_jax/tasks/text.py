@@ -88,12 +88,14 @@ class TextToImage(Task):
       raise TaskInputError(f'got {len(prompts)} prompts for {num} samples')
     return self.tokenize(prompts), None, None
 
+  def caption_for(self, example, position: int) -> str:
+    """The caption training (and evaluation) reads for ``example`` at ``position``: one of its
+    captions, drawn by the position's seeded generator."""
+    caps = [example['caption']] if isinstance(example['caption'], str) else list(example['caption'])
+    return caps[int(self.rng(position).integers(len(caps)))]
+
   def training_condition(self, examples, positions):
-    captions = []
-    for e, p in zip(examples, positions):
-      caps = [e['caption']] if isinstance(e['caption'], str) else list(e['caption'])
-      captions.append(caps[int(self.rng(p).integers(len(caps)))])
-    return self.tokenize(captions)
+    return self.tokenize([self.caption_for(e, p) for e, p in zip(examples, positions)])
 
   def null_condition(self, cond):
     return self.tokenize([''] * len(cond))
