@@ -71,7 +71,7 @@ def test_task_trains_checkpoints_and_samples(task, tmp_path):
     keep = cond['mask'] < 128
     assert np.abs(images[:, keep].astype(int) - cond['image'][keep]).max() <= 1
     assert np.abs(images[:, ~keep].astype(int) - cond['image'][~keep]).mean() > 1
-  if task in ('inpainting', 'text'):  # the paper's protocol: samples for a split's conditions
+  if task in ('inpainting', 'text', 'layout', 'semantic'):  # the paper's protocols
     from ldm_jax.eval.conditional import evaluate
 
     clip = ''
@@ -87,10 +87,24 @@ def test_task_trains_checkpoints_and_samples(task, tmp_path):
     if task == 'text':
       assert 0 <= report['clip_score'] <= 100 and report['clip'] == clip
       assert report['guidance_scale'] == pipe.config.sampling.guidance_scale > 1
-    else:
+      # captions from TFDS coco_captions (mock data), as Table 2 reads them
+      tfds = pytest.importorskip('tensorflow_datasets')
+      with tfds.testing.mock_data(num_examples=8):
+        coco = evaluate(pipe, 'validation', 8, steps=2, batch_size=8,
+                        data_overrides={'source': 'tfds', 'name': 'coco_captions'})  # fmt: skip
+      assert coco['num_samples'] == 8 and coco['source'] == 'tfds' and np.isfinite(coco['fid'])
+    if task == 'inpainting':
       assert 0 < report['lpips'] < 1 and 0 < report['masked_fraction_mean'] < 1
       assert sum(b['num_samples'] for b in report['bands']) == 10
       assert any('fid' in b for b in report['bands'])
+      # a folder of masks: the top half of every image, 50% masked
+      os.makedirs(tmp_path / 'masks')
+      half = np.zeros((32, 32), np.uint8)
+      half[:16] = 255
+      Image.fromarray(half).save(tmp_path / 'masks' / 'a.png')
+      own = evaluate(pipe, 'test', 8, steps=2, batch_size=8, masks=str(tmp_path / 'masks'))
+      assert own['masked_fraction_mean'] == 0.5 and own['masks'] == str(tmp_path / 'masks')
+      assert [b['num_samples'] for b in own['bands'] if b['masked'] == [0.5, 1.0]] == [8]
   if task == 'superres':  # f x the input's size (2 for the tiny first stage, 4 for bsr_sr)
     assert cond['lr_image'].shape[:2] == (size // pipe.downsampling,) * 2
     from ldm_jax.eval.superres import evaluate

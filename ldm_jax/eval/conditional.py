@@ -11,7 +11,8 @@ held-out split, scored against that split's images.
 For every task the condition is the one training reads for the example (``task.training_condition``
 at the example's index, no flips): a caption of each image (text), its boxes (layout), its class
 map (semantic), a seeded LaMa-style mask (inpainting: config.data.mask, seeded by config.seed and
-the index, so every run draws the same masks), the degraded image (super-resolution; see also
+the index, so every run draws the same masks; or ``--masks=DIR``, a folder of mask PNGs, white =
+fill, the i-th in sorted order for the i-th image, resized with nearest), the degraded image (super-resolution; see also
 ``python -m ldm_jax.eval.superres`` for PSNR/SSIM). Samples are postprocessed as users get them
 (inpainting: composited with the known pixels) and scored against the same examples' images
 (centre crop and resize of the training pipeline):
@@ -57,6 +58,7 @@ def evaluate(
   bands=DEFAULT_BANDS,
   data_overrides: dict | None = None,
   clip: str = '',
+  masks: str = '',
 ) -> dict:
   from ldm_jax.data.pipeline import iter_condition_examples
   from ldm_jax.eval import fid
@@ -103,6 +105,9 @@ def evaluate(
 
     lp_params, lp_fn = make_lpips(lpips_weights)
     lpips_fn = jax.jit(lambda a, b: lp_fn(lp_params, a, b))
+  mask_files = _mask_files(masks) if masks else None
+  if mask_files is not None and not is_inpainting:
+    raise UserError(f'--masks is for inpainting models; this is a {task.name} model')
   clip_score = None
   if clip:
     if task.name != 'text':
@@ -121,6 +126,15 @@ def evaluate(
       'image': to_model_range(np.stack([e['image'] for e in pad])),
       'cond': task.training_condition(pad, positions + [positions[-1]] * (chunk - n)),
     }
+    if mask_files is not None:  # the user's masks, i-th file for the i-th example
+      from ldm_jax.tasks.inpainting import masked_input
+
+      size = pad[0]['image'].shape[:2]
+      m = np.stack(
+        [_read_mask(mask_files, p, size) for p in positions + [positions[-1]] * (chunk - n)]
+      )
+      cond = masked_input(np.stack([e['image'] for e in pad]), m[..., None])
+      batch['cond'] = {**batch['cond'], **cond}
     key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
     images, _ = draw_samples(
       config,
@@ -163,6 +177,8 @@ def evaluate(
     'inception': inception,
     'fid_reference': 'the images of the same examples (training crop and resize, no flips)',
   }
+  if is_inpainting:
+    report['masks'] = masks or f'generated: {config.data.mask} (LaMa-style), seed {config.seed}'
   report['fid'] = fid.frechet_distance(*fid.feature_stats(fake), *fid.feature_stats(real))
   k = 3
   if min(len(fake), len(real)) > k:
@@ -199,6 +215,29 @@ def evaluate(
   return report
 
 
+def _mask_files(folder: str) -> list[str]:
+  files = sorted(
+    storage.join(folder, f) for f in storage.listdir(folder) if f.lower().endswith('.png')
+  )
+  if not files:
+    raise UserError(f'--masks={folder!r} holds no .png masks')
+  return files
+
+
+def _read_mask(files: list[str], index: int, size) -> np.ndarray:
+  """The ``index``-th mask (cycling through the files), resized (nearest) to ``size``, {0, 1}
+  with 1 = to fill (white), as scripts/inpaint.py binarises it."""
+  import io
+
+  from PIL import Image
+
+  with Image.open(io.BytesIO(storage.read_bytes(files[index % len(files)]))) as im:
+    im = im.convert('L')
+    if im.size != (size[1], size[0]):
+      im = im.resize((size[1], size[0]), Image.NEAREST)
+    return (np.asarray(im, np.float32) / 255.0 >= 0.5).astype(np.float32)
+
+
 def _define_flags():
   from ldm_jax.sampling.flags import define_sampler_flags
 
@@ -212,6 +251,7 @@ def _define_flags():
   flags.DEFINE_string('data_path', '', 'Override config.data.path (folder, records, shards).')
   flags.DEFINE_string('inception', 'fid-helper', "Inception weights ('fid-helper' or a .pth).")
   flags.DEFINE_string('clip', '', 'Text-to-image: CLIP score with this converted CLIPModel folder.')
+  flags.DEFINE_string('masks', '', 'Inpainting: a folder of mask PNGs (white = fill), in order.')
   flags.DEFINE_list(
     'bands', ['0', '0.1', '0.2', '0.3', '0.4', '0.5', '1'], 'Inpainting: masked-area band edges.'
   )
@@ -246,6 +286,7 @@ def main(argv):
     bands=list(zip(edges[:-1], edges[1:])),
     data_overrides=overrides,
     clip=f.clip,
+    masks=f.masks,
   )
   out = f.out or storage.join(
     f.workdir,
