@@ -39,8 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(
     dict(
-      # 'digits' (embedded), 'folder', 'records' (python -m ldm_jax.data.pack), 'tfds' or
-      # 'shards' (tar shards of image + caption, ldm_jax/data/shards.py)
+      # 'digits' (embedded), 'folder', 'jsonl' (image paths + captions), 'records' (python -m
+      # ldm_jax.data.pack), 'tfds' or 'shards' (tar shards of image + caption, data/shards.py)
       source='digits',
       # folder: root directory, searched recursively for .jpg/.jpeg/.png/.webp; records: the
       # packed folder; shards: a folder of .tar files, a pattern 'dir/{00000..00999}.tar' or a list
@@ -310,9 +310,11 @@ def validate(config) -> None:
   """Raise ValueError with the key and the fix for settings that cannot work. The task's own
   settings (conditioning widths, guidance, caching) are checked by ``tasks.get_task``."""
   _choice('stage', config.stage, STAGES)
-  _choice('data.source', config.data.source, ('digits', 'folder', 'records', 'tfds', 'shards'))
-  if config.data.source in ('folder', 'records', 'shards') and not config.data.path:
+  sources = ('digits', 'folder', 'jsonl', 'records', 'tfds', 'shards')
+  _choice('data.source', config.data.source, sources)
+  if config.data.source in sources[1:4] + ('shards',) and not config.data.path:
     what = {'folder': '/path/to/images', 'records': '/path/to/packed', 'shards': "'dir/{0..9}.tar'"}
+    what['jsonl'] = '/path/to/captions.jsonl'
     raise ConfigError(
       f'config.data.source={config.data.source!r} needs config.data.path={what[config.data.source]}'
     )

@@ -362,3 +362,35 @@ def test_tfds_prepared_as_array_record_is_read_by_index(monkeypatch):
     )
     np.testing.assert_array_equal(batch['image'], direct.batch_at(96)['image'])
     assert batch['cond'].shape == (8, 92)
+
+
+def test_jsonl_captions_source(tmp_path):
+  """Images and captions listed one per line (MS-COCO's 30k evaluation prompts come this way):
+  the folder's decoding, captions, a missing file skipped and counted, bad lines named."""
+  from ldm_jax.data.sources import JsonlSource
+
+  _write_folder(str(tmp_path / 'img'), n=4, corrupt=False)
+  lines = [
+    {'image': f'img/im{i:02d}.{["png", "jpg"][i % 2]}', 'caption': f'photo {i}'} for i in range(4)
+  ]
+  lines.append({'image': 'img/missing.jpg', 'caption': 'gone'})
+  lines[1]['caption'] = ['first', 'second']
+  (tmp_path / 'captions.jsonl').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+  source = JsonlSource(str(tmp_path / 'captions.jsonl'), 16, ('caption',))
+  folder = FolderSource(str(tmp_path / 'img'), 16)
+  assert len(source) == 5
+  for i in range(4):
+    np.testing.assert_array_equal(source.load(i, True)['image'], folder.load(i, True)['image'])
+  assert source.load(0)['caption'] == ['photo 0'] and source.load(1)['caption'] == [
+    'first',
+    'second',
+  ]
+  it = RandomAccessBatches(source, 8, seed=0)
+  next(it)
+  assert it.num_corrupt == 1
+  (tmp_path / 'bad.jsonl').write_text('{"caption": "no image"}\n')
+  with pytest.raises(DataError, match='bad.jsonl:1'):
+    JsonlSource(str(tmp_path / 'bad.jsonl'), 16)
+  (tmp_path / 'nocap.jsonl').write_text('{"image": "img/im00.png"}\n')
+  with pytest.raises(DataError, match='line 1 has no "caption"'):
+    JsonlSource(str(tmp_path / 'nocap.jsonl'), 16, ('caption',))

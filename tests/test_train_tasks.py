@@ -93,6 +93,16 @@ def test_task_trains_checkpoints_and_samples(task, tmp_path):
         coco = evaluate(pipe, 'validation', 8, steps=2, batch_size=8,
                         data_overrides={'source': 'tfds', 'name': 'coco_captions'})  # fmt: skip
       assert coco['num_samples'] == 8 and coco['source'] == 'tfds' and np.isfinite(coco['fid'])
+      # ... or from a JSON-lines list of images and captions
+      rows = []
+      for i in range(8):
+        example = DigitsSource(16, 'test').load(i)
+        Image.fromarray(example['image']).save(tmp_path / f'{i}.png')
+        rows.append(f'{{"image": "{i}.png", "caption": "{example["caption"][0]}"}}')
+      (tmp_path / 'captions.jsonl').write_text('\n'.join(rows))
+      listed = evaluate(pipe, 'all', 8, steps=2, batch_size=8,
+                        data_overrides={'source': 'jsonl', 'path': str(tmp_path / 'captions.jsonl')})  # fmt: skip
+      assert listed['num_samples'] == 8 and listed['source'] == 'jsonl'
     if task == 'inpainting':
       assert 0 < report['lpips'] < 1 and 0 < report['masked_fraction_mean'] < 1
       assert sum(b['num_samples'] for b in report['bands']) == 10

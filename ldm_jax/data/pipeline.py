@@ -244,6 +244,10 @@ def make_source(data_cfg, annotations=()):
       annotations,
       data_cfg.segmentation_dir,
     )
+  if data_cfg.source == 'jsonl':
+    from ldm_jax.data.sources import JsonlSource
+
+    return JsonlSource(data_cfg.path, data_cfg.image_size, annotations)
   if data_cfg.source == 'records':
     from ldm_jax.data.records import RecordsSource
 
@@ -267,7 +271,7 @@ def random_access(data_cfg) -> bool:
     from ldm_jax.data.tfds_source import tfds_random_access
 
     return tfds_random_access(data_cfg)
-  return data_cfg.source in ('digits', 'folder', 'records', 'shards')
+  return data_cfg.source in ('digits', 'folder', 'jsonl', 'records', 'shards')
 
 
 def make_train_iterator(

@@ -234,3 +234,53 @@ def _segmentation(name, data: bytes, image_size: int, flip: bool) -> np.ndarray:
       )
     seg = crop_resize_nearest(np.asarray(im).astype(np.int32), image_size)
   return seg[:, ::-1] if flip else seg
+
+
+class JsonlSource:
+  """Images listed in a JSON-lines file (``config.data.source='jsonl'``, ``path=FILE.jsonl``), one
+  example per line: ``{"image": "a/b.jpg", "caption": "..." or ["...", ...], "label": 3}``
+  (``caption`` and ``label`` optional; image paths relative to the file's folder, or absolute /
+  URLs). The layout caption lists such as MS-COCO's 30k evaluation prompts come in."""
+
+  key = 'image'
+
+  def __init__(self, path: str, image_size: int, annotations: Sequence[str] = ()):
+    if not storage.isfile(path):
+      raise DataError(f'captions file {path!r} (config.data.path) does not exist')
+    root = os.path.dirname(path) if not storage.is_url(path) else path.rsplit('/', 1)[0]
+    self.rows = []
+    for n, line in enumerate(storage.read_text(path).splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+        image = row['image']
+      except (ValueError, KeyError, TypeError) as e:
+        raise DataError(
+          f'{path}:{n}: expected {{"image": ..., "caption": ...}}, got {line[:80]!r}'
+        ) from e
+      if not (storage.is_url(image) or os.path.isabs(image)):
+        image = storage.join(root, image)
+      self.rows.append((image, row.get('caption'), int(row.get('label', 0))))
+    if not self.rows:
+      raise DataError(f'{path} lists no images')
+    unsupported = [a for a in annotations if a != 'caption']
+    if unsupported:
+      raise DataError(f'a JSONL source has images and captions only, not {unsupported[0]}')
+    if 'caption' in annotations and any(c is None for _, c, _ in self.rows):
+      missing = next(i for i, (_, c, _) in enumerate(self.rows) if c is None)
+      raise DataError(f'{path}: line {missing + 1} has no "caption", which this task reads')
+    self.image_size, self.annotations = image_size, tuple(annotations)
+
+  def __len__(self):
+    return len(self.rows)
+
+  def load(self, index: int, flip: bool = False) -> dict:
+    image, caption, label = self.rows[index]
+    try:
+      raw = {'image': storage.read_bytes(image), 'label': label}
+    except OSError as e:
+      raise CorruptImage(f'{image}: {e}') from e
+    if 'caption' in self.annotations:
+      raw['caption'] = caption if isinstance(caption, str) else '\n'.join(caption)
+    return decode_example(image, raw, self.image_size, flip)
