@@ -10,8 +10,9 @@ here converts back to the same parameters (``python -m ldm_jax.convert compvis``
 released configs the key names and shapes are the reference's own (tests/test_export.py checks
 them against the reference's state-dict listings).
 
-Not exported yet: OpenCLIP text towers (SD 2.x: q/k/v would need merging back into in_proj),
-and the diffusers folder layout.
+Stable Diffusion 2.x's OpenCLIP text tower is written with OpenCLIP's names (``cond_stage_model.
+model.transformer.resblocks.i.attn.in_proj_weight``: q, k and v stacked again). Not exported yet:
+the diffusers folder layout.
 """
 
 from __future__ import annotations
@@ -104,12 +105,13 @@ def compvis_state_dict(
   kind = config.cond_stage.kind
   if kind == 'first_stage':  # the same module in the reference: its copy under both prefixes
     sd.update(torch_tensors(first_stage, 'cond_stage_model.'))
+  elif cond is not None and kind == 'openclip':
+    # OpenCLIP's text tower (Stable Diffusion 2.x: FrozenOpenCLIPEmbedder.model), its own names
+    from ldm_jax.convert.clip_names import hf_text_to_openclip
+
+    tensors = torch_tensors(cond, 'cond_stage_model.')
+    sd.update(hf_text_to_openclip(tensors, 'cond_stage_model.model.'))
   elif cond is not None:
-    if 'model' in cond and kind == 'clip':
-      raise UserError(
-        'exporting an OpenCLIP text tower (Stable Diffusion 2.x) to the CompVis layout is not '
-        'supported yet (its q/k/v would be merged back into in_proj)'
-      )
     sd.update(torch_tensors(cond, 'cond_stage_model.'))
   from ldm_jax.convert.compvis import SCHEDULE_BUFFERS
   from ldm_jax.latent_diffusion import build_schedule

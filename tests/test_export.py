@@ -77,3 +77,24 @@ def test_a_workdir_exports_to_ckpt_and_safetensors_and_converts_back(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for a, b in zip(jax.tree.leaves(back['first_stage']), jax.tree.leaves(first_stage)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_stable_diffusion_2_exports_to_its_own_checkpoint_layout(tmp_path):
+  """An SD 2 checkpoint in the CompVis layout (OpenCLIP's text tower under cond_stage_model.model,
+  q/k/v stacked in in_proj) converts and exports back to the same keys and the same tensors."""
+  from ldm_jax.convert.compvis import convert_compvis
+  from tests.test_stable_diffusion import _compvis_checkpoint, _tiny_config
+
+  sd, _, _ = _compvis_checkpoint(2)
+  path = str(tmp_path / 'sd2.safetensors')
+  from safetensors.numpy import load_file, save_file
+
+  save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, path)
+  convert_compvis(path, _tiny_config(2), str(tmp_path / 'run'))
+  export.export_workdir(str(tmp_path / 'run'), str(tmp_path / 'back.safetensors'))
+  back = load_file(str(tmp_path / 'back.safetensors'))
+  text = sorted(k for k in sd if k.startswith('cond_stage_model.'))
+  assert any(k.endswith('attn.in_proj_weight') for k in text)
+  assert sorted(k for k in back if k.startswith('cond_stage_model.')) == text
+  for k in text + [k for k in sd if k.startswith(('model.diffusion_model.', 'first_stage_model.'))]:
+    np.testing.assert_array_equal(back[k], np.asarray(sd[k], np.float32), err_msg=k)

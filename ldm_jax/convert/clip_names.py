@@ -57,6 +57,54 @@ def openclip_text_to_hf(state_dict: Mapping[str, np.ndarray], prefix: str = '') 
   return out
 
 
+_HF_LAYER = re.compile(
+  r'^text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$'
+)
+_INVERSE = (
+  (r'^text_model\.embeddings\.token_embedding\.weight$', 'token_embedding.weight'),
+  (r'^text_model\.embeddings\.position_embedding\.weight$', 'positional_embedding'),
+  (r'^text_model\.final_layer_norm\.', 'ln_final.'),
+  (r'^text_model\.encoder\.layers\.(\d+)\.layer_norm1\.', r'transformer.resblocks.\1.ln_1.'),
+  (r'^text_model\.encoder\.layers\.(\d+)\.layer_norm2\.', r'transformer.resblocks.\1.ln_2.'),
+  (r'^text_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.', r'transformer.resblocks.\1.mlp.c_fc.'),
+  (r'^text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.', r'transformer.resblocks.\1.mlp.c_proj.'),
+  (
+    r'^text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.',
+    r'transformer.resblocks.\1.attn.out_proj.',
+  ),
+)
+
+
+def hf_text_to_openclip(state_dict: Mapping[str, np.ndarray], prefix: str = '') -> dict:
+  """``openclip_text_to_hf`` inverted: transformers names under ``prefix`` back to OpenCLIP's,
+  q, k and v stacked into ``in_proj`` (exactly: the split was a slicing); other keys unchanged."""
+  out, qkv = {}, {}
+  for key, value in state_dict.items():
+    if not key.startswith(prefix):
+      out[key] = value
+      continue
+    name = key[len(prefix) :]
+    m = _HF_LAYER.match(name)
+    if m:
+      qkv.setdefault((m[1], m[3]), {})[m[2]] = value
+      continue
+    for pattern, repl in _INVERSE:
+      if re.match(pattern, name):
+        name = re.sub(pattern, repl, name)
+        break
+    out[prefix + name] = value
+  for (layer, kind), parts in sorted(qkv.items()):
+    if set(parts) != set('qkv'):
+      raise ConversionError(f'layer {layer}: {kind} of {sorted(parts)} only; q, k and v are needed')
+    stacked = [parts[p] for p in 'qkv']
+    if all(isinstance(a, np.ndarray) for a in stacked):
+      merged = np.concatenate(stacked, axis=0)
+    else:  # abstract leaves (names and shapes only)
+      merged = type(stacked[0])((3 * stacked[0].shape[0], *stacked[0].shape[1:]), stacked[0].dtype)
+    out[f'{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}'] = merged
+  return out
+
+
 def clip_fields(cfg: dict, tokenizer_dir: str | None) -> dict:
   """config.cond_stage from a CLIPTextModel config.json (and the pipeline's tokenizer folder, which
   says the padding token: <|endoftext|> for SD 1.x, '!' = 0 for SD 2.x)."""
