@@ -45,3 +45,19 @@ def test_stable_diffusion_notebook_runs(tmp_path):
   lines = [x for x in r.stdout.splitlines() if x.startswith('strength')]
   assert len(lines) == 3 and all(np.isfinite(float(x.rsplit('=', 1)[1])) for x in lines)
   assert 'inpainting (2, 16, 16, 3)' in r.stdout
+
+
+@pytest.mark.parametrize('name', ['quickstart', 'stable_diffusion'])
+def test_notebooks_open_with_an_install_cell_and_their_images(name):
+  """What people see on GitHub or Colab: the first code cell installs ldm_jax on a fresh runtime
+  (with the accelerator's JAX), and the executed outputs, images included, are stored
+  (scripts/run_notebooks.py)."""
+  with open(os.path.join(ROOT, 'notebooks', f'{name}.ipynb')) as f:
+    nb = json.load(f)
+  code = [c for c in nb['cells'] if c['cell_type'] == 'code']
+  install = ''.join(code[0]['source'])
+  assert 'LDM_JAX_REPO' in install and "'[tpu]'" in install and "'[cuda12]'" in install
+  assert all(c['outputs'] for c in code[1:]), 'every cell after the install has stored outputs'
+  images = [o for c in code for o in c['outputs'] if 'image/png' in o.get('data', {})]
+  assert images, 'no stored image'
+  assert not any(o.get('name') == 'stderr' for c in code for o in c['outputs'])
