@@ -394,3 +394,25 @@ def test_jsonl_captions_source(tmp_path):
   (tmp_path / 'nocap.jsonl').write_text('{"image": "img/im00.png"}\n')
   with pytest.raises(DataError, match='line 1 has no "caption"'):
     JsonlSource(str(tmp_path / 'nocap.jsonl'), 16, ('caption',))
+
+
+def test_device_prefetch_keeps_the_order_and_raises_each_error_with_its_batch():
+  """The training loop fetches one global batch ahead (its host-to-device copy overlaps the step);
+  batches come in order, and a failure fetching batch k surfaces when batch k is asked for."""
+  from ldm_jax.train.loop import DevicePrefetch
+
+  items, calls = iter([1, 2, ValueError('bad batch 3'), 4]), []
+
+  def fetch():
+    item = next(items)
+    calls.append(item)
+    if isinstance(item, Exception):
+      raise item
+    return item
+
+  prefetch = DevicePrefetch(fetch)
+  assert prefetch() == 1 and len(calls) == 2  # batch 2 is already on its way
+  assert prefetch() == 2
+  with pytest.raises(ValueError, match='bad batch 3'):
+    prefetch()
+  assert prefetch() == 4

@@ -154,7 +154,7 @@ def _train(config, workdir: str, preemption) -> TrainState:
     raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
   data = stage.train_iterator(data_state['position'], first_stage_params)
-  next_batch = lambda: sharding.global_batch(next(data), mesh)
+  next_batch = DevicePrefetch(lambda: sharding.global_batch(next(data), mesh))
   pending = None
   if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run
     state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
@@ -184,6 +184,27 @@ def _train(config, workdir: str, preemption) -> TrainState:
     if hasattr(data, 'close'):
       data.close()
   return state
+
+
+class DevicePrefetch:
+  """``fetch()`` one global batch ahead: handing out batch k issues batch k+1's host-to-device copy
+  (asynchronous in JAX), so that copy overlaps step k. An error while fetching batch k+1 is raised
+  when batch k+1 is asked for, as without the prefetch."""
+
+  def __init__(self, fetch):
+    self.fetch, self._next, self._error = fetch, None, None
+
+  def __call__(self):
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
+    batch = self._next if self._next is not None else self.fetch()
+    self._next = None
+    try:
+      self._next = self.fetch()
+    except Exception as e:  # pylint: disable=broad-except
+      self._error = e
+    return batch
 
 
 def _log_start(config, mesh, start_step: int) -> None:
