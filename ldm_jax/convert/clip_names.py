@@ -17,19 +17,36 @@ import numpy as np
 
 from ldm_jax.convert.torch_names import ConversionError
 
-_RENAMES = (
-  (r'^token_embedding\.weight$', 'text_model.embeddings.token_embedding.weight'),
-  (r'^positional_embedding$', 'text_model.embeddings.position_embedding.weight'),
-  (r'^ln_final\.', 'text_model.final_layer_norm.'),
-  (r'^transformer\.resblocks\.(\d+)\.ln_1\.', r'text_model.encoder.layers.\1.layer_norm1.'),
-  (r'^transformer\.resblocks\.(\d+)\.ln_2\.', r'text_model.encoder.layers.\1.layer_norm2.'),
-  (r'^transformer\.resblocks\.(\d+)\.mlp\.c_fc\.', r'text_model.encoder.layers.\1.mlp.fc1.'),
-  (r'^transformer\.resblocks\.(\d+)\.mlp\.c_proj\.', r'text_model.encoder.layers.\1.mlp.fc2.'),
-  (
-    r'^transformer\.resblocks\.(\d+)\.attn\.out_proj\.',
-    r'text_model.encoder.layers.\1.self_attn.out_proj.',
-  ),
+# OpenCLIP name, transformers name ({i}: the layer; a trailing '.' renames every key under it)
+_NAMES = (
+  ('token_embedding.weight', 'text_model.embeddings.token_embedding.weight'),
+  ('positional_embedding', 'text_model.embeddings.position_embedding.weight'),
+  ('ln_final.', 'text_model.final_layer_norm.'),
+  ('transformer.resblocks.{i}.ln_1.', 'text_model.encoder.layers.{i}.layer_norm1.'),
+  ('transformer.resblocks.{i}.ln_2.', 'text_model.encoder.layers.{i}.layer_norm2.'),
+  ('transformer.resblocks.{i}.mlp.c_fc.', 'text_model.encoder.layers.{i}.mlp.fc1.'),
+  ('transformer.resblocks.{i}.mlp.c_proj.', 'text_model.encoder.layers.{i}.mlp.fc2.'),
+  ('transformer.resblocks.{i}.attn.out_proj.', 'text_model.encoder.layers.{i}.self_attn.out_proj.'),
 )
+
+
+def _rule(src: str, dst: str) -> tuple[str, str]:
+  pattern = r'(\d+)'.join(re.escape(part) for part in src.split('{i}'))
+  return '^' + pattern + ('' if src.endswith('.') else '$'), dst.replace('{i}', r'\1')
+
+
+_RENAMES = tuple(_rule(o, h) for o, h in _NAMES)  # OpenCLIP -> transformers
+_INVERSE = tuple(_rule(h, o) for o, h in _NAMES)  # transformers -> OpenCLIP
+
+
+def _rename(name: str, rules) -> str:
+  """``name`` through the first rule whose pattern matches it (unchanged when none does)."""
+  for pattern, repl in rules:
+    if re.match(pattern, name):
+      return re.sub(pattern, repl, name)
+  return name
+
+
 _IN_PROJ = re.compile(r'^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$')
 
 
@@ -49,29 +66,12 @@ def openclip_text_to_hf(state_dict: Mapping[str, np.ndarray], prefix: str = '') 
       for part, a in zip('qkv', (q, k, v)):
         out[f'{prefix}text_model.encoder.layers.{m[1]}.self_attn.{part}_proj.{m[2]}'] = a
       continue
-    for pattern, repl in _RENAMES:
-      if re.match(pattern, name):
-        name = re.sub(pattern, repl, name)
-        break
-    out[prefix + name] = value
+    out[prefix + _rename(name, _RENAMES)] = value
   return out
 
 
 _HF_LAYER = re.compile(
   r'^text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$'
-)
-_INVERSE = (
-  (r'^text_model\.embeddings\.token_embedding\.weight$', 'token_embedding.weight'),
-  (r'^text_model\.embeddings\.position_embedding\.weight$', 'positional_embedding'),
-  (r'^text_model\.final_layer_norm\.', 'ln_final.'),
-  (r'^text_model\.encoder\.layers\.(\d+)\.layer_norm1\.', r'transformer.resblocks.\1.ln_1.'),
-  (r'^text_model\.encoder\.layers\.(\d+)\.layer_norm2\.', r'transformer.resblocks.\1.ln_2.'),
-  (r'^text_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.', r'transformer.resblocks.\1.mlp.c_fc.'),
-  (r'^text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.', r'transformer.resblocks.\1.mlp.c_proj.'),
-  (
-    r'^text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.',
-    r'transformer.resblocks.\1.attn.out_proj.',
-  ),
 )
 
 
@@ -88,11 +88,7 @@ def hf_text_to_openclip(state_dict: Mapping[str, np.ndarray], prefix: str = '') 
     if m:
       qkv.setdefault((m[1], m[3]), {})[m[2]] = value
       continue
-    for pattern, repl in _INVERSE:
-      if re.match(pattern, name):
-        name = re.sub(pattern, repl, name)
-        break
-    out[prefix + name] = value
+    out[prefix + _rename(name, _INVERSE)] = value
   for (layer, kind), parts in sorted(qkv.items()):
     if set(parts) != set('qkv'):
       raise ConversionError(f'layer {layer}: {kind} of {sorted(parts)} only; q, k and v are needed')
