@@ -399,7 +399,7 @@ def test_jsonl_captions_source(tmp_path):
 def test_device_prefetch_keeps_the_order_and_raises_each_error_with_its_batch():
   """The training loop fetches one global batch ahead (its host-to-device copy overlaps the step);
   batches come in order, and a failure fetching batch k surfaces when batch k is asked for."""
-  from ldm_jax.train.loop import DevicePrefetch
+  from ldm_jax.data.pipeline import DevicePrefetch
 
   items, calls = iter([1, 2, ValueError('bad batch 3'), 4]), []
 

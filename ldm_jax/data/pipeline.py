@@ -231,6 +231,27 @@ class Prefetch:
       self.iterator.close()
 
 
+class DevicePrefetch:
+  """``fetch()`` one global batch ahead: handing out batch k issues batch k+1's host-to-device copy
+  (asynchronous in JAX), so that copy overlaps step k. An error while fetching batch k+1 is raised
+  when batch k+1 is asked for, as without the prefetch."""
+
+  def __init__(self, fetch):
+    self.fetch, self._next, self._error = fetch, None, None
+
+  def __call__(self):
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
+    batch = self._next if self._next is not None else self.fetch()
+    self._next = None
+    try:
+      self._next = self.fetch()
+    except Exception as e:  # pylint: disable=broad-except
+      self._error = e
+    return batch
+
+
 def make_source(data_cfg, annotations=()):
   """The random-access source of config.data; ``annotations`` (caption, boxes, segmentation): what
   each example must carry besides image and label."""

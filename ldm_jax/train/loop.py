@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
+from ldm_jax.data.pipeline import DevicePrefetch
 from ldm_jax.config import learning_rate, profile_steps, state_defining_differences, validate
 from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
@@ -184,27 +185,6 @@ def _train(config, workdir: str, preemption) -> TrainState:
     if hasattr(data, 'close'):
       data.close()
   return state
-
-
-class DevicePrefetch:
-  """``fetch()`` one global batch ahead: handing out batch k issues batch k+1's host-to-device copy
-  (asynchronous in JAX), so that copy overlaps step k. An error while fetching batch k+1 is raised
-  when batch k+1 is asked for, as without the prefetch."""
-
-  def __init__(self, fetch):
-    self.fetch, self._next, self._error = fetch, None, None
-
-  def __call__(self):
-    if self._error is not None:
-      error, self._error = self._error, None
-      raise error
-    batch = self._next if self._next is not None else self.fetch()
-    self._next = None
-    try:
-      self._next = self.fetch()
-    except Exception as e:  # pylint: disable=broad-except
-      self._error = e
-    return batch
 
 
 def _log_start(config, mesh, start_step: int) -> None:
