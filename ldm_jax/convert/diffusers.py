@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
-
 import numpy as np
 
 from ldm_jax import storage
 from ldm_jax.config import base_config, downsampling_factor
 from ldm_jax.convert.clip_names import clip_fields, clip_text_to_compvis
+from ldm_jax.convert.diffusers_names import (
+  first_stage_to_compvis,
+  ldmbert_to_compvis,
+  unet_to_compvis_names,
+)
 from ldm_jax.convert.torch_names import ConversionError
 
 _WEIGHT_FILES = (
@@ -184,190 +187,10 @@ def schedule_fields(cfg: dict) -> dict:
   )
 
 
-# -- parameter names -----------------------------------------------------------------------------
-_RESNET = {
-  'norm1': 'in_layers.0',
-  'conv1': 'in_layers.2',
-  'time_emb_proj': 'emb_layers.1',
-  'norm2': 'out_layers.0',
-  'conv2': 'out_layers.3',
-  'conv_shortcut': 'skip_connection',
-}
-_VAE_ATTN = {'group_norm': 'norm', 'to_q': 'q', 'to_k': 'k', 'to_v': 'v', 'to_out.0': 'proj_out'}
-
-
-def _unet_attention(sd, src, dst, heads_of, out):
-  """diffusers' Attention (UNet2DModel) -> the CompVis AttentionBlock: q/k/v become one qkv
-  Conv1d in the legacy head-major order (channel head*3d + {q,k,v}*d + i)."""
-  out[f'{dst}.norm.weight'] = sd.pop(f'{src}.group_norm.weight')
-  out[f'{dst}.norm.bias'] = sd.pop(f'{src}.group_norm.bias')
-  w = [sd.pop(f'{src}.to_{n}.weight') for n in 'qkv']
-  b = [sd.pop(f'{src}.to_{n}.bias') for n in 'qkv']
-  c = w[0].shape[0]
-  heads = heads_of(c)
-  d = c // heads
-  out[f'{dst}.qkv.weight'] = np.stack([x.reshape(heads, d, c) for x in w], 1).reshape(3 * c, c, 1)
-  out[f'{dst}.qkv.bias'] = np.stack([x.reshape(heads, d) for x in b], 1).reshape(3 * c)
-  out[f'{dst}.proj_out.weight'] = sd.pop(f'{src}.to_out.0.weight')[:, :, None]
-  out[f'{dst}.proj_out.bias'] = sd.pop(f'{src}.to_out.0.bias')
-
-
+# -- parameter names (ldm_jax/convert/diffusers_names.py) -----------------------------------------
 def unet_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'model.diffusion_model.') -> dict:
-  """diffusers UNet names -> CompVis openaimodel names (input_blocks / middle_block / output_blocks)."""
-  sd = dict(state_dict)
-  fields = unet_fields(cfg)
-  nrb, levels = fields['num_res_blocks'], len(fields['channel_mult'])
-  heads_of = lambda c: (
-    c // fields['num_head_channels'] if fields['num_head_channels'] > 0 else fields['num_heads']
-  )
-  out = {}
-
-  def move(src, dst):
-    for k in [k for k in sd if k.startswith(src + '.')]:
-      out[prefix + dst + k[len(src) :]] = sd.pop(k)
-
-  def resnet(src, dst):
-    for a, b in _RESNET.items():
-      move(f'{src}.{a}', f'{dst}.{b}')
-
-  def resample(src, dst, conv):
-    """A level's down/upsampler: a ResBlock with resblock_updown, else a conv."""
-    if fields['resblock_updown']:
-      resnet(src, dst)
-    else:
-      move(f'{src}.conv', f'{dst}.{conv}')
-
-  def attention(src, dst):
-    if any(k.startswith(f'{src}.transformer_blocks.') for k in sd):
-      move(src, dst)  # Transformer2DModel = SpatialTransformer, same names
-    elif f'{src}.to_q.weight' in sd:  # UNet2DModel's Attention = the CompVis AttentionBlock
-      if f'{src}.group_norm.weight' not in sd:
-        raise ConversionError(
-          f'{src} has no GroupNorm (diffusers leaves it out of the middle block when '
-          "resnet_time_scale_shift='scale_shift' and attn_norm_num_groups is unset): the CompVis "
-          'AttentionBlock always normalises, so this UNet has no CompVis counterpart'
-        )
-      ren = {}
-      _unet_attention(sd, src, dst, heads_of, ren)
-      out.update({prefix + k: v for k, v in ren.items()})
-
-  move('conv_in', 'input_blocks.0.0')
-  move('time_embedding.linear_1', 'time_embed.0')
-  move('time_embedding.linear_2', 'time_embed.2')
-  idx = 1
-  for i in range(levels):
-    for j in range(nrb):
-      resnet(f'down_blocks.{i}.resnets.{j}', f'input_blocks.{idx}.0')
-      attention(f'down_blocks.{i}.attentions.{j}', f'input_blocks.{idx}.1')
-      idx += 1
-    if i < levels - 1:
-      resample(f'down_blocks.{i}.downsamplers.0', f'input_blocks.{idx}.0', 'op')
-      idx += 1
-  resnet('mid_block.resnets.0', 'middle_block.0')
-  attention('mid_block.attentions.0', 'middle_block.1')
-  resnet('mid_block.resnets.1', 'middle_block.2')
-  idx = 0
-  for i in range(levels):
-    for j in range(nrb + 1):
-      resnet(f'up_blocks.{i}.resnets.{j}', f'output_blocks.{idx}.0')
-      has_attn = any(k.startswith(f'up_blocks.{i}.attentions.{j}.') for k in sd)
-      attention(f'up_blocks.{i}.attentions.{j}', f'output_blocks.{idx}.1')
-      if j == nrb and i < levels - 1:
-        resample(
-          f'up_blocks.{i}.upsamplers.0', f'output_blocks.{idx}.{2 if has_attn else 1}', 'conv'
-        )
-      idx += 1
-  move('conv_norm_out', 'out.0')
-  move('conv_out', 'out.2')
-  if sd:
-    raise ConversionError(f'{len(sd)} diffusers UNet keys have no CompVis place: {sorted(sd)[:20]}')
-  return out
-
-
-def first_stage_to_compvis(state_dict: dict, cfg: dict, prefix: str = 'first_stage_model.') -> dict:
-  """diffusers VQModel/AutoencoderKL names -> CompVis Encoder/Decoder names (up blocks reversed)."""
-  sd = dict(state_dict)
-  levels = len(cfg['block_out_channels'])
-  out = {}
-
-  def rename(k):
-    k = re.sub(r'^encoder\.down_blocks\.(\d+)\.resnets\.', r'encoder.down.\1.block.', k)
-    k = re.sub(r'^encoder\.down_blocks\.(\d+)\.attentions\.', r'encoder.down.\1.attn.', k)
-    k = re.sub(
-      r'^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.', r'encoder.down.\1.downsample.', k
-    )
-    k = re.sub(
-      r'^decoder\.up_blocks\.(\d+)\.resnets\.',
-      lambda m: f'decoder.up.{levels - 1 - int(m.group(1))}.block.',
-      k,
-    )
-    k = re.sub(
-      r'^decoder\.up_blocks\.(\d+)\.attentions\.',
-      lambda m: f'decoder.up.{levels - 1 - int(m.group(1))}.attn.',
-      k,
-    )
-    k = re.sub(
-      r'^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.',
-      lambda m: f'decoder.up.{levels - 1 - int(m.group(1))}.upsample.',
-      k,
-    )
-    k = re.sub(
-      r'^(encoder|decoder)\.mid_block\.resnets\.(\d)\.',
-      lambda m: f'{m.group(1)}.mid.block_{int(m.group(2)) + 1}.',
-      k,
-    )
-    k = re.sub(r'^(encoder|decoder)\.mid_block\.attentions\.0\.', r'\1.mid.attn_1.', k)
-    k = re.sub(r'^(encoder|decoder)\.conv_norm_out\.', r'\1.norm_out.', k)
-    k = k.replace('.conv_shortcut.', '.nin_shortcut.')
-    for a, b in _VAE_ATTN.items():
-      k = re.sub(rf'\.(attn\.\d+|attn_1)\.{re.escape(a)}\.', rf'.\1.{b}.', k)
-    return k
-
-  for k, v in sd.items():
-    name = rename(k)
-    if re.search(r'\.(attn\.\d+|attn_1)\.(q|k|v|proj_out)\.weight$', name) and v.ndim == 2:
-      v = v[:, :, None, None]  # Linear -> the reference's 1x1 conv
-    out[prefix + name] = v
-  return out
-
-
-def ldmbert_to_compvis(state_dict: dict, prefix: str = 'cond_stage_model.') -> dict:
-  """diffusers' LDMBertModel (the CompVis BERTEmbedder ported) -> BERTEmbedder names."""
-  out = {}
-  t = prefix + 'transformer.'
-  for k, v in state_dict.items():
-    m = re.match(r'model\.layers\.(\d+)\.(.*)$', k)
-    if m:
-      i, rest = int(m.group(1)), m.group(2)
-      table = {
-        'self_attn_layer_norm.': f'{2 * i}.0.',
-        'self_attn.q_proj.': f'{2 * i}.1.to_q.',
-        'self_attn.k_proj.': f'{2 * i}.1.to_k.',
-        'self_attn.v_proj.': f'{2 * i}.1.to_v.',
-        'self_attn.out_proj.': f'{2 * i}.1.to_out.',
-        'final_layer_norm.': f'{2 * i + 1}.0.',
-        'fc1.': f'{2 * i + 1}.1.net.0.0.',
-        'fc2.': f'{2 * i + 1}.1.net.2.',
-      }
-      for a, b in table.items():
-        if rest.startswith(a):
-          out[f'{t}attn_layers.layers.{b}{rest[len(a) :]}'] = v
-          break
-      else:
-        raise ConversionError(f'LDMBert key {k} has no CompVis place')
-      continue
-    fixed = {
-      'model.embed_tokens.weight': 'token_emb.weight',
-      'model.embed_positions.weight': 'pos_emb.emb.weight',
-      'model.layer_norm.weight': 'norm.weight',
-      'model.layer_norm.bias': 'norm.bias',
-      'to_logits.weight': 'to_logits.weight',
-      'to_logits.bias': 'to_logits.bias',
-    }
-    if k not in fixed:
-      raise ConversionError(f'LDMBert key {k} has no CompVis place')
-    out[t + fixed[k]] = v
-  return out
+  """diffusers UNet names (of a UNet2DModel / UNet2DConditionModel config.json) -> CompVis'."""
+  return unet_to_compvis_names(state_dict, unet_fields(cfg), prefix)
 
 
 # -- whole models --------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ released configs the key names and shapes are the reference's own (tests/test_ex
 them against the reference's state-dict listings).
 
 Stable Diffusion 2.x's OpenCLIP text tower is written with OpenCLIP's names (``cond_stage_model.
-model.transformer.resblocks.i.attn.in_proj_weight``: q, k and v stacked again). Not exported yet:
-the diffusers folder layout.
+model.transformer.resblocks.i.attn.in_proj_weight``: q, k and v stacked again). A diffusers folder:
+``--format=diffusers`` (ldm_jax/export/diffusers.py).
 """
 
 from __future__ import annotations
@@ -268,29 +268,3 @@ def save_torch(obj, name: str = 'archive') -> bytes:
       z.writestr(f'{name}/data/{key}', array.astype(array.dtype.newbyteorder('<')).tobytes())
     z.writestr(f'{name}/version', '3\n')
   return buf.getvalue()
-
-
-def main(argv) -> None:
-  import json
-
-  from absl import flags
-
-  FLAGS = flags.FLAGS
-  del argv
-  print(json.dumps(export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step), indent=2))
-
-
-def run() -> None:
-  from absl import flags
-
-  from ldm_jax.runtime import run_cli
-
-  flags.DEFINE_string('workdir', None, 'A workdir (train.py or python -m ldm_jax.convert).')
-  flags.DEFINE_string('out', None, 'model.ckpt (torch format) or model.safetensors.')
-  flags.DEFINE_integer('step', None, 'The checkpoint step (default: the newest readable one).')
-  flags.mark_flags_as_required(['workdir', 'out'])
-  run_cli(main)
-
-
-if __name__ == '__main__':
-  run()

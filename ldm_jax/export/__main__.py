@@ -1,0 +1,47 @@
+"""``python -m ldm_jax.export --workdir=DIR --out=model.ckpt|model.safetensors`` (the CompVis
+state dict, ldm_jax/export/__init__.py) or ``--format=diffusers --out=FOLDER`` (a diffusers
+folder, ldm_jax/export/diffusers.py)."""
+
+from __future__ import annotations
+
+
+def main(argv) -> None:
+  import json
+
+  from absl import flags
+
+  from ldm_jax.errors import UserError
+  from ldm_jax.export import export_workdir
+  from ldm_jax.export.diffusers import export_diffusers
+
+  FLAGS = flags.FLAGS
+  del argv
+  fmt = FLAGS.format
+  if fmt == 'compvis':
+    report = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  elif fmt == 'diffusers':
+    if FLAGS.out.endswith(('.ckpt', '.safetensors')):
+      raise UserError(f'--format=diffusers writes a folder: --out={FLAGS.out!r} names a file')
+    report = export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  else:
+    raise UserError(f"--format={fmt!r}: 'compvis' (a .ckpt/.safetensors) or 'diffusers' (a folder)")
+  print(json.dumps(report, indent=2))
+
+
+def run() -> None:
+  from absl import flags
+
+  from ldm_jax.runtime import run_cli
+
+  flags.DEFINE_string('workdir', None, 'A workdir (train.py or python -m ldm_jax.convert).')
+  flags.DEFINE_string(
+    'out', None, 'compvis: model.ckpt (torch format) or model.safetensors; diffusers: a folder.'
+  )
+  flags.DEFINE_string('format', 'compvis', "'compvis' or 'diffusers'.")
+  flags.DEFINE_integer('step', None, 'The checkpoint step (default: the newest readable one).')
+  flags.mark_flags_as_required(['workdir', 'out'])
+  run_cli(main)
+
+
+if __name__ == '__main__':
+  run()
