@@ -171,12 +171,18 @@ def _scheduler(version):
   )  # fmt: skip
 
 
-def _sd_pipeline(version, folder):
+def _sd_pipeline(version, folder, inpainting=False):
+  """A tiny StableDiffusion(Inpaint)Pipeline, saved to ``folder`` as SD's repositories hold it."""
   unet, vae, text = _tiny_unet(version), _kl(), _tiny_clip(version)
+  if inpainting:  # a 9-channel UNet: [x, mask, masked image latents]
+    unet = _perturb(diffusers.UNet2DConditionModel(**{**dict(unet.config), 'in_channels': 9}), 8)
   tokenizer_dir = str(folder) + '_tokenizer'
   _write_tokenizer(tokenizer_dir, '<|endoftext|>' if version == 1 else '!')
   tokenizer = transformers.CLIPTokenizer.from_pretrained(tokenizer_dir)
-  pipe = diffusers.StableDiffusionPipeline(
+  cls = (
+    diffusers.StableDiffusionInpaintPipeline if inpainting else diffusers.StableDiffusionPipeline
+  )
+  pipe = cls(
     vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=_scheduler(version),
     safety_checker=None, feature_extractor=None, requires_safety_checker=False,
   )  # fmt: skip
@@ -403,18 +409,7 @@ def test_sd_inpainting_equals_diffusers(tmp_path):
   to both: the posterior mode here, which the reference draws at random)."""
   from PIL import Image
 
-  unet = _perturb(
-    diffusers.UNet2DConditionModel(**{**dict(_tiny_unet(1).config), 'in_channels': 9}), 8
-  )
-  tokenizer_dir = str(tmp_path / 'tok')
-  _write_tokenizer(tokenizer_dir, '<|endoftext|>')
-  ref = diffusers.StableDiffusionInpaintPipeline(
-    vae=_kl(), text_encoder=_tiny_clip(1), unet=unet, scheduler=_scheduler(1),
-    tokenizer=transformers.CLIPTokenizer.from_pretrained(tokenizer_dir),
-    safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-  )  # fmt: skip
-  ref.set_progress_bar_config(disable=True)
-  ref.save_pretrained(str(tmp_path / 'pipe'), safe_serialization=True)
+  ref = _sd_pipeline(1, tmp_path / 'pipe', inpainting=True)
   convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
   pipe = ldm_jax.load(str(tmp_path / 'out'))
   assert pipe.config.task == 'text_inpainting' and pipe.ldm.guidable
