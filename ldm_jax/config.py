@@ -241,6 +241,7 @@ def base_config() -> ml_collections.ConfigDict:
       # peak dense TFLOP/s of one device for the logged MFU; 0 = the table of known chips
       # (ldm_jax/parallel/chips.py: none for CPUs, so no MFU there unless given)
       peak_tflops=0.0,
+      wandb='',  # 'project' or 'entity/project': also log to Weights & Biases (pip install wandb)
     )
   )
 

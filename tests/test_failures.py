@@ -366,10 +366,46 @@ def test_a_full_disk_is_one_line(tmp_path):
   assert 'os_error_code' not in r.stderr and len(lines) < 100, r.stderr
 
 
+def _wandb_history(workdir):
+  """({step: {key: value}}, run ids) of the offline W&B runs under WORKDIR/wandb, read from the run
+  files: LevelDB's log format (a 7-byte header, then 32 KiB blocks of records [crc32, length,
+  type] + data), each record a wandb Record protobuf."""
+  import glob
+  import json
+  import struct
+
+  from wandb.proto import wandb_internal_pb2 as pb
+
+  history, run_ids = {}, set()
+  for path in glob.glob(os.path.join(workdir, 'wandb', 'offline-run-*', 'run-*.wandb')):
+    data, pos, buf = open(path, 'rb').read(), 7, b''
+    while pos + 7 <= len(data):
+      if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+        pos += 32768 - pos % 32768
+        continue
+      _, n, kind = struct.unpack('<IHB', data[pos : pos + 7])
+      if n == 0 and kind == 0:
+        break
+      buf, pos = buf + data[pos + 7 : pos + 7 + n], pos + 7 + n
+      if kind in (1, 4):  # a whole record, or the last piece of one
+        record = pb.Record()
+        record.ParseFromString(buf)
+        buf = b''
+        if record.WhichOneof('record_type') == 'run':
+          run_ids.add(record.run.run_id)
+        elif record.WhichOneof('record_type') == 'history':
+          row = {
+            i.key or '/'.join(i.nested_key): json.loads(i.value_json) for i in record.history.item
+          }
+          history.setdefault(row.pop('_step'), {}).update(row)
+  return history, run_ids
+
+
 def test_metrics_jsonl_and_a_profile_of_chosen_steps_survive_a_resume(ae_run, tmp_path):
   """WORKDIR/metrics.jsonl has one line per logged step; a resumed run drops the lines an
   interrupted run logged after its last checkpoint (and a torn last line); profile_steps traces
-  those steps into WORKDIR/profile, whose top ops benchmarks/hlo_profile.py lists."""
+  those steps into WORKDIR/profile, whose top ops benchmarks/hlo_profile.py lists. With
+  training.wandb set, the same scalars go to a W&B run (offline here) of the workdir's id."""
   from benchmarks import hlo_profile
   from ldm_jax.train.metric_writer import read_metrics
 
@@ -384,12 +420,17 @@ def test_metrics_jsonl_and_a_profile_of_chosen_steps_survive_a_resume(ae_run, tm
     '--config.training.log_every=1',
     '--config.training.profile_steps=6,7',
     '--config.training.peak_tflops=1',
+    '--config.training.wandb=ldm-jax/tests',
   ]
-  r = run_cli(*autoencoder(workdir, *extra), env=FAST)
+  r = run_cli(*autoencoder(workdir, *extra), env={**FAST, 'WANDB_MODE': 'offline'})
   assert r.returncode == 0, r.stderr[-3000:]
   lines = read_metrics(workdir)
   assert [m['step'] for m in lines] == before + [5, 6, 7]
   assert lines[len(before)]['loss'] != 1.0 and lines[-1]['perf/mfu'] > 0 and lines[-1]['time'] > 0
+  history, run_ids = _wandb_history(workdir)  # the same scalars, in the workdir's W&B run
+  assert run_ids == {open(os.path.join(workdir, 'wandb_run_id')).read().strip()}
+  for line in lines[len(before) :]:
+    assert history[line['step']]['loss'] == pytest.approx(line['loss'], rel=1e-6)
   rows = hlo_profile.top_ops(os.path.join(workdir, 'profile'), top=5)
   assert len(rows) == 5 and all(r['ms_per_call'] > 0 for r in rows)
   assert any('step' in r['module'] for r in rows)
@@ -397,3 +438,12 @@ def test_metrics_jsonl_and_a_profile_of_chosen_steps_survive_a_resume(ae_run, tm
     run_cli(*autoencoder(workdir, '--config.training.profile_steps=9,3')), 'profile_steps'
   )
   assert "'a,b'" in line
+
+
+def test_wandb_asked_for_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
+  from ldm_jax.errors import UserError
+  from ldm_jax.train.metric_writer import open_wandb_run
+
+  monkeypatch.setitem(sys.modules, 'wandb', None)  # import wandb -> ImportError
+  with pytest.raises(UserError, match=r"wandb='me/proj' but wandb is not installed: pip install"):
+    open_wandb_run(str(tmp_path), 'me/proj', {})

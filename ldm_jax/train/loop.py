@@ -161,7 +161,13 @@ def _train(config, workdir: str, preemption) -> TrainState:
     state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
   state = jax.device_put(state, state_sh)
   train_step = jit_train_step(stage, mesh, state_sh, frozen_sh)
-  writer = MetricWriter(workdir, enabled=jax.process_index() == 0, start_step=latest)
+  writer = MetricWriter(
+    workdir,
+    enabled=jax.process_index() == 0,
+    start_step=latest,
+    wandb=config.training.wandb,
+    config=config.to_dict(),
+  )
   evaluator = stage.evaluator(workdir)
   _log_start(config, mesh, latest or 0)
   run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
