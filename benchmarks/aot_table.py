@@ -24,6 +24,12 @@ flags.DEFINE_string('out', 'benchmarks/results/aot.jsonl', 'JSON lines, one per 
 flags.DEFINE_bool('markdown', False, 'Print the table of --out as markdown and exit.')
 flags.DEFINE_string('models', 'churches,cin256_v2,txt2img', 'Which models.')
 flags.DEFINE_string('full_on', 'v5e:2x4', 'The topology that gets precision/remat/fsdp rows.')
+flags.DEFINE_bool(
+  'changes_first',
+  False,
+  'Start with the one-change-at-a-time churches rows (precision, remat, FSDP), then the slices: '
+  'a second process can run beside one in the default order (rows done are re-read per row).',
+)
 flags.DEFINE_bool('cpu', False, "Compile the churches rows for this host's CPU devices instead.")
 FLAGS = flags.FLAGS
 
@@ -70,6 +76,15 @@ def rows(models):
         yield model, topology, 'bfloat16', '', -1, 0
   for batch in (384, 768, 1536):
     yield 'churches', full, 'bfloat16', 'full', -1, batch
+
+
+def changes_first(models):
+  """The churches rows that change one setting of the base row, cheapest first, then the rest."""
+  full = FLAGS.full_on
+  yield 'churches', full, 'bfloat16', 'full', -1, 0
+  yield 'churches', full, 'float32', '', -1, 0
+  yield 'churches', full, 'bfloat16', '', 1, 0
+  yield from rows(models)
 
 
 def key(row) -> str:
@@ -142,10 +157,12 @@ def main(argv):
   done = set()
   if os.path.exists(FLAGS.out):
     done = {json.loads(line)['key'] for line in open(FLAGS.out)}
-  todo = rows(FLAGS.models.split(','))
+  todo = (changes_first if FLAGS.changes_first else rows)(FLAGS.models.split(','))
   if FLAGS.cpu:  # the same programs for N host CPU devices (XLA_FLAGS device count)
     todo = [('churches', 'cpu', 'float32', '', 1, 0), ('churches', 'cpu', 'bfloat16', '', -1, 0)]
   for row in todo:
+    if os.path.exists(FLAGS.out):  # another process may have compiled it meanwhile
+      done |= {json.loads(line)['key'] for line in open(FLAGS.out)}
     if key(row) in done:
       continue
     done.add(key(row))
