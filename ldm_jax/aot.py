@@ -339,6 +339,12 @@ def candidates(config, num_devices: int):
         tried.append(
           (f'fsdp + remat full + {k} micro-batches', {**remat, 'training.grad_accum_steps': k})
         )
+  elif t.batch_size > num_devices:
+    # The first stage trains in float32 without remat or micro-batches: its activations shrink
+    # only with fewer images per chip (a smaller global batch; lr follows with scale_lr).
+    tried.append(
+      (f'one image per chip (global batch {num_devices})', {'training.batch_size': num_devices})
+    )
   return tried
 
 
