@@ -4,9 +4,11 @@
 
 Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 10 per GPU).
 Target (paper Table 8, ImageNet val, 256 px): rFID 0.27, PSNR 27.53, PSIM 0.55. See
-configs/released/first_stage.py
+configs/released/first_stage.py for the data and the settings shared by all nine.
 
-for the data and the settings shared by all nine.
+On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32 at the
+published batch on 2 chips, batch 10: does not fit (temporaries alone 16.94 GiB): use one image per
+chip, or v4/v6e/v5p chips.
 """
 
 from configs.released.first_stage import first_stage_config

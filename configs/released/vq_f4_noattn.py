@@ -5,9 +5,10 @@ models/first_stage_models/vq-f4-noattn/config.yaml.
 
 Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 8 per GPU).
 Target (paper Table 8, ImageNet val, 256 px): rFID 1.06, PSNR 25.21, PSIM 0.72. See
-configs/released/first_stage.py
+configs/released/first_stage.py for the data and the settings shared by all nine.
 
-for the data and the settings shared by all nine.
+On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32
+at the published batch on 8 chips (v5e 2x4), batch 8: 4.88 GiB per chip: fits; est. 0.118 s/step.
 """
 
 from configs.released.first_stage import first_stage_config
