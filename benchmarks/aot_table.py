@@ -5,8 +5,9 @@ XLA TPU cost-model estimates, not measurements.
   JAX_PLATFORMS=cpu python benchmarks/aot_table.py --out=benchmarks/results/aot.jsonl [--rows=...]
   python benchmarks/aot_table.py --out=benchmarks/results/aot.jsonl --markdown
 
-Each row is one compile (a minute to several on 2 CPU cores for the big models); rows already in
---out are skipped, so the run can be stopped and continued.
+Each row is one compile (10-30 minutes per core for the big models); rows already in --out are
+skipped, so the run can be stopped and continued, and two processes with different --order
+(default, changes, largest_batch) can share the machine's cores.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ flags.DEFINE_string('out', 'benchmarks/results/aot.jsonl', 'JSON lines, one per 
 flags.DEFINE_bool('markdown', False, 'Print the table of --out as markdown and exit.')
 flags.DEFINE_string('models', 'churches,cin256_v2,txt2img', 'Which models.')
 flags.DEFINE_string('full_on', 'v5e:2x4', 'The topology that gets precision/remat/fsdp rows.')
-flags.DEFINE_bool(
-  'changes_first',
-  False,
-  'Start with the one-change-at-a-time churches rows (precision, remat, FSDP), then the slices: '
-  'a second process can run beside one in the default order (rows done are re-read per row).',
+flags.DEFINE_enum(
+  'order',
+  'default',
+  ['default', 'changes', 'largest_batch'],
+  "Which rows first: 'changes' = the churches rows changing one setting of the base row "
+  "(remat, precision, FSDP); 'largest_batch' = the churches batch search alone. Rows done are "
+  're-read before each row, so processes with different orders can run side by side.',
 )
 flags.DEFINE_bool('cpu', False, "Compile the churches rows for this host's CPU devices instead.")
 FLAGS = flags.FLAGS
@@ -74,8 +77,15 @@ def rows(models):
     for topology in TOPOLOGIES:
       if topology != full:
         yield model, topology, 'bfloat16', '', -1, 0
-  for batch in (384, 768, 1536):
-    yield 'churches', full, 'bfloat16', 'full', -1, batch
+  yield from largest_batch(models)
+
+
+def largest_batch(models):
+  """Churches at bf16, full remat, FSDP over all chips, global batch 1536, 768, 384: the first
+  that fits is the largest (main skips the smaller ones; a batch that does not fit fails fast)."""
+  del models
+  for batch in (1536, 768, 384):
+    yield 'churches', FLAGS.full_on, 'bfloat16', 'full', -1, batch
 
 
 def changes_first(models):
@@ -154,22 +164,24 @@ def main(argv):
 
   jax.config.update('jax_enable_compilation_cache', False)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  done = set()
-  if os.path.exists(FLAGS.out):
-    done = {json.loads(line)['key'] for line in open(FLAGS.out)}
-  todo = (changes_first if FLAGS.changes_first else rows)(FLAGS.models.split(','))
+  orders = {'default': rows, 'changes': changes_first, 'largest_batch': largest_batch}
+  todo = orders[FLAGS.order](FLAGS.models.split(','))
   if FLAGS.cpu:  # the same programs for N host CPU devices (XLA_FLAGS device count)
     todo = [('churches', 'cpu', 'float32', '', 1, 0), ('churches', 'cpu', 'bfloat16', '', -1, 0)]
+  found_batch = False  # the batch search stops at the first (largest) batch that fits
   for row in todo:
-    if os.path.exists(FLAGS.out):  # another process may have compiled it meanwhile
-      done |= {json.loads(line)['key'] for line in open(FLAGS.out)}
-    if key(row) in done:
+    done = {}
+    if os.path.exists(FLAGS.out):  # (another process may have compiled a row meanwhile)
+      done = {(r := json.loads(line))['key']: r for line in open(FLAGS.out)}
+    if row[5] and found_batch:
       continue
-    done.add(key(row))
-    r = compile_row(row)
-    with open(FLAGS.out, 'a') as f:
-      f.write(json.dumps(r) + '\n')
-    print(key(row), r['fits'], r.get('est_step_seconds'), r['compile_seconds'], flush=True)
+    r = done.get(key(row))
+    if r is None:
+      r = compile_row(row)
+      with open(FLAGS.out, 'a') as f:
+        f.write(json.dumps(r) + '\n')
+      print(key(row), r['fits'], r.get('est_step_seconds'), r['compile_seconds'], flush=True)
+    found_batch = found_batch or bool(row[5] and r['fits'])
 
 
 if __name__ == '__main__':
