@@ -10,11 +10,12 @@ lr 5e-5 unscaled (the yaml says start main.py with --scale_lr False), AdamW(wd 0
 betas sqrt-linear 0.0015 -> 0.0155, scale_by_std, EMA 0.9999.
 
 On a TPU pod slice (BENCHMARKS.md, "TPU pod slices": XLA cost-model estimates from
-`python -m ldm_jax.aot`, not measurements): bf16 with FSDP over all chips, no remat,
-  --config.training.compute_dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
-needs 4.9 GiB per chip at batch 96 on a v5e-8 (16 GiB chips; est. 0.12 s/step, compute-bound
-0.013 s) and 5.1 GiB per TensorCore on a v4-8: memory is not the limit; raise the batch before
-reaching for remat.
+`python -m ldm_jax.aot`, not measurements), at the paper's batch 96 on a v5e-8 (16 GiB chips):
+bf16 data-parallel (--config.training.compute_dtype=bfloat16) needs 7.0 GiB per chip and is the
+fastest estimate (0.072 s/step); FSDP over all chips (--config.mesh.data=1 --config.mesh.fsdp=-1)
+needs 4.9 GiB (0.122 s: the all-gathers cost bytes), fp32 5.5 GiB (0.150 s). Memory is not the
+limit: with FSDP and full remat the largest power-of-two batch that fits is 768 (13.8 GiB, est.
+0.50 s/step); 1536 does not fit. v5p-8, v6e-8 and v5e-16 estimate 0.046-0.057 s/step at batch 96.
 """
 
 from configs.released import kl_f8
