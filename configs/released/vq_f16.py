@@ -8,7 +8,8 @@ configs/released/first_stage.py for the data and the settings shared by all nine
 
 On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32 at the
 published batch on 2 chips, batch 14: does not fit (temporaries alone 16.61 GiB): use one or two
-images per chip, or v4/v6e/v5p chips.
+images per chip, or v4/v6e/v5p chips. This row predates the TPU layer paths; kl_f4, recompiled with
+them, fits at 5 images per chip (BENCHMARKS.md), so this may too.
 """
 
 from configs.released.first_stage import first_stage_config
