@@ -6,7 +6,7 @@ concatenated to the 64x64x3 latent (UNet in 6, out 3, 160 channels, attention on
 
 On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
 step at the published batch 64, data-parallel, needs 3.06 GiB per chip of 16 and fits (est. 0.050
-s/step); bf16 and FSDP leave more room.
+s/step).
 """
 
 from configs.released.ldm import ldm_config

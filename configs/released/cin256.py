@@ -6,7 +6,7 @@ first stage; batch 64, lr 1e-6 x batch.
 
 On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
 step at the published batch 64, data-parallel, needs 9.42 GiB per chip of 16 and fits (est. 0.118
-s/step); bf16 and FSDP leave more room.
+s/step).
 """
 
 from configs.released.ldm import ldm_config

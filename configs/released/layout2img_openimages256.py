@@ -7,7 +7,7 @@ batch 24, lr 2e-6 x batch; betas 0.0015 -> 0.0205.
 
 On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
 step at the published batch 24, data-parallel, needs 9.54 GiB per chip of 16 and fits (est. 0.172
-s/step); bf16 and FSDP leave more room.
+s/step).
 """
 
 from configs.released.ldm import ldm_config

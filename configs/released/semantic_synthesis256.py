@@ -5,7 +5,7 @@ segmentation maps, UNet 215.23M (see configs/released/ldm.py semantic_synthesis)
 
 On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
 step at the published batch 32, data-parallel, needs 5.74 GiB per chip of 16 and fits (est. 0.102
-s/step); bf16 and FSDP leave more room.
+s/step).
 """
 
 from configs.released.ldm import semantic_synthesis

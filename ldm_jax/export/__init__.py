@@ -162,10 +162,10 @@ def jax_to_numpy(tree):
   return None if tree is None else jax.tree.map(np.asarray, tree)
 
 
-def save_safetensors(sd: Mapping[str, np.ndarray]) -> bytes:
+def save_safetensors(sd: Mapping[str, np.ndarray], metadata: dict | None = None) -> bytes:
   from safetensors.numpy import save
 
-  return save({k: np.ascontiguousarray(v) for k, v in sd.items()})
+  return save({k: np.ascontiguousarray(v) for k, v in sd.items()}, metadata=metadata)
 
 
 # -- torch.save's zip format, written without torch -----------------------------------------------

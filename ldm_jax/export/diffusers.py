@@ -35,7 +35,7 @@ import numpy as np
 
 from ldm_jax import storage
 from ldm_jax.errors import UserError
-from ldm_jax.export import compvis_state_dict, jax_to_numpy
+from ldm_jax.export import compvis_state_dict, jax_to_numpy, save_safetensors, torch_tensors
 
 DIFFUSERS_VERSION = '0.42.1'  # the version whose loaders tests/test_export_diffusers.py runs
 _SAFETENSORS_META = {'format': 'pt'}  # transformers refuses safetensors files without it
@@ -277,13 +277,13 @@ def clip_text_tensors(cond_params, layers: int) -> dict:
   """transformers' CLIPTextModel tensors (``text_model.*``) of the CLIP/OpenCLIP cond stage's
   parameters, without the layers past ``layers`` and without OpenCLIP's projection and logit
   scale."""
-  from ldm_jax.export import torch_tensors
-
   out = {}
   for k, v in torch_tensors(cond_params, '').items():
-    name = k[k.find('text_model.') :]
-    parts = name.split('.')
-    if 'text_model.' not in k or (parts[2] == 'layers' and int(parts[3]) >= layers):
+    if 'text_model.' not in k:  # OpenCLIP's text_projection, logit_scale
+      continue
+    name = k[k.index('text_model.') :]
+    parts = name.split('.')  # text_model.encoder.layers.<i>....
+    if parts[2] == 'layers' and int(parts[3]) >= layers:
       continue
     out[name] = v
   return out
@@ -291,10 +291,10 @@ def clip_text_tensors(cond_params, layers: int) -> dict:
 
 # -- files -----------------------------------------------------------------------------------------
 def write_model(folder: str, config: dict, tensors: dict, weights: str) -> None:
-  from safetensors.numpy import save
-
-  data = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in tensors.items()}
-  storage.write_bytes(storage.join(folder, weights), save(data, metadata=_SAFETENSORS_META))
+  data = save_safetensors(
+    {k: np.asarray(v, np.float32) for k, v in tensors.items()}, _SAFETENSORS_META
+  )
+  storage.write_bytes(storage.join(folder, weights), data)
   storage.write_text(storage.join(folder, 'config.json'), json.dumps(config, indent=2) + '\n')
 
 
@@ -366,13 +366,12 @@ def export_diffusers(workdir: str, out: str, step: int | None = None) -> dict:
   params, ema = jax_to_numpy(state['params']), jax_to_numpy(state.get('ema_params'))
   report = {'workdir': workdir, 'step': int(step), 'out': out, 'stage': config.stage}
   if config.stage != 'ldm':
+    vae = vae_config(config, 1.0)  # (errors before anything is written)
     check_new_folder(out)
     sd = compvis_state_dict(config, ema if ema is not None else params)
-    write_model(
-      out, vae_config(config, 1.0), first_stage_to_diffusers(sd, config.first_stage, ''),
-      'diffusion_pytorch_model.safetensors',
-    )  # fmt: skip
-    return {**report, 'class': vae_config(config, 1.0)['_class_name']}
+    tensors = first_stage_to_diffusers(sd, config.first_stage, '')
+    write_model(out, vae, tensors, 'diffusion_pytorch_model.safetensors')
+    return {**report, 'class': vae['_class_name']}
 
   pipeline = pipeline_class(config)
   unet = unet_config(config)  # (errors before anything is written)
