@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -311,6 +311,11 @@ def main(argv):
   from ldm_jax.nn.params import count_params
   from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
 
+  if FLAGS.compare_diffusers:  # before any work: the PyTorch peer must be installed
+    from ldm_jax import optional
+
+    for name in ('torch', 'diffusers'):
+      optional.require(name, '--compare_diffusers')
   config = smoke_config(FLAGS.config) if FLAGS.smoke else FLAGS.config
   if FLAGS.smoke:
     FLAGS.iters, FLAGS.sample_iters, FLAGS.sample_batch_size = 1, 1, 8
@@ -369,4 +374,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ldm_jax.runtime import run_cli
+
+  run_cli(main)

@@ -29,6 +29,8 @@ import sys
 
 import numpy as np
 
+from ldm_jax.errors import UserError
+
 # libtpu looks for a TPU VM's metadata when it loads; there is none when compiling here.
 for _name, _value in (
   ('TPU_SKIP_MDS_QUERY', '1'),
@@ -64,7 +66,7 @@ def topology_devices(topology: str):
   try:
     return topologies.get_topology_desc(topology_name=topology, platform='tpu').devices
   except Exception as e:  # pylint: disable=broad-except  (libtpu missing, unknown name)
-    raise SystemExit(
+    raise UserError(
       f'cannot make TPU topology {topology!r}: {type(e).__name__}: {str(e)[:300]}\n'
       "Install libtpu (pip install -e '.[aot]') and name a topology as "
       "'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1' or 'v6e:2x4'."
@@ -382,8 +384,12 @@ def main(argv) -> None:
 
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
+    raise UserError(f'unexpected arguments: {argv[1:]}')
+  from ldm_jax import optional
   from ldm_jax.runtime import setup_runtime
+
+  if FLAGS.topology != 'cpu':
+    optional.require('libtpu', f'--topology={FLAGS.topology} (compiling for TPUs)')
 
   setup_runtime()
   import jax

@@ -50,6 +50,31 @@ def run_cli(*args, timeout=600, env=None):
   )
 
 
+_HIDE = """
+import importlib.abc, runpy, sys
+class _Hide(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in HIDDEN:
+      raise ModuleNotFoundError(f'No module named {name!r} (hidden by the test)', name=name)
+sys.meta_path.insert(0, _Hide())
+_orig = importlib.util.find_spec
+importlib.util.find_spec = lambda n, *a: None if n.split('.')[0] in HIDDEN else _orig(n, *a)
+sys.argv = ARGV
+if ARGV[0] == '-m':
+  sys.argv = ARGV[1:]
+  runpy.run_module(ARGV[1], run_name='__main__', alter_sys=True)
+else:
+  runpy.run_path(ARGV[0], run_name='__main__')
+"""
+
+
+def run_cli_without(hidden, *args, timeout=600, env=None):
+  """run_cli as on a machine where the packages ``hidden`` (import names) are not installed: an
+  import of them fails and importlib.util.find_spec does not find them."""
+  code = f'HIDDEN = {tuple(hidden)!r}; ARGV = {list(args)!r}' + _HIDE
+  return run_cli('-c', code, timeout=timeout, env=env)
+
+
 TINY_AE_OVERRIDES = [
   '--config.data.image_size=16',
   '--config.first_stage.ch=32',

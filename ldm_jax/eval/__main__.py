@@ -109,6 +109,9 @@ def main(argv):
   generate = not FLAGS.samples and bool(FLAGS.workdir or (FLAGS.config and not FLAGS.save_ref))
   if not (generate or FLAGS.samples or FLAGS.save_ref):
     raise UserError('nothing to score: give --workdir (generate), --samples, or --save_ref')
+  from ldm_jax.eval.inception import require_weights
+
+  require_weights(FLAGS.inception, 'python -m ldm_jax.eval (FID)')
   setup_runtime()
   log_backend()
   import numpy as np

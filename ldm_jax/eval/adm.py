@@ -125,10 +125,13 @@ def _define_flags():
 def main(argv):
   del argv
   from ldm_jax.eval.sample_quality import InceptionFeatures, image_set
+  from ldm_jax.eval.inception import require_weights
   from ldm_jax.runtime import setup_runtime
 
-  setup_runtime()
   f = flags.FLAGS
+  if not f.write_batch:  # scoring needs the Inception weights: checked before reading anything
+    require_weights(f.inception, 'python -m ldm_jax.eval.adm (FID, sFID)')
+  setup_runtime()
   if f.sample_batch.endswith('.npz'):
     samples = read_batch(f.sample_batch)['images']
   else:

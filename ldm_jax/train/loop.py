@@ -123,8 +123,22 @@ def jit_train_step(stage, mesh, state_sh, frozen_sh):
   )
 
 
+def require_optional_packages(config) -> None:
+  """One error line before any work when the config asks for an optional package that is not
+  installed (the W&B writer, the Inception weights of the in-training FID)."""
+  from ldm_jax import optional
+  from ldm_jax.eval.inception import require_weights
+
+  t = config.training
+  if t.wandb:
+    optional.require('wandb', f'config.training.wandb={t.wandb!r}')
+  if t.eval_every:
+    require_weights(t.eval_inception, 'config.training.eval_every (FID during training)')
+
+
 def train(config, workdir: str) -> TrainState:
   validate(config)
+  require_optional_packages(config)
   workdir = storage.resolve(workdir)
   storage.makedirs(workdir)
   with Preemption() as preemption:  # SIGTERM from here on: stop cleanly
