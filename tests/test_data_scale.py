@@ -105,6 +105,39 @@ def test_packing_round_trip_equals_the_folder(tmp_path):
     RecordsSource(str(tmp_path / 'img'), 16)
 
 
+def test_an_image_without_its_caption_is_skipped_and_counted_when_packing_and_training(tmp_path):
+  """The caption kind is inferred from the images; one image without its .txt is skipped with one
+  warning and counted (packing through the command a user types, and training from the folder);
+  an error only when no image has one; a task that reads no captions does not need them."""
+  root = tmp_path / 'img'
+  _write_folder(str(root), n=10, corrupt=False)
+  os.remove(root / 'im09.txt')
+  pack = [sys.executable, '-m', 'ldm_jax.data.pack', f'--path={root}']
+  r = subprocess.run([*pack, f'--out={tmp_path / "p"}'], cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'packed 9 examples' in r.stdout and '1 skipped' in r.stdout
+  assert r.stderr.count('im09') == 1 and 'Traceback' not in r.stderr
+  info = json.load(open(tmp_path / 'p' / 'info.json'))
+  assert info['skipped'] == 1 and info['annotations'] == ['caption', 'boxes']
+  # Training from the folder: the same image is skipped and counted, the others are read.
+  folder = FolderSource(str(root), 16, annotations=('caption',))
+  batches = RandomAccessBatches(folder, 10, seed=0)
+  next(batches)
+  assert batches.num_corrupt == 1
+  assert FolderSource(str(root), 16, annotations=()).load(9)['image'].shape == (16, 16, 3)
+  # No image has a caption: one error line, exit 2.
+  for f in root.glob('*.txt'):
+    f.unlink()
+  r = subprocess.run(
+    [*pack, f'--out={tmp_path / "q"}', '--annotations=caption'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1].startswith('error: this task reads a caption')
+
+
 def _jpeg(rng, h=24, w=32) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, 'JPEG')

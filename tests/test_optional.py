@@ -98,7 +98,9 @@ def test_every_optional_package_names_an_install_command_and_is_found_when_insta
     assert p.install.startswith('pip install') and p.purpose, name
   assert optional.installed('wandb') == (optional.package_folder('wandb') is not None)
   with pytest.raises(optional.MissingDependency, match='no-such'):
-    optional.PACKAGES['no-such'] = optional.Package('no_such_module_xyz', 'pip install no-such', 'x')
+    optional.PACKAGES['no-such'] = optional.Package(
+      'no_such_module_xyz', 'pip install no-such', 'x'
+    )
     try:
       optional.require('no-such', 'a test')
     finally:

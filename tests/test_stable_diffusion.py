@@ -267,6 +267,23 @@ def test_image_to_image(tmp_path):
     assert np.isfinite(half).all() and _max_err(half, zero) > 1e-3 and _max_err(half, plain) > 1e-3
   with pytest.raises(UserError, match='strength'):
     pipe.sample(1, sampler='ddim', init_image=init, strength=1.5, **kw)
+  # The init latent's noise level: diffusers' rule (the first step run, t=251 of DDIM's
+  # 1/251/501/751 at strength 0.5) or CompVis scripts/img2img.py's (one grid step higher: 501),
+  # read off the x_t the model sees first; the same steps run.
+  first = {}
+  for rule in ('diffusers', 'compvis'):
+    seen = []
+    cb = lambda t, x, eps, seen=seen: seen.append((int(t), np.asarray(x)))
+    pipe.sample(2, sampler='ddim', init_image=init, strength=0.5, img2img_noise=rule,
+                callback=cb, **kw)  # fmt: skip
+    assert [t for t, _ in seen] == [251, 1]
+    first[rule] = seen[0][1]
+  abar = np.asarray(pipe.ldm.schedule.alphas_cumprod, np.float64)
+  z = np.asarray(pipe.encode(init[None]), np.float64)
+  noise = (first['diffusers'] - np.sqrt(abar[251]) * z) / np.sqrt(1 - abar[251])
+  np.testing.assert_allclose(
+    first['compvis'], np.sqrt(abar[501]) * z + np.sqrt(1 - abar[501]) * noise, atol=1e-4
+  )
   with pytest.raises(UserError, match='guidance_scale > 1'):
     pipe.sample(1, prompt='x', negative_prompt='y', guidance_scale=1.0)
 

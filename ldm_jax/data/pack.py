@@ -15,6 +15,7 @@ and ``source='tfds'`` reads them with random access (ldm_jax/data/tfds_source.py
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 
@@ -24,6 +25,41 @@ from ldm_jax.data.records import FORMAT, encode_record
 from ldm_jax.data.sources import DataError, FolderSource
 
 ANNOTATIONS = ('caption', 'boxes', 'segmentation')
+log = logging.getLogger(__name__)
+
+
+def _readable(source: FolderSource) -> tuple[list, int]:
+  """(the indices of the images whose annotation files can be read, the number skipped): an
+  image without its caption/boxes/class map is skipped like an unreadable image, counted, and
+  warned about once; none left is an error. (Image bytes are copied as they are: an undecodable
+  image is packed, and skipped and counted at training time as from the folder.)"""
+  keep, skipped = [], 0
+  for i, f in enumerate(source.files):
+    missing = [
+      w
+      for w in source.annotations
+      if not storage.exists(source._annotation_path(f, w))  # pylint: disable=protected-access
+    ]
+    if missing:
+      if not skipped:
+        log.warning(
+          'skipping %s: no %s file beside it (images without their annotations are skipped and '
+          'counted; this is the first)',
+          f,
+          ' or '.join(missing),
+        )
+      skipped += 1
+    else:
+      keep.append(i)
+  if skipped:
+    log.warning('skipped %d of %d images for missing annotation files', skipped, len(source))
+  if not keep:
+    raise DataError(
+      f'no image in {source.root!r} has all of the annotation files {list(source.annotations)}; '
+      'pack with --annotations= naming those that exist (see FolderSource in '
+      'ldm_jax/data/sources.py for the layout)'
+    )
+  return keep, skipped
 
 
 def pack_folder(
@@ -39,13 +75,10 @@ def pack_folder(
 
   if annotations is None:
     probe = FolderSource(path, 1, labels_from_subdirs, (), segmentation_dir)
-    annotations = [
-      a
-      for a in ANNOTATIONS
-      if storage.exists(probe._annotation_path(probe.files[0], a))  # pylint: disable=protected-access
-    ]
+    annotations = [a for a in ANNOTATIONS if probe.present(a)]
   source = FolderSource(path, 1, labels_from_subdirs, annotations, segmentation_dir)
-  n = len(source)
+  examples, skipped = _readable(source)
+  n = len(examples)
   num_shards = max(1, -(-n // shard_size))
   names = [f'data-{s:05d}-of-{num_shards:05d}.array_record' for s in range(num_shards)]
   storage.makedirs(out)
@@ -53,7 +86,7 @@ def pack_folder(
     for s, name in enumerate(progress(names, num_shards, 'pack', unit='shard', size=lambda _: 1)):
       local = os.path.join(tmp, name) if storage.is_url(out) else storage.join(out, name)
       writer = ArrayRecordWriter(local + '.partial', 'group_size:1')
-      for i in range(s * shard_size, min(n, (s + 1) * shard_size)):
+      for i in examples[s * shard_size : (s + 1) * shard_size]:
         raw = source.raw(i)
         raw['name'] = storage.relpath(source.files[i], path)
         writer.write(encode_record(raw))
@@ -68,6 +101,7 @@ def pack_folder(
     'count': n,
     'shards': names,
     'annotations': list(annotations),
+    'skipped': skipped,  # images whose annotation files are missing or unreadable: not packed
     'class_names': list(source.class_names),
     'packed_from': storage.resolve(path),
   }
@@ -87,7 +121,8 @@ def main(argv) -> None:
   info = pack_folder(
     a.path, a.out, a.labels_from_subdirs, annotations, a.segmentation_dir, a.shard_size
   )
-  print(f'packed {info["count"]} examples into {len(info["shards"])} shards in {a.out}')
+  skipped = f' ({info["skipped"]} skipped: see the warnings)' if info['skipped'] else ''
+  print(f'packed {info["count"]} examples into {len(info["shards"])} shards in {a.out}{skipped}')
 
 
 def run() -> None:

@@ -119,6 +119,9 @@ def list_images(root: str) -> list[str]:
   return files
 
 
+PROBE = 16  # images whose annotation files tell which kinds a folder has
+
+
 class FolderSource:
   """Every image under ``root`` (recursive, sorted). Labels: index of the top-level subfolder in
   sorted order if ``labels_from_subdirs``, else 0. Annotations are read from files next to each
@@ -144,19 +147,14 @@ class FolderSource:
     self.root, self.annotations, self.segmentation_dir = root, tuple(annotations), segmentation_dir
     self.files = [f for f in list_images(root) if not f.endswith('_seg.png')]
     self.image_size = image_size
-    missing = [
-      (a, self._annotation_path(f, a))
-      for f in self.files[:1]
-      for a in self.annotations
-      if not storage.exists(self._annotation_path(f, a))
-    ]
-    if missing:
-      what, path = missing[0]
-      raise DataError(
-        f'this task reads a {what} for every image, but {path!r} (for '
-        f'{self.files[0]!r}) does not exist; see FolderSource in '
-        'ldm_jax/data/sources.py for the file layout'
-      )
+    for what in self.annotations:  # an image without one is skipped and counted (load)
+      if self.files and not self.present(what):
+        raise DataError(
+          f'this task reads a {what} for every image, but none of the first '
+          f'{len(self.files[:PROBE])} images has one (e.g. '
+          f'{self._annotation_path(self.files[0], what)!r} does not exist); see FolderSource in '
+          'ldm_jax/data/sources.py for the file layout'
+        )
     if labels_from_subdirs:
       rel = [storage.relpath(f, root).replace(os.sep, '/') for f in self.files]
       top = [r.split('/')[0] for r in rel]
@@ -173,6 +171,10 @@ class FolderSource:
 
   def __len__(self):
     return len(self.files)
+
+  def present(self, what: str) -> bool:
+    """Whether any of the first PROBE images has a ``what`` annotation file."""
+    return any(storage.exists(self._annotation_path(f, what)) for f in self.files[:PROBE])
 
   def _annotation_path(self, image_path: str, what: str) -> str:
     stem = os.path.splitext(image_path)[0]
@@ -191,7 +193,10 @@ class FolderSource:
     raw = {'image': storage.read_bytes(path), 'label': int(self.labels[index])}
     for what in self.annotations:
       ann = self._annotation_path(path, what)
-      raw[what] = storage.read_text(ann) if what != 'segmentation' else storage.read_bytes(ann)
+      try:
+        raw[what] = storage.read_text(ann) if what != 'segmentation' else storage.read_bytes(ann)
+      except FileNotFoundError as e:
+        raise FileNotFoundError(f'no {what} file {ann!r} beside it') from e
     return raw
 
   def load(self, index: int, flip: bool = False) -> dict:

@@ -61,7 +61,15 @@ flags.DEFINE_float(
   'strength',
   0.8,
   'Image-to-image: the share of the sampler steps run from the noised init image (0 keeps it, '
-  '1 ignores it).',
+  '1 ignores it): the last int(strength x steps) steps of the grid, from the init latent noised '
+  "to the level of the first step run (diffusers' rule; see --img2img_noise).",
+)
+flags.DEFINE_enum(
+  'img2img_noise',
+  'diffusers',
+  ['diffusers', 'compvis'],
+  'Image-to-image: the noise level of the init latent. diffusers: the first step run; compvis: '
+  'one grid step higher, as CompVis scripts/img2img.py (compare with the original there).',
 )
 flags.DEFINE_string('lr_image', None, 'Low-resolution image (super-resolution models).')
 flags.DEFINE_string('image', None, 'Image to inpaint (with --mask).')
@@ -122,6 +130,7 @@ def main(argv):
     **{k: str(v) for k, v in task.items()},
     **{k: str(getattr(FLAGS, k)) for k in ('negative_prompt', 'init_image') if getattr(FLAGS, k)},
     **({'strength': FLAGS.strength} if FLAGS.init_image else {}),
+    **({'img2img_noise': FLAGS.img2img_noise} if FLAGS.init_image else {}),
   }
   out = SampleFolder(outdir, settings)
   t0 = time.time()
@@ -129,7 +138,10 @@ def main(argv):
   kwargs = dict(height=FLAGS.height, width=FLAGS.width, tile=FLAGS.tile)
   kwargs.update(tile_stride=FLAGS.tile_stride, **sampler_kwargs(FLAGS), **task)
   kwargs.update(
-    negative_prompt=FLAGS.negative_prompt, init_image=FLAGS.init_image, strength=FLAGS.strength
+    negative_prompt=FLAGS.negative_prompt,
+    init_image=FLAGS.init_image,
+    strength=FLAGS.strength,
+    img2img_noise=FLAGS.img2img_noise,
   )
   batches = pipe.iter_samples(FLAGS.num_samples, first=first, **kwargs)
   for images in progress(batches, FLAGS.num_samples - first, 'sampling'):

@@ -30,6 +30,10 @@ def guidance_scale(ldm: LatentDiffusion, requested: float | None, default: float
   return default if ldm.guidable else 1.0
 
 
+# Image-to-image: the level the init latent is noised to (see make_generate_fn).
+IMG2IMG_NOISE = ('diffusers', 'compvis')
+
+
 def make_generate_fn(
   ldm: LatentDiffusion,
   *,
@@ -43,6 +47,7 @@ def make_generate_fn(
   karras: bool = False,
   callback: Callable | None = None,
   strength: float | None = None,
+  img2img_noise: str = 'diffusers',
 ) -> Callable:
   """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None)
   -> images in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets
@@ -51,7 +56,9 @@ def make_generate_fn(
   ``strength`` (image-to-image, with the init image's scaled latents ``z_init``): the last
   int(strength x grid steps) steps of the sampler's grid run, from z_init noised with x_T to the
   level where they start (diffusers' img2img rule; 0: z_init decoded as it is, 1: z_init is not
-  used at all, pure noise as text-to-image).
+  used at all, pure noise as text-to-image). ``img2img_noise='compvis'``: noised one grid step
+  higher, to the level of the step before the first one run, as CompVis ``scripts/img2img.py``
+  (``stochastic_encode`` at ``t_enc``, then DDIM from ``t_enc - 1``); the same steps run.
 
   ``cond`` is the task's raw condition (None when unconditional); it is encoded once, not per
   step. Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition:
@@ -77,6 +84,8 @@ def make_generate_fn(
 
   n_grid = grid_length(sampler, steps, ldm.schedule.num_timesteps)
   start = 0
+  if img2img_noise not in IMG2IMG_NOISE:
+    raise UserError(f'img2img_noise must be one of {IMG2IMG_NOISE}, got {img2img_noise!r}')
   if strength is not None:
     if not 0.0 <= strength <= 1.0:
       raise UserError(f'strength must be in [0, 1] (the share of the steps run), got {strength}')
@@ -84,7 +93,8 @@ def make_generate_fn(
   if start:
     kwargs['start'] = start
     if start < n_grid:
-      abar = start_alpha_bar(sampler, ldm.schedule, steps, start, spacing, karras)
+      level = start - 1 if img2img_noise == 'compvis' else start  # start >= 1 here
+      abar = start_alpha_bar(sampler, ldm.schedule, steps, level, spacing, karras)
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
     if start:

@@ -140,6 +140,7 @@ class Pipeline:
     negative_prompt=None,
     init_image=None,
     strength: float = 0.8,
+    img2img_noise: str = 'diffusers',
     latents=None,
     **task_inputs,
   ):
@@ -157,7 +158,9 @@ class Pipeline:
     models, with guidance): the guidance's unconditional input instead of the empty prompt.
     ``init_image`` (a path or an array, any model): image-to-image, SDEdit-style: its latent is
     noised to ``strength`` of the sampler's schedule (0: unchanged, 1: pure noise) and denoised
-    from there; its size sets the canvas. ``latents``: the starting noise [num, h, w, c] instead of
+    from there; its size sets the canvas. ``img2img_noise``: 'diffusers' (noised to the level of
+    the first step run) or 'compvis' (one grid step higher, as CompVis scripts/img2img.py).
+    ``latents``: the starting noise [num, h, w, c] instead of
     the seed's (diffusers' ``latents``), e.g. to compare with another implementation."""
     if self.ldm is None:
       raise ValueError(
@@ -219,6 +222,7 @@ class Pipeline:
       karras,
       callback,
       img2img,
+      img2img_noise,
     )
     if key not in self._fns:
       self._fns[key] = make_generate_fn(
@@ -233,6 +237,7 @@ class Pipeline:
         karras=karras,
         callback=callback,
         strength=img2img,
+        img2img_noise=img2img_noise,
       )
     generate = self._fns[key]
     batch = self.batch_for(batch_size)
