@@ -5,7 +5,7 @@
   pipe = ldm_jax.load('CompVis/ldm-celebahq-256')   # a hub id: converted once, then cached
   images = pipe.sample(4, class_label=207, guidance_scale=3.0)
 
-See ldm_jax.pipeline. Imported lazily, so that `import ldm_jax.<module>` stays light.
+See ldm_jax.sampling.pipeline. Imported lazily, so that `import ldm_jax.<module>` stays light.
 """
 
 

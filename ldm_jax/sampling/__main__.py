@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -115,6 +116,12 @@ def main(argv):
   from ldm_jax.tasks import TASK_ARGS
 
   pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
+  if pipe.ldm is None:
+    raise UserError(
+      f'{FLAGS.workdir or FLAGS.config} holds an autoencoder (the first stage), which does not '
+      'sample: give the workdir of an LDM run (its reconstructions: python -m '
+      'ldm_jax.eval.reconstruction)'
+    )
   task = {k: getattr(FLAGS, k) for k in TASK_ARGS if getattr(FLAGS, k) is not None}
   outdir = FLAGS.outdir or storage.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
   settings = {
@@ -133,6 +140,15 @@ def main(argv):
     **({'img2img_noise': FLAGS.img2img_noise} if FLAGS.init_image else {}),
   }
   out = SampleFolder(outdir, settings)
+  try:
+    _sample(pipe, out, task)
+  except BaseException:
+    out.remove_if_unused()  # a mistake found once sampling starts leaves no empty folder
+    raise
+
+
+def _sample(pipe, out: SampleFolder, task: dict) -> None:
+  outdir = out.outdir
   t0 = time.time()
   first = out.resume_index(pipe.batch_for(FLAGS.batch_size))
   kwargs = dict(height=FLAGS.height, width=FLAGS.width, tile=FLAGS.tile)
@@ -175,6 +191,11 @@ class SampleFolder:
     self.outdir, self.settings = outdir, json.loads(json.dumps(settings))
     self.next, self.drawn = 0, []  # this run's images, kept for the grid and samples.npz
     info = storage.join(outdir, 'sampling.json')
+    self.created = []  # local folders this run makes (outdir and missing parents), innermost last
+    path = None if storage.is_url(outdir) else os.path.abspath(outdir)
+    while path and not os.path.exists(path):
+      self.created.insert(0, path)
+      path = os.path.dirname(path)
     try:
       storage.makedirs(outdir)
       self.previous = json.loads(storage.read_text(info)) if storage.exists(info) else None
@@ -185,6 +206,17 @@ class SampleFolder:
         f'cannot write samples to {outdir!r} ({type(e).__name__}: {e.strerror or e}); '
         'give a writable --outdir'
       ) from e
+
+  def remove_if_unused(self) -> None:
+    """Undo this run's folders when it wrote no image into them."""
+    if not self.created or self.next > 0:
+      return
+    try:
+      os.remove(os.path.join(self.created[-1], 'sampling.json'))
+      for path in reversed(self.created):
+        os.rmdir(path)
+    except OSError:
+      pass  # something else is there now: leave it
 
   def _png(self, i: int) -> str:
     return storage.join(self.outdir, f'{i:06d}.png')
