@@ -12,21 +12,92 @@ import threading
 
 
 SIGTERM = threading.Event()
+# Set while a training job starts up (imports, restore, data, compile, the first step): SIGTERM
+# then ends the process within a second, as there is nothing to save yet. Cleared by the loop.
+STARTING = threading.Event()
+STARTING_PHASE = ['imports']  # what the job is doing, for the exit line
+_AT_EARLY_EXIT: list = []  # callables run before such an exit (the workdir lock's release)
 
 
 def on_sigterm(signum, frame):  # pylint: disable=unused-argument
   SIGTERM.set()
 
 
+def at_early_exit(fn) -> None:
+  _AT_EARLY_EXIT.append(fn)
+
+
+def forget_early_exit(fn) -> None:
+  if fn in _AT_EARLY_EXIT:
+    _AT_EARLY_EXIT.remove(fn)
+
+
+def starting(phase: str) -> None:
+  """Say what the starting job does now (named if SIGTERM ends it)."""
+  STARTING_PHASE[0] = phase
+
+
+def exit_now(code: int, line: str) -> None:
+  """Print ``line``, run the at_early_exit callables and leave at once (os._exit: the main thread
+  may be inside a compile or a blocked write, which no exception would interrupt)."""
+  try:
+    sys.stderr.flush()
+    os.write(2, (line.rstrip('\n') + '\n').encode())
+
+    def run_callbacks():
+      for fn in list(_AT_EARLY_EXIT):
+        try:
+          fn()
+        except Exception:  # noqa: BLE001 - leaving anyway
+          pass
+
+    helper = threading.Thread(target=run_callbacks, daemon=True)
+    helper.start()
+    helper.join(5.0)  # a stalled storage may hang them too: leave regardless
+  finally:
+    os._exit(code)
+
+
+def _watch_signals(fd: int) -> None:
+  """Python runs a signal handler only when the main thread returns to the interpreter, which a
+  compile or a restore may not do for minutes; its C handler writes the signal number to the
+  wakeup fd at once, and this thread acts on it."""
+  while True:
+    try:
+      data = os.read(fd, 64)
+    except OSError:
+      return
+    if not data:
+      return
+    if signal.SIGTERM in data:
+      SIGTERM.set()
+      if STARTING.is_set():
+        exit_now(
+          0,
+          f'preempted (SIGTERM) while starting ({STARTING_PHASE[0]}): nothing to save yet; run '
+          'the same command again to resume',
+        )
+
+
 def catch_sigterm():
   """From now on SIGTERM sets a flag instead of killing the process (the training loop then saves
-  and exits 0). train.py calls it first thing, so that a job preempted while it starts up (imports,
-  restore, compile) also stops cleanly. Returns the previous handler (None: not the main thread,
-  e.g. a notebook's worker, where no handler can be installed)."""
+  and exits 0), and while the job starts up (STARTING: imports, restore, compile, the first step)
+  it ends the process within a second with exit 0. train.py calls it first thing. Returns the
+  previous handler (None: not the main thread, e.g. a notebook's worker, where no handler can be
+  installed)."""
   try:
-    return signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
   except ValueError:
     return None
+  old = signal.set_wakeup_fd(-1)
+  if old != -1:  # someone else's (asyncio's, or ours from an earlier call): keep it
+    signal.set_wakeup_fd(old)
+    return previous
+  r, w = os.pipe()
+  os.set_blocking(w, False)
+  signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+  threading.Thread(target=_watch_signals, args=(r,), daemon=True, name='ldm_jax-signals').start()
+  return previous
 
 
 DISK_FULL = (

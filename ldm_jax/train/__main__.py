@@ -8,9 +8,10 @@ gs:// bucket); jax.distributed starts by itself on Cloud TPU, under SLURM and Op
 
 from __future__ import annotations
 
-from ldm_jax.runtime import catch_sigterm
+from ldm_jax.runtime import STARTING, catch_sigterm
 
-catch_sigterm()  # first, before the slow start-up: a job preempted while it starts exits 0 too
+catch_sigterm()  # first, before the slow start-up: a job preempted while it starts exits 0 at once
+STARTING.set()  # (the loop clears it after its first step)
 
 import logging  # noqa: E402
 
@@ -46,6 +47,9 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   setup_runtime()
+  from ldm_jax.runtime import starting
+
+  starting('starting JAX and the devices')
   from ldm_jax.parallel import distributed  # before any JAX computation
 
   distributed.initialize(
@@ -58,6 +62,7 @@ def main(argv):
   log_backend()
   if jax.process_index() != 0:  # process 0 writes the logs; the others only warnings
     logging.getLogger().setLevel(logging.WARNING)
+  starting('importing the training code')
   from ldm_jax.train.loop import train  # after the runtime setup (compilation cache, logging)
 
   train(FLAGS.config, FLAGS.workdir)

@@ -54,6 +54,7 @@ class WorkdirLock:
     }
     self._stop = threading.Event()
     self._thread = None
+    self.status = lambda: {}  # what the job is doing (train.watchdog), written with each beat
 
   def _read(self) -> dict | None:
     try:
@@ -62,7 +63,8 @@ class WorkdirLock:
       return None
 
   def _write(self) -> None:
-    storage.write_text(self.path, json.dumps({**self.info, 'heartbeat': time.time()}))
+    beat = {**self.info, **self.status(), 'heartbeat': time.time()}
+    storage.write_text(self.path, json.dumps(beat))
 
   def _holder_alive(self, holder: dict) -> bool:
     """Whether the job named in ``holder`` still runs: its pid on this host; elsewhere, whether its
@@ -115,6 +117,13 @@ class WorkdirLock:
         self._write()
       except OSError as e:  # a full disk or a flaky bucket: the next beat tries again
         log.warning('could not refresh %s: %s', self.path, e)
+
+  def abandon(self) -> None:
+    """Release without waiting for the heartbeat thread (the process is about to end)."""
+    self._stop.set()
+    now = self._read()
+    if now is not None and now.get('token') == self.token:
+      storage.remove(self.path)
 
   def release(self) -> None:
     self._stop.set()

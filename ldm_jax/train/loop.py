@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
-from ldm_jax import storage
+from ldm_jax import runtime, storage
 from ldm_jax.data.pipeline import DevicePrefetch
 from ldm_jax.config import learning_rate, profile_steps, state_defining_differences, validate
 from ldm_jax.errors import UserError
@@ -36,6 +36,7 @@ from ldm_jax.train.metric_writer import MetricWriter
 from ldm_jax.train.lock import lock_workdir
 from ldm_jax.train.state import TrainState
 from ldm_jax.train.step_common import guard_nonfinite
+from ldm_jax.train.watchdog import Watchdog
 
 log = logging.getLogger('ldm_jax')
 
@@ -141,16 +142,27 @@ def train(config, workdir: str) -> TrainState:
   require_optional_packages(config)
   workdir = storage.resolve(workdir)
   storage.makedirs(workdir)
-  with Preemption() as preemption:  # SIGTERM from here on: stop cleanly
-    lock = lock_workdir(workdir)
-    try:
-      return _train(config, workdir, preemption)
-    finally:
+  watchdog = Watchdog(config.training.get('stall_timeout_s', 0.0), f' in {workdir}')
+  watchdog.fatal_thread_errors()
+  try:
+    with Preemption() as preemption:  # SIGTERM from here on: stop cleanly
+      runtime.starting('taking the workdir lock')
+      lock = lock_workdir(workdir)
       if lock is not None:
-        lock.release()
+        lock.status = watchdog.status
+        runtime.at_early_exit(lock.abandon)
+      try:
+        return _train(config, workdir, preemption, watchdog)
+      finally:
+        if lock is not None:
+          lock.release()
+          runtime.forget_early_exit(lock.abandon)
+  finally:
+    watchdog.close()
+    runtime.STARTING.clear()
 
 
-def _train(config, workdir: str, preemption) -> TrainState:
+def _train(config, workdir: str, preemption, watchdog) -> TrainState:
   t = config.training
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
@@ -160,6 +172,8 @@ def _train(config, workdir: str, preemption) -> TrainState:
     workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every
   )
   preemption.checkpointer = checkpointer
+  runtime.starting('restoring the newest checkpoint')
+  watchdog.progress('restoring the newest checkpoint')
   try:
     state, state_sh, first_stage_params, latest, data_state = _restore_or_create(
       config, stage, mesh, checkpointer, key
@@ -168,10 +182,14 @@ def _train(config, workdir: str, preemption) -> TrainState:
     checkpointer.close()  # its background threads end before the interpreter does
     raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
+  runtime.starting('setting up the data')
+  watchdog.progress('setting up the data')
   data = stage.train_iterator(data_state['position'], first_stage_params)
   next_batch = DevicePrefetch(lambda: sharding.global_batch(next(data), mesh))
   pending = None
   if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run
+    runtime.starting('reading the first batch')
+    watchdog.progress('reading the first batch')
     state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
   state = jax.device_put(state, state_sh)
   train_step = jit_train_step(stage, mesh, state_sh, frozen_sh)
@@ -183,8 +201,10 @@ def _train(config, workdir: str, preemption) -> TrainState:
     config=config.to_dict(),
   )
   evaluator = stage.evaluator(workdir)
+  runtime.starting('compiling the training step')  # (at the first step's call)
   _log_start(config, mesh, latest or 0)
   run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
+  run.watchdog = watchdog
   try:
     state = run.loop(
       state,
@@ -199,6 +219,7 @@ def _train(config, workdir: str, preemption) -> TrainState:
       preemption,
     )
   finally:
+    watchdog.progress('finishing the checkpoint writes')
     checkpointer.wait()
     checkpointer.close()
     writer.close()
@@ -273,8 +294,11 @@ class _Run:
       t.max_nonfinite_steps, self.checkpointer, data_state['skipped_steps']
     )
 
+    watchdog = self.watchdog
+
     def save(force=False):
       nonfinite.flush()  # a NaN streak protects its last good checkpoint before any rotation
+      watchdog.progress(f'saving the checkpoint of step {step}')
       self.checkpointer.save(
         step,
         state,
@@ -304,7 +328,12 @@ class _Run:
         if self.peak and self.step_flops is None:  # the MFU needs a known peak
           self.step_flops = _step_flops(train_step, state, batch, frozen) or 0.0
         profiler.before(step + 1)
+        if step == start_step:
+          watchdog.pause('compiling the training step')
+        else:
+          watchdog.progress(f'training step {step + 1}')
         state, metrics = train_step(state, batch, frozen)
+        runtime.STARTING.clear()  # from now on SIGTERM saves a checkpoint, then exits
         profiler.after(step + 1, metrics)
         nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
         history.append(metrics)
@@ -313,6 +342,7 @@ class _Run:
         bar.update(1)
         last = step == t.num_steps
         if step % t.log_every == 0 or last:
+          watchdog.progress(f'logging step {step}')
           means = self._log(step, history, last_log, t_start, start_step, data, nonfinite)
           bar.set_postfix(loss=f'{means["loss"]:.4f}')
           history, last_log = [], time.time()
@@ -320,8 +350,10 @@ class _Run:
           save()
           saved_step = step
         if t.sample_every and (step % t.sample_every == 0 or last):
+          watchdog.progress(f'drawing the image grid of step {step}')
           self._grid(step, state, batch)
         if evaluator is not None and (step % t.eval_every == 0 or last):
+          watchdog.progress(f'evaluating step {step}')
           self._evaluate(evaluator, step, state)
         if not last and preemption.should_stop(step):
           if saved_step != step:
