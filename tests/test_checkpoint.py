@@ -60,3 +60,44 @@ def test_corrupt_newest_is_quarantined_and_other_configs_refused(tmp_path):
   with pytest.raises(ckpt_lib.CheckpointMismatch, match='unet.model_channels'):
     ck.restore_newest_readable(other, _abstract(_state(0.0)))
   ck.close()
+
+
+@pytest.mark.parametrize(
+  'failures, error, outcome',
+  [
+    (2, ConnectionError('Connection reset by peer'), 'restored'),  # a storage hiccup: retried
+    (2, ValueError('UNAVAILABLE: 503 Service Unavailable'), 'restored'),
+    (9, TimeoutError('timed out'), 'stops'),  # the storage keeps failing: stop, move nothing
+    (1, MemoryError(), 'stops'),  # not a damaged checkpoint: stop with the cause
+    (1, ValueError('DATA_LOSS: Error reading "params.w/0.0": truncated'), 'quarantined'),
+  ],
+)
+def test_only_a_damaged_checkpoint_is_set_aside(tmp_path, monkeypatch, failures, error, outcome):
+  """A restore that fails is retried when the storage failed, stops with the cause when memory or
+  anything else did, and sets the checkpoint aside only on evidence of damage."""
+  config = tiny_ldm_config()
+  ck = ckpt_lib.Checkpointer(str(tmp_path), max_to_keep=3, async_save=False)
+  ck.save(1, _state(1.0), config)
+  ck.save(2, _state(2.0), config)
+  ck.wait()
+  monkeypatch.setattr(ckpt_lib, 'RETRY_S', (0, 0, 0))
+  real, calls = ck.restore, []
+
+  def flaky(step, *args):
+    calls.append(step)
+    if step == 2 and len(calls) <= failures:
+      raise error
+    return real(step, *args)
+
+  monkeypatch.setattr(ck, 'restore', flaky)
+  quarantined = os.path.join(str(tmp_path), 'corrupt_checkpoints', '2')
+  if outcome == 'stops':
+    with pytest.raises(ckpt_lib.CheckpointUnreadable, match='left in place'):
+      ck.restore_newest_readable(config, _abstract(_state(0.0)))
+    assert not os.path.exists(quarantined) and ck.all_steps() == [1, 2]
+  else:
+    step, state, _, _ = ck.restore_newest_readable(config, _abstract(_state(0.0)))
+    assert step == (2 if outcome == 'restored' else 1)
+    assert os.path.exists(quarantined) == (outcome == 'quarantined')
+    assert float(state.params['w'][0, 0]) == float(step)
+  ck.close()

@@ -318,7 +318,13 @@ def test_a_failed_background_thread_ends_the_job(tmp_path):
   assert '(writer) failed while training step 7: ConnectionError: 412' in errors[0]
 
 
-def test_a_diverging_run_stops_naming_its_last_good_checkpoint_and_keeps_it(tmp_path):
+def test_a_diverging_run_names_a_checkpoint_from_before_the_blow_up_and_following_it_works(
+  tmp_path,
+):
+  """lr 1e6: the first update is finite but huge, NaN shows one step later. The message names
+  (and keeps) the newest checkpoint from before that last finite update, in the log's 1-based step
+  numbers; following the message (move the newer folders out, lower the learning rate) trains on
+  with finite losses."""
   workdir = str(tmp_path / 'ae')
   every = ['--config.training.checkpoint_every=1', '--config.training.keep_checkpoints=1']
   r = run_cli(*autoencoder(workdir, '--config.training.num_steps=2', *every), env=FAST)
@@ -334,22 +340,29 @@ def test_a_diverging_run_stops_naming_its_last_good_checkpoint_and_keeps_it(tmp_
     env=FAST,
   )
   line = user_error(r, 'steps in a row', 'had NaN/Inf', '(kept)')
-  first = int(line.split('(from step ')[1].split(')')[0])
+  first = int(line.split('(from step ')[1].split(')')[0])  # the first skipped update, 1-based
+  assert f'step {first}: loss or gradients are NaN/Inf' in r.stderr  # the same numbering
   good = int(line.split('/checkpoints/')[1].split()[0])
-  assert good == first  # written just before the first non-finite step ran
+  assert good == first - 2  # before update first - 1, the last finite (huge) one
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
   assert good in steps and len(steps) == 2  # keep_checkpoints=1, plus the good one
   from ldm_jax.checkpoint import load_raw
 
-  _, _, at_good, _ = load_raw(workdir, good)
   _, newest, state, _ = load_raw(workdir)
-  for a, b in zip(jax_leaves(at_good['params']), jax_leaves(state['params'])):
-    np.testing.assert_array_equal(a, b)  # the skipped steps changed nothing
   data = json.loads(
     open(os.path.join(workdir, 'checkpoints', str(newest), 'data', 'metadata')).read()
   )
-  assert data['skipped_steps'] == newest - first
-  assert int(state['step']) == first  # state.step counts the updates applied
+  assert int(state['step']) == first - 1  # state.step counts the updates applied
+  assert data['skipped_steps'] == newest - (first - 1)
+  # Follow the message: the newer step folders out, the default learning rate.
+  for s in steps:
+    if s > good:
+      shutil.move(os.path.join(workdir, 'checkpoints', str(s)), str(tmp_path / f'moved_{s}'))
+  r = run_cli(*autoencoder(workdir, f'--config.training.num_steps={good + 4}', *every), env=FAST)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'at step {good}' in r.stderr and 'NaN/Inf' not in r.stderr, r.stderr[-3000:]
+  _, _, state, _ = load_raw(workdir)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax_leaves(state['params']))
 
 
 def jax_leaves(tree):

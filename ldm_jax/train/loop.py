@@ -298,6 +298,7 @@ class _Run:
 
     def save(force=False):
       nonfinite.flush()  # a NaN streak protects its last good checkpoint before any rotation
+      nonfinite.before_save(step)
       watchdog.progress(f'saving the checkpoint of step {step}')
       self.checkpointer.save(
         step,
@@ -479,31 +480,58 @@ class TrainingDiverged(UserError, FloatingPointError):
 
 class _NonfiniteCounter:
   """Counts steps whose update was skipped for NaN/Inf (metrics['nonfinite']), one step late so
-  that reading the flag never waits for the device; raises after ``limit`` in a row. While a streak
-  lasts, the newest checkpoint written before it began is kept whatever keep_checkpoints says
-  (later ones hold the parameters that led to it, which may already be unusable)."""
+  that reading the flag never waits for the device; raises after ``limit`` in a row.
+
+  A diverging run's last finite update is often the one that blew the weights up (NaN shows one
+  step later), so the checkpoint to go back to is the newest one from before that update: while a
+  streak lasts it is kept whatever keep_checkpoints says, and named. So that one exists, the
+  checkpoint before the newest is held (one more on disk) until the step after the newest turns out
+  finite."""
 
   def __init__(self, limit: int, checkpointer, total: int = 0):
     self.limit, self.checkpointer = limit, checkpointer
     self.total, self.streak, self._pending = total, 0, None
-    self.good = None  # (the streak's) newest checkpoint step before its first non-finite step
+    self.good = None  # (the streak's) newest checkpoint from before its last finite update
+    self.held = None  # the checkpoint before the newest, held until the newest is confirmed
+    self.newest = None  # the newest checkpoint's step while its next update is unknown
 
   def add(self, metrics, step: int) -> None:
     self.flush()
     self._pending = (metrics['nonfinite'], step)
 
+  def before_save(self, step: int) -> None:
+    """Called before the checkpoint of ``step`` (updates applied) is written."""
+    if self.limit and self.streak == 0:
+      steps = [s for s in self.checkpointer.all_steps() if s < step]
+      self._release_held()
+      if steps:
+        self.held = steps[-1]
+        self.checkpointer.protected.add(self.held)
+      self.newest = step
+
+  def _release_held(self) -> None:
+    if self.held is not None and self.held != self.good:
+      self.checkpointer.protected.discard(self.held)
+    self.held = None
+
   def flush(self) -> None:
     if self._pending is None:
       return
-    flag, step = self._pending
+    flag, step = self._pending  # step: 0-based, the update of step + 1 (as the log counts)
     self._pending = None
     if float(flag) == 0.0:
       if self.streak:
         self.checkpointer.protected.discard(self.good)
+        self.good = None
+      if self.newest is not None and step >= self.newest:  # the update after it is finite
+        self._release_held()
+        self.newest = None
       self.streak = 0
       return
     if self.streak == 0:
-      before = [s for s in self.checkpointer.all_steps() if s <= step]
+      # updates 1..step were finite, the last of them maybe huge: a checkpoint of fewer
+      # than `step` updates holds none of it
+      before = [s for s in self.checkpointer.all_steps() if s < step]
       self.good = before[-1] if before else None
       if self.good is not None:
         self.checkpointer.protected.add(self.good)
@@ -512,13 +540,13 @@ class _NonfiniteCounter:
     log.warning(
       'step %d: loss or gradients are NaN/Inf; the update was skipped (%d in a row, '
       '%d in this run)',
-      step,
+      step + 1,
       self.streak,
       self.total,
     )
     if self.limit and self.streak >= self.limit:
       directory = self.checkpointer.directory
-      first = step - self.streak + 1
+      first = step - self.streak + 2
       if self.good is None:
         back = (
           'No checkpoint was written before it: start over in a new --workdir with a lower '
@@ -526,10 +554,11 @@ class _NonfiniteCounter:
         )
       else:
         back = (
-          f'The last checkpoint before it is {directory}/{self.good} (kept); the later ones hold '
-          'the parameters that led here. To resume from it, move the newer step folders out of '
-          f'{directory}, then lower the learning rate, set optimizer.grad_clip_norm, or check '
-          'the data.'
+          f'The newest checkpoint from before the last finite update (step {first - 1}, which '
+          f'may have blown the weights up) is {directory}/{self.good} (kept); the later ones '
+          'hold the parameters that led here. To resume from it, move the newer step folders '
+          f'out of {directory}, then lower the learning rate, set optimizer.grad_clip_norm, or '
+          'check the data.'
         )
       raise TrainingDiverged(
         f'stopping: {self.streak} steps in a row (from step {first}) had NaN/Inf loss or '
