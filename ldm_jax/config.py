@@ -311,9 +311,39 @@ def profile_steps(spec: str) -> tuple[int, int] | None:
   return parts[0], parts[1]
 
 
+def _number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_types(config, defaults=None, prefix: str = 'config') -> None:
+  """A value whose kind differs from base_config()'s for the same key (a string where a tuple
+  belongs: --config.unet.channel_mult=abc) is a ConfigError naming the key and an example."""
+  defaults = base_config() if defaults is None else defaults
+  for key, default in defaults.items():
+    if key not in config:
+      continue
+    value, name = config[key], f'{prefix}.{key}'
+    if isinstance(default, ml_collections.ConfigDict):
+      if isinstance(value, ml_collections.ConfigDict):
+        check_types(value, default, name)
+    elif isinstance(default, (tuple, list)) and (
+      not isinstance(value, (tuple, list))
+      or (
+        default
+        and all(_number(d) for d in default)
+        and not all(_number(v) or isinstance(v, (tuple, list)) for v in value)
+      )
+    ):
+      example = tuple(default) or (1, 2)
+      raise ConfigError(
+        f'{name}={value!r}: expected a tuple of numbers, e.g. --{name}="{example}" (quoted for the shell)'
+      )
+
+
 def validate(config) -> None:
   """Raise ValueError with the key and the fix for settings that cannot work. The task's own
   settings (conditioning widths, guidance, caching) are checked by ``tasks.get_task``."""
+  check_types(config)
   _choice('stage', config.stage, STAGES)
   sources = ('digits', 'folder', 'jsonl', 'records', 'tfds', 'shards')
   _choice('data.source', config.data.source, sources)

@@ -258,7 +258,7 @@ def run_cli(main) -> None:
   sys.excepthook = _quiet_closed_loop(sys.excepthook)
   try:
     sys.argv = resolve_config_argv(sys.argv)
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except SystemExit:
     raise
   except BaseException as e:  # pylint: disable=broad-except
@@ -269,6 +269,49 @@ def run_cli(main) -> None:
     if message.startswith('no space left'):
       os._exit(2)  # now: no more tracebacks from threads still writing to the full disk
     sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with its errors (an unknown flag, a bad value, a missing required flag,
+  a --config.key=value of the wrong type) as one ``error:`` line and exit 2 instead of absl's
+  'FATAL Flags parsing error' and the usage text with exit 1."""
+  from absl import flags
+
+  from ldm_jax.errors import UserError
+
+  overrides = [a.split('=')[0] for a in argv if a.startswith('--config.')]
+  try:
+    args = flags.FLAGS(argv)
+    config = getattr(flags.FLAGS, 'config', None) if 'config' in flags.FLAGS else None
+    if config is not None and hasattr(config, 'to_dict'):
+      from ldm_jax.config import check_types
+
+      check_types(config, None)
+    return args
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+  except flags.Error as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    message = message.replace("('Non-boolean argument to boolean flag', ", 'not true or false (')
+    if isinstance(e, flags.UnrecognizedFlagError) and 'config.' in message:
+      message += '. ' + _OVERRIDE_HINT
+    hint = '' if message.endswith(')') else ' (see --help)'
+    print(f'error: {message}{hint}', file=sys.stderr, flush=True)
+  except (KeyError, AttributeError) as e:  # ml_collections: an override of a key that is not there
+    if not overrides:
+      raise
+    print(
+      f'error: bad config override {" ".join(overrides)}: no key {e}. {_OVERRIDE_HINT}',
+      file=sys.stderr,
+      flush=True,
+    )
+  sys.exit(2)
+
+
+_OVERRIDE_HINT = (
+  'Overrides must name an existing key of the config file, e.g. '
+  '--config.training.batch_size=64 (see the config file for its keys)'
+)
 
 
 def _quiet_closed_loop(hook):

@@ -139,6 +139,33 @@ def makedirs(path) -> None:
   Path(path).mkdir(parents=True, exist_ok=True)
 
 
+def parent(path) -> str:
+  """The folder holding ``path`` ('.' for a bare file name)."""
+  return str(Path(path).parent)
+
+
+def check_writable_dir(path, what: str) -> None:
+  """Create the folder ``path`` if needed and check that files can be written in it (local
+  folders: a probe file, removed again); errors.UserError naming ``what`` (e.g. '--workdir') and
+  the fix otherwise. Commands call it before any work."""
+  from ldm_jax.errors import UserError
+
+  if isfile(path):
+    raise UserError(f'{what}={path!r} is a file, not a folder: give a folder path')
+  try:
+    makedirs(path)
+    if not is_url(path):
+      probe = os.path.join(resolve(path), f'.ldm_jax_write_test_{os.getpid()}')
+      with open(probe, 'w') as f:
+        f.write('')
+      os.remove(probe)
+  except OSError as e:
+    raise UserError(
+      f'cannot write into {what}={path!r} ({type(e).__name__}: {e.strerror or e}): give a '
+      'writable folder'
+    ) from e
+
+
 def listdir(path) -> list[str]:
   return sorted(p.name for p in Path(path).iterdir())
 

@@ -77,7 +77,7 @@ def test_packing_round_trip_equals_the_folder(tmp_path):
     capture_output=True,
     text=True,
   )
-  assert r.returncode == 1 and 'out' in r.stderr  # a required flag is named
+  assert r.returncode == 2 and 'error: ' in r.stderr and 'out' in r.stderr  # a required flag
   info = pack_folder(str(tmp_path / 'img'), str(tmp_path / 'packed'), shard_size=4)
   assert info['count'] == 11 and len(info['shards']) == 3
   assert info['annotations'] == ['caption', 'boxes']
@@ -449,3 +449,24 @@ def test_device_prefetch_keeps_the_order_and_raises_each_error_with_its_batch():
   with pytest.raises(ValueError, match='bad batch 3'):
     prefetch()
   assert prefetch() == 4
+
+
+def test_a_truncated_shard_is_used_up_to_its_damage_and_named(tmp_path, monkeypatch, caplog):
+  """A .tar shard cut short (an interrupted upload): its complete samples are used, the rest is
+  skipped with a warning naming the shard; a shard damaged from its first byte adds none; the run
+  starts either way."""
+  from ldm_jax.data.shards import ShardStream
+
+  monkeypatch.setenv('LDM_JAX_CACHE', str(tmp_path / 'cache'))
+  _write_shards(str(tmp_path / 'shards'))
+  path = tmp_path / 'shards' / '00002.tar'
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+  (tmp_path / 'shards' / '00003.tar').write_bytes(b'not a tar file at all' * 10)
+  with caplog.at_level('WARNING'):
+    stream = ShardStream(str(tmp_path / 'shards'), 16, seed=5, annotations=('caption',))
+  assert '00002.tar is damaged' in caplog.text and '00003.tar' in caplog.text
+  assert 0 < stream.counts[2] < 6 and stream.counts[3] == 0 and len(stream) < 24
+  captions = {stream(s)[0]['caption'][0] for s in range(len(stream))}
+  assert {f'shard 2 sample {i}' for i in range(int(stream.counts[2]))} <= captions
+  assert not any(c.startswith('shard 3') for c in captions)

@@ -524,3 +524,73 @@ def test_wandb_asked_for_without_the_package_says_how_to_install_it(tmp_path, mo
   monkeypatch.setitem(sys.modules, 'wandb', None)  # import wandb -> ImportError
   with pytest.raises(UserError, match=r"wandb='me/proj' but wandb is not installed: pip install"):
     open_wandb_run(str(tmp_path), 'me/proj', {})
+
+
+def _ldm_checkpoint(workdir):
+  """A workdir holding one (tiny, untrained) LDM checkpoint, written directly."""
+  import optax
+
+  from ldm_jax import checkpoint as ckpt_lib
+  from ldm_jax.train.state import TrainState
+  from tests.helpers import tiny_ldm_config
+
+  state = TrainState.create({'w': np.zeros((2, 2), np.float32)}, optax.adam(1e-3), False, 1.0)
+  ck = ckpt_lib.Checkpointer(workdir, async_save=False)
+  ck.save(1, state, tiny_ldm_config())
+  ck.wait()
+  ck.close()
+
+
+AE = ['train.py', '--config=configs/digits_autoencoder.py']
+LDM = ['train.py', '--config=configs/digits_ldm.py']
+# (command line, what the one error line says); {tmp}: the test's folder, {ae}: a trained
+# autoencoder run, {ldm}: an LDM checkpoint. None of them may start any work.
+MISTAKES = {
+  'int override': (AE + ['--workdir={tmp}/w', '--config.training.num_steps=abc'], 'num_steps=abc'),
+  'int override 1.5': (AE + ['--workdir={tmp}/w', '--config.training.num_steps=1.5'], '1.5'),
+  'int override 1e3': (AE + ['--workdir={tmp}/w', '--config.training.batch_size=1e3'], '1e3'),
+  'bool override': (AE + ['--workdir={tmp}/w', '--config.training.use_ema=maybe'], 'not true'),
+  'float override': (
+    AE + ['--workdir={tmp}/w', '--config.optimizer.base_learning_rate=fast'],
+    'base_learning_rate=fast',
+  ),
+  'tuple override': (
+    LDM + ['--workdir={tmp}/w', '--config.unet.channel_mult=abc'],
+    'expected a tuple of numbers',
+  ),
+  'unknown key': (AE + ['--workdir={tmp}/w', '--config.training.nokey=1'], 'nokey'),
+  'unknown sampler': (['sample.py', '--workdir={ae}', '--sampler=foo'], 'should be one of'),
+  'missing --workdir': (AE, '--workdir'),
+  'indivisible batch': (AE + ['--workdir={tmp}/w', '--config.training.batch_size=3'], 'divisible'),
+  'workdir is a file': (AE + ['--workdir={tmp}/file'], 'is a file'),
+  'unwritable workdir': (AE + ['--workdir=/proc/ldm_jax_test'], 'cannot write into'),
+  'sample an autoencoder': (['sample.py', '--workdir={ae}', '--outdir={tmp}/o'], 'autoencoder'),
+  'export unwritable': (
+    ['-m', 'ldm_jax.export', '--workdir={tmp}/none', '--out=/proc/ldm_jax_test/m.ckpt'],
+    'cannot write into --out',
+  ),
+  'eval missing samples': (
+    ['-m', 'ldm_jax.eval', '--samples={tmp}/none.npz', '--ref={tmp}'],
+    'does not exist',
+  ),
+  'reconstruction of an LDM': (
+    ['-m', 'ldm_jax.eval.reconstruction', '--workdir={ldm}', '--norfid'],
+    'evaluates autoencoder runs',
+  ),
+}
+
+
+@pytest.mark.parametrize('case', sorted(MISTAKES))
+def test_every_user_mistake_is_one_error_line_and_exit_2_before_any_work(case, tmp_path, ae_run):
+  argv, expected = MISTAKES[case]
+  (tmp_path / 'file').write_text('')
+  ldm = str(tmp_path / 'ldm')
+  if '{ldm}' in ' '.join(argv):
+    _ldm_checkpoint(ldm)
+  fill = lambda a: a.format(tmp=tmp_path, ae=ae_run, ldm=ldm)
+  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  r = run_cli(*map(fill, argv), env=env, timeout=300)
+  line = user_error(r, expected)
+  assert sum(x.startswith('error: ') for x in r.stderr.splitlines()) == 1, r.stderr[-2000:]
+  assert 'FATAL' not in r.stderr and line
+  assert not (tmp_path / 'w').exists() and not (tmp_path / 'o').exists()  # nothing started

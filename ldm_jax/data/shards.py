@@ -74,18 +74,35 @@ def shard_index(path: str) -> list[dict]:
     with open(cached) as f:
       return json.load(f)
   samples: list[dict] = []
-  with storage.open_file(path) as f, tarfile.open(fileobj=f, mode='r:') as tar:
-    for member in tar:
-      if not member.isfile():
-        continue
-      base = member.name.rsplit('/', 1)[-1]
-      if base.startswith('.') or '.' not in base:
-        continue
-      stem, ext = base.split('.', 1)
-      key = member.name[: len(member.name) - len(base)] + stem
-      if not samples or samples[-1]['key'] != key:
-        samples.append({'key': key})
-      samples[-1][ext.lower()] = [member.offset_data, member.size]
+  try:
+    with storage.open_file(path) as f, tarfile.open(fileobj=f, mode='r:') as tar:
+      for member in tar:
+        if not member.isfile():
+          continue
+        if member.offset_data + member.size > stat.length:
+          raise tarfile.ReadError(f'{member.name} ends past the end of the file')
+        base = member.name.rsplit('/', 1)[-1]
+        if base.startswith('.') or '.' not in base:
+          continue
+        stem, ext = base.split('.', 1)
+        key = member.name[: len(member.name) - len(base)] + stem
+        if not samples or samples[-1]['key'] != key:
+          samples.append({'key': key})
+        samples[-1][ext.lower()] = [member.offset_data, member.size]
+      f.seek(max(0, stat.length - 1024))
+      if f.read(1024).strip(b'\0'):  # no end-of-archive blocks: cut at a header boundary
+        raise tarfile.ReadError('no end-of-archive marker (the file was cut short)')
+  except (tarfile.TarError, EOFError, OSError) as e:  # truncated or damaged: keep what reads
+    if samples:
+      samples.pop()  # the sample being read when the damage began may be incomplete
+    log.warning(
+      'shard %s is damaged (%s: %s): using its first %d samples, skipping the rest',
+      path,
+      type(e).__name__,
+      e,
+      len(samples),
+    )
+    return samples  # not cached: the damaged file may be replaced
   os.makedirs(os.path.dirname(cached), exist_ok=True)
   with open(cached + '.partial', 'w') as f:
     json.dump(samples, f)

@@ -109,6 +109,11 @@ def main(argv):
   generate = not FLAGS.samples and bool(FLAGS.workdir or (FLAGS.config and not FLAGS.save_ref))
   if not (generate or FLAGS.samples or FLAGS.save_ref):
     raise UserError('nothing to score: give --workdir (generate), --samples, or --save_ref')
+  if FLAGS.samples and not storage.exists(FLAGS.samples):
+    raise UserError(
+      f'--samples={FLAGS.samples!r} does not exist: give a folder of images or the samples.npz '
+      'that sample.py wrote'
+    )
   from ldm_jax.eval.inception import require_weights
 
   require_weights(FLAGS.inception, 'python -m ldm_jax.eval (FID)')

@@ -10,6 +10,7 @@ def main(argv) -> None:
 
   from absl import flags
 
+  from ldm_jax import storage
   from ldm_jax.errors import UserError
   from ldm_jax.export import export_workdir
   from ldm_jax.export.diffusers import export_diffusers
@@ -17,14 +18,18 @@ def main(argv) -> None:
   FLAGS = flags.FLAGS
   del argv
   fmt = FLAGS.format
+  if fmt not in ('compvis', 'diffusers'):
+    raise UserError(f"--format={fmt!r}: 'compvis' (a .ckpt/.safetensors) or 'diffusers' (a folder)")
+  if fmt == 'diffusers' and FLAGS.out.endswith(('.ckpt', '.safetensors')):
+    raise UserError(f'--format=diffusers writes a folder: --out={FLAGS.out!r} names a file')
+  # before reading the checkpoint: where the output goes must be writable
+  storage.check_writable_dir(
+    FLAGS.out if fmt == 'diffusers' else storage.parent(FLAGS.out), '--out'
+  )
   if fmt == 'compvis':
     report = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  elif fmt == 'diffusers':
-    if FLAGS.out.endswith(('.ckpt', '.safetensors')):
-      raise UserError(f'--format=diffusers writes a folder: --out={FLAGS.out!r} names a file')
-    report = export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.step)
   else:
-    raise UserError(f"--format={fmt!r}: 'compvis' (a .ckpt/.safetensors) or 'diffusers' (a folder)")
+    report = export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.step)
   print(json.dumps(report, indent=2))
 
 

@@ -18,6 +18,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from ldm_jax.config import ConfigError
+
 AXES = ('data', 'fsdp')
 BATCH_AXES = AXES  # the batch dimension is split over every mesh axis
 
@@ -25,14 +27,14 @@ BATCH_AXES = AXES  # the batch dimension is split over every mesh axis
 def _fill(sizes: list[int], total: int, what: str) -> list[int]:
   """Replace one -1 in ``sizes`` so that their product is ``total``."""
   if sizes.count(-1) > 1:
-    raise ValueError(f'config.mesh: at most one {what} axis size may be -1, got {sizes}')
+    raise ConfigError(f'config.mesh: at most one {what} axis size may be -1, got {sizes}')
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if known <= 0 or total % known:
-      raise ValueError(f'config.mesh: {what} sizes {sizes} cannot fill {total} devices')
+      raise ConfigError(f'config.mesh: {what} sizes {sizes} cannot fill {total} devices')
     sizes = [total // known if s == -1 else s for s in sizes]
   if math.prod(sizes) != total:
-    raise ValueError(
+    raise ConfigError(
       f'config.mesh: {what} sizes {sizes} multiply to {math.prod(sizes)}, but there '
       f'are {total}; set one of them to -1 (fill) or make the product {total}'
     )
@@ -73,13 +75,13 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, mesh: Mesh, accum_steps: int = 1) -> None:
   if accum_steps <= 1:
     if global_batch % mesh.size:
-      raise ValueError(
+      raise ConfigError(
         f'config.training.batch_size={global_batch} is not divisible by the '
         f'{mesh.size} devices; use a multiple of {mesh.size}'
       )
     return
   if global_batch % (accum_steps * mesh.size):
-    raise ValueError(
+    raise ConfigError(
       f'config.training.batch_size={global_batch} with grad_accum_steps={accum_steps}: each '
       f'micro-batch must split evenly over the {mesh.size} devices; use a batch size that is '
       f'a multiple of {accum_steps * mesh.size}'
@@ -141,7 +143,7 @@ def fsdp_spec(path: str, shape: tuple, fsdp_size: int, rules, min_size: int) -> 
     try:
       dim = int(rule) % len(shape)
     except ValueError:
-      raise ValueError(
+      raise ConfigError(
         f"config.mesh.fsdp_rules: rule {rule!r} for {pattern!r} must be 'largest', "
         "'replicate' or a dimension index such as '-1'"
       ) from None
@@ -162,7 +164,7 @@ def state_shardings(abstract_tree, mesh: Mesh, mesh_cfg=None):
   rules = tuple(tuple(r) for r in mesh_cfg.fsdp_rules)
   for r in rules:
     if len(r) != 2:
-      raise ValueError(f'config.mesh.fsdp_rules entries are (regex, rule) pairs, got {r!r}')
+      raise ConfigError(f'config.mesh.fsdp_rules entries are (regex, rule) pairs, got {r!r}')
   return jax.tree_util.tree_map_with_path(
     lambda path, a: NamedSharding(
       mesh, fsdp_spec(_path_str(path), tuple(a.shape), size, rules, mesh_cfg.fsdp_min_size)

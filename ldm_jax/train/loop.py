@@ -140,8 +140,11 @@ def require_optional_packages(config) -> None:
 def train(config, workdir: str) -> TrainState:
   validate(config)
   require_optional_packages(config)
+  t = config.training
+  mesh = sharding.make_mesh(config.mesh)  # the mesh and batch checks: before any work
+  sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
   workdir = storage.resolve(workdir)
-  storage.makedirs(workdir)
+  storage.check_writable_dir(workdir, '--workdir')
   watchdog = Watchdog(config.training.get('stall_timeout_s', 0.0), f' in {workdir}')
   watchdog.fatal_thread_errors()
   try:
@@ -152,7 +155,7 @@ def train(config, workdir: str) -> TrainState:
         lock.status = watchdog.status
         runtime.at_early_exit(lock.abandon)
       try:
-        return _train(config, workdir, preemption, watchdog)
+        return _train(config, workdir, mesh, preemption, watchdog)
       finally:
         if lock is not None:
           lock.release()
@@ -162,10 +165,8 @@ def train(config, workdir: str) -> TrainState:
     runtime.STARTING.clear()
 
 
-def _train(config, workdir: str, preemption, watchdog) -> TrainState:
+def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
   t = config.training
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
   key = jax.random.PRNGKey(config.seed)
   stage = STAGES[config.stage](config, mesh)
   checkpointer = ckpt_lib.Checkpointer(
