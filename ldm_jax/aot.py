@@ -218,6 +218,7 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
   import jax
   import jax.numpy as jnp
 
+  from ldm_jax.diffusion.samplers import get_sampler
   from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
   from ldm_jax.latent_diffusion import latent_shape
   from ldm_jax.nn import layers
@@ -250,13 +251,14 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
   with layers.lowering(platform, mesh):
     step = _cost(jax.jit(one_step).lower(params, frozen, x, cond, uncond).compile())
     decode = _cost(jax.jit(ldm.decode).lower(frozen, x, sf).compile())
-  steps = 1000 if s.sampler == 'ddpm' else s.steps
+  steps = get_sampler(s.sampler).model_calls(s.steps, ldm.schedule.num_timesteps)
   step_s, model = step.seconds(peak, bandwidth)
   decode_s, _ = decode.seconds(peak, bandwidth)
   seconds = steps * step_s + decode_s if step_s and decode_s else None
   return {
     'sampler': s.sampler,
-    'steps': steps,
+    'steps': s.steps,
+    'model_calls': steps,
     'guidance_scale': scale,
     'images': n,
     'peak_bytes': _memory(loop)['peak_bytes'],

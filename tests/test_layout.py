@@ -147,3 +147,34 @@ def test_readme_layout_section_names_every_module_and_only_real_ones():
         if not re.search(rf'\b{re.escape(stem)}\b', entries[name]):
           unnamed.append(os.path.relpath(os.path.join(dirpath, f), ROOT))
   assert not unnamed, f'README Layout does not name: {unnamed}'
+
+
+def _compared_strings(path):
+  """String constants compared (==, !=, in, not in) with something that is not a constant."""
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Compare):
+      sides = [node.left, *node.comparators]
+      if all(isinstance(s, ast.Constant) for s in sides):
+        continue
+      for s in sides:
+        if isinstance(s, ast.Constant) and isinstance(s.value, str):
+          yield node.lineno, s.value
+        elif isinstance(s, (ast.Tuple, ast.List, ast.Set)):
+          for e in s.elts:
+            if isinstance(e, ast.Constant) and isinstance(e.value, str):
+              yield node.lineno, e.value
+
+
+def test_only_the_samplers_package_compares_sampler_names():
+  """What code needs of a sampler it asks its record (diffusion/samplers: Sampler), never its
+  name: a new sampler is one module and one registration."""
+  from ldm_jax.diffusion.samplers import SAMPLERS
+
+  found = [
+    f'{os.path.relpath(path, ROOT)}:{line}: {value!r}'
+    for module, path in _modules()
+    if not module.startswith('ldm_jax.diffusion.samplers')
+    for line, value in _compared_strings(path)
+    if value in SAMPLERS
+  ]
+  assert not found, 'sampler names compared outside diffusion/samplers:\n' + '\n'.join(found)

@@ -7,13 +7,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ldm_jax.diffusion.samplers import (
-  SOLVERS,
-  get_sampler,
-  grid_length,
-  guided_eps_fn,
-  start_alpha_bar,
-)
+from ldm_jax.diffusion.samplers import get_sampler, guided_eps_fn
 from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
 from ldm_jax.errors import UserError
 from ldm_jax.images import to_uint8
@@ -71,18 +65,11 @@ def make_generate_fn(
   ``callback(t, x_t, eps)``: called on the host at every model evaluation (timestep, the sampler's
   variance-preserving latents, the guided eps), e.g. for previews of x0 = (x_t - sqrt(1 - abar_t)
   eps) / sqrt(abar_t) every k calls in a notebook; not used, it costs nothing."""
-  sample_fn = get_sampler(sampler)
+  record = get_sampler(sampler)
+  sample_fn = record.fn
   guided = guidance_scale != 1.0
-  kwargs = {} if sampler == 'ddpm' else {'num_steps': steps, 'eta': eta}
-  if sampler in SOLVERS:
-    kwargs.update(spacing=spacing or 'linspace', karras=karras)
-  elif spacing or karras:
-    raise UserError(
-      f"--spacing and --karras choose the fast solvers' grids ({', '.join(SOLVERS)}); "
-      f"{sampler} runs the reference's grid"
-    )
-
-  n_grid = grid_length(sampler, steps, ldm.schedule.num_timesteps)
+  kwargs = record.kwargs(steps, eta, spacing, karras)
+  n_grid = record.grid_length(steps, ldm.schedule.num_timesteps)
   start = 0
   if img2img_noise not in IMG2IMG_NOISE:
     raise UserError(f'img2img_noise must be one of {IMG2IMG_NOISE}, got {img2img_noise!r}')
@@ -94,7 +81,7 @@ def make_generate_fn(
     kwargs['start'] = start
     if start < n_grid:
       level = start - 1 if img2img_noise == 'compvis' else start  # start >= 1 here
-      abar = start_alpha_bar(sampler, ldm.schedule, steps, level, spacing, karras)
+      abar = record.start_alpha_bar(ldm.schedule, steps, level, spacing, karras)
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
     if start:

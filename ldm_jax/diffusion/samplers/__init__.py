@@ -6,7 +6,9 @@ timestep ``spacing`` ('linspace', 'leading', 'trailing'; diffusers' default 'lin
 ``karras`` sigmas; each trajectory equals its diffusers scheduler (tests/test_solvers_diffusers.py).
 """
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import numpy as np
@@ -20,69 +22,133 @@ from ldm_jax.diffusion.samplers.plms import plms_sample
 from ldm_jax.diffusion.samplers.unipc import unipc_sample
 from ldm_jax.errors import UserError
 
-# name -> (function, model calls for S steps)
-SOLVERS = {
-  'dpmpp_2m': (functools.partial(dpm_solver_sample, order=2), lambda s: s),
-  'dpmpp_3m': (functools.partial(dpm_solver_sample, order=3), lambda s: s),
-  'dpmpp_2m_sde': (functools.partial(dpm_solver_sample, order=2, sde=True), lambda s: s),
-  'unipc': (functools.partial(unipc_sample, order=2), lambda s: s),
-  'unipc_3': (functools.partial(unipc_sample, order=3), lambda s: s),
-  'euler': (euler_sample, lambda s: s),
-  'euler_a': (functools.partial(euler_sample, ancestral=True), lambda s: s),
-  'heun': (functools.partial(euler_sample, heun=True), lambda s: 2 * s - 1),
-}
-SAMPLERS = {
-  'ddim': ddim_sample,
-  'plms': plms_sample,
-  'ddpm': ddpm_sample,
-  **{name: fn for name, (fn, _) in SOLVERS.items()},
-}
+
+GRIDS = ('reference', 'all', 'dpm', 'karras')
 
 
-def get_sampler(name: str):
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """One sampler: its solver function (``fn(eps_fn, x_T, key, schedule, **kwargs)``) and what the
+  rest of the code asks of it by record, never by name.
+
+  ``grid``: the noise levels it walks: 'reference' (the reference's DDIM grid
+  ``range(0, T, T // S) + 1``, which may hold more steps than asked), 'all' (every timestep:
+  ddpm), 'dpm' (a fast solver's timestep grid of ``spacing``) or 'karras' (the Euler family's
+  sigmas); ``extra_calls``: model calls beyond one per grid step (PLMS's warm-up: 1; Heun: one
+  per step but the last); ``solver_options``: it takes ``spacing`` and ``karras``."""
+
+  name: str
+  fn: Callable
+  grid: str = 'reference'
+  extra_calls: Callable[[int], int] = lambda steps: 0
+  solver_options: bool = False
+
+  def __post_init__(self):
+    if self.grid not in GRIDS:
+      raise ValueError(f'sampler {self.name!r}: grid {self.grid!r} is not one of {GRIDS}')
+
+  def grid_length(self, steps: int, num_timesteps: int = 1000) -> int:
+    """The number of steps in its grid for ``steps``."""
+    if self.grid == 'all':
+      return num_timesteps
+    if self.grid == 'reference':
+      return len(make_ddim_timesteps(steps, num_timesteps))
+    return steps
+
+  def model_calls(self, steps: int, num_timesteps: int = 1000) -> int:
+    """Model evaluations of ``steps`` steps."""
+    return self.grid_length(steps, num_timesteps) + self.extra_calls(steps)
+
+  def start_alpha_bar(
+    self, schedule, steps: int, start: int, spacing: str = '', karras: bool = False
+  ) -> float:
+    """abar at the noise level where grid step ``start`` begins: image-to-image noises the init
+    latent to it (x = sqrt(abar) z0 + sqrt(1 - abar) noise) and runs the grid from there."""
+    abar = np.asarray(jax.device_get(schedule.alphas_cumprod), np.float64)
+    T = len(abar)
+    if self.grid == 'all':
+      return float(abar[T - 1 - start])
+    if self.grid == 'reference':
+      return float(abar[make_ddim_timesteps(steps, T)[::-1][start]])
+    grid = {'karras': karras_grid, 'dpm': dpm_grid}[self.grid]
+    sigma = grid(schedule, steps, spacing or 'linspace', karras)[1][start]
+    return float(1.0 / (1.0 + sigma**2))
+
+  def kwargs(self, steps: int, eta: float, spacing: str = '', karras: bool = False) -> dict:
+    """The solver's keyword arguments for these options; an option it does not take is a
+    UserError naming it."""
+    if (spacing or karras) and not self.solver_options:
+      takes = ', '.join(n for n, s in SAMPLERS.items() if s.solver_options)
+      raise UserError(
+        f"--spacing and --karras choose the fast solvers' grids ({takes}); {self.name} runs "
+        "the reference's grid"
+      )
+    if self.grid == 'all':
+      return {}  # every timestep, at its own eta
+    out = {'num_steps': steps, 'eta': eta}
+    if self.solver_options:
+      out.update(spacing=spacing or 'linspace', karras=karras)
+    return out
+
+
+def _register(*samplers: Sampler) -> dict[str, Sampler]:
+  return {s.name: s for s in samplers}
+
+
+# Adding a sampler: a module with its solver function, and one record here (CONTRIBUTING.md).
+SAMPLERS = _register(
+  Sampler('ddim', ddim_sample),
+  Sampler('plms', plms_sample, extra_calls=lambda steps: 1),  # its warm-up step
+  Sampler('ddpm', ddpm_sample, grid='all'),  # every timestep, eta 1 (its own)
+  Sampler('dpmpp_2m', functools.partial(dpm_solver_sample, order=2), 'dpm', solver_options=True),
+  Sampler('dpmpp_3m', functools.partial(dpm_solver_sample, order=3), 'dpm', solver_options=True),
+  Sampler(
+    'dpmpp_2m_sde',
+    functools.partial(dpm_solver_sample, order=2, sde=True),
+    'dpm',
+    solver_options=True,
+  ),
+  Sampler('unipc', functools.partial(unipc_sample, order=2), 'dpm', solver_options=True),
+  Sampler('unipc_3', functools.partial(unipc_sample, order=3), 'dpm', solver_options=True),
+  Sampler('euler', euler_sample, 'karras', solver_options=True),
+  Sampler(
+    'euler_a', functools.partial(euler_sample, ancestral=True), 'karras', solver_options=True
+  ),
+  Sampler(
+    'heun',
+    functools.partial(euler_sample, heun=True),
+    'karras',
+    extra_calls=lambda steps: steps - 1,  # two evaluations per step but the last
+    solver_options=True,
+  ),
+)
+# The fast solvers (they take spacing and karras): name -> record.
+SOLVERS = {name: s for name, s in SAMPLERS.items() if s.solver_options}
+
+
+def get_sampler(name: str) -> Sampler:
   if name not in SAMPLERS:
     raise UserError(f'unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}')
   return SAMPLERS[name]
 
 
 def grid_length(name: str, steps: int, num_timesteps: int = 1000) -> int:
-  """The number of steps in the sampler's grid for ``steps`` (the reference's DDIM/PLMS grid may
-  hold more than asked; ddpm all T)."""
-  if name in SOLVERS:
-    return steps
-  if name == 'ddpm':
-    return num_timesteps
-  return len(make_ddim_timesteps(steps, num_timesteps))
+  return get_sampler(name).grid_length(steps, num_timesteps)
 
 
 def start_alpha_bar(
   name: str, schedule, steps: int, start: int, spacing: str = '', karras: bool = False
 ) -> float:
-  """abar at the noise level where the sampler's grid step ``start`` begins: image-to-image noises
-  the init latent to it (x = sqrt(abar) z0 + sqrt(1 - abar) noise) and runs the grid from there."""
-  abar = np.asarray(jax.device_get(schedule.alphas_cumprod), np.float64)
-  T = len(abar)
-  if name == 'ddpm':
-    return float(abar[T - 1 - start])
-  if name in ('ddim', 'plms'):
-    return float(abar[make_ddim_timesteps(steps, T)[::-1][start]])
-  grid = karras_grid if name in ('euler', 'euler_a', 'heun') else dpm_grid
-  sigma = grid(schedule, steps, spacing or 'linspace', karras)[1][start]
-  return float(1.0 / (1.0 + sigma**2))
+  return get_sampler(name).start_alpha_bar(schedule, steps, start, spacing, karras)
 
 
 def model_calls(name: str, steps: int, num_timesteps: int = 1000) -> int:
-  """Model evaluations of ``steps`` steps: the solvers' own count (Heun 2S - 1), the reference's
-  DDIM/PLMS grid (which may realise more steps than asked; PLMS one more for its warm-up), all T
-  for ddpm."""
-  if name in SOLVERS:
-    return SOLVERS[name][1](steps)
-  if name == 'ddpm':
-    return num_timesteps
-  return len(make_ddim_timesteps(steps, num_timesteps)) + (name == 'plms')
+  """Model evaluations of ``steps`` steps (see Sampler.model_calls)."""
+  return get_sampler(name).model_calls(steps, num_timesteps)
 
 
 __all__ = [
+  'Sampler',
   'SAMPLERS',
   'SOLVERS',
   'get_sampler',
