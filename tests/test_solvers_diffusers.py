@@ -169,6 +169,12 @@ def test_every_name_samples_and_the_callback_sees_each_model_call():
     )
     assert np.isfinite(out).all() and np.abs(out - ddim).max() > 1e-4, name
     assert len(calls) == model_calls(name, 4), (name, calls)
+  # A new callback (a new lambda in a notebook) reuses the compiled loop; each sees its own run.
+  before = len(pipe._fns)
+  seen_a, seen_b = [], []
+  for seen in (seen_a, seen_b):
+    pipe.sample(1, steps=4, class_label=1, callback=lambda t, x, eps, s=seen: s.append(int(t)))
+  assert len(pipe._fns) == before + 1 and len(seen_a) == len(seen_b) == model_calls('ddim', 4)
 
 
 @pytest.mark.slow

@@ -55,6 +55,13 @@ class Pipeline:
   scale_factor: jax.Array
   mesh: Any
   _fns: dict = dataclasses.field(default_factory=dict, repr=False)
+  # The callback of the sampling running now: the compiled loop calls _trampoline, which calls
+  # it, so a new callback (a new lambda in a notebook) needs no new compile.
+  _callback: list = dataclasses.field(default_factory=lambda: [None], repr=False)
+
+  def _trampoline(self, t, x, eps) -> None:
+    if self._callback[0] is not None:
+      self._callback[0](t, x, eps)
 
   # -- first stage -------------------------------------------------------------------------
   @property
@@ -220,7 +227,7 @@ class Pipeline:
       tile_stride,
       spacing,
       karras,
-      callback,
+      callback is not None,  # the callback itself goes through _trampoline: not a compile key
       img2img,
       img2img_noise,
     )
@@ -235,7 +242,7 @@ class Pipeline:
         tile_stride=tile_stride,
         spacing=spacing,
         karras=karras,
-        callback=callback,
+        callback=self._trampoline if callback is not None else None,
         strength=img2img,
         img2img_noise=img2img_noise,
       )
@@ -261,6 +268,7 @@ class Pipeline:
             f'latents of shape {np.shape(latents)}; expected {(num, H // f, W // f, latent_c)}'
           )
         x_T = jnp.asarray(np.asarray(latents, np.float32)[idx])
+      self._callback[0] = callback
       images = generate(
         self.params,
         self.first_stage_params,
@@ -272,6 +280,7 @@ class Pipeline:
         None if z_init is None else shard(z_init),
       )
       images = np.asarray(jax.device_get(images))[: min(batch, num - start)]
+      self._callback[0] = None
       if post is not None:
         images = post(images)
       yield images if return_float else to_uint8(images)
