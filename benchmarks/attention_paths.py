@@ -85,7 +85,7 @@ def main(argv):
         continue
       os.environ['LDM_JAX_ATTENTION'] = path
 
-      def fwd(q, k, v):
+      def fwd(q, k, v, scale=scale):
         return layers.attention(q, k, v, scale)
 
       def fwd_bwd(q, k, v):

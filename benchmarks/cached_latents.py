@@ -51,8 +51,8 @@ def main(argv):
   import numpy as np
 
   from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
-  from ldm_jax.train.state import TrainState, make_optimizer
   from ldm_jax.train.ldm_step import make_ldm_step
+  from ldm_jax.train.state import TrainState, make_optimizer
   from ldm_jax.train.step_common import guard_nonfinite
 
   config = FLAGS.config

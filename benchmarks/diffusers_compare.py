@@ -95,6 +95,7 @@ def _timer(torch, device):
 def run(config, ours: list[dict], flags) -> list[dict]:
   import diffusers
   import torch
+
   from ldm_jax.latent_diffusion import latent_shape
 
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -167,7 +168,7 @@ def run(config, ours: list[dict], flags) -> list[dict]:
     scheduler.set_timesteps(int(s))
 
     @torch.no_grad()
-    def sample():
+    def sample(scheduler=scheduler):
       x = torch.randn(b, c, h, w, device=device)
       with autocast():
         for t in scheduler.timesteps:

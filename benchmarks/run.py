@@ -166,10 +166,11 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from ldm_jax.parallel import sharding
+
   from ldm_jax.latent_diffusion import latent_shape
-  from ldm_jax.train.state import TrainState, make_optimizer
+  from ldm_jax.parallel import sharding
   from ldm_jax.train.ldm_step import make_ldm_step
+  from ldm_jax.train.state import TrainState, make_optimizer
   from ldm_jax.train.step_common import guard_nonfinite
 
   b = config.training.batch_size
@@ -223,9 +224,10 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
 def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   import jax
   import numpy as np
+
+  from ldm_jax.latent_diffusion import latent_shape
   from ldm_jax.parallel import sharding
   from ldm_jax.sampling.generate import make_generate_fn
-  from ldm_jax.latent_diffusion import latent_shape
 
   b = FLAGS.sample_batch_size
   fn = make_generate_fn(ldm, sampler=FLAGS.sampler, steps=steps, eta=0.0)
@@ -269,8 +271,9 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
 def bench_first_stage(config, ldm, fs_params, mesh):
   import jax
   import numpy as np
-  from ldm_jax.parallel import sharding
+
   from ldm_jax.latent_diffusion import latent_shape
+  from ldm_jax.parallel import sharding
 
   b, size = FLAGS.sample_batch_size, config.data.image_size
   rng = np.random.default_rng(0)
@@ -285,7 +288,7 @@ def bench_first_stage(config, ldm, fs_params, mesh):
     t0 = time.perf_counter()
     compiled = jax.jit(f).lower(fs_params, x).compile()
     compile_s = time.perf_counter() - t0
-    run = lambda: jax.block_until_ready(compiled(fs_params, x))
+    run = lambda compiled=compiled, x=x: jax.block_until_ready(compiled(fs_params, x))
     run()
     sec = statistics.median(_time(run, FLAGS.sample_iters))
     _profile(f'first_stage_{name}', run, [compiled])
@@ -307,9 +310,9 @@ def main(argv):
   del argv
   import jax
 
-  from ldm_jax.parallel import sharding
-  from ldm_jax.nn.params import count_params
   from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
+  from ldm_jax.nn.params import count_params
+  from ldm_jax.parallel import sharding
 
   if FLAGS.compare_diffusers:  # before any work: the PyTorch peer must be installed
     from ldm_jax import optional

@@ -103,8 +103,8 @@ def main(argv):
   import numpy as np
 
   import ldm_jax
-  from ldm_jax.eval.digits import features, train_classifier
   from ldm_jax.diffusion.samplers import model_calls
+  from ldm_jax.eval.digits import features, train_classifier
   from ldm_jax.eval.fid import feature_stats, frechet_distance
 
   pipe = ldm_jax.load(FLAGS.workdir)

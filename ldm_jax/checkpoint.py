@@ -9,12 +9,12 @@ import logging
 import time
 
 import jax
-from etils import epath
 import orbax.checkpoint as ocp
+from etils import epath
 
-from ldm_jax.errors import UserError
 from ldm_jax import storage
 from ldm_jax.config import state_defining_differences, to_json_dict
+from ldm_jax.errors import UserError
 
 log = logging.getLogger('ldm_jax')
 

@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 
-
 SIGTERM = threading.Event()
 # Set while a training job starts up (imports, restore, data, compile, the first step): SIGTERM
 # then ends the process within a second, as there is nothing to save yet. Cleared by the loop.

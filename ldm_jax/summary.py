@@ -11,8 +11,8 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from ldm_jax.nn.params import count_params
 from ldm_jax.latent_diffusion import abstract_params
+from ldm_jax.nn.params import count_params
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)

@@ -11,9 +11,8 @@ a big UNet takes 10-25 minutes on 2 CPU cores), one JSON line per config appende
 already in FILE are skipped, so the run can be stopped and continued.
 """
 
-import json
-
 import glob
+import json
 import os
 import sys
 import time

@@ -37,7 +37,7 @@ def main(argv):
 
   import ldm_jax
   from ldm_jax.data.sources import DIGIT_NAMES
-  from ldm_jax.eval.digits import train_classifier, features
+  from ldm_jax.eval.digits import features, train_classifier
 
   pipe = ldm_jax.load(FLAGS.workdir)
   clf, _ = train_classifier()

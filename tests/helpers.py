@@ -145,6 +145,7 @@ def compvis_ldm_state_dict(config, seed: int = 0, scale_factor: float | None = N
   """What a CompVis checkpoint of this LDM config holds, with random weights: UNet, first stage,
   conditioner, schedule buffers (and scale_factor if given)."""
   import numpy as np
+
   from ldm_jax.convert import compvis as convert
   from ldm_jax.latent_diffusion import abstract_params, build_schedule
 
@@ -164,6 +165,7 @@ def read_scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
   """(step, value) of a scalar in the TensorBoard event files of ``logdir`` (TFRecord framing:
   length u64, its crc u32, the Event proto, its crc u32), read without TensorFlow."""
   import struct
+
   from tensorboardX.proto import event_pb2
 
   out = []

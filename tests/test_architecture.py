@@ -13,8 +13,8 @@ from configs import lsun_churches
 from configs.released import kl_f8
 from ldm_jax.convert import torch_names
 from ldm_jax.nn.autoencoder import VQModel
-from ldm_jax.summary import param_counts
 from ldm_jax.nn.unet import UNetModel
+from ldm_jax.summary import param_counts
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
 

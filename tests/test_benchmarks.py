@@ -38,10 +38,11 @@ def test_smoke_run_reports_every_measurement_with_the_diffusers_ratio():
 def test_diffusers_models_of_the_churches_config_have_our_parameter_counts():
   import diffusers
   import jax.numpy as jnp
+
   from benchmarks.diffusers_compare import unet_kwargs, vae_kwargs
   from configs import lsun_churches
-  from ldm_jax.nn.params import count_params
   from ldm_jax.latent_diffusion import LatentDiffusion, build_first_stage, latent_shape
+  from ldm_jax.nn.params import count_params
 
   c = lsun_churches.get_config()
   ldm = LatentDiffusion.from_config(c)

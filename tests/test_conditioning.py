@@ -1,21 +1,21 @@
 """Conditioning encoders equal the reference's: key layout (listings in tests/data), parameter
 counts, and outputs against an independent PyTorch implementation at the same random weights."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 torch = pytest.importorskip('torch')
-from torch import nn as tnn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn as tnn  # noqa: E402
 
+from ldm_jax.convert.torch_names import ConversionError, load_state_dict  # noqa: E402
+from ldm_jax.errors import UserError  # noqa: E402
 from ldm_jax.images import resize_bilinear_torch  # noqa: E402
 from ldm_jax.nn.encoders import BERTEmbedder, SpatialRescaler  # noqa: E402
 from ldm_jax.nn.params import count_params  # noqa: E402
-from ldm_jax.convert.torch_names import ConversionError, load_state_dict  # noqa: E402
 from ldm_jax.tasks.tokenizer import load_bert_tokenizer, tokenize  # noqa: E402
-from ldm_jax.errors import UserError  # noqa: E402
 
 
 # --- a PyTorch peer, written from the reference's x_transformer.py (pinned lucidrains version) ---

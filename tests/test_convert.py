@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ldm_jax.convert import compvis as convert
-from ldm_jax.latent_diffusion import build_schedule
 from ldm_jax.convert.torch_names import ConversionError
+from ldm_jax.latent_diffusion import build_schedule
 from tests.helpers import compvis_ldm_state_dict
 from tests.test_architecture import reference_keys
 from tests.test_released_first_stages import RELEASED

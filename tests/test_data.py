@@ -56,6 +56,7 @@ def test_folder_annotations_follow_crop_and_flip(tmp_path):
   """Captions (.txt), boxes (.json, relative to the full image) and class maps (_seg.png) beside
   each image; a 40x20 (w x h) image is centre-cropped to its middle 20x20 square."""
   import json
+
   from PIL import Image
 
   img = np.zeros((20, 40, 3), np.uint8)

@@ -306,7 +306,8 @@ def test_latent_cache_build_resumes_to_identical_shards_and_refuses_another_stam
 
 def test_params_fingerprint_ignores_sharding_and_sees_one_changed_weight():
   import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   from ldm_jax.data.latent_cache import params_fingerprint
   from ldm_jax.parallel import sharding
@@ -370,8 +371,7 @@ def test_tfds_prepared_as_array_record_is_read_by_index(monkeypatch):
   the (seed, position) batches, captions and boxes (mock data; its builder reports TFRecord, so
   the file-format check is forced)."""
   tfds = pytest.importorskip('tensorflow_datasets')
-  from ldm_jax.data import make_source, make_train_iterator
-  from ldm_jax.data import tfds_source
+  from ldm_jax.data import make_source, make_train_iterator, tfds_source
   from ldm_jax.data.tfds_source import TfdsSource
   from ldm_jax.tasks import get_task
   from tests.helpers import tiny_task_config

@@ -28,6 +28,7 @@ def params(tmp_path_factory):
 
 def test_features_match_the_torchscript_network(params):
   import torch
+
   from ldm_jax.eval.inception import _fid_helper_file
 
   net = torch.jit.load(_fid_helper_file(), map_location='cpu').eval()
@@ -53,6 +54,7 @@ def _as_pytorch_fid_state(params, rng):
   conv weights divided by a random BatchNorm scale (so that only folding it back restores them)
   and a random 1008-class classifier."""
   import torch
+
   from ldm_jax.eval.inception import pytorch_fid_names
 
   state = {}
@@ -83,7 +85,9 @@ def test_pytorch_fid_weights_convert_to_the_same_network_with_a_classifier(param
   The real file (download command in ldm_jax/eval/inception.py) is checked too when
   LDM_JAX_PYTORCH_FID_WEIGHTS points at it."""
   import os
+
   import torch
+
   from ldm_jax.eval.inception import convert_pytorch_fid
 
   state = _as_pytorch_fid_state(params, np.random.default_rng(0))

@@ -10,11 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from ldm_jax.train import losses
-from ldm_jax.nn.lpips import make_lpips
 from ldm_jax.latent_diffusion import build_discriminator, build_first_stage
-from ldm_jax.train.state import TrainState, init_loss_state
+from ldm_jax.nn.lpips import make_lpips
+from ldm_jax.train import losses
 from ldm_jax.train.autoencoder_step import make_autoencoder_step
+from ldm_jax.train.state import TrainState, init_loss_state
 from ldm_jax.train.step_common import step_key
 from tests.helpers import tiny_autoencoder_config
 

@@ -1,14 +1,14 @@
 """KL and VQ first stages against the PyTorch peer (tests/torch_first_stage.py) at the same random
 weights: encoder moments / latents, decoder output, quantizer indices (float32, <= 1e-4)."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 torch = pytest.importorskip('torch')
-from ldm_jax.nn.autoencoder import AutoencoderKL, VQModel  # noqa: E402
 from ldm_jax.convert.torch_names import load_state_dict  # noqa: E402
+from ldm_jax.nn.autoencoder import AutoencoderKL, VQModel  # noqa: E402
 from tests.torch_first_stage import FirstStage  # noqa: E402
 
 ARCH = dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), resolution=32)

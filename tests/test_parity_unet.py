@@ -1,10 +1,10 @@
 """UNetModel against the PyTorch peer (tests/torch_unet.py) at the same random weights: the noise
 prediction for one config per conditioning kind and attention flavour (float32, <= 1e-4)."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 torch = pytest.importorskip('torch')
 from ldm_jax.convert.torch_names import load_state_dict  # noqa: E402

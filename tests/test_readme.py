@@ -9,8 +9,8 @@ Commands come from the fenced code blocks (continuation lines joined) and from i
 in the prose that start with ``python``. Placeholders (DIR, N, ``<name>``, ``...``, ``[--opt]``,
 ``a|b``) are taken as "any value": their flag names are still checked."""
 
-import configparser
 import concurrent.futures
+import configparser
 import functools
 import os
 import re

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
+from ldm_jax.latent_diffusion import build_discriminator, build_first_stage
 from ldm_jax.nn import lpips
 from ldm_jax.nn.params import count_params
-from ldm_jax.latent_diffusion import build_discriminator, build_first_stage
 from tests.test_architecture import assert_maps_one_to_one, reference_keys
 
 # name -> (reference folder, encoder M, decoder M) as the reference's models report them (2 decimals).

@@ -12,8 +12,8 @@ import pytest
 
 from ldm_jax import export
 from ldm_jax.config import validate
-from ldm_jax.nn.params import count_params
 from ldm_jax.latent_diffusion import abstract_params, build_first_stage
+from ldm_jax.nn.params import count_params
 from ldm_jax.summary import param_counts
 from tests.test_architecture import assert_maps_one_to_one, reference_keys
 
@@ -119,6 +119,7 @@ def test_autoencoder_training_configs_match_released_first_stages(listing):
 
 def test_every_listing_is_covered():
   import os
+
   from tests.test_architecture import DATA
   from tests.test_released_first_stages import RELEASED
 

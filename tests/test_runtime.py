@@ -76,9 +76,8 @@ def test_the_emulator_variable_points_every_client_at_it(monkeypatch):
 def test_gs_paths_use_gcsfs_whatever_was_imported_first():
   """etils picks TensorFlow's GCS client when TensorFlow is installed and caches the choice at the
   first path of the process; ldm_jax makes it gcsfs (the client the emulator tests run) always."""
-  from etils.epath import backend
-
   import tensorflow  # noqa: F401  (installed for TFDS: the case that used to choose TF's client)
+  from etils.epath import backend
 
   storage.exists(os.getcwd())  # a local path first, as in a process that trained before
   assert storage.Path('gs://bucket/run')._backend is backend.fsspec_backend

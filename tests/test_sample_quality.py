@@ -88,8 +88,8 @@ def test_image_set_reads_npz_and_folders_with_the_training_crop(tmp_path):
 
 def test_fid_during_training_goes_to_tensorboard_and_jsonl(tmp_path):
   from ldm_jax.train.loop import train
-  from tests.test_train_tasks import task_config
   from tests.test_tasks import converted_workdir
+  from tests.test_train_tasks import task_config
 
   workdir = converted_workdir('class', str(tmp_path))
   config = task_config('class', workdir, eval_every=2, eval_num_samples=12, num_steps=4)

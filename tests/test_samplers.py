@@ -147,6 +147,7 @@ def test_guidance_combines_unconditional_first():
 
 def test_tiles_cover_the_canvas_and_blend_back_exactly():
   import jax.numpy as jnp
+
   from ldm_jax.diffusion.samplers.tiling import _blend, border_weights, tile_starts, tiled_model_fn
 
   assert tile_starts(20, 8, 4) == [0, 4, 8, 12] and tile_starts(21, 8, 4) == [0, 4, 8, 12, 13]

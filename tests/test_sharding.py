@@ -13,18 +13,18 @@ import numpy as np
 import optax
 import pytest
 
-from ldm_jax.parallel import sharding
 from ldm_jax.config import base_config
-from ldm_jax.nn.lpips import make_lpips
 from ldm_jax.latent_diffusion import (
   LatentDiffusion,
   build_discriminator,
   build_first_stage,
   latent_shape,
 )
-from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
+from ldm_jax.nn.lpips import make_lpips
+from ldm_jax.parallel import sharding
 from ldm_jax.train.autoencoder_step import make_autoencoder_step
 from ldm_jax.train.ldm_step import make_ldm_step
+from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
 from ldm_jax.train.step_common import guard_nonfinite
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 

@@ -165,7 +165,7 @@ def test_every_name_samples_and_the_callback_sees_each_model_call():
       class_label=1,
       guidance_scale=2.0,
       return_float=True,
-      callback=lambda t, x, eps: calls.append(float(t)),
+      callback=lambda t, x, eps, calls=calls: calls.append(float(t)),
     )
     assert np.isfinite(out).all() and np.abs(out - ddim).max() > 1e-4, name
     assert len(calls) == model_calls(name, 4), (name, calls)

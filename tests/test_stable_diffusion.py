@@ -20,13 +20,13 @@ transformers = pytest.importorskip('transformers')
 import ldm_jax  # noqa: E402
 from configs.released import sd_v1, sd_v2_768_v, sd_v2_base  # noqa: E402
 from ldm_jax.convert.clip_names import clip_text_to_compvis, openclip_text_to_hf  # noqa: E402
-from ldm_jax.errors import UserError  # noqa: E402
 from ldm_jax.convert.compvis import convert_compvis  # noqa: E402
 from ldm_jax.convert.diffusers import (  # noqa: E402
   convert_diffusers,
   first_stage_to_compvis,
   unet_to_compvis,
 )
+from ldm_jax.errors import UserError  # noqa: E402
 from ldm_jax.latent_diffusion import abstract_params  # noqa: E402
 from ldm_jax.nn.params import count_params  # noqa: E402
 from ldm_jax.tasks import tokenizer as tok_lib  # noqa: E402

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import ldm_jax
+from ldm_jax import tasks
 from ldm_jax.convert import compvis as convert
 from ldm_jax.tasks import layout_tokens as layout
-from ldm_jax import tasks
 from tests.helpers import TASKS, compvis_ldm_state_dict, run_cli, tiny_task_config
 
 ENV = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 
 from ldm_jax.latent_diffusion import LatentDiffusion, build_first_stage
-from ldm_jax.train.state import TrainState, init_loss_state
 from ldm_jax.train.autoencoder_step import make_autoencoder_step
+from ldm_jax.train.state import TrainState, init_loss_state
 from tests.helpers import tiny_autoencoder_config, tiny_ldm_config
 
 

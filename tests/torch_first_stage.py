@@ -3,8 +3,8 @@ Decoder, AutoencoderKL, VQModel with taming's legacy VectorQuantizer), written f
 structure for parity tests. Module and parameter names equal the reference's state-dict keys."""
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def Normalize(c):

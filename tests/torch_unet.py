@@ -6,8 +6,8 @@ order only (what every released model uses)."""
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class GroupNorm32(nn.GroupNorm):

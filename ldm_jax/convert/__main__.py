@@ -15,9 +15,9 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from ldm_jax.errors import UserError
 from ldm_jax.convert.compvis import convert_compvis
 from ldm_jax.convert.diffusers import convert_diffusers
+from ldm_jax.errors import UserError
 from ldm_jax.runtime import log_backend
 
 

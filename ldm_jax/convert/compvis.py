@@ -27,12 +27,11 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
-from ldm_jax import storage
+from ldm_jax import storage, torch_pickle
 from ldm_jax.config import validate
-from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
-from ldm_jax import torch_pickle
 from ldm_jax.convert.clip_names import openclip_text_to_hf
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict
+from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
 from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
 
 SCHEDULE_BUFFERS = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+
 from ldm_jax.errors import UserError
 
 

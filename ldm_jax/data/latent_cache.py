@@ -31,10 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax import storage
-
+from ldm_jax.data.sources import CorruptImage, DataError
 from ldm_jax.images import to_model_range
 from ldm_jax.runtime import progress
-from ldm_jax.data.sources import CorruptImage, DataError
 
 log = logging.getLogger(__name__)
 

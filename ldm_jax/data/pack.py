@@ -20,9 +20,9 @@ import os
 import tempfile
 
 from ldm_jax import storage
-from ldm_jax.runtime import progress, run_cli
 from ldm_jax.data.records import FORMAT, encode_record
 from ldm_jax.data.sources import DataError, FolderSource
+from ldm_jax.runtime import progress, run_cli
 
 ANNOTATIONS = ('caption', 'boxes', 'segmentation')
 log = logging.getLogger(__name__)

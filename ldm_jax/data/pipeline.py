@@ -17,8 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ldm_jax.images import to_model_range
 from ldm_jax.data.sources import CorruptImage, DataError, DigitsSource, FolderSource
+from ldm_jax.images import to_model_range
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ldm_jax.errors import UserError
 from ldm_jax import storage
 from ldm_jax.data.preprocess import center_crop_resize, crop_boxes, crop_resize_nearest
+from ldm_jax.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 

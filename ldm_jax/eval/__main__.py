@@ -25,8 +25,8 @@ import time
 
 from absl import flags
 
-from ldm_jax.errors import UserError
 from ldm_jax import storage
+from ldm_jax.errors import UserError
 from ldm_jax.runtime import log_backend, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags
 
@@ -120,8 +120,9 @@ def main(argv):
   setup_runtime()
   log_backend()
   import numpy as np
-  from ldm_jax.eval import sample_quality
+
   from ldm_jax.config import load_config_file
+  from ldm_jax.eval import sample_quality
   from ldm_jax.sampling.pipeline import load
 
   pipe = config = None

@@ -65,8 +65,8 @@ def evaluate(
   from ldm_jax.eval.sample_quality import InceptionFeatures
   from ldm_jax.images import to_model_range
   from ldm_jax.runtime import progress
-  from ldm_jax.sampling.generate import draw_samples, guidance_scale as guidance_rule
-  from ldm_jax.sampling.generate import make_generate_fn
+  from ldm_jax.sampling.generate import draw_samples, make_generate_fn
+  from ldm_jax.sampling.generate import guidance_scale as guidance_rule
 
   if pipe.ldm is None:
     raise UserError('this workdir holds an autoencoder: use python -m ldm_jax.eval.reconstruction')

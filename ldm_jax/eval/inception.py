@@ -29,10 +29,10 @@ import glob
 import os
 
 import flax.linen as nn
-from flax.traverse_util import flatten_dict, unflatten_dict
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ldm_jax import optional
 

@@ -30,15 +30,14 @@ import numpy as np
 from absl import flags
 from absl import logging as absl_logging
 
-from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
-from ldm_jax import optional
-from ldm_jax import storage
-from ldm_jax.nn.autoencoder import AutoencoderKL
+from ldm_jax import optional, storage
 from ldm_jax.data.pipeline import eval_batches
+from ldm_jax.errors import UserError
 from ldm_jax.eval.metrics import psnr, ssim
-from ldm_jax.nn.lpips import make_lpips
 from ldm_jax.latent_diffusion import build_first_stage
+from ldm_jax.nn.autoencoder import AutoencoderKL
+from ldm_jax.nn.lpips import make_lpips
 from ldm_jax.runtime import log_backend
 
 

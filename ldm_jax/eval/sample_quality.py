@@ -19,9 +19,9 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import storage
-from ldm_jax.parallel import sharding
 from ldm_jax.eval import fid
 from ldm_jax.eval.inception import has_classifier, load_inception, make_feature_fn
+from ldm_jax.parallel import sharding
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def dataset_images(data_cfg, batch_size: int = 100, max_images: int = 0) -> Iter
 
 def _first_image_size(folder: str) -> int:
   from PIL import Image
+
   from ldm_jax.data.sources import list_images
 
   with storage.open_file(list_images(folder)[0]) as f, Image.open(f) as im:
@@ -227,9 +228,8 @@ class TrainingEvaluator:
     for i, start in enumerate(range(0, self.num, self.chunk)):
       n = min(self.chunk, self.num - start)
       idx = np.minimum(np.arange(start, start + self.chunk), self.num - 1)  # pad the last batch
-      examples = (
-        None if self.examples is None else jax.tree.map(lambda a: np.asarray(a)[idx], self.examples)
-      )
+      pick = lambda a, idx=idx: np.asarray(a)[idx]
+      examples = None if self.examples is None else jax.tree.map(pick, self.examples)
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 2), i)
       images, _ = draw_samples(
         c,

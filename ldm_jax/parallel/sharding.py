@@ -16,7 +16,8 @@ import re
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ldm_jax.config import ConfigError
 
@@ -127,12 +128,10 @@ def fsdp_spec(path: str, shape: tuple, fsdp_size: int, rules, min_size: int) -> 
   divisible dimension are replicated."""
   if fsdp_size <= 1 or math.prod(shape) < min_size or not shape:
     return P()
-  for pattern, rule in rules:
-    if re.search(pattern, path):
-      break
-  else:
+  match = next(((p, str(r)) for p, r in rules if re.search(p, path)), None)
+  if match is None:
     return P()
-  rule = str(rule)
+  pattern, rule = match
   if rule == 'replicate':
     return P()
   if rule == 'largest':

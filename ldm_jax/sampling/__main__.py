@@ -26,11 +26,10 @@ import os
 import time
 
 import numpy as np
-
 from absl import flags
 
-from ldm_jax.errors import UserError
 from ldm_jax import storage
+from ldm_jax.errors import UserError
 from ldm_jax.runtime import log_backend, progress, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
 

@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import downsampling_factor, load_config_file, validate
+from ldm_jax.errors import UserError
 from ldm_jax.images import to_model_range, to_uint8
 from ldm_jax.latent_diffusion import (
   LatentDiffusion,
@@ -259,7 +259,8 @@ class Pipeline:
       z_init = np.repeat(np.asarray(self.encode(init[None])), batch, axis=0)  # posterior mode
     for start in range(first, num, batch):
       idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
-      take = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+      pick = lambda a, idx=idx: np.asarray(a)[idx]
+      take = lambda tree, pick=pick: None if tree is None else jax.tree.map(pick, tree)
       k_noise, k_sample = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), start))
       x_T = jax.random.normal(k_noise, (batch, H // f, W // f, latent_c), jnp.float32)
       if latents is not None:

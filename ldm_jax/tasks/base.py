@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ldm_jax.errors import UserError
 from ldm_jax import storage
+from ldm_jax.errors import UserError
 from ldm_jax.images import pil_to_rgb, to_model_range, unit_to_uint8
 
 

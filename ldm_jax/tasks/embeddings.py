@@ -6,10 +6,10 @@ text model that ``python -m ldm_jax.convert clip`` writes (config.cond_stage.cli
 
 from __future__ import annotations
 
-import numpy as np
-
 import functools
 import json
+
+import numpy as np
 
 from ldm_jax import storage
 from ldm_jax.tasks.base import Task, TaskInputError, repeat

@@ -10,20 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.diffusion.samplers import get_sampler
-from ldm_jax.errors import UserError
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import storage
 from ldm_jax.config import state_defining_differences
 from ldm_jax.data import make_source, make_train_iterator
-from ldm_jax.data.pipeline import random_access
 from ldm_jax.data.latent_cache import (
   DiskLatentCache,
   cache_stamp,
   encode_dataset,
   params_fingerprint,
 )
-from ldm_jax.data.pipeline import condition_examples
+from ldm_jax.data.pipeline import condition_examples, random_access
+from ldm_jax.diffusion.samplers import get_sampler
+from ldm_jax.errors import UserError
 from ldm_jax.images import make_grid, to_uint8
 from ldm_jax.latent_diffusion import LatentDiffusion, first_stage_shapes, latent_shape
 from ldm_jax.parallel import sharding

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import runtime, storage
-from ldm_jax.data.pipeline import DevicePrefetch
 from ldm_jax.config import learning_rate, profile_steps, state_defining_differences, validate
+from ldm_jax.data.pipeline import DevicePrefetch
 from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
 from ldm_jax.nn import layers
@@ -32,8 +32,8 @@ from ldm_jax.parallel import chips, sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
 from ldm_jax.train.ldm_stage import LDMStage
-from ldm_jax.train.metric_writer import MetricWriter
 from ldm_jax.train.lock import lock_workdir
+from ldm_jax.train.metric_writer import MetricWriter
 from ldm_jax.train.state import TrainState
 from ldm_jax.train.step_common import guard_nonfinite
 from ldm_jax.train.watchdog import Watchdog

@@ -22,7 +22,6 @@ from ldm_jax.diffusion.samplers.plms import plms_sample
 from ldm_jax.diffusion.samplers.unipc import unipc_sample
 from ldm_jax.errors import UserError
 
-
 GRIDS = ('reference', 'all', 'dpm', 'karras')
 
 

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.errors import UserError
 from ldm_jax.diffusion.schedule import Schedule
+from ldm_jax.errors import UserError
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B,H,W,C], t [B] int32) -> eps
 

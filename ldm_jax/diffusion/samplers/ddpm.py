@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.errors import UserError
 from ldm_jax.diffusion.gaussian import predict_start_from_noise, q_posterior
 from ldm_jax.diffusion.samplers.ddim import EpsFn
 from ldm_jax.diffusion.schedule import Schedule
+from ldm_jax.errors import UserError
 
 
 def ddpm_sample(

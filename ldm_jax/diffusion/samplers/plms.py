@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.errors import UserError
 from ldm_jax.diffusion.samplers.ddim import EpsFn, ddim_parameters, ddim_update, make_ddim_timesteps
 from ldm_jax.diffusion.schedule import Schedule
+from ldm_jax.errors import UserError
 
 # e' = c0 e + c1 e_{-1} + c2 e_{-2} + c3 e_{-3}, by the number of previous eps (1, 2, 3).
 _AB_COEFFS = np.array(
