@@ -290,11 +290,42 @@ def test_nonfinite_counter_stops_after_k_in_a_row():
   for i, flag in enumerate([1.0, 1.0, 0.0, 1.0, 1.0]):
     counter.add({'nonfinite': np.float32(flag)}, i)
     counter.flush()
-    # a streak keeps the newest checkpoint before its first step: 0, released, then 2
-    assert ckpt.protected == [{0}, {0}, set(), {2}, {2}][i]
+    # a streak keeps the newest checkpoint from before its last finite update: (update 0 has
+    # none before it), then 2 (update 3 was the last finite one; checkpoint 2 holds 1..2)
+    assert ckpt.protected == [set(), set(), set(), {2}, {2}][i]
   assert counter.total == 4 and counter.streak == 2
   counter.add({'nonfinite': np.float32(1.0)}, 5)
   with pytest.raises(
-    FloatingPointError, match=r'3 steps in a row \(from step 3\).*/runs/x/checkpoints/2'
+    FloatingPointError, match=r'3 steps in a row \(from step 4\).*/runs/x/checkpoints/2'
   ):
     counter.flush()
+
+
+def test_nonfinite_counter_holds_the_checkpoint_before_the_newest_until_it_is_confirmed():
+  """Checkpoints every step, keep 1: when step 5 is saved, 4 is held (update 5 may be the blow-up)
+  until update 6 is finite; if update 6 is NaN, 4 is the one named and kept."""
+  from ldm_jax.train.loop import _NonfiniteCounter
+
+  class Checkpoints:
+    directory, protected = '/runs/x/checkpoints', set()
+    steps = [4]
+
+    def all_steps(self):
+      return list(self.steps)
+
+  ckpt = Checkpoints()
+  counter = _NonfiniteCounter(2, ckpt)
+  counter.before_save(5)
+  ckpt.steps.append(5)
+  assert ckpt.protected == {4}  # held while update 6 is unknown
+  counter.add({'nonfinite': np.float32(0.0)}, 5)  # update 6: finite
+  counter.flush()
+  assert ckpt.protected == set()  # 5 is confirmed: 4 may go
+  counter.before_save(6)
+  ckpt.steps.append(6)
+  assert ckpt.protected == {5}
+  counter.add({'nonfinite': np.float32(1.0)}, 6)  # update 7: NaN; 6 holds update 6
+  counter.add({'nonfinite': np.float32(1.0)}, 7)
+  with pytest.raises(FloatingPointError, match=r'from step 7.*checkpoints/5 \(kept\)'):
+    counter.flush()
+  assert 5 in ckpt.protected
