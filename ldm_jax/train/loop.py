@@ -43,10 +43,11 @@ log = logging.getLogger('ldm_jax')
 STAGES = {'autoencoder': AutoencoderStage, 'ldm': LDMStage}
 
 
-def _restore_or_create(config, stage, mesh, checkpointer, key):
+def _restore_or_create(config, stage, mesh, checkpointer, key, watchdog):
   """(state, its shardings, first-stage params, newest step or None, data state: the position
-  and the count of skipped steps)."""
+  and the count of skipped steps). The watchdog times the reads, not the compiles."""
   t = config.training
+  watchdog.progress('restoring the newest checkpoint')
   abstract = jax.eval_shape(stage.init_state, key)
   state_sh = sharding.state_shardings(abstract, mesh, config.mesh)
   abstract_fs = stage.first_stage_shapes()
@@ -58,7 +59,10 @@ def _restore_or_create(config, stage, mesh, checkpointer, key):
     log.info('resumed from %s at step %d', checkpointer.directory, latest)
   else:
     latest, data_state = None, None
+    runtime.starting('initialising the model')
+    watchdog.pause('initialising the model')
     state = jax.jit(stage.init_state, out_shardings=state_sh)(key)
+    watchdog.progress('reading the initial weights')
     if t.get('init_from'):
       state = _init_from(config, state, state_sh)
     first_stage_params = stage.load_first_stage()
@@ -168,23 +172,25 @@ def train(config, workdir: str) -> TrainState:
 def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
   t = config.training
   key = jax.random.PRNGKey(config.seed)
+  runtime.starting('building the model')
+  watchdog.pause('building the model')
   stage = STAGES[config.stage](config, mesh)
+  watchdog.progress('opening the checkpoints')
   checkpointer = ckpt_lib.Checkpointer(
     workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every
   )
   preemption.checkpointer = checkpointer
   runtime.starting('restoring the newest checkpoint')
-  watchdog.progress('restoring the newest checkpoint')
   try:
     state, state_sh, first_stage_params, latest, data_state = _restore_or_create(
-      config, stage, mesh, checkpointer, key
+      config, stage, mesh, checkpointer, key, watchdog
     )
   except BaseException:
     checkpointer.close()  # its background threads end before the interpreter does
     raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
   runtime.starting('setting up the data')
-  watchdog.progress('setting up the data')
+  watchdog.pause('setting up the data')  # (may encode a dataset into latents: compute)
   data = stage.train_iterator(data_state['position'], first_stage_params)
   next_batch = DevicePrefetch(lambda: sharding.global_batch(next(data), mesh))
   pending = None

@@ -1,5 +1,7 @@
 """No silent hangs in a training job: a watchdog thread ends the process when the job makes no
-progress (a step, a save, a log line, an evaluation) for ``config.training.stall_timeout_s``, and
+progress (a read, a step, a save, a log line, an evaluation) for
+``config.training.stall_timeout_s`` (compiles and other pure computation at start-up are not
+timed: ``pause``), and
 a background thread (Orbax's save, TensorBoard's writer, the data workers) that dies with an
 exception ends it too, instead of leaving a job that holds its workdir and does nothing. Both exit
 with STALLED_EXIT and one ``error:`` line; the next launch resumes from the newest complete
