@@ -26,7 +26,7 @@ def load(path_or_config, step=None, use_ema=True, seed=0):
     if not storage.isdir(os.path.join(workdir, 'checkpoints')):
       convert_diffusers(hub.snapshot(path_or_config), workdir)
     path_or_config = workdir
-  return pipeline.load(path_or_config, step, use_ema, seed)
+  return pipeline.load_workdir(path_or_config, step, use_ema, seed)
 
 
 def __getattr__(name):

@@ -88,9 +88,9 @@ def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
   workdir = str(tmp_path / 'converted')
   report = convert.convert_compvis(path, config, workdir)
   assert report['ema'] and report['used'] + len(report['ignored']) == len(sd)
-  from ldm_jax.sampling.pipeline import load
+  import ldm_jax
 
-  pipe = load(workdir)
+  pipe = ldm_jax.load(workdir)
   assert float(pipe.scale_factor) == 0.75
   np.testing.assert_allclose(
     np.asarray(pipe.params['unet']['input_blocks_0_0']['kernel']), conv_in * 0.5

@@ -121,9 +121,9 @@ def main(argv):
   log_backend()
   import numpy as np
 
+  from ldm_jax import load
   from ldm_jax.config import load_config_file
   from ldm_jax.eval import sample_quality
-  from ldm_jax.sampling.pipeline import load
 
   pipe = config = None
   if generate or FLAGS.workdir:

@@ -111,7 +111,7 @@ def main(argv):
       raise UserError(f'--{name}={value}: must be at least 1')
   setup_runtime()
   log_backend()
-  from ldm_jax.sampling.pipeline import load
+  from ldm_jax import load
   from ldm_jax.tasks import TASK_ARGS
 
   pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)

@@ -42,7 +42,7 @@ from ldm_jax.sampling.generate import make_generate_fn
 from ldm_jax.tasks import TASK_ARGS, TaskInputError, check_divisible
 from ldm_jax.tasks.base import read_model_image
 
-__all__ = ['Pipeline', 'TASK_ARGS', 'load', 'load_config_file']
+__all__ = ['Pipeline', 'TASK_ARGS', 'load_workdir', 'load_config_file']
 
 
 @dataclasses.dataclass
@@ -298,10 +298,12 @@ class Pipeline:
 
 
 # -- loading -------------------------------------------------------------------------------------
-def load(path_or_config, step: int | None = None, use_ema: bool = True, seed: int = 0) -> Pipeline:
+def load_workdir(
+  path_or_config, step: int | None = None, use_ema: bool = True, seed: int = 0
+) -> Pipeline:
   """A workdir (train.py or ``python -m ldm_jax.convert``), a config file, or a ConfigDict. Configs
   get random weights (seeded): for trying the code offline, tests, or fine-tuning from scratch.
-  ``ldm_jax.load`` also takes Hugging Face hub ids (ldm_jax.convert.hub)."""
+  The public entry is ``ldm_jax.load``, which also takes Hugging Face hub ids and calls this."""
   if isinstance(path_or_config, str) and storage.isdir(path_or_config):
     return _load_workdir(path_or_config, step, use_ema)
   if isinstance(path_or_config, str):
