@@ -15,7 +15,6 @@ from ldm_jax.latent_diffusion import abstract_params
 from ldm_jax.nn.params import count_params
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 
 
 def param_counts(config) -> dict:
@@ -34,7 +33,8 @@ def main(argv):
   print(json.dumps(param_counts(FLAGS.config)))
 
 
-if __name__ == '__main__':
+if __name__ == '__main__':  # flags are defined only when run (the module is imported by tests)
+  config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
   flags.mark_flags_as_required(['config'])
   from ldm_jax.runtime import run_cli
 

