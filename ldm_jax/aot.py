@@ -104,7 +104,7 @@ def abstract_batch(config, task, mesh, batch_size: int):
   from ldm_jax.data.pipeline import RandomAccessBatches
   from ldm_jax.parallel import sharding
 
-  conditions = task if task is not None and task.name != 'unconditional' else None
+  conditions = task if task is not None and task.has_condition else None
   source = _ShapeSource(config.data.image_size, conditions.annotations if conditions else ())
   one = next(
     RandomAccessBatches(source, 1, 0, random_flip=False, num_threads=1, conditions=conditions)

@@ -178,3 +178,28 @@ def test_only_the_samplers_package_compares_sampler_names():
     if value in SAMPLERS
   ]
   assert not found, 'sampler names compared outside diffusion/samplers:\n' + '\n'.join(found)
+
+
+def _is_task_name(node) -> bool:
+  """``task.name``, ``ldm.task.name``, ``self.task.name`` or ``config.task``."""
+  if isinstance(node, ast.Attribute) and node.attr == 'name':
+    inner = node.value
+    return (isinstance(inner, ast.Name) and inner.id == 'task') or (
+      isinstance(inner, ast.Attribute) and inner.attr == 'task'
+    )
+  return isinstance(node, ast.Attribute) and node.attr == 'task'
+
+
+def test_only_the_tasks_package_compares_task_names():
+  """What code needs of a task it asks the task's attributes (tasks/base.py: has_condition,
+  label_is_condition, fills_a_mask, clip_scored, upsamples, ...), never its name."""
+  found = []
+  for module, path in _modules():
+    if module.startswith('ldm_jax.tasks') or module.startswith('ldm_jax.configs'):
+      continue
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.Compare) and any(
+        _is_task_name(s) for s in [node.left, *node.comparators]
+      ):
+        found.append(f'{os.path.relpath(path, ROOT)}:{node.lineno}')
+  assert not found, 'task names compared outside tasks/:\n' + '\n'.join(found)

@@ -312,7 +312,7 @@ def make_train_iterator(
   ``start_position`` examples into the job's stream (default: ``start_step`` global batches)."""
   d, global_batch = config.data, config.training.batch_size
   position = start_step * global_batch if start_position is None else start_position
-  conditions = task if task is not None and task.name != 'unconditional' else None
+  conditions = task if task is not None and task.has_condition else None
   examples = None
   if d.source == 'shards' and source is None:
     from ldm_jax.data.shards import ShardStream

@@ -99,7 +99,7 @@ def evaluate(
   mesh = pipe.mesh
   chunk = max(mesh.size, batch_size // mesh.size * mesh.size)
   features = InceptionFeatures(inception, mesh)
-  is_inpainting = task.name in ('inpainting', 'text_inpainting')
+  is_inpainting = task.fills_a_mask
   if is_inpainting:
     from ldm_jax.nn.lpips import make_lpips
 
@@ -110,7 +110,7 @@ def evaluate(
     raise UserError(f'--masks is for inpainting models; this is a {task.name} model')
   clip_score = None
   if clip:
-    if task.name != 'text':
+    if not task.clip_scored:
       raise UserError(f'--clip scores text-to-image samples; this is a {task.name} model')
     from ldm_jax.eval.clip_score import ClipScore
 
@@ -195,7 +195,7 @@ def evaluate(
     scores = np.concatenate(parts['clip'])
     report['clip_score'], report['clip_score_std'] = float(scores.mean()), float(scores.std())
     report['clip'] = clip
-  elif task.name == 'text':
+  elif task.clip_scored:
     report['clip_score'] = None
     report['clip_score_note'] = 'give --clip=<python -m ldm_jax.convert clip folder of a CLIPModel>'
   if is_inpainting:

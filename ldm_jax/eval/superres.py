@@ -70,7 +70,7 @@ def evaluate(
 
   config = pipe.config
   task = pipe.ldm.task if pipe.ldm is not None else None
-  if task is None or task.name != 'superres':
+  if task is None or not task.upsamples:
     raise ValueError(
       f'{task.name if task else "an autoencoder"}: this evaluation needs a super-resolution LDM'
     )

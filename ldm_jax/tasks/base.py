@@ -50,6 +50,12 @@ class Task:
   guidable: bool | None = None
   # training grids and FID during training draw samples for the data's conditions
   samples_from_examples = True
+  # What the rest of the code asks of a task (never its name):
+  has_condition = True  # False: nothing conditions the UNet (no 'cond', no guidance dropout)
+  label_is_condition = False  # a batch's 'label' is the raw condition when it has no 'cond'
+  fills_a_mask = False  # inpainting: samples are composited into an image; LPIPS, mask bands
+  clip_scored = False  # text-to-image: the evaluation's CLIP score applies
+  upsamples = False  # super-resolution: python -m ldm_jax.eval.superres applies
 
   def __init__(self, config):
     self.config = config

@@ -28,6 +28,7 @@ def composite(samples: np.ndarray, image: np.ndarray, mask01: np.ndarray) -> np.
 
 class Inpainting(Task):
   name = 'inpainting'
+  fills_a_mask = True
   encoder_kinds = ('first_stage',)
   conditioning_key = 'concat'
   input_args = ('image', 'mask')

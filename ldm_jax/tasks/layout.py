@@ -14,6 +14,7 @@ from ldm_jax.tasks.text import TextToImage
 
 class LayoutToImage(TextToImage):
   name = 'layout'
+  clip_scored = False
   annotations = ('boxes',)
   input_args = ('layout',)
   needs_images = True  # the boxes follow each image's crop and flip

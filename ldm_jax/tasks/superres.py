@@ -15,6 +15,7 @@ from ldm_jax.tasks.degradations import degrade
 
 class SuperResolution(Task):
   name = 'superres'
+  upsamples = True
   encoder_kinds = ('identity',)
   conditioning_key = 'concat'
   input_args = ('lr_image',)

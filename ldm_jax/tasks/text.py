@@ -17,6 +17,7 @@ from ldm_jax.tasks.base import Task, TaskInputError
 
 class TextToImage(Task):
   name = 'text'
+  clip_scored = True
   annotations = ('caption',)
   encoder_kinds = ('bert', 'clip', 'openclip')
   input_args = ('prompt',)

@@ -28,6 +28,8 @@ def sd_masked_input(image_uint8: np.ndarray, mask01: np.ndarray) -> dict:
 
 class TextInpainting(TextToImage):
   name = 'text_inpainting'
+  fills_a_mask = True
+  clip_scored = False
   annotations = ('caption',)
   conditioning_key = 'hybrid'
   input_args = ('prompt', 'image', 'mask')

@@ -7,6 +7,7 @@ from ldm_jax.tasks.base import Task
 
 class Unconditional(Task):
   name = 'unconditional'
+  has_condition = False
   samples_from_examples = False
   encoder_kinds = ('none',)
   conditioning_key = ''

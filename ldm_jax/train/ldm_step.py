@@ -69,9 +69,10 @@ def ldm_grads(
     )
   )
   cond = None
-  if ldm.task.name != 'unconditional':
+  if ldm.task.has_condition:
     # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
-    cond = batch['cond'] if 'cond' in batch or ldm.task.name != 'class' else batch['label']
+    use_label = 'cond' not in batch and ldm.task.label_is_condition
+    cond = batch['label'] if use_label else batch['cond']
     if null is not None:
       cond = drop_condition(draws['drop'], cond, null)
   t, noise = draws['t'], draws['noise']
@@ -130,7 +131,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   d, cs = config.diffusion, config.cond_stage
   frozen = frozen_cond_stage(config)
   null = None
-  if ldm.task.name != 'unconditional' and cs.p_uncond > 0:
+  if ldm.task.has_condition and cs.p_uncond > 0:
     null = ldm.task.null_example()  # the task's null condition, one example
   shape = latent_shape(config)
 
