@@ -32,6 +32,7 @@ from ldm_jax import storage
 from ldm_jax.errors import UserError
 from ldm_jax.runtime import log_backend, progress, setup_runtime
 from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
+from ldm_jax.tasks import TASK_INPUT_HELP
 
 define_model_flags()
 flags.DEFINE_integer('num_samples', 16, 'Number of images.')
@@ -43,9 +44,9 @@ flags.DEFINE_integer(
   'the training size); a multiple of the first-stage factor.',
 )
 flags.DEFINE_integer('width', None, 'Output width, as --height.')
-# Task inputs: one, by the model.
-flags.DEFINE_string('class_label', None, "Class index, or 'all' to cycle through the classes.")
-flags.DEFINE_string('prompt', None, 'Text prompt (text-to-image models).')
+# Task inputs: one, by the model; each task declares its own (ldm_jax/tasks: input_help).
+for _name, _help in TASK_INPUT_HELP.items():
+  flags.DEFINE_string(_name, None, _help)
 flags.DEFINE_string(
   'negative_prompt',
   None,
@@ -70,23 +71,6 @@ flags.DEFINE_enum(
   ['diffusers', 'compvis'],
   'Image-to-image: the noise level of the init latent. diffusers: the first step run; compvis: '
   'one grid step higher, as CompVis scripts/img2img.py (compare with the original there).',
-)
-flags.DEFINE_string('lr_image', None, 'Low-resolution image (super-resolution models).')
-flags.DEFINE_string('image', None, 'Image to inpaint (with --mask).')
-flags.DEFINE_string('mask', None, 'Inpainting mask, white = region to fill (with --image).')
-flags.DEFINE_string(
-  'layout',
-  None,
-  'Layout JSON: [{"class": 12, "bbox": [x, y, w, h]}, ...] '
-  '(relative coordinates; layout-to-image models).',
-)
-flags.DEFINE_string(
-  'segmentation',
-  None,
-  'Segmentation map: PNG or .npy of class indices (semantic synthesis models).',
-)
-flags.DEFINE_string(
-  'embeddings', None, 'Context embeddings .npy, [L, D] or [N, L, D] (retrieval-augmented models).'
 )
 flags.DEFINE_integer(
   'tile',

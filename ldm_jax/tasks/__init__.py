@@ -34,10 +34,15 @@ TASKS: dict[str, type[Task]] = {
 }
 # Every user input keyword of any task (sample.py flags, Pipeline.sample arguments).
 TASK_ARGS = tuple(dict.fromkeys(a for t in TASKS.values() for a in t.input_args))
+# Their help texts (sample.py's flags): the first task that takes an input gives it.
+TASK_INPUT_HELP = {
+  a: next(t.input_help[a] for t in TASKS.values() if a in t.input_help) for a in TASK_ARGS
+}
 
 __all__ = [
   'TASKS',
   'TASK_ARGS',
+  'TASK_INPUT_HELP',
   'Task',
   'TaskInputError',
   'check_divisible',

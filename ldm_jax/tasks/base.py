@@ -43,6 +43,7 @@ class Task:
   encoder_kinds: tuple[str, ...] = ()
   conditioning_key = 'crossattn'
   input_args: tuple[str, ...] = ()
+  input_help: dict[str, str] = {}  # each input's help text (sample.py's flags are built from it)
   optional_args: tuple[str, ...] = ()  # inputs with a default (class: cycle the classes)
   # the condition follows each image's pixels or crop, so the latents cannot be cached
   needs_images = False

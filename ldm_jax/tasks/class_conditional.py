@@ -16,6 +16,7 @@ class ClassConditional(Task):
   samples_from_examples = False
   encoder_kinds = ('class',)
   input_args = ('class_label',)
+  input_help = {'class_label': "Class index, or 'all' to cycle through the classes."}
   optional_args = ('class_label',)  # default: cycle through the classes
 
   @property

@@ -50,6 +50,10 @@ class GivenEmbeddings(Task):
   name = 'embeddings'
   encoder_kinds = ('identity',)
   input_args = ('embeddings', 'prompt')
+  input_help = {
+    'embeddings': 'Context embeddings .npy, [L, D] or [N, L, D] (retrieval-augmented models).',
+    'prompt': 'Text prompt (text-to-image models).',
+  }
   optional_args = ('embeddings', 'prompt')  # one of the two
 
   def user_condition(self, num, embeddings=None, prompt=None):

@@ -32,6 +32,10 @@ class Inpainting(Task):
   encoder_kinds = ('first_stage',)
   conditioning_key = 'concat'
   input_args = ('image', 'mask')
+  input_help = {
+    'image': 'Image to inpaint (with --mask).',
+    'mask': 'Inpainting mask, white = region to fill (with --image).',
+  }
   needs_images = True
 
   def encode(self, ldm, params, first_stage_params, cond):

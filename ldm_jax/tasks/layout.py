@@ -17,6 +17,10 @@ class LayoutToImage(TextToImage):
   clip_scored = False
   annotations = ('boxes',)
   input_args = ('layout',)
+  input_help = {
+    'layout': 'Layout JSON: [{"class": 12, "bbox": [x, y, w, h]}, ...] (relative coordinates; '
+    'layout-to-image models).'
+  }
   needs_images = True  # the boxes follow each image's crop and flip
 
   def user_condition(self, num, layout=None):

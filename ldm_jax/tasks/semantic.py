@@ -21,6 +21,9 @@ class SemanticSynthesis(Task):
   encoder_kinds = ('rescaler',)
   conditioning_key = 'concat'
   input_args = ('segmentation',)
+  input_help = {
+    'segmentation': 'Segmentation map: PNG or .npy of class indices (semantic synthesis models).'
+  }
   needs_images = True  # the map follows each image's crop and flip
 
   def build_encoder(self):

@@ -19,6 +19,7 @@ class SuperResolution(Task):
   encoder_kinds = ('identity',)
   conditioning_key = 'concat'
   input_args = ('lr_image',)
+  input_help = {'lr_image': 'Low-resolution image (super-resolution models).'}
   needs_images = True  # the input is made from each image's pixels
 
   def user_condition(self, num, lr_image=None):

@@ -21,6 +21,7 @@ class TextToImage(Task):
   annotations = ('caption',)
   encoder_kinds = ('bert', 'clip', 'openclip')
   input_args = ('prompt',)
+  input_help = {'prompt': 'Text prompt (text-to-image models).'}
 
   def validate(self):
     cs = self.cs

@@ -16,6 +16,7 @@ import numpy as np
 
 from ldm_jax.images import resize_nearest_torch, to_model_range, to_uint8
 from ldm_jax.tasks.base import TaskInputError, read_image, repeat
+from ldm_jax.tasks.inpainting import Inpainting
 from ldm_jax.tasks.masks import random_mask
 from ldm_jax.tasks.text import TextToImage
 
@@ -33,6 +34,7 @@ class TextInpainting(TextToImage):
   annotations = ('caption',)
   conditioning_key = 'hybrid'
   input_args = ('prompt', 'image', 'mask')
+  input_help = {**TextToImage.input_help, **Inpainting.input_help}
   needs_images = True
   guidable = True  # the prompt is cross-attended: guidance drops it, the concat part stays
 
