@@ -12,7 +12,7 @@ def main(argv) -> None:
 
   from ldm_jax import storage
   from ldm_jax.errors import UserError
-  from ldm_jax.export import export_workdir
+  from ldm_jax.export.compvis import export_workdir
   from ldm_jax.export.diffusers import export_diffusers
 
   FLAGS = flags.FLAGS

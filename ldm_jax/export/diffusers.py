@@ -35,7 +35,12 @@ import numpy as np
 
 from ldm_jax import storage
 from ldm_jax.errors import UserError
-from ldm_jax.export import compvis_state_dict, jax_to_numpy, save_safetensors, torch_tensors
+from ldm_jax.export.compvis import (
+  compvis_state_dict,
+  jax_to_numpy,
+  save_safetensors,
+  torch_tensors,
+)
 
 DIFFUSERS_VERSION = '0.42.1'  # the version whose loaders tests/test_export_diffusers.py runs
 _SAFETENSORS_META = {'format': 'pt'}  # transformers refuses safetensors files without it
