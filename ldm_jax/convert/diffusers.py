@@ -24,6 +24,7 @@ from ldm_jax import storage
 from ldm_jax.config import base_config, downsampling_factor
 from ldm_jax.convert.clip_names import clip_fields, clip_text_to_compvis
 from ldm_jax.convert.diffusers_names import (
+  UNET_FIXED_FIELDS,
   first_stage_to_compvis,
   ldmbert_to_compvis,
   unet_to_compvis_names,
@@ -108,14 +109,8 @@ def unet_fields(cfg: dict) -> dict:
   cond = cls == 'UNet2DConditionModel'
   if cls not in ('UNet2DModel', 'UNet2DConditionModel'):
     raise ConversionError(f'expected a UNet2DModel or UNet2DConditionModel config, got {cls!r}')
-  _require(cfg, 'act_fn', ['silu'], cls)
-  _require(cfg, 'norm_num_groups', [32], cls)
-  _require(cfg, 'flip_sin_to_cos', [True], cls)
-  _require(cfg, 'freq_shift', [0], cls)
-  _require(cfg, 'time_embedding_type', ['positional'], cls)
-  _require(cfg, 'downsample_padding', [1], cls)
-  _require(cfg, 'mid_block_scale_factor', [1], cls)
-  _require(cfg, 'center_input_sample', [False], cls)
+  for key, value in UNET_FIXED_FIELDS.items():
+    _require(cfg, key, [value], cls)
   for key in ('class_embed_type', 'addition_embed_type', 'encoder_hid_dim'):
     _require(cfg, key, [None], cls)
   chans = list(cfg['block_out_channels'])

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import storage
+from ldm_jax.convert.diffusers_names import UNET_FIXED_FIELDS
 from ldm_jax.errors import UserError
 from ldm_jax.export.compvis import (
   compvis_state_dict,
@@ -136,12 +137,8 @@ def unet_config(config) -> dict:
     block_out_channels=chans,
     layers_per_block=u.num_res_blocks,
     resnet_time_scale_shift='scale_shift' if u.use_scale_shift_norm else 'default',
-    act_fn='silu',
-    norm_num_groups=32,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    downsample_padding=1,
     dropout=u.dropout,
+    **UNET_FIXED_FIELDS,
   )
   counts = [ch // u.num_head_channels if u.num_head_channels > 0 else u.num_heads for ch in chans]
   if u.use_spatial_transformer:
@@ -157,8 +154,6 @@ def unet_config(config) -> dict:
       attention_head_dim=counts if u.num_head_channels > 0 else u.num_heads,
       transformer_layers_per_block=u.transformer_depth,
       use_linear_projection=bool(u.use_linear_in_transformer),
-      center_input_sample=False,
-      mid_block_scale_factor=1,
       **common,
     )
   # UNet2DModel: one head *width* for every attention (the middle one included)
