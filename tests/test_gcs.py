@@ -125,6 +125,26 @@ def autoencoder(workdir, *extra):
   ]
 
 
+def train_until(argv, marker: str):
+  """A training process started with ``argv``, read until its log shows ``marker``: (the
+  process, what it logged so far)."""
+  proc = subprocess.Popen(
+    [sys.executable, *argv],
+    cwd=ROOT,
+    env=dict(os.environ, **ENV),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  seen, deadline = '', time.time() + 300
+  while time.time() < deadline:
+    line = proc.stderr.readline()
+    seen += line
+    if marker in line or not line:
+      break
+  return proc, seen
+
+
 def ok(r):
   assert r.returncode == 0, r.stderr[-3000:]
   return r
@@ -140,20 +160,7 @@ def leaves(workdir):
 def test_a_run_lives_in_a_bucket(emulator, tmp_path):
   gs = f'gs://{BUCKET}'
   # 1. Autoencoder into the bucket; SIGTERM (preemption) saves the current step there.
-  proc = subprocess.Popen(
-    [sys.executable, *autoencoder(f'{gs}/ae', '--config.training.num_steps=100000')],
-    cwd=ROOT,
-    env=dict(os.environ, **ENV),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-  seen, deadline = '', time.time() + 300
-  while time.time() < deadline:
-    line = proc.stderr.readline()
-    seen += line
-    if 'step 3/' in line or not line:
-      break
+  proc, seen = train_until(autoencoder(f'{gs}/ae', '--config.training.num_steps=100000'), 'step 3/')
   proc.send_signal(signal.SIGTERM)
   seen += proc.communicate(timeout=300)[1]
   assert proc.returncode == 0, seen[-3000:]
@@ -326,20 +333,8 @@ def test_a_stalled_bucket_ends_the_run_and_the_relaunch_resumes(emulator):
   same command resumes from the newest complete checkpoint and finishes (the job died mid-save)."""
   gs = f'gs://{BUCKET}/stall'
   args = ['--config.training.checkpoint_every=2', '--config.training.stall_timeout_s=10']
-  proc = subprocess.Popen(
-    [sys.executable, *autoencoder(gs, '--config.training.num_steps=100000', *args)],
-    cwd=ROOT,
-    env=dict(os.environ, **ENV),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-  seen, deadline = '', time.time() + 300
-  while time.time() < deadline:
-    line = proc.stderr.readline()
-    seen += line
-    if 'step 5/' in line or not line:  # (the save of step 2 is complete once 4's began)
-      break
+  # (at step 5 the save of step 2 is complete: the save of 4 began after it)
+  proc, seen = train_until(autoencoder(gs, '--config.training.num_steps=100000', *args), 'step 5/')
   server = EMULATOR_PROCESS[emulator]
   server.send_signal(signal.SIGSTOP)
   try:
