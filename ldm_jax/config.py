@@ -231,7 +231,8 @@ def base_config() -> ml_collections.ConfigDict:
       # No progress (a read, a step, save, log line, evaluation) for this long ends the job with
       # exit 3, so that a stalled save or writer does not hold the workdir doing nothing (0 =
       # never). Not timed: building and compiling the model and setting up the data. It must
-      # exceed the slowest save, step and eval_every evaluation.
+      # exceed the slowest save, step and eval_every evaluation. train.py only (a notebook's
+      # train() is not ended).
       stall_timeout_s=1800.0,
       # ldm stage: FID (+ precision/recall; IS with a classifier) of eval_num_samples samples of
       # the EMA weights (config.sampling) against the data, every N steps, to TensorBoard (0 = never)

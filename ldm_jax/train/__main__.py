@@ -65,7 +65,7 @@ def main(argv):
   starting('importing the training code')
   from ldm_jax.train.loop import train  # after the runtime setup (compilation cache, logging)
 
-  train(FLAGS.config, FLAGS.workdir)
+  train(FLAGS.config, FLAGS.workdir, exit_on_hang=True)
 
 
 def run() -> None:

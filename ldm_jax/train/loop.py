@@ -141,7 +141,10 @@ def require_optional_packages(config) -> None:
     require_weights(t.eval_inception, 'config.training.eval_every (FID during training)')
 
 
-def train(config, workdir: str) -> TrainState:
+def train(config, workdir: str, *, exit_on_hang: bool = False) -> TrainState:
+  """Train ``config`` in ``workdir`` (resuming from its newest checkpoint). ``exit_on_hang``
+  (train.py's): a stall of training.stall_timeout_s or a failed background thread ends the
+  process (exit 3; the next launch resumes), instead of a notebook's kernel being ended."""
   validate(config)
   require_optional_packages(config)
   t = config.training
@@ -149,8 +152,10 @@ def train(config, workdir: str) -> TrainState:
   sharding.check_batch_size(t.batch_size, mesh, t.grad_accum_steps)
   workdir = storage.resolve(workdir)
   storage.check_writable_dir(workdir, '--workdir')
-  watchdog = Watchdog(config.training.get('stall_timeout_s', 0.0), f' in {workdir}')
-  watchdog.fatal_thread_errors()
+  timeout = config.training.get('stall_timeout_s', 0.0) if exit_on_hang else 0.0
+  watchdog = Watchdog(timeout, f' in {workdir}')
+  if exit_on_hang:
+    watchdog.fatal_thread_errors()
   try:
     with Preemption() as preemption:  # SIGTERM from here on: stop cleanly
       runtime.starting('taking the workdir lock')
