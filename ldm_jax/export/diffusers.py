@@ -184,8 +184,6 @@ def unet_config(config) -> dict:
     upsample_type='resnet' if u.resblock_updown else 'conv',
     attention_head_dim=head,
     attn_norm_num_groups=32,  # else diffusers leaves the middle attention's GroupNorm out
-    center_input_sample=False,
-    mid_block_scale_factor=1,
     **common,
   )
 
