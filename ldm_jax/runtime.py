@@ -261,7 +261,7 @@ def run_cli(main) -> None:
   except SystemExit:
     raise
   except BaseException as e:  # pylint: disable=broad-except
-    message = user_message(e, sys.argv)
+    message = user_message(e)
     if message is None:
       raise
     print(f'error: {message}', file=sys.stderr, flush=True)
@@ -285,7 +285,7 @@ def _parse_flags(argv):
     if config is not None and hasattr(config, 'to_dict'):
       from ldm_jax.config import check_types
 
-      check_types(config, None)
+      check_types(config)
     return args
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
@@ -326,11 +326,9 @@ def _quiet_closed_loop(hook):
   return quiet
 
 
-def user_message(error: BaseException, argv) -> str | None:
+def user_message(error: BaseException) -> str | None:
   """The line to print for a user mistake, None for a bug (anywhere in the exception chain: Orbax
   and TensorStore wrap the OSError of a full disk)."""
-  from absl.flags import IllegalFlagValueError, UnrecognizedFlagError
-
   from ldm_jax.errors import UserError
 
   chain, e = [], error
@@ -343,11 +341,4 @@ def user_message(error: BaseException, argv) -> str | None:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC or _is_disk_full(str(e)):
       where = getattr(e, 'filename', None)
       return DISK_FULL.format(where=f' writing {where}' if where else '')
-  if isinstance(
-    error, (IllegalFlagValueError, UnrecognizedFlagError, KeyError, AttributeError)
-  ) and any(a.startswith('--config.') for a in argv):
-    return (
-      f'bad config override: {error}\nOverrides must name an existing key of the config file, '
-      'e.g. --config.training.batch_size=64 (see the config file for its keys).'
-    )
-  return None
+  return None  # (flag and config-override mistakes are caught when parsing: _parse_flags)

@@ -189,3 +189,18 @@ def user_error(r, *needles):
   for needle in needles:
     assert needle in line, (needle, r.stderr[-2000:])
   return line
+
+
+def ldm_checkpoint(workdir):
+  """A workdir holding one (tiny, untrained) LDM checkpoint, written directly."""
+  import numpy as np
+  import optax
+
+  from ldm_jax import checkpoint as ckpt_lib
+  from ldm_jax.train.state import TrainState
+
+  state = TrainState.create({'w': np.zeros((2, 2), np.float32)}, optax.adam(1e-3), False, 1.0)
+  ck = ckpt_lib.Checkpointer(workdir, async_save=False)
+  ck.save(1, state, tiny_ldm_config())
+  ck.wait()
+  ck.close()

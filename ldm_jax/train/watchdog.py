@@ -34,8 +34,10 @@ class Watchdog:
       threading.Thread(target=self._watch, daemon=True, name='ldm_jax-watchdog').start()
 
   def progress(self, what: str) -> None:
+    """The job moved and now does ``what`` (also the phase a SIGTERM while starting names)."""
     self.what, self._last, self._wall = what, time.monotonic(), time.time()
     self._paused = False
+    runtime.starting(what)
 
   def pause(self, what: str) -> None:
     """Until the next progress(): no limit (the first step's XLA compile, which does no I/O and
