@@ -228,9 +228,10 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   from ldm_jax.latent_diffusion import latent_shape
   from ldm_jax.parallel import sharding
   from ldm_jax.sampling.generate import make_generate_fn
+  from ldm_jax.sampling.options import SamplingOptions
 
   b = FLAGS.sample_batch_size
-  fn = make_generate_fn(ldm, sampler=FLAGS.sampler, steps=steps, eta=0.0)
+  fn = make_generate_fn(ldm, SamplingOptions(sampler=FLAGS.sampler, steps=steps, eta=0.0))
   x_T = jax.device_put(
     np.random.default_rng(0).normal(size=(b,) + latent_shape(config)).astype(np.float32),
     sharding.batch_sharded(mesh),

@@ -218,25 +218,25 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from ldm_jax.diffusion.samplers import get_sampler
   from ldm_jax.diffusion.samplers.guidance import guided_eps_fn
   from ldm_jax.latent_diffusion import latent_shape
   from ldm_jax.nn import layers
   from ldm_jax.parallel import sharding
-  from ldm_jax.sampling.generate import guidance_scale, training_generate_fn
+  from ldm_jax.sampling.generate import make_generate_fn, training_options
 
-  ldm, s = stage.ldm, config.sampling
+  ldm = stage.ldm
   n = mesh.size
   batch_sh, repl = sharding.batch_sharded(mesh), sharding.replicated(mesh)
   params = state.ema_params if state.ema_params is not None else state.params
   frozen = stage.abstract_frozen()
   cond = abstract_batch(config, ldm.task, mesh, n).get('cond')
-  scale = guidance_scale(ldm, None, s.guidance_scale)
-  uncond = cond if (cond is not None and scale != 1.0) else None
+  options = training_options(config, ldm)
+  scale = options.guidance_scale
+  uncond = cond if (cond is not None and options.guided) else None
   x_T = jax.ShapeDtypeStruct((n,) + latent_shape(config), jnp.float32, sharding=batch_sh)
   sf = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
   key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
-  generate = training_generate_fn(config, ldm)
+  generate = make_generate_fn(ldm, options)
   platform = mesh.devices.flat[0].platform
   with layers.lowering(platform, mesh):
     loop = generate.lower(params, frozen, sf, x_T, cond, uncond, key).compile()
@@ -251,13 +251,13 @@ def sampling_report(config, mesh, stage, state, peak, bandwidth) -> dict:
   with layers.lowering(platform, mesh):
     step = _cost(jax.jit(one_step).lower(params, frozen, x, cond, uncond).compile())
     decode = _cost(jax.jit(ldm.decode).lower(frozen, x, sf).compile())
-  steps = get_sampler(s.sampler).model_calls(s.steps, ldm.schedule.num_timesteps)
+  steps = options.record.model_calls(options.steps, ldm.schedule.num_timesteps)
   step_s, model = step.seconds(peak, bandwidth)
   decode_s, _ = decode.seconds(peak, bandwidth)
   seconds = steps * step_s + decode_s if step_s and decode_s else None
   return {
-    'sampler': s.sampler,
-    'steps': s.steps,
+    'sampler': options.sampler,
+    'steps': options.steps,
     'model_calls': steps,
     'guidance_scale': scale,
     'images': n,

@@ -154,27 +154,17 @@ def main(argv):
   }
   t0 = time.time()
   if generate:
-    from ldm_jax.sampling.generate import guidance_scale
+    from ldm_jax.sampling.flags import sampling_options
 
-    s = config.sampling
-    settings = dict(
-      sampler=FLAGS.sampler or s.sampler,
-      steps=FLAGS.steps or s.steps,
-      eta=s.eta if FLAGS.eta is None else FLAGS.eta,
-      guidance_scale=guidance_scale(pipe.ldm, FLAGS.guidance_scale, s.guidance_scale),
-      spacing=s.get('spacing', '') if FLAGS.spacing is None else FLAGS.spacing,
-      karras=s.get('karras', False) if FLAGS.karras is None else FLAGS.karras,
-    )
+    options = sampling_options(pipe)
+    settings = options.settings()
     task = {'class_label': FLAGS.class_label} if pipe.num_classes else {}
-    batches = pipe.iter_samples(
-      FLAGS.num_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size, **settings, **task
-    )
+    batches = pipe.iter_samples(FLAGS.num_samples, options, **task)
     report.update(
       workdir=storage.resolve(FLAGS.workdir) if FLAGS.workdir else None,
       config=FLAGS.config,
       step=int(pipe.step),
       use_ema=FLAGS.use_ema,
-      seed=FLAGS.seed,
       **settings,
       **({'class_label': FLAGS.class_label} if task else {}),
     )

@@ -181,7 +181,7 @@ class TrainingEvaluator:
   and cached in WORKDIR/eval. Samples are drawn in batches split over the mesh."""
 
   def __init__(self, config, mesh, ldm, workdir: str):
-    from ldm_jax.sampling.generate import training_generate_fn
+    from ldm_jax.sampling.generate import SampleDrawer
 
     t = config.training
     self.config, self.mesh, self.workdir = config, mesh, workdir
@@ -189,7 +189,7 @@ class TrainingEvaluator:
     self.num = t.eval_num_samples
     self.features = InceptionFeatures(t.eval_inception, mesh)  # fails now if weights are missing
     self.ldm = ldm
-    self.generate = training_generate_fn(config, ldm)
+    self.draw = SampleDrawer(config, mesh, ldm)
     self.ref = self.examples = None
 
   def _reference(self) -> dict:
@@ -215,7 +215,6 @@ class TrainingEvaluator:
 
   def __call__(self, params, first_stage_params, scale_factor) -> dict:
     from ldm_jax.data.pipeline import condition_examples
-    from ldm_jax.sampling.generate import draw_samples
 
     c = self.config
     if self.ref is None:
@@ -231,19 +230,8 @@ class TrainingEvaluator:
       pick = lambda a, idx=idx: np.asarray(a)[idx]
       examples = None if self.examples is None else jax.tree.map(pick, self.examples)
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 2), i)
-      images, _ = draw_samples(
-        c,
-        self.mesh,
-        self.ldm,
-        self.generate,
-        params,
-        first_stage_params,
-        scale_factor,
-        key,
-        self.chunk,
-        examples,
-        first_class=start,
-      )
+      weights = (params, first_stage_params, scale_factor)
+      images, _ = self.draw(weights, key, self.chunk, examples, first_class=start)
       for k, v in self.features(images[:n]).items():
         parts.setdefault(k, []).append(v)
     s = score({k: np.concatenate(v) for k, v in parts.items()}, self.ref)

@@ -31,7 +31,8 @@ from absl import flags
 from ldm_jax import storage
 from ldm_jax.errors import UserError
 from ldm_jax.runtime import log_backend, progress, setup_runtime
-from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampler_kwargs
+from ldm_jax.sampling.flags import define_model_flags, define_sampler_flags, sampling_options
+from ldm_jax.sampling.options import IMG2IMG_NOISE
 from ldm_jax.tasks import TASK_INPUT_HELP
 
 define_model_flags()
@@ -68,7 +69,7 @@ flags.DEFINE_float(
 flags.DEFINE_enum(
   'img2img_noise',
   'diffusers',
-  ['diffusers', 'compvis'],
+  list(IMG2IMG_NOISE),
   'Image-to-image: the noise level of the init latent. diffusers: the first step run; compvis: '
   'one grid step higher, as CompVis scripts/img2img.py (compare with the original there).',
 )
@@ -106,43 +107,46 @@ def main(argv):
       'ldm_jax.eval.reconstruction)'
     )
   task = {k: getattr(FLAGS, k) for k in TASK_ARGS if getattr(FLAGS, k) is not None}
+  options = sampling_options(pipe)
   outdir = FLAGS.outdir or storage.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
   settings = {
     'model': storage.resolve(FLAGS.workdir or FLAGS.config),
     'step': pipe.step,
     'use_ema': FLAGS.use_ema,
     'num_samples': FLAGS.num_samples,
-    **sampler_kwargs(FLAGS),
+    **options.settings(),
+    'batch_size': pipe.batch_for(options.batch_size),
     'height': FLAGS.height,
     'width': FLAGS.width,
-    'tile': FLAGS.tile,
-    'tile_stride': FLAGS.tile_stride,
     **{k: str(v) for k, v in task.items()},
-    **{k: str(getattr(FLAGS, k)) for k in ('negative_prompt', 'init_image') if getattr(FLAGS, k)},
-    **({'strength': FLAGS.strength} if FLAGS.init_image else {}),
-    **({'img2img_noise': FLAGS.img2img_noise} if FLAGS.init_image else {}),
   }
+  if FLAGS.init_image:
+    settings.update(
+      init_image=str(FLAGS.init_image),
+      strength=options.strength,
+      img2img_noise=options.img2img_noise,
+    )
   out = SampleFolder(outdir, settings)
   try:
-    _sample(pipe, out, task)
+    _sample(pipe, out, options, task)
   except BaseException:
     out.remove_if_unused()  # a mistake found once sampling starts leaves no empty folder
     raise
 
 
-def _sample(pipe, out: SampleFolder, task: dict) -> None:
+def _sample(pipe, out: SampleFolder, options, task: dict) -> None:
   outdir = out.outdir
   t0 = time.time()
-  first = out.resume_index(pipe.batch_for(FLAGS.batch_size))
-  kwargs = dict(height=FLAGS.height, width=FLAGS.width, tile=FLAGS.tile)
-  kwargs.update(tile_stride=FLAGS.tile_stride, **sampler_kwargs(FLAGS), **task)
-  kwargs.update(
-    negative_prompt=FLAGS.negative_prompt,
+  first = out.resume_index(pipe.batch_for(options.batch_size))
+  batches = pipe.iter_samples(
+    FLAGS.num_samples,
+    options,
+    first=first,
+    height=FLAGS.height,
+    width=FLAGS.width,
     init_image=FLAGS.init_image,
-    strength=FLAGS.strength,
-    img2img_noise=FLAGS.img2img_noise,
+    **task,
   )
-  batches = pipe.iter_samples(FLAGS.num_samples, first=first, **kwargs)
   for images in progress(batches, FLAGS.num_samples - first, 'sampling'):
     out.add(images)  # written as drawn: a killed run keeps them and continues from there
   elapsed = time.time() - t0
@@ -151,13 +155,12 @@ def _sample(pipe, out: SampleFolder, task: dict) -> None:
   if pipe.num_classes:  # the labels sampled, for evaluation
     extra['labels'] = pipe.ldm.task.labels(FLAGS.class_label, len(images))
   storage.save_npz(storage.join(outdir, 'samples.npz'), images=images, **extra)
-  s = pipe.config.sampling
   logging.info(
     '%d samples %s (%s, %s steps) in %.1fs -> %s%s',
     len(images),
     images.shape[1:3],
-    FLAGS.sampler or s.sampler,
-    FLAGS.steps or s.steps,
+    options.sampler,
+    options.steps,
     elapsed,
     outdir,
     f' ({first} were there from an earlier run)' if first else '',

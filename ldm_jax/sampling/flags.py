@@ -5,6 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from ldm_jax.diffusion.samplers import SAMPLERS, SOLVERS
+from ldm_jax.sampling.options import SPACINGS, SamplingOptions
 
 
 def define_model_flags() -> None:
@@ -32,7 +33,7 @@ def define_sampler_flags(*, batch_size: int) -> None:
   flags.DEFINE_enum(
     'spacing',
     None,
-    ['linspace', 'leading', 'trailing'],
+    list(SPACINGS),
     f'Timestep spacing of the solvers ({", ".join(SOLVERS)}); default: config.sampling, '
     "else 'linspace' (diffusers' default).",
   )
@@ -56,15 +57,8 @@ def define_sampler_flags(*, batch_size: int) -> None:
   )
 
 
-def sampler_kwargs(FLAGS) -> dict:
-  """The sampler flags as ``Pipeline.sample`` / ``iter_samples`` keyword arguments."""
-  return dict(
-    sampler=FLAGS.sampler,
-    steps=FLAGS.steps,
-    eta=FLAGS.eta,
-    guidance_scale=FLAGS.guidance_scale,
-    spacing=FLAGS.spacing,
-    karras=FLAGS.karras,
-    seed=FLAGS.seed,
-    batch_size=FLAGS.batch_size,
-  )
+def sampling_options(pipe, FLAGS=flags.FLAGS) -> SamplingOptions:
+  """The sampling options of the flags this program defines (``define_sampler_flags`` and
+  sample.py's own), over config.sampling's: the one object the pipeline and evaluations take."""
+  given = {k: FLAGS[k].value for k in SamplingOptions.fields() if k in FLAGS}
+  return SamplingOptions.resolve(pipe.config, pipe.ldm.guidable, **given)

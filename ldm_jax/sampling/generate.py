@@ -7,52 +7,33 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ldm_jax.diffusion.samplers import get_sampler, guided_eps_fn
+from ldm_jax.diffusion.samplers import guided_eps_fn
 from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
-from ldm_jax.errors import UserError
 from ldm_jax.images import to_uint8
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
 from ldm_jax.parallel import sharding
-
-
-def guidance_scale(ldm: LatentDiffusion, requested: float | None, default: float) -> float:
-  """The one guidance rule: a requested scale as asked (the task refuses guidance it cannot
-  give); no request means ``default`` (config.sampling's) where the model can be guided, i.e.
-  its condition enters through cross-attention alone (as the reference's logging), else 1."""
-  if requested is not None:
-    return requested
-  return default if ldm.guidable else 1.0
-
-
-# Image-to-image: the level the init latent is noised to (see make_generate_fn).
-IMG2IMG_NOISE = ('diffusers', 'compvis')
+from ldm_jax.sampling.options import SamplingOptions
 
 
 def make_generate_fn(
   ldm: LatentDiffusion,
+  options: SamplingOptions,
   *,
-  sampler: str = 'ddim',
-  steps: int = 50,
-  eta: float = 0.0,
-  guidance_scale: float = 1.0,
-  tile: int = 0,
-  tile_stride: int = 0,
-  spacing: str = '',
-  karras: bool = False,
+  img2img: bool = False,
   callback: Callable | None = None,
-  strength: float | None = None,
-  img2img_noise: str = 'diffusers',
 ) -> Callable:
   """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None)
   -> images in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets
-  the canvas).
+  the canvas), sampling as ``options`` say (its seed, batch size and negative prompt are the
+  caller's: they are inputs).
 
-  ``strength`` (image-to-image, with the init image's scaled latents ``z_init``): the last
+  ``img2img`` (with the init image's scaled latents ``z_init``): the last
   int(strength x grid steps) steps of the sampler's grid run, from z_init noised with x_T to the
-  level where they start (diffusers' img2img rule; 0: z_init decoded as it is, 1: z_init is not
-  used at all, pure noise as text-to-image). ``img2img_noise='compvis'``: noised one grid step
-  higher, to the level of the step before the first one run, as CompVis ``scripts/img2img.py``
-  (``stochastic_encode`` at ``t_enc``, then DDIM from ``t_enc - 1``); the same steps run.
+  level where they start (diffusers' img2img rule; strength 0: z_init decoded as it is, 1: z_init
+  is not used at all, pure noise as text-to-image). ``img2img_noise='compvis'``: noised one grid
+  step higher, to the level of the step before the first one run, as CompVis
+  ``scripts/img2img.py`` (``stochastic_encode`` at ``t_enc``, then DDIM from ``t_enc - 1``); the
+  same steps run.
 
   ``cond`` is the task's raw condition (None when unconditional); it is encoded once, not per
   step. Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition:
@@ -65,23 +46,16 @@ def make_generate_fn(
   ``callback(t, x_t, eps)``: called on the host at every model evaluation (timestep, the sampler's
   variance-preserving latents, the guided eps), e.g. for previews of x0 = (x_t - sqrt(1 - abar_t)
   eps) / sqrt(abar_t) every k calls in a notebook; not used, it costs nothing."""
-  record = get_sampler(sampler)
-  sample_fn = record.fn
-  guided = guidance_scale != 1.0
-  kwargs = record.kwargs(steps, eta, spacing, karras)
-  n_grid = record.grid_length(steps, ldm.schedule.num_timesteps)
-  start = 0
-  if img2img_noise not in IMG2IMG_NOISE:
-    raise UserError(f'img2img_noise must be one of {IMG2IMG_NOISE}, got {img2img_noise!r}')
-  if strength is not None:
-    if not 0.0 <= strength <= 1.0:
-      raise UserError(f'strength must be in [0, 1] (the share of the steps run), got {strength}')
-    start = n_grid - min(int(n_grid * strength), n_grid)
+  o = options
+  record = o.record
+  kwargs = record.kwargs(o.steps, o.eta, o.spacing, o.karras)
+  n_grid = record.grid_length(o.steps, ldm.schedule.num_timesteps)
+  start = n_grid - min(int(n_grid * o.strength), n_grid) if img2img else 0
   if start:
     kwargs['start'] = start
     if start < n_grid:
-      level = start - 1 if img2img_noise == 'compvis' else start  # start >= 1 here
-      abar = record.start_alpha_bar(ldm.schedule, steps, level, spacing, karras)
+      level = start - 1 if o.img2img_noise == 'compvis' else start  # start >= 1 here
+      abar = record.start_alpha_bar(ldm.schedule, o.steps, level, o.spacing, o.karras)
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
     if start:
@@ -91,13 +65,14 @@ def make_generate_fn(
         return ldm.decode(first_stage_params, z_init, scale_factor)
       x_T = float(np.sqrt(abar)) * z_init + float(np.sqrt(1 - abar)) * x_T
     c = ldm.conditioning(params, first_stage_params, cond)
-    u = ldm.conditioning(params, first_stage_params, uncond) if guided else None
+    u = ldm.conditioning(params, first_stage_params, uncond) if o.guided else None
     model_fn = lambda x, t, cc: ldm.eps(params, x, t, cc)
+    tile = o.tile
     tiled = tile > 0 and max(x_T.shape[1:3]) > tile
-    stride = tile_stride or max(1, tile // 2)
+    stride = o.tile_stride or max(1, tile // 2)
     if tiled:
       model_fn = tiled_model_fn(model_fn, tile, stride)
-    eps_fn = guided_eps_fn(model_fn, c, u, guidance_scale)
+    eps_fn = guided_eps_fn(model_fn, c, u, o.guidance_scale)
     if callback is not None:  # (only then: a host transfer per model call)
       guided_fn = eps_fn
 
@@ -106,7 +81,7 @@ def make_generate_fn(
         jax.debug.callback(callback, t[0], x, eps)
         return eps
 
-    z = sample_fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
+    z = record.fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
     if tiled:
       return tiled_decode(
         lambda zt: ldm.decode(first_stage_params, zt, scale_factor),
@@ -120,52 +95,38 @@ def make_generate_fn(
   return jax.jit(generate)
 
 
-def training_generate_fn(config, ldm: LatentDiffusion) -> Callable:
-  """The generate function of config.sampling, for samples drawn during training."""
-  s = config.sampling
-  return make_generate_fn(
-    ldm,
-    sampler=s.sampler,
-    steps=s.steps,
-    eta=s.eta,
-    guidance_scale=guidance_scale(ldm, None, s.guidance_scale),
-    spacing=s.get('spacing', ''),
-    karras=s.get('karras', False),
-  )
+def training_options(config, ldm: LatentDiffusion) -> SamplingOptions:
+  """config.sampling's options, for samples drawn during training and evaluations."""
+  return SamplingOptions.resolve(config, ldm.guidable)
 
 
-def draw_samples(
-  config,
-  mesh,
-  ldm,
-  generate_fn,
-  params,
-  first_stage_params,
-  scale_factor,
-  key,
-  n: int,
-  examples: dict | None = None,
-  first_class: int = 0,
-):
-  """``n`` samples (a multiple of the mesh size) of ``generate_fn`` (``training_generate_fn``) with
-  the batch split over ``mesh``: (uint8 numpy [n, H, W, 3] on every process, the raw condition).
-  The task picks the conditions: class models cycle through the classes (from ``first_class``),
-  other conditional models take those of ``examples`` (``data.pipeline.condition_examples``:
-  {'cond', 'image'}) and postprocess as they do for users (inpainting keeps the known pixels)."""
-  task = ldm.task
-  batch = sharding.batch_sharded(mesh)
-  k_noise, k_sample = jax.random.split(key)
-  x_T = jax.device_put(jax.random.normal(k_noise, (n,) + latent_shape(config)), batch)
-  cond = task.sample_condition(n, examples, first_class)
-  uncond = None
-  if cond is not None and guidance_scale(ldm, None, config.sampling.guidance_scale) != 1.0:
-    uncond = task.null_condition(cond)
-  put = lambda tree: (
-    None if tree is None else jax.tree.map(lambda a: jax.device_put(np.asarray(a), batch), tree)
-  )
-  images = sharding.to_host(
-    generate_fn(params, first_stage_params, scale_factor, x_T, put(cond), put(uncond), k_sample)
-  )
-  if examples is not None:
-    images = task.postprocess_samples(images, examples)
-  return to_uint8(np.asarray(images)), cond
+class SampleDrawer:
+  """Draws samples with the batch split over ``mesh``, for training grids and evaluations:
+  ``drawer(weights, key, n, examples)`` with ``weights`` = (params, first_stage_params,
+  scale_factor). ``options``: default config.sampling's (``training_options``). ``generate`` is
+  the compiled function (``make_generate_fn``)."""
+
+  def __init__(self, config, mesh, ldm: LatentDiffusion, options: SamplingOptions | None = None):
+    self.config, self.mesh, self.ldm = config, mesh, ldm
+    self.options = options or training_options(config, ldm)
+    self.generate = make_generate_fn(ldm, self.options)
+
+  def __call__(self, weights, key, n: int, examples: dict | None = None, first_class: int = 0):
+    """``n`` samples (a multiple of the mesh size): (uint8 numpy [n, H, W, 3] on every process,
+    the raw condition). The task picks the conditions: class models cycle through the classes
+    (from ``first_class``), other conditional models take those of ``examples``
+    (``data.pipeline.condition_examples``: {'cond', 'image'}) and postprocess as they do for
+    users (inpainting keeps the known pixels)."""
+    task = self.ldm.task
+    batch = sharding.batch_sharded(self.mesh)
+    k_noise, k_sample = jax.random.split(key)
+    x_T = jax.device_put(jax.random.normal(k_noise, (n,) + latent_shape(self.config)), batch)
+    cond = task.sample_condition(n, examples, first_class)
+    uncond = task.null_condition(cond) if cond is not None and self.options.guided else None
+    put = lambda tree: (
+      None if tree is None else jax.tree.map(lambda a: jax.device_put(np.asarray(a), batch), tree)
+    )
+    images = sharding.to_host(self.generate(*weights, x_T, put(cond), put(uncond), k_sample))
+    if examples is not None:
+      images = task.postprocess_samples(images, examples)
+    return to_uint8(np.asarray(images)), cond

@@ -18,7 +18,7 @@ your own jitted code; ``pipe.ldm`` holds the pure functions (``conditioning``, `
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,8 @@ from ldm_jax.latent_diffusion import (
   latent_shape,
 )
 from ldm_jax.parallel import sharding
-from ldm_jax.sampling.generate import guidance_scale as guidance_rule
 from ldm_jax.sampling.generate import make_generate_fn
+from ldm_jax.sampling.options import SamplingOptions
 from ldm_jax.tasks import TASK_ARGS, TaskInputError, check_divisible
 from ldm_jax.tasks.base import read_model_image
 
@@ -120,71 +120,114 @@ class Pipeline:
       )
     return task.user_condition(num, **{k: task_inputs.get(k) for k in wanted})
 
-  def sample(self, num: int = 4, *, return_float: bool = False, **kwargs) -> np.ndarray:
-    """``num`` images, uint8 [num, H, W, 3] (``return_float``: [-1, 1]); the arguments are
+  def sample(self, num: int = 4, options: SamplingOptions | None = None, **kwargs) -> np.ndarray:
+    """``num`` images, uint8 [num, H, W, 3] (``return_float=True``: [-1, 1]); the arguments are
     ``iter_samples``'s."""
-    return np.concatenate(list(self.iter_samples(num, return_float=return_float, **kwargs)))
+    return np.concatenate(list(self.iter_samples(num, options, **kwargs)))
 
   def iter_samples(
     self,
     num: int = 4,
+    options: SamplingOptions | None = None,
     *,
     height: int | None = None,
     width: int | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
-    eta: float | None = None,
-    guidance_scale: float | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    tile: int = 0,
-    tile_stride: int = 0,
-    spacing: str | None = None,
-    karras: bool | None = None,
-    callback=None,
+    callback: Callable | None = None,
     return_float: bool = False,
     first: int = 0,
-    negative_prompt=None,
-    init_image=None,
-    strength: float = 0.8,
-    img2img_noise: str = 'diffusers',
-    latents=None,
-    **task_inputs,
-  ):
-    """``num`` images in batches of ``batch_size`` (the last one smaller), uint8 [b, H, W, 3]
-    (``return_float``: [-1, 1]); ``sample`` concatenates them, evaluations stream them. Task inputs (one, by the
-    model): class_label ('all' or an int), prompt, lr_image, image + mask, layout, segmentation
-    (paths or arrays). height/width (default: the training size) set a larger canvas for models
-    whose condition has no size; sampler/steps/eta/guidance_scale default to config.sampling.
-    ``tile`` > 0 denoises and decodes latents larger than tile x tile in overlapping tiles (stride
-    ``tile_stride``, default tile // 2): large super-resolution inputs, as the reference's
-    notebook (tile 128, stride 64 on the latent). ``first``: start at this sample (a multiple of
-    ``batch_for(batch_size)``), for continuing a stopped run: each batch depends only on the seed
-    and its first index. ``callback(t, x_t, eps)``: see sampling.generate.make_generate_fn
-    (per model call, on the host: progress or previews in a notebook). ``negative_prompt`` (text
-    models, with guidance): the guidance's unconditional input instead of the empty prompt.
-    ``init_image`` (a path or an array, any model): image-to-image, SDEdit-style: its latent is
-    noised to ``strength`` of the sampler's schedule (0: unchanged, 1: pure noise) and denoised
-    from there; its size sets the canvas. ``img2img_noise``: 'diffusers' (noised to the level of
-    the first step run) or 'compvis' (one grid step higher, as CompVis scripts/img2img.py).
-    ``latents``: the starting noise [num, h, w, c] instead of
-    the seed's (diffusers' ``latents``), e.g. to compare with another implementation."""
+    **inputs,
+  ) -> Iterator[np.ndarray]:
+    """``num`` images in batches (the last one smaller), uint8 [b, H, W, 3]; ``sample``
+    concatenates them, evaluations stream them.
+
+    Args:
+      num: how many images.
+      options: a ``SamplingOptions``; its fields may also be given one by one as keywords
+        (``sampler='dpmpp_2m', steps=20, guidance_scale=5.0, seed=1, batch_size=8, ...``), over
+        ``options`` or over config.sampling's.
+      height, width: the canvas (default: the training size) for models whose condition has no
+        size of its own.
+      callback: ``callback(t, x_t, eps)`` on the host at every model call (progress or previews
+        in a notebook; see ``sampling.generate.make_generate_fn``). A new callback compiles
+        nothing new.
+      return_float: images in [-1, 1] instead of uint8.
+      first: start at this sample (a multiple of ``batch_for(batch_size)``), to continue a stopped
+        run: each batch depends only on the seed and its first index.
+      **inputs: the model's task input (one; see ``tasks.TASK_ARGS``): ``class_label`` ('all' or
+        an int), ``prompt``, ``lr_image``, ``image`` + ``mask``, ``layout``, ``segmentation``
+        (paths or arrays); ``init_image`` (a path or an array, any model): image-to-image,
+        SDEdit-style, its latent noised to ``strength`` of the sampler's schedule and denoised
+        from there, its size setting the canvas; ``latents``: the starting noise
+        [num, h, w, c] instead of the seed's (diffusers' ``latents``).
+    """
     if self.ldm is None:
       raise ValueError(
         'this is an autoencoder (config.stage="autoencoder"): it encodes and '
         'decodes; sampling needs an LDM'
       )
-    unknown = set(task_inputs) - set(TASK_ARGS)
-    if unknown:
-      raise TypeError(f'unknown task input(s) {sorted(unknown)}; expected one of {TASK_ARGS}')
-    s = self.config.sampling
-    sampler = sampler or s.sampler
-    steps = s.steps if steps is None else steps
-    eta = s.eta if eta is None else eta
-    spacing = s.get('spacing', '') if spacing is None else spacing
-    karras = s.get('karras', False) if karras is None else karras
-    guidance_scale = guidance_rule(self.ldm, guidance_scale, s.guidance_scale)
+    options, task_inputs, init_image, latents = self._split_inputs(options, inputs)
     cond, canvas, post = self.condition(num, **task_inputs)
+    init = None if init_image is None else read_model_image(init_image)
+    H, W = self._canvas(canvas, height, width, init)
+    uncond = self._unconditional(options, cond, num)
+    generate = self._generate_fn(options, img2img=init is not None, callback=callback)
+    batch = self.batch_for(options.batch_size)
+    if first % batch:
+      raise ValueError(f'first={first} is not a multiple of the batch ({batch})')
+    z_init = None
+    if init is not None and options.strength < 1.0:
+      z_init = self._shard(np.repeat(np.asarray(self.encode(init[None])), batch, axis=0))
+    f, latent_c = self.downsampling, self.config.first_stage.embed_dim
+    shape = (num, H // f, W // f, latent_c)
+    if latents is not None and np.shape(latents) != shape:
+      raise TaskInputError(f'latents of shape {np.shape(latents)}; expected {shape}')
+    weights = (self.params, self.first_stage_params, self.scale_factor)
+    for start in range(first, num, batch):
+      idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
+      take = lambda tree, idx=idx: (
+        None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+      )
+      key = jax.random.fold_in(jax.random.PRNGKey(options.seed), start)
+      k_noise, k_sample = jax.random.split(key)
+      x_T = jax.random.normal(k_noise, (batch,) + shape[1:], jnp.float32)
+      if latents is not None:
+        x_T = jnp.asarray(np.asarray(latents, np.float32)[idx])
+      self._callback = callback
+      images = generate(
+        *weights,
+        self._shard(x_T),
+        self._shard(take(cond)),
+        self._shard(take(uncond)),
+        k_sample,
+        z_init,
+      )
+      images = np.asarray(jax.device_get(images))[: min(batch, num - start)]
+      self._callback = None
+      if post is not None:
+        images = post(images)
+      yield images if return_float else to_uint8(images)
+
+  # The steps of iter_samples.
+  def _split_inputs(self, options, inputs: dict):
+    """(options resolved over config.sampling, task inputs, init image, latents)."""
+    fields = SamplingOptions.fields()
+    given = {k: inputs.pop(k) for k in list(inputs) if k in fields}
+    init_image, latents = inputs.pop('init_image', None), inputs.pop('latents', None)
+    unknown = set(inputs) - set(TASK_ARGS)
+    if unknown:
+      raise TypeError(
+        f'unknown argument(s) {sorted(unknown)}; expected a task input {TASK_ARGS}, '
+        f'init_image, latents or a sampling option {fields}'
+      )
+    if options is not None:
+      options = dataclasses.replace(options, **{k: v for k, v in given.items() if v is not None})
+    else:
+      options = SamplingOptions.resolve(self.config, self.ldm.guidable, **given)
+    return options, inputs, init_image, latents
+
+  def _canvas(self, canvas, height, width, init) -> tuple[int, int]:
+    """The output size: the condition's, else the init image's, else height/width or the
+    training size; a size given twice that disagrees is an error."""
     size = self.config.data.image_size
     if canvas is not None and (height or width) and (height, width) != tuple(canvas):
       raise TaskInputError(
@@ -192,10 +235,7 @@ class Pipeline:
         ' leave --height/--width unset'
       )
     H, W = canvas if canvas is not None else (height or size, width or size)
-    f = self.downsampling
-    init = None
-    if init_image is not None:  # image-to-image: the init image sets the canvas
-      init = read_model_image(init_image)
+    if init is not None:  # image-to-image: the init image sets the canvas
       if (height or width) and (height, width) != init.shape[:2]:
         raise TaskInputError(
           f'the init image is {init.shape[0]}x{init.shape[1]}; leave --height/--width unset '
@@ -207,84 +247,32 @@ class Pipeline:
           f'{canvas[0]}x{canvas[1]}'
         )
       H, W = init.shape[:2]
-    check_divisible(H, W, f, 'the output size')
-    uncond = None
-    if negative_prompt is not None:
-      if guidance_scale == 1.0:
-        raise TaskInputError(
-          'a negative prompt acts through classifier-free guidance: set guidance_scale > 1'
-        )
-      uncond = self.ldm.task.negative_condition(num, negative_prompt)
-    elif guidance_scale != 1.0:
-      uncond = self.ldm.task.null_condition(cond)
-    img2img = None if init is None else float(strength)
-    key = (
-      sampler,
-      steps,
-      eta,
-      guidance_scale,
-      tile,
-      tile_stride,
-      spacing,
-      karras,
-      callback is not None,  # the callback itself goes through _trampoline: not a compile key
-      img2img,
-      img2img_noise,
-    )
+    check_divisible(H, W, self.downsampling, 'the output size')
+    return H, W
+
+  def _unconditional(self, options: SamplingOptions, cond, num: int):
+    """Guidance's unconditional input: the negative prompt's condition, or the task's null one."""
+    if options.negative_prompt is not None:
+      return self.ldm.task.negative_condition(num, options.negative_prompt)
+    return self.ldm.task.null_condition(cond) if options.guided else None
+
+  def _generate_fn(self, options: SamplingOptions, img2img: bool, callback) -> Callable:
+    """The compiled sampling function, cached on the options that change it; a callback goes
+    through _trampoline, so only whether there is one is part of the key."""
+    key = (options.compile_key(img2img), callback is not None)
     if key not in self._fns:
       self._fns[key] = make_generate_fn(
         self.ldm,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        guidance_scale=guidance_scale,
-        tile=tile,
-        tile_stride=tile_stride,
-        spacing=spacing,
-        karras=karras,
+        options,
+        img2img=img2img,
         callback=self._trampoline if callback is not None else None,
-        strength=img2img,
-        img2img_noise=img2img_noise,
       )
-    generate = self._fns[key]
-    batch = self.batch_for(batch_size)
-    if first % batch:
-      raise ValueError(f'first={first} is not a multiple of the batch ({batch})')
-    latent_c = self.config.first_stage.embed_dim
-    shard = lambda tree: jax.tree.map(
-      lambda a: jax.device_put(a, sharding.batch_sharded(self.mesh)), tree
-    )
-    z_init = None
-    if init is not None and img2img < 1.0:
-      z_init = np.repeat(np.asarray(self.encode(init[None])), batch, axis=0)  # posterior mode
-    for start in range(first, num, batch):
-      idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
-      pick = lambda a, idx=idx: np.asarray(a)[idx]
-      take = lambda tree, pick=pick: None if tree is None else jax.tree.map(pick, tree)
-      k_noise, k_sample = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), start))
-      x_T = jax.random.normal(k_noise, (batch, H // f, W // f, latent_c), jnp.float32)
-      if latents is not None:
-        if np.shape(latents) != (num, H // f, W // f, latent_c):
-          raise TaskInputError(
-            f'latents of shape {np.shape(latents)}; expected {(num, H // f, W // f, latent_c)}'
-          )
-        x_T = jnp.asarray(np.asarray(latents, np.float32)[idx])
-      self._callback = callback
-      images = generate(
-        self.params,
-        self.first_stage_params,
-        self.scale_factor,
-        shard(x_T),
-        shard(take(cond)),
-        shard(take(uncond)),
-        k_sample,
-        None if z_init is None else shard(z_init),
-      )
-      images = np.asarray(jax.device_get(images))[: min(batch, num - start)]
-      self._callback = None
-      if post is not None:
-        images = post(images)
-      yield images if return_float else to_uint8(images)
+    return self._fns[key]
+
+  def _shard(self, tree):
+    """Arrays with the batch split over the mesh (None stays None)."""
+    batch = sharding.batch_sharded(self.mesh)
+    return None if tree is None else jax.tree.map(lambda a: jax.device_put(a, batch), tree)
 
   def batch_for(self, batch_size: int) -> int:
     """The batch that iter_samples draws for ``batch_size``: rounded to the device count."""

@@ -26,7 +26,7 @@ from ldm_jax.errors import UserError
 from ldm_jax.images import make_grid, to_uint8
 from ldm_jax.latent_diffusion import LatentDiffusion, first_stage_shapes, latent_shape
 from ldm_jax.parallel import sharding
-from ldm_jax.sampling.generate import draw_samples, training_generate_fn
+from ldm_jax.sampling.generate import SampleDrawer
 from ldm_jax.train.ldm_step import latent_std, make_ldm_step
 from ldm_jax.train.state import TrainState, make_optimizer
 
@@ -75,7 +75,7 @@ class LDMStage:
     self.tx = make_optimizer(config)
     self.step = make_ldm_step(self.ldm, self.tx, config)
     self._fs_sh = None
-    self._generate = self._examples = None
+    self._drawer = self._examples = None
 
   # -- state -----------------------------------------------------------------------------------
   def init_state(self, key) -> TrainState:
@@ -154,23 +154,13 @@ class LDMStage:
     sample | original for the first ``n`` examples of the data (other conditional tasks)."""
     c = self.config
     params = state.ema_params if state.ema_params is not None else state.params
-    if self._generate is None:
-      self._generate = training_generate_fn(c, self.ldm)
+    if self._drawer is None:
+      self._drawer = SampleDrawer(c, self.mesh, self.ldm)
     if self._examples is None and self.task.samples_from_examples:
       self._examples = condition_examples(c.data, self.task, n)  # fixed, next to the samples
     key = jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), step)
-    images, cond = draw_samples(
-      c,
-      self.mesh,
-      self.ldm,
-      self._generate,
-      params,
-      first_stage_params,
-      state.scale_factor,
-      key,
-      n,
-      self._examples,
-    )
+    weights = (params, first_stage_params, state.scale_factor)
+    images, cond = self._drawer(weights, key, n, self._examples)
     if self._examples is None:
       rows = getattr(self.task, 'num_classes', 0) or max(
         1, int(np.sqrt(c.training.num_sample_images))
