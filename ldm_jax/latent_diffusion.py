@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.config import downsampling_factor
+from ldm_jax.config import UNetConfig, downsampling_factor
 from ldm_jax.diffusion.gaussian import model_output_to_eps
 from ldm_jax.diffusion.schedule import Schedule, make_schedule
 from ldm_jax.nn.autoencoder import AutoencoderKL, VQModel
@@ -64,30 +64,7 @@ def build_discriminator(config) -> NLayerDiscriminator | None:
 def build_unet(config, dtype=jnp.float32, remat: str = '') -> UNetModel:
   """The UNet of config.unet; ``dtype`` (computation, parameters stay fp32) and ``remat`` are
   training choices (config.training.compute_dtype / remat) that leave the parameters as they are."""
-  u = config.unet
-  latent = config.first_stage.embed_dim
-  return UNetModel(
-    in_channels=u.in_channels or latent,
-    model_channels=u.model_channels,
-    out_channels=u.out_channels or latent,
-    num_res_blocks=u.num_res_blocks,
-    attention_resolutions=tuple(u.attention_resolutions),
-    dropout=u.dropout,
-    channel_mult=tuple(u.channel_mult),
-    conv_resample=u.conv_resample,
-    num_classes=u.num_classes,
-    num_heads=u.num_heads,
-    num_head_channels=u.num_head_channels,
-    use_scale_shift_norm=u.use_scale_shift_norm,
-    resblock_updown=u.resblock_updown,
-    use_spatial_transformer=u.use_spatial_transformer,
-    transformer_depth=u.transformer_depth,
-    context_dim=u.context_dim,
-    legacy=u.legacy,
-    use_linear_in_transformer=u.get('use_linear_in_transformer', False),
-    dtype=dtype,
-    remat=remat,
-  )
+  return UNetModel(UNetConfig.from_config(config), dtype=dtype, remat=remat)
 
 
 def init_first_stage(config, key, dtype=jnp.float32):
@@ -226,15 +203,15 @@ class LatentDiffusion:
     """Fresh trainable parameters {'unet', 'cond_stage' (if the task's encoder has any)}."""
     k_unet, k_cond = jax.random.split(key)
     h, w, _ = latent_hw_c
-    x = jnp.zeros((batch, h, w, self.unet.in_channels), jnp.float32)
+    x = jnp.zeros((batch, h, w, self.unet.config.in_channels), jnp.float32)
     t = jnp.zeros((batch,), jnp.int32)
     params = {}
     if self.cond_stage is not None:
       example = jnp.asarray(self.task.encoder_input(batch))
       params['cond_stage'] = self.cond_stage.init(k_cond, example)['params']
     context = None
-    if self.unet.context_dim:
-      context = jnp.zeros((batch, 1, self.unet.context_dim), jnp.float32)
+    if self.unet.config.context_dim:
+      context = jnp.zeros((batch, 1, self.unet.config.context_dim), jnp.float32)
     params['unet'] = self.unet.init(k_unet, x, t, context)['params']
     return params
 

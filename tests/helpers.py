@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from configs import digits_autoencoder, digits_ldm
+from ldm_jax.configs import digits_autoencoder, digits_ldm
 from ldm_jax.nn.params import random_params  # noqa: F401  (tests import it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import pytest
 from flax.traverse_util import flatten_dict
 
-from configs import lsun_churches
-from configs.released import kl_f8
+from ldm_jax.config import UNetConfig
+from ldm_jax.configs import lsun_churches
+from ldm_jax.configs.released import kl_f8
 from ldm_jax.convert import torch_names
 from ldm_jax.nn.autoencoder import VQModel
 from ldm_jax.nn.unet import UNetModel
@@ -108,7 +109,7 @@ def test_churches_keys_and_shapes_match_reference():
   ],
 )
 def test_unet_variants_match_reference(name, kwargs, res, ctx):
-  unet = UNetModel(num_res_blocks=2, **kwargs)
+  unet = UNetModel(UNetConfig(num_res_blocks=2, **kwargs))
   args = [jnp.zeros((1, res, res, kwargs['in_channels'])), jnp.zeros((1,), jnp.int32)]
   if ctx:
     args.append(jnp.zeros((1,) + ctx))

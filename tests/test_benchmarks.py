@@ -40,7 +40,7 @@ def test_diffusers_models_of_the_churches_config_have_our_parameter_counts():
   import jax.numpy as jnp
 
   from benchmarks.diffusers_compare import unet_kwargs, vae_kwargs
-  from configs import lsun_churches
+  from ldm_jax.configs import lsun_churches
   from ldm_jax.latent_diffusion import LatentDiffusion, build_first_stage, latent_shape
   from ldm_jax.nn.params import count_params
 

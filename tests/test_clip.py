@@ -219,7 +219,7 @@ def test_clip_text_embedding_for_rdm_prompts(tmp_path):
   )
 
   import ldm_jax
-  from configs.released import rdm_768
+  from ldm_jax.configs.released import rdm_768
 
   c = rdm_768.get_config()
   c.data.update(dict(image_size=16, source='digits'))

@@ -55,7 +55,7 @@ def test_every_key_of_every_released_first_stage_is_consumed(name):
 
 
 def _small_ldm_config():
-  from configs import digits_ldm
+  from ldm_jax.configs import digits_ldm
 
   c = digits_ldm.get_config()
   c.unet.update(dict(model_channels=32, num_head_channels=16, context_dim=32))

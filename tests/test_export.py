@@ -32,7 +32,7 @@ def _listing(name):
 
 @pytest.mark.parametrize('listing', sorted(AUTOENCODERS))
 def test_exported_first_stages_are_the_references(listing):
-  config = importlib.import_module(f'configs.released.{AUTOENCODERS[listing]}').get_config()
+  config = importlib.import_module(f'ldm_jax.configs.released.{AUTOENCODERS[listing]}').get_config()
   from ldm_jax.latent_diffusion import build_first_stage
 
   model = build_first_stage(config.first_stage)

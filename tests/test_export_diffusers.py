@@ -275,3 +275,32 @@ def test_what_diffusers_cannot_express_is_refused_by_name(tmp_path):
 
   with pytest.raises(UserError, match='one head width'):
     unet_config(config)
+
+
+@pytest.mark.parametrize(
+  'name', ['sd_v1.py', 'sd_v2_768_v.py', 'sd_v1_inpainting.py', 'celeba256.py', 'bsr_sr.py']
+)
+def test_the_importer_reads_back_what_the_exporter_writes(name):
+  """One table (convert/diffusers_unet.py) serves both directions: every released UNet that
+  diffusers can express comes back from its exported config.json with the same options."""
+  import dataclasses
+
+  from ldm_jax.config import UNetConfig, load_config_file
+  from ldm_jax.convert.diffusers_unet import unet_config, unet_fields
+
+  config = load_config_file(f'configs/released/{name}')
+  ours = UNetConfig.from_config(config)
+  levels = [2**i for i in range(len(ours.channel_mult))]  # bsr_sr also names 16, which no level has
+  reached = tuple(r for r in ours.attention_resolutions if r in levels)
+  ours = dataclasses.replace(ours, attention_resolutions=reached)
+  cfg = unet_config(config, '0.0')
+  back = dataclasses.replace(ours, **unet_fields(cfg))
+  if not ours.use_spatial_transformer:  # diffusers' UNet2DModel has no legacy head rule
+    back = dataclasses.replace(back, legacy=ours.legacy)
+  if ours.num_head_channels > 0 and not ours.use_spatial_transformer:
+    assert cfg['attention_head_dim'] == ours.num_head_channels
+  assert back == ours, {
+    f.name: (getattr(ours, f.name), getattr(back, f.name))
+    for f in dataclasses.fields(ours)
+    if getattr(ours, f.name) != getattr(back, f.name)
+  }

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
+from ldm_jax.config import UNetConfig  # noqa: E402
 from ldm_jax.convert.torch_names import load_state_dict  # noqa: E402
 from ldm_jax.nn.unet import UNetModel  # noqa: E402
 from tests.torch_unet import UNetModel as TorchUNet  # noqa: E402
@@ -75,7 +76,7 @@ def test_unet_matches_torch(name):
         torch.randn_like(p) * (0.1 if p.ndim > 1 else 0.05)
         + (1.0 if 'norm' in pname and pname.endswith('weight') else 0.0)
       )
-  ours = UNetModel(**kw)
+  ours = UNetModel(UNetConfig(**kw))
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 8, 8, kw['in_channels'])).astype(np.float32)
   t = np.array([3, 917], np.int64)

@@ -33,7 +33,7 @@ RELEASED = {
 @pytest.mark.parametrize('name', sorted(RELEASED))
 def test_released_first_stage_matches_reference_state_dict(name):
   folder, enc_m, dec_m = RELEASED[name]
-  config = importlib.import_module(f'configs.released.{name}').get_config()
+  config = importlib.import_module(f'ldm_jax.configs.released.{name}').get_config()
   listing = f'models-first_stage_models-{folder}-config'
   model = build_first_stage(config.first_stage)
   x = jnp.zeros((1, 256, 256, 3))

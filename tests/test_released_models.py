@@ -49,7 +49,7 @@ AUTOENCODERS = {
 
 
 def _config(name):
-  return importlib.import_module(f'configs.released.{name}').get_config()
+  return importlib.import_module(f'ldm_jax.configs.released.{name}').get_config()
 
 
 @functools.lru_cache(maxsize=None)

@@ -38,7 +38,9 @@ def test_configs_are_found_in_the_package_from_any_folder(tmp_path, monkeypatch)
   monkeypatch.setattr(sys, 'path', list(sys.path))
   argv = runtime.resolve_config_argv(['train.py', '--config=configs/lsun_churches.py', '--x=1'])
   assert argv[1] == '--config=' + os.path.join(config_lib.PACKAGED_CONFIGS, 'lsun_churches.py')
-  assert os.path.dirname(config_lib.PACKAGED_CONFIGS) in sys.path  # for `from configs import`
+  assert (
+    os.path.dirname(config_lib.PACKAGED_CONFIGS) in sys.path
+  )  # for `from ldm_jax.configs import`
 
 
 def test_local_files_are_written_whole_and_listed_in_order(tmp_path):

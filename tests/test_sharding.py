@@ -194,7 +194,7 @@ def test_fsdp_rules_pick_dimensions_and_keep_small_arrays_whole():
 def test_txt2img_1p45b_state_fits_a_16gb_chip_only_with_fsdp():
   """The released 1.45B text-to-image config: parameters + Adam moments (it keeps no EMA),
   replicated vs FSDP over 8 devices (shapes only, nothing allocated)."""
-  from configs.released import txt2img_1p4b
+  from ldm_jax.configs.released import txt2img_1p4b
 
   config = txt2img_1p4b.get_config()
   ldm = LatentDiffusion.from_config(config)

@@ -18,7 +18,7 @@ diffusers = pytest.importorskip('diffusers')
 transformers = pytest.importorskip('transformers')
 
 import ldm_jax  # noqa: E402
-from configs.released import sd_v1, sd_v2_768_v, sd_v2_base  # noqa: E402
+from ldm_jax.configs.released import sd_v1, sd_v2_768_v, sd_v2_base  # noqa: E402
 from ldm_jax.convert.clip_names import clip_text_to_compvis, openclip_text_to_hf  # noqa: E402
 from ldm_jax.convert.compvis import convert_compvis  # noqa: E402
 from ldm_jax.convert.diffusers import (  # noqa: E402
@@ -341,7 +341,7 @@ def _compvis_checkpoint(version: int = 2, inpainting: bool = False):
 def _tiny_config(version: int = 2, inpainting: bool = False):
   """configs/sd_finetune.py:tiny (SD 2-shaped), or reshaped as SD 1.x (CLIP quick-GELU last layer,
   8 heads, conv projections, eps), or its inpainting variant."""
-  from configs import sd_finetune
+  from ldm_jax.configs import sd_finetune
 
   c = sd_finetune.get_config('tiny_inpainting' if inpainting else 'tiny')
   if version == 1:

@@ -132,7 +132,7 @@ def test_missing_data_dir_is_a_clear_error_and_writes_nothing_bad(tmp_path):
 
 
 def test_checkpoint_from_another_config_is_refused(ae_run):
-  from configs import digits_autoencoder
+  from ldm_jax.configs import digits_autoencoder
 
   config = digits_autoencoder.get_config()  # 32x32 channels (1,2,2): not the tiny run's model
   with pytest.raises(CheckpointMismatch, match='first_stage.ch_mult'):

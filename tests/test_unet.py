@@ -18,11 +18,12 @@ def test_context_mask_equals_leaving_the_padding_out():
   what it gives on the context with the padding removed (text models' cond_stage.mask_padding)."""
   import jax
 
+  from ldm_jax.config import UNetConfig
   from ldm_jax.nn.unet import UNetModel
 
-  unet = UNetModel(in_channels=3, model_channels=32, out_channels=3, num_res_blocks=1,
-                   attention_resolutions=(1,), channel_mult=(1, 2), num_head_channels=16,
-                   use_spatial_transformer=True, context_dim=8)  # fmt: skip
+  unet = UNetModel(UNetConfig(in_channels=3, model_channels=32, out_channels=3, num_res_blocks=1,
+                              attention_resolutions=(1,), channel_mult=(1, 2), num_head_channels=16,
+                              use_spatial_transformer=True, context_dim=8))  # fmt: skip
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
   t = jnp.asarray([10, 500])

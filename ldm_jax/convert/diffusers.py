@@ -24,11 +24,11 @@ from ldm_jax import storage
 from ldm_jax.config import base_config, downsampling_factor
 from ldm_jax.convert.clip_names import clip_fields, clip_text_to_compvis
 from ldm_jax.convert.diffusers_names import (
-  UNET_FIXED_FIELDS,
   first_stage_to_compvis,
   ldmbert_to_compvis,
   unet_to_compvis_names,
 )
+from ldm_jax.convert.diffusers_unet import unet_fields
 from ldm_jax.convert.torch_names import ConversionError
 
 _WEIGHT_FILES = (
@@ -100,67 +100,6 @@ def first_stage_fields(cfg: dict) -> dict:
     )
   else:
     fields.update(kind='kl', embed_dim=latent)
-  return fields
-
-
-def unet_fields(cfg: dict) -> dict:
-  """config.unet from a UNet2DModel / UNet2DConditionModel config.json (CompVis-shaped ones)."""
-  cls = cfg.get('_class_name')
-  cond = cls == 'UNet2DConditionModel'
-  if cls not in ('UNet2DModel', 'UNet2DConditionModel'):
-    raise ConversionError(f'expected a UNet2DModel or UNet2DConditionModel config, got {cls!r}')
-  for key, value in UNET_FIXED_FIELDS.items():
-    _require(cfg, key, [value], cls)
-  for key in ('class_embed_type', 'addition_embed_type', 'encoder_hid_dim'):
-    _require(cfg, key, [None], cls)
-  chans = list(cfg['block_out_channels'])
-  mc = chans[0]
-  down = list(cfg['down_block_types'])
-  with_attn = [t.startswith(('Attn', 'CrossAttn')) for t in down]
-  resnet_updown = cfg.get('downsample_type', 'conv') == 'resnet' or any(
-    t.startswith('Resnet') for t in down
-  )
-  fields = dict(
-    model_channels=mc,
-    channel_mult=tuple(c // mc for c in chans),
-    num_res_blocks=int(cfg['layers_per_block']),
-    attention_resolutions=tuple(2**i for i, a in enumerate(with_attn) if a),
-    in_channels=int(cfg['in_channels']),
-    out_channels=int(cfg['out_channels']),
-    use_scale_shift_norm=cfg.get('resnet_time_scale_shift', 'default') == 'scale_shift',
-    resblock_updown=resnet_updown,
-    dropout=float(cfg.get('dropout', 0.0)),
-  )
-  if cond:
-    # diffusers' UNet2DConditionModel calls the number of heads attention_head_dim; SD 2 gives one
-    # count per level ([5, 10, 20, 20]): CompVis' num_head_channels (64 channels per head).
-    heads = cfg.get('num_attention_heads') or cfg.get('attention_head_dim', 8)
-    depth = cfg.get('transformer_layers_per_block', 1)
-    depth = depth[0] if isinstance(depth, (list, tuple)) else depth
-    head_fields = dict(num_heads=-1, num_head_channels=-1)
-    counts = list(heads) if isinstance(heads, (list, tuple)) else [heads]
-    if len(set(counts)) == 1:
-      head_fields['num_heads'] = int(counts[0])
-    else:
-      widths = {c // h for c, h in zip(chans, counts)}
-      if len(widths) != 1 or any(c % h for c, h in zip(chans, counts)):
-        raise ConversionError(
-          f'{cls}: head counts {heads} for channels {chans} are neither one count nor one '
-          'head width: no CompVis counterpart'
-        )
-      head_fields['num_head_channels'] = widths.pop()
-    fields.update(
-      **head_fields,
-      use_spatial_transformer=True,
-      transformer_depth=int(depth),
-      context_dim=int(cfg['cross_attention_dim']),
-      legacy=False,
-      use_linear_in_transformer=bool(cfg.get('use_linear_projection', False)),
-    )
-  elif cfg.get('attention_head_dim') is None:  # diffusers: one head of all channels
-    fields.update(num_heads=1, num_head_channels=-1)
-  else:
-    fields.update(num_head_channels=int(cfg['attention_head_dim']), num_heads=-1)
   return fields
 
 

@@ -22,19 +22,6 @@ import numpy as np
 
 from ldm_jax.convert.torch_names import ConversionError
 
-# diffusers UNet config fields whose value the CompVis UNet fixes: the importer requires them
-# (convert/diffusers.py), the exporter writes them (export/diffusers.py).
-UNET_FIXED_FIELDS = {
-  'act_fn': 'silu',
-  'norm_num_groups': 32,
-  'flip_sin_to_cos': True,
-  'freq_shift': 0,
-  'time_embedding_type': 'positional',
-  'downsample_padding': 1,
-  'mid_block_scale_factor': 1,
-  'center_input_sample': False,
-}
-
 _RESNET = (
   ('norm1.', 'in_layers.0.'),
   ('conv1.', 'in_layers.2.'),

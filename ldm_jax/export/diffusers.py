@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from ldm_jax import storage
-from ldm_jax.convert.diffusers_names import UNET_FIXED_FIELDS
+from ldm_jax.convert import diffusers_unet
 from ldm_jax.errors import UserError
 from ldm_jax.export.compvis import (
   compvis_state_dict,
@@ -115,77 +115,8 @@ def vae_config(config, scaling_factor: float) -> dict:
 
 
 def unet_config(config) -> dict:
-  """The UNet2DModel (unconditional, superres) or UNet2DConditionModel (cross-attention)
-  config.json of config.unet."""
-  from ldm_jax.latent_diffusion import latent_shape
-
-  u = config.unet
-  for bad, why in (
-    (u.num_classes > 0, 'num_classes (class embedding added to the time embedding)'),
-    (not u.conv_resample, 'conv_resample=False'),
-  ):
-    if bad:
-      raise UserError(f'unet {why} has no diffusers counterpart')
-  h, _, c = latent_shape(config)
-  chans = [u.model_channels * m for m in u.channel_mult]
-  attn = [2**i in tuple(u.attention_resolutions) for i in range(len(chans))]
-  common = dict(
-    _diffusers_version=DIFFUSERS_VERSION,
-    sample_size=h,
-    in_channels=u.in_channels or c,
-    out_channels=u.out_channels or c,
-    block_out_channels=chans,
-    layers_per_block=u.num_res_blocks,
-    resnet_time_scale_shift='scale_shift' if u.use_scale_shift_norm else 'default',
-    dropout=u.dropout,
-    **UNET_FIXED_FIELDS,
-  )
-  counts = [ch // u.num_head_channels if u.num_head_channels > 0 else u.num_heads for ch in chans]
-  if u.use_spatial_transformer:
-    if u.resblock_updown:
-      raise UserError('unet resblock_updown with cross-attention has no diffusers counterpart')
-    return dict(
-      _class_name='UNet2DConditionModel',
-      down_block_types=['CrossAttnDownBlock2D' if a else 'DownBlock2D' for a in attn],
-      up_block_types=['CrossAttnUpBlock2D' if a else 'UpBlock2D' for a in attn[::-1]],
-      mid_block_type='UNetMidBlock2DCrossAttn',
-      cross_attention_dim=u.context_dim,
-      # diffusers' "attention_head_dim" of this model is the number of heads (per level)
-      attention_head_dim=counts if u.num_head_channels > 0 else u.num_heads,
-      transformer_layers_per_block=u.transformer_depth,
-      use_linear_projection=bool(u.use_linear_in_transformer),
-      **common,
-    )
-  # UNet2DModel: one head *width* for every attention (the middle one included)
-  widths = {ch // k for ch, k, a in zip(chans, counts, attn) if a} | {chans[-1] // counts[-1]}
-  if u.num_heads == 1 and u.num_head_channels <= 0:
-    head = None  # diffusers: one head of all channels
-  elif len(widths) == 1:
-    head = widths.pop()
-  else:
-    raise UserError(
-      f'unet: {u.num_heads} heads on attention levels of {chans} channels are heads of '
-      f"{sorted(widths)} channels, but diffusers' UNet2DModel has one head width for all "
-      'of them; export --format=compvis'
-    )
-  return dict(
-    _class_name='UNet2DModel',
-    down_block_types=[
-      'AttnDownBlock2D'
-      if a
-      else ('ResnetDownsampleBlock2D' if u.resblock_updown else 'DownBlock2D')
-      for a in attn
-    ],
-    up_block_types=[
-      'AttnUpBlock2D' if a else ('ResnetUpsampleBlock2D' if u.resblock_updown else 'UpBlock2D')
-      for a in attn[::-1]
-    ],
-    downsample_type='resnet' if u.resblock_updown else 'conv',
-    upsample_type='resnet' if u.resblock_updown else 'conv',
-    attention_head_dim=head,
-    attn_norm_num_groups=32,  # else diffusers leaves the middle attention's GroupNorm out
-    **common,
-  )
+  """The UNet2DModel / UNet2DConditionModel config.json of config.unet (convert/diffusers_unet)."""
+  return diffusers_unet.unet_config(config, DIFFUSERS_VERSION)
 
 
 def scheduler_config(config) -> dict:

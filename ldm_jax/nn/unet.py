@@ -7,12 +7,13 @@ so that released weights map one to one (``ldm_jax.convert.torch_names``).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ldm_jax.config.models import UNetConfig
 from ldm_jax.nn.attention import SpatialTransformer
 from ldm_jax.nn.layers import attention, avg_pool2, conv, dense, group_norm, upsample_nearest
 
@@ -112,27 +113,11 @@ class Upsample(nn.Module):
 
 
 class UNetModel(nn.Module):
-  """Field names and defaults follow the reference constructor. ``attention_resolutions`` are
-  downsampling factors (1 = latent resolution). ``num_classes=0`` and ``context_dim=0`` mean none."""
+  """The UNet of ``config`` (``config.UNetConfig``: the reference constructor's fields and
+  defaults). ``dtype`` (computation; parameters stay fp32) and ``remat`` are training choices
+  that leave the parameters as they are."""
 
-  in_channels: int
-  model_channels: int
-  out_channels: int
-  num_res_blocks: int
-  attention_resolutions: Sequence[int]
-  dropout: float = 0.0
-  channel_mult: Sequence[int] = (1, 2, 4, 8)
-  conv_resample: bool = True
-  num_classes: int = 0
-  num_heads: int = -1
-  num_head_channels: int = -1
-  use_scale_shift_norm: bool = False
-  resblock_updown: bool = False
-  use_spatial_transformer: bool = False
-  transformer_depth: int = 1
-  context_dim: int = 0
-  legacy: bool = True
-  use_linear_in_transformer: bool = False  # Stable Diffusion 2.x
+  config: UNetConfig
   dtype: Any = jnp.float32
   # Rematerialisation of each ResBlock and attention block in the backward pass (memory for
   # compute): '' none, 'full' (keep only block inputs), 'dots' (keep matmul/conv results that have
@@ -150,24 +135,26 @@ class UNetModel(nn.Module):
 
   def _attention_block(self, ch: int, name: str) -> nn.Module:
     """Heads per attention site, resolved exactly as the reference does (incl. ``legacy``)."""
-    if self.num_head_channels == -1:
-      if self.num_heads <= 0:
+    if self.config.num_head_channels == -1:
+      if self.config.num_heads <= 0:
         raise ValueError('UNet attention needs num_heads > 0 or num_head_channels > 0')
-      heads, dim_head = self.num_heads, ch // self.num_heads
+      heads, dim_head = self.config.num_heads, ch // self.config.num_heads
     else:
-      heads, dim_head = ch // self.num_head_channels, self.num_head_channels
-    if self.legacy:
-      dim_head = ch // heads if self.use_spatial_transformer else self.num_head_channels
-    if self.use_spatial_transformer:
+      heads, dim_head = ch // self.config.num_head_channels, self.config.num_head_channels
+    if self.config.legacy:
+      dim_head = (
+        ch // heads if self.config.use_spatial_transformer else self.config.num_head_channels
+      )
+    if self.config.use_spatial_transformer:
       # __call__(self, x, context, train): train (index 3, self is 0) is a Python bool
       return self._wrap(SpatialTransformer, (3,))(
         heads,
         dim_head,
-        self.transformer_depth,
-        self.dropout,
-        self.context_dim or None,
+        self.config.transformer_depth,
+        self.config.dropout,
+        self.config.context_dim or None,
         self.dtype,
-        self.use_linear_in_transformer,
+        self.config.use_linear_in_transformer,
         name=name,
       )
     return self._wrap(AttentionBlock)(
@@ -176,11 +163,11 @@ class UNetModel(nn.Module):
 
   def _res(self, out, name, up=False, down=False):
     return self._wrap(ResBlock, (3,))(
-      out, self.dropout, self.use_scale_shift_norm, up, down, self.dtype, name=name
+      out, self.config.dropout, self.config.use_scale_shift_norm, up, down, self.dtype, name=name
     )
 
   def _apply_attention(self, block, h, context, train, context_mask=None):
-    if self.use_spatial_transformer:
+    if self.config.use_spatial_transformer:
       return block(h, context, train, context_mask)
     return block(h)
 
@@ -189,16 +176,16 @@ class UNetModel(nn.Module):
     """x: [B, H, W, in_channels]; timesteps: [B] integers; context: [B, T, context_dim]
     (``context_mask`` [B, T] bool: the tokens cross-attention reads; None: all);
     y: [B] class labels (only with ``num_classes``). Returns [B, H, W, out_channels]."""
-    if (y is not None) != bool(self.num_classes):
+    if (y is not None) != bool(self.config.num_classes):
       raise ValueError('pass class labels y exactly when the UNet has num_classes')
-    mc = self.model_channels
+    mc = self.config.model_channels
     emb = dense(4 * mc, mc, dtype=self.dtype, name='time_embed_0')(
       timestep_embedding(timesteps, mc).astype(self.dtype)
     )
     emb = dense(4 * mc, 4 * mc, dtype=self.dtype, name='time_embed_2')(nn.silu(emb))
-    if self.num_classes:
+    if self.config.num_classes:
       emb = emb + nn.Embed(
-        self.num_classes,
+        self.config.num_classes,
         4 * mc,
         embedding_init=nn.initializers.normal(1.0),
         dtype=self.dtype,
@@ -207,20 +194,20 @@ class UNetModel(nn.Module):
 
     h = conv(mc, x.shape[-1], 3, dtype=self.dtype, name='input_blocks_0_0')(x.astype(self.dtype))
     skips, idx, ds = [h], 1, 1
-    last = len(self.channel_mult) - 1
-    for level, mult in enumerate(self.channel_mult):
-      for _ in range(self.num_res_blocks):
+    last = len(self.config.channel_mult) - 1
+    for level, mult in enumerate(self.config.channel_mult):
+      for _ in range(self.config.num_res_blocks):
         h = self._res(mult * mc, f'input_blocks_{idx}_0')(h, emb, train)
-        if ds in self.attention_resolutions:
+        if ds in self.config.attention_resolutions:
           block = self._attention_block(mult * mc, f'input_blocks_{idx}_1')
           h = self._apply_attention(block, h, context, train, context_mask)
         skips.append(h)
         idx += 1
       if level != last:
-        if self.resblock_updown:
+        if self.config.resblock_updown:
           h = self._res(h.shape[-1], f'input_blocks_{idx}_0', down=True)(h, emb, train)
         else:
-          h = Downsample(self.conv_resample, self.dtype, name=f'input_blocks_{idx}_0')(h)
+          h = Downsample(self.config.conv_resample, self.dtype, name=f'input_blocks_{idx}_0')(h)
         skips.append(h)
         idx += 1
         ds *= 2
@@ -233,23 +220,23 @@ class UNetModel(nn.Module):
     h = self._res(ch, 'middle_block_2')(h, emb, train)
 
     idx = 0
-    for level, mult in reversed(list(enumerate(self.channel_mult))):
-      for i in range(self.num_res_blocks + 1):
+    for level, mult in reversed(list(enumerate(self.config.channel_mult))):
+      for i in range(self.config.num_res_blocks + 1):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = self._res(mult * mc, f'output_blocks_{idx}_0')(h, emb, train)
         sub = 1
-        if ds in self.attention_resolutions:
+        if ds in self.config.attention_resolutions:
           block = self._attention_block(mult * mc, f'output_blocks_{idx}_1')
           h = self._apply_attention(block, h, context, train, context_mask)
           sub = 2
-        if level and i == self.num_res_blocks:
+        if level and i == self.config.num_res_blocks:
           name = f'output_blocks_{idx}_{sub}'
-          if self.resblock_updown:
+          if self.config.resblock_updown:
             h = self._res(h.shape[-1], name, up=True)(h, emb, train)
           else:
-            h = Upsample(self.conv_resample, self.dtype, name=name)(h)
+            h = Upsample(self.config.conv_resample, self.dtype, name=name)(h)
           ds //= 2
         idx += 1
 
     h = nn.silu(gn32(h, 'out_0'))
-    return conv(self.out_channels, mc, 3, zero_init=True, dtype=self.dtype, name='out_2')(h)
+    return conv(self.config.out_channels, mc, 3, zero_init=True, dtype=self.dtype, name='out_2')(h)

@@ -1,0 +1,145 @@
+"""Checks of a whole config: value types against base_config()'s, the choices table, and the
+rules of each group that no single value shows (a VQ model needs a codebook, ...)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from ldm_jax.config.choices import ConfigError, check_choices
+from ldm_jax.config.defaults import base_config, downsampling_factor
+
+
+def profile_steps(spec: str) -> tuple[int, int] | None:
+  """config.training.profile_steps 'a,b' (or 'a') as (a, b); None when empty."""
+  if not spec:
+    return None
+  try:
+    parts = [int(p) for p in str(spec).split(',')]
+  except ValueError:
+    parts = []
+  if len(parts) == 1:
+    parts *= 2
+  if len(parts) != 2 or not 1 <= parts[0] <= parts[1]:
+    raise ConfigError(
+      f'config.training.profile_steps={spec!r}: give the first and last step to trace, '
+      "1-based, as 'a,b' with 1 <= a <= b (e.g. '10,12')"
+    )
+  return parts[0], parts[1]
+
+
+def _number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_types(config, defaults=None, prefix: str = 'config') -> None:
+  """A value whose kind differs from base_config()'s for the same key (a string where a tuple
+  belongs: --config.unet.channel_mult=abc) is a ConfigError naming the key and an example."""
+  defaults = base_config() if defaults is None else defaults
+  for key, default in defaults.items():
+    if key not in config:
+      continue
+    value, name = config[key], f'{prefix}.{key}'
+    if isinstance(default, ml_collections.ConfigDict):
+      if isinstance(value, ml_collections.ConfigDict):
+        check_types(value, default, name)
+    elif isinstance(default, (tuple, list)) and (
+      not isinstance(value, (tuple, list))
+      or (
+        default
+        and all(_number(d) for d in default)
+        and not all(_number(v) or isinstance(v, (tuple, list)) for v in value)
+      )
+    ):
+      example = tuple(default) or (1, 2)
+      raise ConfigError(
+        f'{name}={value!r}: expected a tuple of numbers, e.g. --{name}="{example}" (quoted for the shell)'
+      )
+
+
+def validate(config) -> None:
+  """Raise ConfigError with the key and the fix for settings that cannot work. The task's own
+  settings (conditioning widths, guidance, caching) are checked by ``tasks.get_task``."""
+  check_types(config)
+  check_choices(config)
+  _check_data(config)
+  _check_first_stage(config)
+  _check_training(config)
+
+
+def _check_data(config) -> None:
+  d = config.data
+  if d.source in ('folder', 'jsonl', 'records', 'shards') and not d.path:
+    what = {'folder': '/path/to/images', 'records': '/path/to/packed', 'shards': "'dir/{0..9}.tar'"}
+    what['jsonl'] = '/path/to/captions.jsonl'
+    raise ConfigError(f'config.data.source={d.source!r} needs config.data.path={what[d.source]}')
+  if d.num_workers < 0:
+    raise ConfigError('config.data.num_workers must be >= 0 (0: decode in threads)')
+  if d.latent_cache and d.cache_latents:
+    raise ConfigError(
+      'config.data.latent_cache (on disk) and config.data.cache_latents (in memory) are '
+      'exclusive: set one'
+    )
+  if d.source == 'tfds' and not d.name:
+    raise ConfigError(
+      "config.data.source='tfds' needs config.data.name, e.g. 'lsun/church_outdoor'"
+    )
+  if config.stage == 'ldm' and d.image_size % downsampling_factor(config):
+    raise ConfigError(
+      'config.data.image_size must be divisible by the first stage downsampling '
+      'factor 2**(len(first_stage.ch_mult) - 1)'
+    )
+
+
+def _check_first_stage(config) -> None:
+  if config.first_stage.kind == 'vq' and config.first_stage.n_embed <= 0:
+    raise ConfigError(
+      'config.first_stage.kind=vq needs config.first_stage.n_embed > 0 (codebook size)'
+    )
+  if config.first_stage_loss.perceptual_weight < 0:
+    raise ConfigError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
+
+
+def _check_training(config) -> None:
+  t = config.training
+  for key in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if t[key] <= 0:
+      raise ConfigError(f'config.training.{key} must be > 0, got {t[key]}')
+  profile_steps(t.profile_steps)
+  if t.get('stall_timeout_s', 0) < 0:
+    raise ConfigError(
+      f'config.training.stall_timeout_s must be >= 0 (0 = never), got {t.stall_timeout_s}'
+    )
+  for key, off in (('compute_dtype', 'float32'), ('remat', '')):
+    if t[key] != off and config.stage != 'ldm':
+      raise ConfigError(
+        f'config.training.{key}={t[key]!r} is for the ldm stage (the UNet); the '
+        f'first stage trains in float32: set --config.training.{key}={off!r}'
+      )
+  if t.eval_every < 0 or (t.eval_every and config.stage != 'ldm'):
+    raise ConfigError(
+      'config.training.eval_every (sample FID) is for the ldm stage and >= 0; '
+      'autoencoders: python -m ldm_jax.eval.reconstruction'
+    )
+  if t.eval_every and t.eval_num_samples < 4:
+    raise ConfigError(
+      f'config.training.eval_num_samples={t.eval_num_samples}: FID needs at least '
+      'a few samples (the paper uses 50000; 1000+ for a useful trend)'
+    )
+  _check_accumulation(config)
+
+
+def _check_accumulation(config) -> None:
+  t = config.training
+  if t.grad_accum_steps <= 0:
+    raise ConfigError(f'config.training.grad_accum_steps must be > 0, got {t.grad_accum_steps}')
+  if t.grad_accum_steps > 1 and config.stage != 'ldm':
+    raise ConfigError(
+      "config.training.grad_accum_steps > 1 is for the ldm stage: the first stage's "
+      'adaptive GAN weight and BatchNorm discriminator need the whole batch at once; '
+      'use more devices or a smaller batch_size'
+    )
+  if t.batch_size % t.grad_accum_steps:
+    raise ConfigError(
+      f'config.training.batch_size={t.batch_size} must be divisible by '
+      f'grad_accum_steps={t.grad_accum_steps}'
+    )

@@ -1,0 +1,60 @@
+"""Typed, frozen model configs, built once from a ``ConfigDict``: the one declaration of each
+model option (its name, type, default and meaning). ``base_config()``'s group is made from it, the
+module takes it, and the diffusers mapping (``convert/diffusers_unet.py``) reads and writes it.
+
+Adding a UNet option touches: ``UNetConfig`` (here), ``nn/unet.py`` (which uses it) and, if
+diffusers has it, one row of ``convert/diffusers_unet.UNET_FIELDS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+  """CompVis ``UNetModel``'s constructor arguments (the reference's names; see
+  ldm/modules/diffusionmodules/openaimodel.py). ``attention_resolutions`` are downsampling factors
+  (1 = latent resolution); ``num_classes=0`` and ``context_dim=0`` mean none; a -1 head setting
+  means "use the other one"."""
+
+  model_channels: int = 128
+  channel_mult: tuple[int, ...] = (1, 2, 4)
+  num_res_blocks: int = 2
+  attention_resolutions: tuple[int, ...] = ()
+  num_heads: int = -1
+  num_head_channels: int = -1
+  use_scale_shift_norm: bool = False
+  resblock_updown: bool = False
+  use_spatial_transformer: bool = False
+  transformer_depth: int = 1
+  context_dim: int = 0
+  legacy: bool = True
+  use_linear_in_transformer: bool = False  # Stable Diffusion 2.x: Linear proj_in/proj_out
+  dropout: float = 0.0
+  conv_resample: bool = True
+  num_classes: int = 0
+  in_channels: int = 0  # 0 = the latent channels (concat conditioning adds inputs)
+  out_channels: int = 0  # 0 = the latent channels
+
+  def __post_init__(self):
+    # hashable, whatever was given; attention_resolutions is a set of factors (sorted)
+    object.__setattr__(self, 'channel_mult', tuple(int(v) for v in self.channel_mult))
+    object.__setattr__(
+      self, 'attention_resolutions', tuple(sorted(int(v) for v in self.attention_resolutions))
+    )
+
+  @classmethod
+  def defaults(cls) -> dict:
+    """The fields and defaults, as base_config()'s ``unet`` group."""
+    return dataclasses.asdict(cls())
+
+  @classmethod
+  def from_config(cls, config) -> UNetConfig:
+    """config.unet of a full config, the latent channels filled in for 0 channels. Keys the
+    saved config of an older run lacks take their defaults."""
+    u, latent = config.unet, config.first_stage.embed_dim
+    fields = {f.name: u[f.name] for f in dataclasses.fields(cls) if f.name in u}
+    fields['in_channels'] = fields.get('in_channels') or latent
+    fields['out_channels'] = fields.get('out_channels') or latent
+    return cls(**fields)

@@ -1,0 +1,19 @@
+"""KL f=16, 16x16x16 latents: the reference's models/first_stage_models/kl-f16/config.yaml.
+
+  python train.py --config=configs/released/kl_f16.py --workdir=runs/kl_f16
+
+Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 6 per GPU).
+Target (paper Table 8, ImageNet val, 256 px): rFID 0.87, PSNR 24.08, PSIM 1.07. See
+configs/released/first_stage.py for the data and the settings shared by all nine.
+
+On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32 at the
+published batch on 2 chips, batch 6: 14.58 GiB per chip of 16: fits, tightly; est. 0.260 s/step.
+"""
+
+from ldm_jax.configs.released.first_stage import first_stage_config
+
+
+def get_config():
+  return first_stage_config(
+    kind='kl', embed_dim=16, ch_mult=(1, 1, 2, 2, 4), attn_resolutions=(16,), batch_size=6
+  )

@@ -1,0 +1,29 @@
+"""VQ f=16, Z=16384, 16x16x8 latents: the reference's models/first_stage_models/vq-f16/config.yaml.
+
+  python train.py --config=configs/released/vq_f16.py --workdir=runs/vq_f16
+
+Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 14 per GPU).
+Target (paper Table 8, ImageNet val, 256 px): rFID 5.15, PSNR 20.83, PSIM 1.73. See
+configs/released/first_stage.py for the data and the settings shared by all nine.
+
+On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32 at the
+published batch on 2 chips, batch 14: does not fit (temporaries alone 16.61 GiB): use one or two
+images per chip, or v4/v6e/v5p chips. This row predates the TPU layer paths; kl_f4, recompiled with
+them, fits at 5 images per chip (BENCHMARKS.md), so this may too.
+"""
+
+from ldm_jax.configs.released.first_stage import first_stage_config
+
+
+def get_config():
+  return first_stage_config(
+    kind='vq',
+    embed_dim=8,
+    n_embed=16384,
+    ch_mult=(1, 1, 2, 2, 4),
+    attn_resolutions=(16,),
+    disc_start=250001,
+    disc_weight=0.75,
+    disc_num_layers=2,
+    batch_size=14,
+  )
