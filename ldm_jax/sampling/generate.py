@@ -27,72 +27,75 @@ def make_generate_fn(
   the canvas), sampling as ``options`` say (its seed, batch size and negative prompt are the
   caller's: they are inputs).
 
-  ``img2img`` (with the init image's scaled latents ``z_init``): the last
-  int(strength x grid steps) steps of the sampler's grid run, from z_init noised with x_T to the
-  level where they start (diffusers' img2img rule; strength 0: z_init decoded as it is, 1: z_init
-  is not used at all, pure noise as text-to-image). ``img2img_noise='compvis'``: noised one grid
-  step higher, to the level of the step before the first one run, as CompVis
-  ``scripts/img2img.py`` (``stochastic_encode`` at ``t_enc``, then DDIM from ``t_enc - 1``); the
-  same steps run.
-
-  ``cond`` is the task's raw condition (None when unconditional); it is encoded once, not per
-  step. Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition:
-  the null class, the empty prompt), batched as the reference does.
-
-  ``tile`` > 0: latents larger than tile x tile are denoised and decoded in overlapping tiles
-  (stride ``tile_stride``, default tile // 2), blended (``diffusion.samplers.tiling``; the
-  reference's split_input_params, e.g. tile 128 / stride 64 for super-resolution of large images).
+  ``img2img`` (with the init image's scaled latents ``z_init``): see ``img2img_start``.
+  ``cond`` is the task's raw condition (None when unconditional), encoded once, not per step.
+  Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition: the null
+  class, the empty prompt), batched as the reference does. ``options.tile`` > 0: latents larger
+  than tile x tile are denoised and decoded in overlapping, blended tiles
+  (``diffusion.samplers.tiling``; the reference's split_input_params).
 
   ``callback(t, x_t, eps)``: called on the host at every model evaluation (timestep, the sampler's
   variance-preserving latents, the guided eps), e.g. for previews of x0 = (x_t - sqrt(1 - abar_t)
   eps) / sqrt(abar_t) every k calls in a notebook; not used, it costs nothing."""
-  o = options
-  record = o.record
+  o, record = options, options.record
   kwargs = record.kwargs(o.steps, o.eta, o.spacing, o.karras)
-  n_grid = record.grid_length(o.steps, ldm.schedule.num_timesteps)
-  start = n_grid - min(int(n_grid * o.strength), n_grid) if img2img else 0
+  start, n_grid, abar = img2img_start(ldm, o) if img2img else (0, 0, 1.0)
   if start:
     kwargs['start'] = start
-    if start < n_grid:
-      level = start - 1 if o.img2img_noise == 'compvis' else start  # start >= 1 here
-      abar = record.start_alpha_bar(ldm.schedule, o.steps, level, o.spacing, o.karras)
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
+    decode = lambda z: ldm.decode(first_stage_params, z, scale_factor)
     if start:
       if z_init is None:
         raise ValueError('image-to-image (strength < 1) needs the init latents z_init')
       if start == n_grid:  # strength 0: nothing to denoise
-        return ldm.decode(first_stage_params, z_init, scale_factor)
+        return decode(z_init)
       x_T = float(np.sqrt(abar)) * z_init + float(np.sqrt(1 - abar)) * x_T
     c = ldm.conditioning(params, first_stage_params, cond)
     u = ldm.conditioning(params, first_stage_params, uncond) if o.guided else None
     model_fn = lambda x, t, cc: ldm.eps(params, x, t, cc)
-    tile = o.tile
-    tiled = tile > 0 and max(x_T.shape[1:3]) > tile
-    stride = o.tile_stride or max(1, tile // 2)
+    tiled = o.tile > 0 and max(x_T.shape[1:3]) > o.tile
+    stride = o.tile_stride or max(1, o.tile // 2)
     if tiled:
-      model_fn = tiled_model_fn(model_fn, tile, stride)
-    eps_fn = guided_eps_fn(model_fn, c, u, o.guidance_scale)
-    if callback is not None:  # (only then: a host transfer per model call)
-      guided_fn = eps_fn
-
-      def eps_fn(x, t):
-        eps = guided_fn(x, t)
-        jax.debug.callback(callback, t[0], x, eps)
-        return eps
-
+      model_fn = tiled_model_fn(model_fn, o.tile, stride)
+    eps_fn = _with_callback(guided_eps_fn(model_fn, c, u, o.guidance_scale), callback)
     z = record.fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
     if tiled:
-      return tiled_decode(
-        lambda zt: ldm.decode(first_stage_params, zt, scale_factor),
-        z,
-        tile,
-        stride,
-        ldm.first_stage.downsample_factor,
-      )
-    return ldm.decode(first_stage_params, z, scale_factor)
+      return tiled_decode(decode, z, o.tile, stride, ldm.first_stage.downsample_factor)
+    return decode(z)
 
   return jax.jit(generate)
+
+
+def img2img_start(ldm: LatentDiffusion, options: SamplingOptions) -> tuple[int, int, float]:
+  """Image-to-image: (the grid step where sampling starts, the grid's length, abar of the level
+  the init latent is noised to). The last int(strength x grid steps) steps of the sampler's grid
+  run, from z_init noised to the level where they start (diffusers' img2img rule; strength 0:
+  z_init decoded as it is, 1: pure noise as text-to-image). ``img2img_noise='compvis'``: noised
+  one grid step higher, to the level of the step before the first one run, as CompVis
+  ``scripts/img2img.py`` (``stochastic_encode`` at ``t_enc``, then DDIM from ``t_enc - 1``);
+  the same steps run."""
+  o, record = options, options.record
+  n_grid = record.grid_length(o.steps, ldm.schedule.num_timesteps)
+  start = n_grid - min(int(n_grid * o.strength), n_grid)
+  if not start or start == n_grid:
+    return start, n_grid, 1.0
+  level = start - 1 if o.img2img_noise == 'compvis' else start  # start >= 1 here
+  return start, n_grid, record.start_alpha_bar(ldm.schedule, o.steps, level, o.spacing, o.karras)
+
+
+def _with_callback(eps_fn: Callable, callback: Callable | None) -> Callable:
+  """eps_fn that also calls ``callback(t, x, eps)`` on the host (only then: a host transfer per
+  model call)."""
+  if callback is None:
+    return eps_fn
+
+  def with_callback(x, t):
+    eps = eps_fn(x, t)
+    jax.debug.callback(callback, t[0], x, eps)
+    return eps
+
+  return with_callback
 
 
 def training_options(config, ldm: LatentDiffusion) -> SamplingOptions:

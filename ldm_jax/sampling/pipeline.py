@@ -18,7 +18,7 @@ your own jitted code; ``pipe.ldm`` holds the pure functions (``conditioning``, `
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,20 @@ from ldm_jax.tasks import TASK_ARGS, TaskInputError, check_divisible
 from ldm_jax.tasks.base import read_model_image
 
 __all__ = ['Pipeline', 'TASK_ARGS', 'load_workdir', 'load_config_file']
+
+
+class _Plan(NamedTuple):
+  """What every batch of one iter_samples call shares."""
+
+  options: SamplingOptions
+  generate: Callable
+  cond: Any
+  uncond: Any
+  post: Callable | None
+  shape: tuple  # the latents of all samples: (num, h, w, c)
+  batch: int
+  z_init: Any  # image-to-image: the init latents, sharded
+  latents: Any  # the caller's starting noise, or None
 
 
 @dataclasses.dataclass
@@ -160,6 +174,18 @@ class Pipeline:
         from there, its size setting the canvas; ``latents``: the starting noise
         [num, h, w, c] instead of the seed's (diffusers' ``latents``).
     """
+    plan = self._plan(num, options, height, width, callback, inputs)
+    if first % plan.batch:
+      raise ValueError(f'first={first} is not a multiple of the batch ({plan.batch})')
+    for start in range(first, num, plan.batch):
+      self._callback = callback
+      images = self._draw_batch(plan, start, num)
+      self._callback = None
+      yield images if return_float else to_uint8(images)
+
+  # The steps of iter_samples.
+  def _plan(self, num: int, options, height, width, callback, inputs: dict) -> _Plan:
+    """Everything the batches share: options resolved, condition, canvas, compiled function."""
     if self.ldm is None:
       raise ValueError(
         'this is an autoencoder (config.stage="autoencoder"): it encodes and '
@@ -169,45 +195,49 @@ class Pipeline:
     cond, canvas, post = self.condition(num, **task_inputs)
     init = None if init_image is None else read_model_image(init_image)
     H, W = self._canvas(canvas, height, width, init)
-    uncond = self._unconditional(options, cond, num)
-    generate = self._generate_fn(options, img2img=init is not None, callback=callback)
     batch = self.batch_for(options.batch_size)
-    if first % batch:
-      raise ValueError(f'first={first} is not a multiple of the batch ({batch})')
     z_init = None
     if init is not None and options.strength < 1.0:
       z_init = self._shard(np.repeat(np.asarray(self.encode(init[None])), batch, axis=0))
-    f, latent_c = self.downsampling, self.config.first_stage.embed_dim
-    shape = (num, H // f, W // f, latent_c)
+    f = self.downsampling
+    shape = (num, H // f, W // f, self.config.first_stage.embed_dim)
     if latents is not None and np.shape(latents) != shape:
       raise TaskInputError(f'latents of shape {np.shape(latents)}; expected {shape}')
-    weights = (self.params, self.first_stage_params, self.scale_factor)
-    for start in range(first, num, batch):
-      idx = np.minimum(np.arange(start, start + batch), num - 1)  # pad the last batch
-      take = lambda tree, idx=idx: (
-        None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
-      )
-      key = jax.random.fold_in(jax.random.PRNGKey(options.seed), start)
-      k_noise, k_sample = jax.random.split(key)
-      x_T = jax.random.normal(k_noise, (batch,) + shape[1:], jnp.float32)
-      if latents is not None:
-        x_T = jnp.asarray(np.asarray(latents, np.float32)[idx])
-      self._callback = callback
-      images = generate(
-        *weights,
-        self._shard(x_T),
-        self._shard(take(cond)),
-        self._shard(take(uncond)),
-        k_sample,
-        z_init,
-      )
-      images = np.asarray(jax.device_get(images))[: min(batch, num - start)]
-      self._callback = None
-      if post is not None:
-        images = post(images)
-      yield images if return_float else to_uint8(images)
+    return _Plan(
+      options,
+      self._generate_fn(options, img2img=init is not None, callback=callback),
+      cond,
+      self._unconditional(options, cond, num),
+      post,
+      shape,
+      batch,
+      z_init,
+      latents,
+    )
 
-  # The steps of iter_samples.
+  def _draw_batch(self, plan: _Plan, start: int, num: int) -> np.ndarray:
+    """Images [min(batch, num - start), H, W, 3] in [-1, 1] of the batch from sample ``start``:
+    its noise depends only on the seed and ``start``."""
+    idx = np.minimum(np.arange(start, start + plan.batch), num - 1)  # pad the last batch
+    take = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+    key = jax.random.fold_in(jax.random.PRNGKey(plan.options.seed), start)
+    k_noise, k_sample = jax.random.split(key)
+    x_T = jax.random.normal(k_noise, (plan.batch,) + plan.shape[1:], jnp.float32)
+    if plan.latents is not None:
+      x_T = jnp.asarray(np.asarray(plan.latents, np.float32)[idx])
+    images = plan.generate(
+      self.params,
+      self.first_stage_params,
+      self.scale_factor,
+      self._shard(x_T),
+      self._shard(take(plan.cond)),
+      self._shard(take(plan.uncond)),
+      k_sample,
+      plan.z_init,
+    )
+    images = np.asarray(jax.device_get(images))[: min(plan.batch, num - start)]
+    return plan.post(images) if plan.post is not None else images
+
   def _split_inputs(self, options, inputs: dict):
     """(options resolved over config.sampling, task inputs, init image, latents)."""
     fields = SamplingOptions.fields()

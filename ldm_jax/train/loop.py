@@ -11,29 +11,24 @@ frozen first stage and the data position; a run resumes from the newest readable
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import runtime, storage
-from ldm_jax.config import learning_rate, profile_steps, state_defining_differences, validate
+from ldm_jax.config import learning_rate, state_defining_differences, validate
 from ldm_jax.data.pipeline import DevicePrefetch
-from ldm_jax.images import save_png
 from ldm_jax.nn import layers
-from ldm_jax.parallel import chips, sharding
+from ldm_jax.parallel import sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
 from ldm_jax.train.ldm_stage import LDMStage
 from ldm_jax.train.lock import lock_workdir
 from ldm_jax.train.metric_writer import MetricWriter
-from ldm_jax.train.nonfinite import NonfiniteCounter
+from ldm_jax.train.run import Run, RunInputs
 from ldm_jax.train.state import TrainState
 from ldm_jax.train.step_common import guard_nonfinite
 from ldm_jax.train.watchdog import Watchdog
@@ -210,21 +205,12 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
   evaluator = stage.evaluator(workdir)
   watchdog.pause('compiling the training step')  # (at the first step's call)
   _log_start(config, mesh, latest or 0)
-  run = _Run(config, stage, checkpointer, writer, workdir, first_stage_params)
-  run.watchdog = watchdog
+  run = Run(config, stage, checkpointer, writer, workdir, first_stage_params, watchdog)
+  inputs = RunInputs(
+    state, train_step, data, next_batch, pending, frozen, latest, data_state, evaluator, preemption
+  )
   try:
-    state = run.loop(
-      state,
-      train_step,
-      data,
-      next_batch,
-      pending,
-      frozen,
-      latest,
-      data_state,
-      evaluator,
-      preemption,
-    )
+    state = run.loop(inputs)
   finally:
     watchdog.progress('finishing the checkpoint writes')
     checkpointer.wait()
@@ -251,236 +237,3 @@ def _log_start(config, mesh, start_step: int) -> None:
     start_step,
     t.num_steps,
   )
-
-
-class _Run:
-  """The loop's bookkeeping: logging means, checkpoints, grids, evaluation, preemption."""
-
-  def __init__(self, config, stage, checkpointer, writer, workdir, first_stage_params):
-    self.config, self.stage, self.checkpointer = config, stage, checkpointer
-    self.writer, self.workdir, self.first_stage_params = writer, workdir, first_stage_params
-    self.is_main = jax.process_index() == 0
-    n, size = config.training.num_sample_images, stage.mesh.size
-    self.grid_n = max(size, n - n % size)
-    self.step_flops = None  # XLA's FLOPs of one device's step program (for the MFU)
-    device = jax.local_devices()[0]
-    self.peak = chips.peak_flops(
-      device.device_kind, config.training.compute_dtype, config.training.peak_tflops
-    )
-
-  def loop(
-    self,
-    state,
-    train_step,
-    data,
-    next_batch,
-    pending,
-    frozen,
-    latest,
-    data_state,
-    evaluator,
-    preemption,
-  ):
-    """Steps from the checkpoint's step (``latest``; iterations, skipped ones included: state.step
-    counts the updates applied) to num_steps."""
-    t = self.config.training
-    step = start_step = latest or 0
-    position = data_state['position']
-    # The bar only on a terminal; logs (files, pipes) get one line per log_every steps instead.
-    bar = tqdm(
-      total=t.num_steps,
-      initial=start_step,
-      dynamic_ncols=True,
-      mininterval=1.0,
-      disable=not (self.is_main and sys.stderr.isatty()),
-      desc=self.config.stage,
-    )
-    history, t_start, last_log = [], time.time(), time.time()
-    saved_step = latest
-    nonfinite = NonfiniteCounter(
-      t.max_nonfinite_steps, self.checkpointer, data_state['skipped_steps'], latest
-    )
-
-    watchdog = self.watchdog
-
-    def save(force=False):
-      nonfinite.flush()  # a NaN streak protects its last good checkpoint before any rotation
-      nonfinite.before_save(step)
-      watchdog.progress(f'saving the checkpoint of step {step}')
-      self.checkpointer.save(
-        step,
-        state,
-        self.config,
-        self.first_stage_params,
-        force=force,
-        data_state={
-          'position': position,
-          'global_batch': t.batch_size,
-          'skipped_steps': nonfinite.total,
-        },
-      )
-
-    if preemption.requested:
-      log.warning(
-        'preempted (SIGTERM) while starting, before step %d: nothing to save (%s); run the '
-        'same command again to resume',
-        step,
-        f'the newest checkpoint is step {latest}' if latest is not None else 'no checkpoint yet',
-      )
-      return state
-    profiler = _StepProfiler(t.profile_steps, storage.join(self.workdir, 'profile'))
-    try:
-      while step < t.num_steps:
-        batch = pending if pending is not None else next_batch()
-        pending = None
-        if self.peak and self.step_flops is None:  # the MFU needs a known peak
-          self.step_flops = _step_flops(train_step, state, batch, frozen) or 0.0
-        profiler.before(step + 1)
-        if step == start_step:
-          watchdog.pause('compiling the training step')
-        else:
-          watchdog.progress(f'training step {step + 1}')
-        state, metrics = train_step(state, batch, frozen)
-        runtime.STARTING.clear()  # from now on SIGTERM saves a checkpoint, then exits
-        profiler.after(step + 1, metrics)
-        nonfinite.add(metrics, step)  # reads the previous step's flag: no stall
-        history.append(metrics)
-        step += 1
-        position += t.batch_size
-        bar.update(1)
-        last = step == t.num_steps
-        if step % t.log_every == 0 or last:
-          watchdog.progress(f'logging step {step}')
-          means = self._log(step, history, last_log, t_start, start_step, data, nonfinite)
-          bar.set_postfix(loss=f'{means["loss"]:.4f}')
-          history, last_log = [], time.time()
-        if step % t.checkpoint_every == 0 or last:
-          save()
-          saved_step = step
-        if t.sample_every and (step % t.sample_every == 0 or last):
-          watchdog.progress(f'drawing the image grid of step {step}')
-          self._grid(step, state, batch)
-        if evaluator is not None and (step % t.eval_every == 0 or last):
-          watchdog.progress(f'evaluating step {step}')
-          self._evaluate(evaluator, step, state)
-        if not last and preemption.should_stop(step):
-          if saved_step != step:
-            save(force=True)
-          self.checkpointer.wait()
-          log.warning(
-            'preempted (SIGTERM): checkpoint saved at step %d in %s; run the same '
-            'command again to resume',
-            step,
-            self.checkpointer.directory,
-          )
-          break
-      nonfinite.flush()
-    finally:
-      profiler.close()
-      bar.close()
-    return state
-
-  def _log(self, step, history, last_log, t_start, start_step, data, nonfinite) -> dict:
-    t = self.config.training
-    means = {k: float(np.mean([float(m[k]) for m in jax.device_get(history)])) for k in history[0]}
-    means['steps_per_sec'] = len(history) / (time.time() - last_log)
-    means['data/corrupt_images'] = getattr(data, 'num_corrupt', 0)
-    means['skipped_steps'] = nonfinite.total
-    if self.step_flops and self.peak:
-      means['perf/mfu'] = self.step_flops * means['steps_per_sec'] / self.peak
-    means.update(_device_memory())
-    self.writer.scalars(step, means)
-    if self.is_main:
-      rate = (step - start_step) / (time.time() - t_start)
-      log.info(
-        'step %d/%d (%.2f it/s, ETA %s) %s',
-        step,
-        t.num_steps,
-        rate,
-        _hms((t.num_steps - step) / max(rate, 1e-9)),
-        ' '.join(f'{k}={v:.4g}' for k, v in sorted(means.items())),
-      )
-    return means
-
-  def _grid(self, step, state, batch) -> None:
-    """PNG grids in WORKDIR/images: reconstructions (autoencoder) or samples (LDM, EMA weights)."""
-    grid = self.stage.grid(step, state, batch, self.first_stage_params, self.grid_n)
-    if self.is_main:
-      name = self.stage.grid_name
-      save_png(storage.join(self.workdir, 'images', f'{name}_{step:07d}.png'), grid)
-      self.writer.image(step, name, grid)
-
-  def _evaluate(self, evaluator, step, state) -> None:
-    """Sample FID during training: to TensorBoard, the log and WORKDIR/eval/training_eval.jsonl."""
-    t0 = time.time()
-    params = state.ema_params if state.ema_params is not None else state.params
-    metrics = evaluator(params, self.first_stage_params, state.scale_factor)
-    self.writer.scalars(step, metrics)
-    if self.is_main:
-      log.info(
-        'step %d: %s (%d samples, %.0fs)',
-        step,
-        ' '.join(f'{k}={v:.4g}' for k, v in metrics.items()),
-        evaluator.num,
-        time.time() - t0,
-      )
-      storage.append_text(
-        storage.join(self.workdir, 'eval', 'training_eval.jsonl'),
-        json.dumps({'step': step, 'num_samples': evaluator.num, **metrics}) + '\n',
-      )
-
-
-def _step_flops(train_step, state, batch, frozen) -> float | None:
-  """XLA's FLOP count of one device's training-step program (the lowered HLO's estimate: no
-  second compile). With remat it counts the recomputation too (hardware FLOPs)."""
-  try:
-    cost = train_step.lower(state, batch, frozen).cost_analysis()
-  except Exception:  # noqa: BLE001 - an estimate for the logs; never worth failing a run
-    return None
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get('flops', 0.0))
-  return flops or None
-
-
-def _device_memory() -> dict:
-  """GiB in use and the peak so far on this process's first device (GPU/TPU; CPUs keep none)."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  out = {}
-  if 'bytes_in_use' in stats:
-    out['memory/in_use_gib'] = stats['bytes_in_use'] / 2**30
-  if 'peak_bytes_in_use' in stats:
-    out['memory/peak_gib'] = stats['peak_bytes_in_use'] / 2**30
-  return out
-
-
-class _StepProfiler:
-  """config.training.profile_steps 'a,b': a jax.profiler trace of steps a..b (1-based) in
-  WORKDIR/profile/ (each process its own file there); the last step is waited for before the trace
-  stops, so its device work is in it."""
-
-  def __init__(self, spec: str, directory: str):
-    self.range, self.directory, self.active = profile_steps(spec), directory, False
-
-  def before(self, step: int) -> None:
-    if self.range and step == self.range[0] and not self.active:
-      jax.profiler.start_trace(self.directory)
-      self.active = True
-      log.info('profiling steps %d-%d into %s', *self.range, self.directory)
-
-  def after(self, step: int, metrics) -> None:
-    if self.active and step >= self.range[1]:
-      jax.block_until_ready(metrics)
-      self.close()
-
-  def close(self) -> None:
-    if self.active:
-      jax.profiler.stop_trace()
-      self.active = False
-      log.info(
-        'profile written to %s (benchmarks/hlo_profile.py lists its top ops)', self.directory
-      )
-
-
-def _hms(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
