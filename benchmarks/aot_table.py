@@ -107,6 +107,7 @@ def compile_row(row) -> dict:
   import jax
 
   from ldm_jax import aot
+  from ldm_jax.aot import search
 
   model, topology, dtype, remat, fsdp, batch = row
   module, overrides = MODELS[model]
@@ -117,7 +118,7 @@ def compile_row(row) -> dict:
     **({'mesh.data': 1, 'mesh.fsdp': -1} if fsdp == -1 else {'mesh.data': -1, 'mesh.fsdp': 1}),
     **({'training.batch_size': batch} if batch else {}),
   )
-  config = aot.apply_overrides(config, overrides)
+  config = search.apply_overrides(config, overrides)
   t0 = time.time()
   r = aot.report(config, topology, sampling=False)
   r.update(

@@ -63,13 +63,29 @@ def _row(compiled) -> dict:
   }
 
 
+def _measure_ms(compiled, shape, dtype) -> float:
+  """Median of 5 timed calls (CPU only: the only device here) after one warm-up call."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  args = [jnp.asarray(rng.normal(size=shape), dtype) for _ in range(3)]
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return round(1e3 * statistics.median(times), 2)
+
+
 def main(argv):
   del argv
   import datetime
 
   import jax
   import jax.numpy as jnp
-  import numpy as np
 
   from ldm_jax import aot
   from ldm_jax.nn import layers
@@ -115,15 +131,7 @@ def main(argv):
         if path == 'pallas':  # the kernel is a custom call: XLA counts none of its work
           row.update(xla_flops=None, xla_bytes=None, optimal_seconds=None)
         if FLAGS.time and platform == 'cpu':
-          rng = np.random.default_rng(0)
-          args = [jnp.asarray(rng.normal(size=q.shape), dtype) for _ in range(3)]
-          jax.block_until_ready(compiled(*args))
-          times = []
-          for _ in range(5):
-            t0 = time.perf_counter()
-            jax.block_until_ready(compiled(*args))
-            times.append(time.perf_counter() - t0)
-          row['measured_ms'] = round(1e3 * statistics.median(times), 2)
+          row['measured_ms'] = _measure_ms(compiled, q.shape, dtype)
         line = json.dumps(row)
         print(line, flush=True)
         if FLAGS.out:

@@ -93,6 +93,8 @@ def _timer(torch, device):
 
 
 def run(config, ours: list[dict], flags) -> list[dict]:
+  import types
+
   import diffusers
   import torch
 
@@ -100,63 +102,82 @@ def run(config, ours: list[dict], flags) -> list[dict]:
 
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   bf16 = flags.dtype == 'bfloat16'
-  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
   fmt = torch.channels_last if device == 'cuda' else torch.contiguous_format
-  measure = _timer(torch, device)
   torch.manual_seed(0)
   unet = diffusers.UNet2DModel(**unet_kwargs(config)).to(device, memory_format=fmt)
   vae = diffusers.AutoencoderKL(**vae_kwargs(config)).to(device, memory_format=fmt)
   if flags.torch_compile:
     unet = torch.compile(unet)
-  h, w, c = latent_shape(config)
-  info = {
-    'framework': f'diffusers {diffusers.__version__} / torch {torch.__version__}',
-    'torch_device': torch.cuda.get_device_name() if device == 'cuda' else 'cpu',
-    'torch_compile': flags.torch_compile,
-    'unet_params': sum(p.numel() for p in unet.parameters()),
-  }
-  out = []
+  env = types.SimpleNamespace(
+    torch=torch,
+    diffusers=diffusers,
+    device=device,
+    fmt=fmt,
+    unet=unet,
+    vae=vae,
+    shape=latent_shape(config),
+    measure=_timer(torch, device),
+    autocast=lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=bf16),
+    info={
+      'framework': f'diffusers {diffusers.__version__} / torch {torch.__version__}',
+      'torch_device': torch.cuda.get_device_name() if device == 'cuda' else 'cpu',
+      'torch_compile': flags.torch_compile,
+      'unet_params': sum(p.numel() for p in unet.parameters()),
+    },
+  )
   what = {r['what'] for r in ours}
-  if 'train' in what:
-    b = config.training.batch_size
-    opt = torch.optim.AdamW(unet.parameters(), lr=5e-5, weight_decay=0.01)
-    ema = [p.detach().clone() for p in unet.parameters()]
-    x0 = torch.randn(b, c, h, w, device=device).to(memory_format=fmt)
-
-    def step():
-      noise = torch.randn_like(x0)
-      t = torch.randint(0, 1000, (b,), device=device)
-      with autocast():
-        pred = unet(x0 + noise, t).sample  # the q_sample mix costs nothing that matters here
-      loss = (pred.float() - noise).abs().mean()
-      loss.backward()
-      opt.step()
-      opt.zero_grad(set_to_none=True)
-      with torch.no_grad():
-        torch._foreach_lerp_(ema, [p.detach() for p in unet.parameters()], 1 - 0.9999)
-
-    unet.train()
-    sec = measure(step, flags.iters)
-    out.append(
-      {
-        'what': 'train',
-        'batch': b,
-        'step_time_s': round(sec, 5),
-        'images_per_s': sig(b / sec),
-        **info,
-      }
-    )
-    del opt, ema
+  out = [_train_row(env, config, flags)] if 'train' in what else []
   unet.eval()
-  b = flags.sample_batch_size
-  size = config.data.image_size
-  d = config.diffusion
+  if any(w.startswith('sample_') for w in what) and flags.sampler == 'ddim':
+    out += _sample_rows(env, config, flags)
+  if 'first_stage_encode' in what:
+    out += _first_stage_rows(env, config, flags)
+  return out
+
+
+def _train_row(env, config, flags) -> dict:
+  """The UNet's training step in diffusers (AdamW, EMA), as ours: loss, backward, update."""
+  torch, unet, device = env.torch, env.unet, env.device
+  h, w, c = env.shape
+  b = config.training.batch_size
+  opt = torch.optim.AdamW(unet.parameters(), lr=5e-5, weight_decay=0.01)
+  ema = [p.detach().clone() for p in unet.parameters()]
+  x0 = torch.randn(b, c, h, w, device=device).to(memory_format=env.fmt)
+
+  def step():
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, 1000, (b,), device=device)
+    with env.autocast():
+      pred = unet(x0 + noise, t).sample  # the q_sample mix costs nothing that matters here
+    loss = (pred.float() - noise).abs().mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+      torch._foreach_lerp_(ema, [p.detach() for p in unet.parameters()], 1 - 0.9999)
+
+  unet.train()
+  sec = env.measure(step, flags.iters)
+  return {
+    'what': 'train',
+    'batch': b,
+    'step_time_s': round(sec, 5),
+    'images_per_s': sig(b / sec),
+    **env.info,
+  }
+
+
+def _sample_rows(env, config, flags) -> list[dict]:
+  """DDIM sampling with diffusers' DDIMScheduler set up as the CompVis grid, then the decoder."""
+  torch, unet, vae = env.torch, env.unet, env.vae
+  h, w, c = env.shape
+  b, d = flags.sample_batch_size, config.diffusion
   if d.beta_schedule != 'linear':
     raise ValueError(f"the comparison maps CompVis's linear schedule only, not {d.beta_schedule!r}")
-  sampling = any(w.startswith('sample_') for w in what) and flags.sampler == 'ddim'
-  for s in flags.sample_steps if sampling else []:
+  out = []
+  for s in flags.sample_steps:
     # CompVis 'linear' = linspace of sqrt(beta), squared = diffusers 'scaled_linear'; the +1 grid
-    scheduler = diffusers.DDIMScheduler(
+    scheduler = env.diffusers.DDIMScheduler(
       num_train_timesteps=d.timesteps,
       beta_start=d.linear_start,
       beta_end=d.linear_end,
@@ -169,38 +190,45 @@ def run(config, ours: list[dict], flags) -> list[dict]:
 
     @torch.no_grad()
     def sample(scheduler=scheduler):
-      x = torch.randn(b, c, h, w, device=device)
-      with autocast():
+      x = torch.randn(b, c, h, w, device=env.device)
+      with env.autocast():
         for t in scheduler.timesteps:
           x = scheduler.step(unet(x, t).sample.float(), t, x).prev_sample
         return vae.decode(x).sample
 
-    sec = measure(sample, flags.sample_iters)
+    sec = env.measure(sample, flags.sample_iters)
     out.append(
       {
         'what': f'sample_{flags.sampler}{s}',
         'batch': b,
         'call_time_s': round(sec, 4),
         'images_per_s': sig(b / sec),
-        **info,
+        **env.info,
       }
     )
-  if 'first_stage_encode' in what:
-    images = torch.rand(b, 3, size, size, device=device).to(memory_format=fmt) * 2 - 1
-    latents = torch.randn(b, c, h, w, device=device).to(memory_format=fmt)
-    for name, fn in (
-      ('encode', lambda: vae.encode(images).latent_dist.mode()),
-      ('decode', lambda: vae.decode(latents).sample),
-    ):
-      with torch.no_grad(), autocast():
-        sec = measure(fn, flags.sample_iters)
-      out.append(
-        {
-          'what': f'first_stage_{name}',
-          'batch': b,
-          'call_time_s': round(sec, 4),
-          'images_per_s': sig(b / sec),
-          **info,
-        }
-      )
+  return out
+
+
+def _first_stage_rows(env, config, flags) -> list[dict]:
+  torch, vae = env.torch, env.vae
+  h, w, c = env.shape
+  b, size = flags.sample_batch_size, config.data.image_size
+  images = torch.rand(b, 3, size, size, device=env.device).to(memory_format=env.fmt) * 2 - 1
+  latents = torch.randn(b, c, h, w, device=env.device).to(memory_format=env.fmt)
+  out = []
+  for name, fn in (
+    ('encode', lambda: vae.encode(images).latent_dist.mode()),
+    ('decode', lambda: vae.decode(latents).sample),
+  ):
+    with torch.no_grad(), env.autocast():
+      sec = env.measure(fn, flags.sample_iters)
+    out.append(
+      {
+        'what': f'first_stage_{name}',
+        'batch': b,
+        'call_time_s': round(sec, 4),
+        'images_per_s': sig(b / sec),
+        **env.info,
+      }
+    )
   return out

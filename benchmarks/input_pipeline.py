@@ -175,7 +175,8 @@ def bench_train(config, folder, cache_dir, emit, setup):
   import jax.numpy as jnp
 
   from ldm_jax.data.latent_cache import DiskLatentCache
-  from ldm_jax.data.pipeline import Prefetch, RandomAccessBatches
+  from ldm_jax.data.pipeline import RandomAccessBatches
+  from ldm_jax.data.prefetch import Prefetch
   from ldm_jax.data.sources import FolderSource
   from ldm_jax.train.ldm_step import make_ldm_step
   from ldm_jax.train.state import TrainState, make_optimizer

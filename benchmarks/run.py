@@ -307,12 +307,38 @@ def bench_first_stage(config, ldm, fs_params, mesh):
   return out
 
 
+def _common_fields(config, params, peak) -> dict:
+  """What every row of this run shares: date, device, versions, config, sizes, the command."""
+  import flax
+  import jax
+
+  from ldm_jax.latent_diffusion import latent_shape
+  from ldm_jax.nn.params import count_params
+
+  device = jax.devices()[0]
+  return {
+    'date': datetime.date.today().isoformat(),
+    'device': device.device_kind,
+    'platform': device.platform,
+    'num_devices': jax.device_count(),
+    'jax': jax.__version__,
+    'flax': flax.__version__,
+    'dtype': FLAGS.dtype,
+    'config': os.path.relpath(config_flags.get_config_filename(FLAGS['config']), ROOT)
+    + (' (smoke: shrunk)' if FLAGS.smoke else ''),
+    'image_size': config.data.image_size,
+    'latent': list(latent_shape(config)),
+    'peak_tflops_per_device': peak / 1e12 if peak else None,
+    'unet_params': count_params(params['unet']),
+    'command': ' '.join(sys.argv),
+  }
+
+
 def main(argv):
   del argv
   import jax
 
-  from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
-  from ldm_jax.nn.params import count_params
+  from ldm_jax.latent_diffusion import LatentDiffusion
   from ldm_jax.parallel import sharding
 
   if FLAGS.compare_diffusers:  # before any work: the PyTorch peer must be installed
@@ -330,29 +356,10 @@ def main(argv):
   mesh = sharding.make_mesh(config.mesh)
   ldm = LatentDiffusion.from_config(config, FLAGS.dtype, config.training.remat)
   params, fs_params = random_weights(config, ldm)
-  size = config.data.image_size
   repl = sharding.replicated(mesh)
   params, fs_params = jax.device_put(params, repl), jax.device_put(fs_params, repl)
-  device = jax.devices()[0]
-  peak = peak_flops(device.device_kind, FLAGS.dtype, FLAGS.peak_tflops)
-  import flax
-
-  common = {
-    'date': datetime.date.today().isoformat(),
-    'device': device.device_kind,
-    'platform': device.platform,
-    'num_devices': jax.device_count(),
-    'jax': jax.__version__,
-    'flax': flax.__version__,
-    'dtype': FLAGS.dtype,
-    'config': os.path.relpath(config_flags.get_config_filename(FLAGS['config']), ROOT)
-    + (' (smoke: shrunk)' if FLAGS.smoke else ''),
-    'image_size': size,
-    'latent': list(latent_shape(config)),
-    'peak_tflops_per_device': peak / 1e12 if peak else None,
-    'unet_params': count_params(params['unet']),
-    'command': ' '.join(sys.argv),
-  }
+  peak = peak_flops(jax.devices()[0].device_kind, FLAGS.dtype, FLAGS.peak_tflops)
+  common = _common_fields(config, params, peak)
   results = []
   if 'train' in FLAGS.what:
     results.append(bench_train(config, ldm, params, fs_params, mesh, peak))

@@ -4,7 +4,6 @@ stage's parameters, so that a workdir alone is enough to resume and to sample.""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
@@ -44,71 +43,6 @@ class CheckpointUnreadable(UserError):
 
 
 RETRY_S = (2, 8, 30)  # waits before reading a checkpoint again after a transient storage error
-# What a restore error says about the checkpoint. Damage: missing or truncated files, unreadable
-# metadata (Orbax, TensorStore and JSON messages); transient: the storage or network failed
-# (HTTP 429/5xx, gRPC-style UNAVAILABLE, timeouts, resets). Anything else (out of memory,
-# permissions, a bug) is neither: the checkpoint is not moved and the run stops with the cause.
-_CORRUPT = (
-  'DATA_LOSS',
-  'FAILED_PRECONDITION: Error reading',
-  'Error decoding',
-  'ZSTD',
-  'checksum',
-  'does not exist',
-  'Unknown key',
-  'Expecting value',
-  'Expecting property name',
-  'Unterminated string',
-  'Extra data',
-  'Invalid control character',
-  'not finalized',
-  'OUT_OF_RANGE',
-  'NOT_FOUND',
-  'truncated',
-)
-_TRANSIENT = (
-  'UNAVAILABLE',
-  'DEADLINE_EXCEEDED',
-  'ABORTED',
-  'Connection reset',
-  'Connection refused',
-  'Connection aborted',
-  'timed out',
-  'Timeout',
-  'Temporary failure',
-  ' 429',
-  ' 500',
-  ' 502',
-  ' 503',
-  ' 504',
-)
-
-
-def _first_line(error: BaseException) -> str:
-  return f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
-
-
-def restore_failure_kind(error: BaseException) -> str:
-  """'corrupt', 'transient' or 'other' for an exception raised while reading a checkpoint (its
-  whole chain is looked at: Orbax wraps TensorStore's errors)."""
-  chain, e = [], error
-  while e is not None and e not in chain:
-    chain.append(e)
-    e = e.__cause__ or e.__context__
-  if any(isinstance(c, (MemoryError, PermissionError)) for c in chain):
-    return 'other'
-  text = ' '.join(f'{type(c).__name__}: {c}' for c in chain)
-  if 'RESOURCE_EXHAUSTED' in text or 'PERMISSION_DENIED' in text or 'out of memory' in text:
-    return 'other'
-  if any(isinstance(c, (ConnectionError, TimeoutError)) for c in chain) or any(
-    p in text for p in _TRANSIENT
-  ):
-    return 'transient'
-  if any(isinstance(c, (FileNotFoundError, json.JSONDecodeError)) for c in chain) or any(
-    p in text for p in _CORRUPT
-  ):
-    return 'corrupt'
-  return 'other'
 
 
 class Checkpointer:
@@ -213,20 +147,20 @@ class Checkpointer:
         except CheckpointMismatch:
           raise
         except Exception as e:  # pylint: disable=broad-except  (tensorstore/JSON/OSError/...)
-          kind = restore_failure_kind(e)
+          kind = storage.failure_kind(e)
           if kind == 'transient' and attempt < len(RETRY_S):
             log.warning(
               'reading checkpoint %s/%d failed (%s); a storage hiccup: trying again in %d s',
               self.directory,
               step,
-              _first_line(e),
+              storage.first_line(e),
               RETRY_S[attempt],
             )
             time.sleep(RETRY_S[attempt])
             continue
           if kind != 'corrupt':
             raise CheckpointUnreadable(
-              f'cannot read checkpoint {self.directory}/{step} ({_first_line(e)}). This does not '
+              f'cannot read checkpoint {self.directory}/{step} ({storage.first_line(e)}). This does not '
               'look like a damaged checkpoint ('
               + ('the storage kept failing' if kind == 'transient' else 'memory or permissions')
               + '), so it was left in place: fix the cause and run the same command again. If '

@@ -16,6 +16,7 @@ which Orbax writes arrays with, and google-auth)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import threading
@@ -291,3 +292,71 @@ def load_npy(path):
   import numpy as np
 
   return np.load(io.BytesIO(read_bytes(path)))
+
+
+# What a restore error says about the checkpoint. Damage: missing or truncated files, unreadable
+# metadata (Orbax, TensorStore and JSON messages); transient: the storage or network failed
+# (HTTP 429/5xx, gRPC-style UNAVAILABLE, timeouts, resets). Anything else (out of memory,
+# permissions, a bug) is neither: the checkpoint is not moved and the run stops with the cause.
+_CORRUPT = (
+  'DATA_LOSS',
+  'FAILED_PRECONDITION: Error reading',
+  'Error decoding',
+  'ZSTD',
+  'checksum',
+  'does not exist',
+  'Unknown key',
+  'Expecting value',
+  'Expecting property name',
+  'Unterminated string',
+  'Extra data',
+  'Invalid control character',
+  'not finalized',
+  'OUT_OF_RANGE',
+  'NOT_FOUND',
+  'truncated',
+)
+_TRANSIENT = (
+  'UNAVAILABLE',
+  'DEADLINE_EXCEEDED',
+  'ABORTED',
+  'Connection reset',
+  'Connection refused',
+  'Connection aborted',
+  'timed out',
+  'Timeout',
+  'Temporary failure',
+  ' 429',
+  ' 500',
+  ' 502',
+  ' 503',
+  ' 504',
+)
+
+
+def first_line(error: BaseException) -> str:
+  """The exception's type and the first line of its message (at most 200 characters)."""
+  return f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
+
+
+def failure_kind(error: BaseException) -> str:
+  """'corrupt', 'transient' or 'other' for an exception raised while reading stored data, e.g. a
+  checkpoint (its whole chain is looked at: Orbax wraps TensorStore's errors)."""
+  chain, e = [], error
+  while e is not None and e not in chain:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  if any(isinstance(c, (MemoryError, PermissionError)) for c in chain):
+    return 'other'
+  text = ' '.join(f'{type(c).__name__}: {c}' for c in chain)
+  if 'RESOURCE_EXHAUSTED' in text or 'PERMISSION_DENIED' in text or 'out of memory' in text:
+    return 'other'
+  if any(isinstance(c, (ConnectionError, TimeoutError)) for c in chain) or any(
+    p in text for p in _TRANSIENT
+  ):
+    return 'transient'
+  if any(isinstance(c, (FileNotFoundError, json.JSONDecodeError)) for c in chain) or any(
+    p in text for p in _CORRUPT
+  ):
+    return 'corrupt'
+  return 'other'

@@ -36,7 +36,8 @@ def test_adm_inception_score_known_values():
 def test_spatial_features_are_the_reference_networks_mixed_6_conv():
   import torch
 
-  from ldm_jax.eval.inception import _fid_helper_file, load_inception, make_feature_fn, preprocess
+  from ldm_jax.eval.inception import make_feature_fn, preprocess
+  from ldm_jax.eval.inception_weights import _fid_helper_file, load_inception
 
   net = torch.jit.load(_fid_helper_file(), map_location='cpu').eval()
   images = np.random.default_rng(0).integers(0, 256, (2, 299, 299, 3)).astype(np.uint8)

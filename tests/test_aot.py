@@ -70,7 +70,7 @@ def test_a_config_that_cannot_fit_says_so_and_finds_settings_that_do():
 def test_an_autoencoder_that_cannot_fit_is_offered_fewer_images_per_chip():
   """The first stage has no bf16, remat or micro-batches: after FSDP, the search tries one image
   per chip (kl_f4 at its published batch 10 on 2 v5e chips needs more than 16 GiB; BENCHMARKS.md)."""
-  from ldm_jax.aot import apply_overrides, candidates
+  from ldm_jax.aot.search import apply_overrides, candidates
   from ldm_jax.configs.released import kl_f4
 
   found = candidates(kl_f4.get_config(), 2)

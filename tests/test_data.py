@@ -126,11 +126,11 @@ def test_batches_depend_only_on_seed_and_step():
   src = make_source(config.data)
   a = RandomAccessBatches(src, 16, seed=1)
   first = [next(a) for _ in range(5)]
-  resumed = RandomAccessBatches(src, 16, seed=1, start_step=3)
+  resumed = RandomAccessBatches(src, 16, seed=1, start_position=48)
   np.testing.assert_array_equal(next(resumed)['image'], first[3]['image'])
   # Two processes take disjoint halves of the same global batch.
-  p0 = RandomAccessBatches(src, 16, seed=1, process_index=0, process_count=2).batch_for_step(2)
-  p1 = RandomAccessBatches(src, 16, seed=1, process_index=1, process_count=2).batch_for_step(2)
+  p0 = RandomAccessBatches(src, 16, seed=1, process=(0, 2)).batch_for_step(2)
+  p1 = RandomAccessBatches(src, 16, seed=1, process=(1, 2)).batch_for_step(2)
   np.testing.assert_array_equal(np.concatenate([p0['label'], p1['label']]), first[2]['label'])
   # The data position (examples consumed, stored in checkpoints) survives a batch-size change:
   # after 3 batches of 16, batches of 32 continue with examples [48, 80).

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ldm_jax.data import DataError, RandomAccessBatches
 from ldm_jax.data.latent_cache import DiskLatentCache, build_disk_cache
+from ldm_jax.data.pipeline import Decoding
 from ldm_jax.data.sources import DigitsSource, FolderSource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,9 @@ def test_grain_workers_give_the_threads_batches_and_resume_at_38m_costs_what_sta
   want = src.labels[[perm[(38_000_000 + j) % n] for j in range(32)]]
   np.testing.assert_array_equal(first['label'], want)
   # Worker processes decode the same batches, in order.
-  workers = RandomAccessBatches(src, 32, seed=3, start_position=38_000_000, num_workers=2)
+  workers = RandomAccessBatches(
+    src, 32, seed=3, start_position=38_000_000, decoding=Decoding(num_workers=2)
+  )
   try:
     _same(next(workers), first)
     _same(next(workers), next(far))
@@ -92,7 +95,7 @@ def test_packing_round_trip_equals_the_folder(tmp_path):
       assert a['caption'] == b['caption'] and a['boxes'] == b['boxes']
   # The corrupt file is packed as it was, and skipped and counted at training time alike.
   a = RandomAccessBatches(folder, 8, seed=0)
-  b = RandomAccessBatches(packed, 8, seed=0, num_workers=2)
+  b = RandomAccessBatches(packed, 8, seed=0, decoding=Decoding(num_workers=2))
   try:
     for _ in range(3):
       _same(next(a), next(b))
@@ -285,7 +288,7 @@ def test_latent_cache_build_resumes_to_identical_shards_and_refuses_another_stam
       assert cache.load(i, flip)['label'] == src.labels[i]
   # Training batches from the cache, in worker processes too.
   a = RandomAccessBatches(cache, 16, seed=0)
-  b = RandomAccessBatches(cache, 16, seed=0, start_position=16, num_workers=2)
+  b = RandomAccessBatches(cache, 16, seed=0, start_position=16, decoding=Decoding(num_workers=2))
   try:
     next(a)
     _same(next(a), next(b))
@@ -432,7 +435,7 @@ def test_jsonl_captions_source(tmp_path):
 def test_device_prefetch_keeps_the_order_and_raises_each_error_with_its_batch():
   """The training loop fetches one global batch ahead (its host-to-device copy overlaps the step);
   batches come in order, and a failure fetching batch k surfaces when batch k is asked for."""
-  from ldm_jax.data.pipeline import DevicePrefetch
+  from ldm_jax.data.prefetch import DevicePrefetch
 
   items, calls = iter([1, 2, ValueError('bad batch 3'), 4]), []
 

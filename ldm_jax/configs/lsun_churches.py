@@ -9,14 +9,7 @@ FID 4.02 (50k samples, DDIM; README: 400 DDIM steps, eta 0). Data: TFDS lsun/chu
 lr 5e-5 unscaled (the yaml says start main.py with --scale_lr False), AdamW(wd 0.01), L1 loss,
 betas sqrt-linear 0.0015 -> 0.0155, scale_by_std, EMA 0.9999.
 
-On a TPU pod slice (BENCHMARKS.md, "TPU pod slices": XLA cost-model estimates from
-`python -m ldm_jax.aot`, not measurements), at the paper's batch 96 on a v5e-8 (16 GiB chips):
-bf16 data-parallel (--config.training.compute_dtype=bfloat16) needs 7.0 GiB per chip and is the
-fastest estimate (0.072 s/step); FSDP over all chips (--config.mesh.data=1 --config.mesh.fsdp=-1)
-needs 4.9 GiB (0.122 s: the all-gathers cost bytes), fp32 5.5 GiB (0.150 s). Memory is not the
-limit: with FSDP and full remat the largest power-of-two batch that fits is 768 (13.8 GiB, est.
-0.50 s/step); 1536 does not fit. v5p-8, v6e-8 and v5e-16 estimate 0.046-0.057 s/step at batch 96.
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("TPU pod slices")."""
 
 from ldm_jax.config import base_config
 from ldm_jax.configs.released import kl_f8

@@ -108,6 +108,37 @@ def check_schedule(sd, config, atol: float = 1e-6) -> list[str]:
   return checked
 
 
+def _cond_stage(sd: Mapping[str, np.ndarray], config, template) -> tuple:
+  """(the conditioner's parameters or None, keys used, keys ignored) of an LDM checkpoint."""
+  cond_keys = {k for k in sd if k.startswith('cond_stage_model.')}
+  kind = config.cond_stage.kind
+  if template is not None:
+    cond_sd, ignore, ignored = sd, (), set()
+    if kind == 'openclip':  # SD 2.x: OpenCLIP's names -> CLIPTextModel's
+      cond_sd = openclip_text_to_hf(
+        {k: v for k, v in sd.items() if k in cond_keys}, 'cond_stage_model.model.'
+      )
+    if kind in ('clip', 'openclip'):
+      # a buffer (arange(77)) of transformers 4's CLIPTextModel; OpenCLIP's causal mask buffer
+      ignore = ('transformer.text_model.embeddings.position_ids', 'model.attn_mask')
+      ignored = {k for k in cond_keys if k[len('cond_stage_model.') :].startswith(ignore)}
+    params = load_state_dict(template, cond_sd, 'cond_stage_model.', ignore=ignore)
+    return params, cond_keys - ignored, ignored
+  if kind == 'first_stage' and cond_keys:
+    # inpainting: cond_stage_model is the first stage object itself; its copy must be identical.
+    for k in cond_keys:
+      twin = 'first_stage_model.' + k[len('cond_stage_model.') :]
+      if twin not in sd or not np.array_equal(sd[twin], sd[k]):
+        raise ConversionError(f"{k} differs from {twin}: expected the first stage's own copy")
+    return None, set(), cond_keys
+  if cond_keys:
+    raise ConversionError(
+      f'the checkpoint has {len(cond_keys)} cond_stage_model.* keys but the '
+      f"config's cond_stage.kind={kind!r} has no parameters"
+    )
+  return None, set(), set()
+
+
 def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> dict:
   """Parameter trees of an LDM checkpoint: {'params', 'ema_params', 'first_stage', 'scale_factor',
   'used', 'ignored'}."""
@@ -121,33 +152,11 @@ def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> d
   )
   used |= {k for k in sd if k.startswith('first_stage_model.')}
 
-  cond_keys = {k for k in sd if k.startswith('cond_stage_model.')}
-  if templates['cond_stage'] is not None:
-    cond_sd, ignore = sd, ()
-    if config.cond_stage.kind == 'openclip':  # SD 2.x: OpenCLIP's names -> CLIPTextModel's
-      cond_sd = openclip_text_to_hf(
-        {k: v for k, v in sd.items() if k in cond_keys}, 'cond_stage_model.model.'
-      )
-    if config.cond_stage.kind in ('clip', 'openclip'):
-      # a buffer (arange(77)) of transformers 4's CLIPTextModel; OpenCLIP's causal mask buffer
-      ignore = ('transformer.text_model.embeddings.position_ids', 'model.attn_mask')
-      ignored |= {k for k in cond_keys if k[len('cond_stage_model.') :].startswith(ignore)}
-    params['cond_stage'] = load_state_dict(
-      templates['cond_stage'], cond_sd, 'cond_stage_model.', ignore=ignore
-    )
-    used |= cond_keys - ignored
-  elif config.cond_stage.kind == 'first_stage' and cond_keys:
-    # inpainting: cond_stage_model is the first stage object itself; its copy must be identical.
-    for k in cond_keys:
-      twin = 'first_stage_model.' + k[len('cond_stage_model.') :]
-      if twin not in sd or not np.array_equal(sd[twin], sd[k]):
-        raise ConversionError(f"{k} differs from {twin}: expected the first stage's own copy")
-    ignored |= cond_keys
-  elif cond_keys:
-    raise ConversionError(
-      f'the checkpoint has {len(cond_keys)} cond_stage_model.* keys but the '
-      f"config's cond_stage.kind={config.cond_stage.kind!r} has no parameters"
-    )
+  cond, cond_used, cond_ignored = _cond_stage(sd, config, templates['cond_stage'])
+  if cond is not None:
+    params['cond_stage'] = cond
+  used |= cond_used
+  ignored |= cond_ignored
 
   ema_params = None
   ema = ema_state_dict(sd)

@@ -140,40 +140,17 @@ def _first_stage_config(fs_cfg: dict):
 
 def diffusers_config(path: str, first_stage: str | None = None):
   """(ldm_jax config, CompVis-named state dict) of a diffusers pipeline or model folder."""
-  index = os.path.join(path, 'model_index.json')
-  if os.path.exists(index):
-    with open(index) as f:
-      components = json.load(f)
-    pipeline = components.get('_class_name', '')
-    vae = next((n for n in ('vqvae', 'vae') if n in components), None)
-    if 'unet' not in components or vae is None:
-      raise ConversionError(f'{path}: a {pipeline or "pipeline"} without a unet and a vqvae/vae')
-    unet_dir, fs_dir = os.path.join(path, 'unet'), os.path.join(path, vae)
-    bert_dir = os.path.join(path, 'bert') if 'bert' in components else None
-    text_dir = os.path.join(path, 'text_encoder') if 'text_encoder' in components else None
-    tokenizer_dir = os.path.join(path, 'tokenizer') if 'tokenizer' in components else None
-    sched_path = os.path.join(path, 'scheduler', 'scheduler_config.json')
-  else:
-    with open(os.path.join(path, 'config.json')) as f:
-      cls = json.load(f).get('_class_name')
-    if cls in ('VQModel', 'AutoencoderKL'):
-      fs_cfg, fs_sd = read_model_folder(path)
-      return _first_stage_config(fs_cfg), first_stage_to_compvis(fs_sd, fs_cfg, '')
-    if not first_stage:
-      raise ConversionError(
-        f'{path} holds a {cls}: an LDM also needs its first stage, pass '
-        '--first_stage=<VQModel/AutoencoderKL folder>'
-      )
-    unet_dir, fs_dir, bert_dir, sched_path = path, first_stage, None, None
-    tokenizer_dir = text_dir = None
-  fs_cfg, fs_sd = read_model_folder(fs_dir)
-  unet_cfg, unet_sd = read_model_folder(unet_dir)
+  parts = _parts(path, first_stage)
+  if parts is None:  # a first stage alone
+    fs_cfg, fs_sd = read_model_folder(path)
+    return _first_stage_config(fs_cfg), first_stage_to_compvis(fs_sd, fs_cfg, '')
+  fs_cfg, fs_sd = read_model_folder(parts['first_stage'])
+  unet_cfg, unet_sd = read_model_folder(parts['unet'])
   c = _first_stage_config(fs_cfg)
   c.stage = 'ldm'
   c.unet.update(unet_fields(unet_cfg))
-  latent = c.first_stage.embed_dim
-  f = downsampling_factor(c)
-  c.data.image_size = int(unet_cfg.get('sample_size', 64)) * f
+  c.data.image_size = int(unet_cfg.get('sample_size', 64)) * downsampling_factor(c)
+  sched_path = parts['scheduler']
   if sched_path and os.path.exists(sched_path):
     with open(sched_path) as fh:
       c.diffusion.update(schedule_fields(json.load(fh)))
@@ -183,8 +160,51 @@ def diffusers_config(path: str, first_stage: str | None = None):
     float(fs_cfg.get('scaling_factor', 1.0)) if c.first_stage.kind == 'kl' else 1.0
   )
   sd = {**unet_to_compvis(unet_sd, unet_cfg), **first_stage_to_compvis(fs_sd, fs_cfg)}
-  if bert_dir:
-    bert_cfg, bert_sd = read_model_folder(bert_dir)
+  _add_condition(c, sd, parts)
+  return c, sd
+
+
+def _parts(path: str, first_stage: str | None) -> dict | None:
+  """The component folders of a pipeline folder (or of a UNet folder and ``first_stage``):
+  unet, first_stage, bert, text, tokenizer, scheduler (None where absent); None for a folder
+  holding a first stage alone."""
+  index = os.path.join(path, 'model_index.json')
+  if not os.path.exists(index):
+    with open(os.path.join(path, 'config.json')) as f:
+      cls = json.load(f).get('_class_name')
+    if cls in ('VQModel', 'AutoencoderKL'):
+      return None
+    if not first_stage:
+      raise ConversionError(
+        f'{path} holds a {cls}: an LDM also needs its first stage, pass '
+        '--first_stage=<VQModel/AutoencoderKL folder>'
+      )
+    return dict(unet=path, first_stage=first_stage, bert=None, text=None, tokenizer=None,
+                scheduler=None)  # fmt: skip
+  with open(index) as f:
+    components = json.load(f)
+  pipeline = components.get('_class_name', '')
+  vae = next((n for n in ('vqvae', 'vae') if n in components), None)
+  if 'unet' not in components or vae is None:
+    raise ConversionError(f'{path}: a {pipeline or "pipeline"} without a unet and a vqvae/vae')
+  part = lambda name: os.path.join(path, name) if name in components else None
+  return dict(
+    unet=os.path.join(path, 'unet'),
+    first_stage=os.path.join(path, vae),
+    bert=part('bert'),
+    text=part('text_encoder'),
+    tokenizer=part('tokenizer'),
+    scheduler=os.path.join(path, 'scheduler', 'scheduler_config.json'),
+  )
+
+
+def _add_condition(c, sd: dict, parts: dict) -> None:
+  """The pipeline's conditioning into config ``c`` and state dict ``sd``: LDMBert (LDM text),
+  CLIP (Stable Diffusion, inpainting), or the concatenated low-resolution image (super-res)."""
+  latent = c.first_stage.embed_dim
+  tokenizer_dir = parts['tokenizer']
+  if parts['bert']:
+    bert_cfg, bert_sd = read_model_folder(parts['bert'])
     c.cond_stage.update(
       dict(
         kind='bert',
@@ -197,8 +217,8 @@ def diffusers_config(path: str, first_stage: str | None = None):
     sd.update(ldmbert_to_compvis(bert_sd))
     if tokenizer_dir and os.path.isdir(tokenizer_dir):
       c.cond_stage.tokenizer = tokenizer_dir  # copied next to the checkpoint by convert_diffusers
-  elif text_dir:  # Stable Diffusion: transformers' CLIPTextModel
-    text_cfg, text_sd = read_model_folder(text_dir)
+  elif parts['text']:  # Stable Diffusion: transformers' CLIPTextModel
+    text_cfg, text_sd = read_model_folder(parts['text'])
     c.cond_stage.update(clip_fields(text_cfg, tokenizer_dir))
     c.cond_stage.p_uncond = 0.1  # empty prompts when fine-tuning (SD's own training)
     c.cond_stage.trainable = False
@@ -211,7 +231,6 @@ def diffusers_config(path: str, first_stage: str | None = None):
     c.cond_stage.update(
       dict(kind='identity', conditioning_key='concat', channels=c.unet.in_channels - latent)
     )
-  return c, sd
 
 
 def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> dict:

@@ -77,6 +77,51 @@ class ConversionError(UserError):
   """Weights that cannot be converted; the message says which key and why."""
 
 
+def _leaf_value(key: str, value: np.ndarray, kind, leaf, path) -> tuple:
+  """(the torch tensor in Flax layout for ``leaf``, None) or (None, what does not fit)."""
+  where = '/'.join(path)
+  rank = {'conv': (4,), 'linear': (2, 3)}.get(kind)
+  if rank is not None and value.ndim not in rank:
+    return None, (
+      f'{key}: {tuple(value.shape)} is a rank-{value.ndim} tensor, a {kind} weight of rank '
+      f'{" or ".join(map(str, rank))} is expected (the model wants {tuple(leaf.shape)} '
+      f'at {where})'
+    )
+  array = torch_to_flax(value, kind)
+  if array.size == 1 and int(np.prod(leaf.shape)) == 1:  # a scalar stored as [1] or []
+    array = array.reshape(leaf.shape)
+  if tuple(array.shape) != tuple(leaf.shape):
+    return None, (
+      f'{key}: {tuple(np.shape(value))} -> {tuple(array.shape)}, the model wants '
+      f'{tuple(leaf.shape)} at {where}'
+    )
+  return array, None
+
+
+def _misfit_message(unmatched: list, bad_shape: list, missing: list, prefix: str) -> str:
+  problems = []
+  if unmatched:
+    problems.append(
+      f'{len(unmatched)} checkpoint keys have no place in the model: '
+      + ', '.join(unmatched[:20])
+      + (' ...' if len(unmatched) > 20 else '')
+    )
+  if bad_shape:
+    problems.append('shape mismatches:\n    ' + '\n    '.join(bad_shape[:20]))
+  if missing:
+    problems.append(
+      f'{len(missing)} model parameters not in the checkpoint (prefix {prefix!r}): '
+      + ', '.join(missing[:20])
+      + (' ...' if len(missing) > 20 else '')
+    )
+  return (
+    'the checkpoint does not fit this model config:\n  '
+    + '\n  '.join(problems)
+    + '\nCheck that --config is the config of this '
+    'checkpoint (configs/released/<name>.py for CompVis models).'
+  )
+
+
 def load_state_dict(
   template: Mapping,
   state_dict: Mapping[str, np.ndarray],
@@ -102,49 +147,15 @@ def load_state_dict(
       unmatched.append(key)
       continue
     path, kind = found
-    value = np.asarray(value)
-    rank = {'conv': (4,), 'linear': (2, 3)}.get(kind)
-    if rank is not None and value.ndim not in rank:
-      bad_shape.append(
-        f'{key}: {tuple(value.shape)} is a rank-{value.ndim} tensor, a {kind} weight of rank '
-        f'{" or ".join(map(str, rank))} is expected (the model wants {tuple(flat[path].shape)} '
-        f'at {"/".join(path)})'
-      )
-      continue
-    array = torch_to_flax(value, kind)
-    if array.size == 1 and int(np.prod(flat[path].shape)) == 1:  # a scalar stored as [1] or []
-      array = array.reshape(flat[path].shape)
-    if tuple(array.shape) != tuple(flat[path].shape):
-      bad_shape.append(
-        f'{key}: {tuple(np.shape(value))} -> {tuple(array.shape)}, the model wants '
-        f'{tuple(flat[path].shape)} at {"/".join(path)}'
-      )
+    array, problem = _leaf_value(key, np.asarray(value), kind, flat[path], path)
+    if problem:
+      bad_shape.append(problem)
       continue
     if path in used_by:
       raise ConversionError(f'{key} and {used_by[path]} both map to {"/".join(path)}')
     used_by[path] = key
     out[path] = array.astype(getattr(flat[path], 'dtype', array.dtype), copy=False)
   missing = sorted('/'.join(p) for p in flat if p not in out)
-  problems = []
-  if unmatched:
-    problems.append(
-      f'{len(unmatched)} checkpoint keys have no place in the model: '
-      + ', '.join(unmatched[:20])
-      + (' ...' if len(unmatched) > 20 else '')
-    )
-  if bad_shape:
-    problems.append('shape mismatches:\n    ' + '\n    '.join(bad_shape[:20]))
-  if missing:
-    problems.append(
-      f'{len(missing)} model parameters not in the checkpoint (prefix {prefix!r}): '
-      + ', '.join(missing[:20])
-      + (' ...' if len(missing) > 20 else '')
-    )
-  if problems:
-    raise ConversionError(
-      'the checkpoint does not fit this model config:\n  '
-      + '\n  '.join(problems)
-      + '\nCheck that --config is the config of this '
-      'checkpoint (configs/released/<name>.py for CompVis models).'
-    )
+  if unmatched or bad_shape or missing:
+    raise ConversionError(_misfit_message(unmatched, bad_shape, missing, prefix))
   return unflatten_dict(out)

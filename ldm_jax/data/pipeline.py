@@ -10,13 +10,13 @@ condition under 'cond'; the data layer itself knows no task."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
-import queue
-import threading
 from typing import Iterator
 
 import numpy as np
 
+from ldm_jax.data.prefetch import Prefetch
 from ldm_jax.data.sources import CorruptImage, DataError, DigitsSource, FolderSource
 from ldm_jax.images import to_model_range
 
@@ -79,6 +79,16 @@ def _positions(position, local, offset, process_count, local_positions) -> list[
   return list(range(start, start + local))
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+  """How examples are decoded: ``num_threads`` threads, or ``num_workers`` grain worker processes
+  when > 0; ``random_flip``: horizontal flips (seeded by position)."""
+
+  num_threads: int = 8
+  num_workers: int = 0
+  random_flip: bool = True
+
+
 class RandomAccessBatches:
   """This process's batches of the job's example stream, from a random-access source
   (``PermutedExamples``) or a stream that maps positions to examples itself (``examples``, e.g.
@@ -90,28 +100,28 @@ class RandomAccessBatches:
     source,
     global_batch: int,
     seed: int,
-    start_step: int = 0,
-    process_index: int = 0,
-    process_count: int = 1,
-    random_flip: bool = True,
-    num_threads: int = 8,
+    *,
+    start_position: int = 0,
+    process: tuple[int, int] = (0, 1),
+    decoding: Decoding = Decoding(),
     conditions=None,
-    start_position: int | None = None,
-    num_workers: int = 0,
     examples=None,
   ):
+    """``start_position``: examples of the job's stream already consumed (the checkpoint's data
+    position); ``process``: (this process's index, the process count)."""
+    process_index, process_count = process
     if global_batch % process_count:
       raise DataError(f'global batch {global_batch} is not divisible by {process_count} processes')
     self.source, self.global_batch, self.seed = source, global_batch, seed
     self.local, self.process_count = global_batch // process_count, process_count
     self.offset = process_index * self.local
-    self.position = start_step * global_batch if start_position is None else start_position
+    self.position = start_position
     self.conditions = conditions
-    self.examples = examples or PermutedExamples(source, seed, random_flip)
+    self.examples = examples or PermutedExamples(source, seed, decoding.random_flip)
     self.local_positions = getattr(self.examples, 'local_positions', False)
     self.bad: set[int] = set()
-    self.num_workers = num_workers
-    self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
+    self.num_workers = decoding.num_workers
+    self._pool = concurrent.futures.ThreadPoolExecutor(max(1, decoding.num_threads))
     self._grain = None
 
   @property
@@ -185,71 +195,6 @@ class RandomAccessBatches:
       self._grain.close()
       self._grain = None
     self._pool.shutdown(wait=False)
-
-
-class Prefetch:
-  """Produce the next ``size`` batches in a background thread; errors surface in ``next``."""
-
-  def __init__(self, iterator: Iterator, size: int = 2):
-    self.iterator, self._queue = iterator, queue.Queue(maxsize=size)
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-    self._thread.start()
-
-  def _run(self):
-    while not self._stop.is_set():
-      try:
-        item = ('ok', next(self.iterator))
-      except BaseException as e:  # pylint: disable=broad-except
-        item = ('error', e)
-      while not self._stop.is_set():
-        try:
-          self._queue.put(item, timeout=0.1)
-          break
-        except queue.Full:
-          continue
-      if item[0] == 'error':
-        return
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    kind, value = self._queue.get()
-    if kind == 'error':
-      raise value
-    return value
-
-  @property
-  def num_corrupt(self) -> int:
-    return getattr(self.iterator, 'num_corrupt', 0)
-
-  def close(self):
-    self._stop.set()
-    self._thread.join(timeout=5)
-    if hasattr(self.iterator, 'close'):
-      self.iterator.close()
-
-
-class DevicePrefetch:
-  """``fetch()`` one global batch ahead: handing out batch k issues batch k+1's host-to-device copy
-  (asynchronous in JAX), so that copy overlaps step k. An error while fetching batch k+1 is raised
-  when batch k+1 is asked for, as without the prefetch."""
-
-  def __init__(self, fetch):
-    self.fetch, self._next, self._error = fetch, None, None
-
-  def __call__(self):
-    if self._error is not None:
-      error, self._error = self._error, None
-      raise error
-    batch = self._next if self._next is not None else self.fetch()
-    self._next = None
-    try:
-      self._next = self.fetch()
-    except Exception as e:  # pylint: disable=broad-except
-      self._error = e
-    return batch
 
 
 def make_source(data_cfg, annotations=()):
@@ -335,18 +280,15 @@ def make_train_iterator(
     )
   if source is None:
     source = make_source(d, conditions.annotations if conditions else ())
+  workers = 0 if getattr(source, 'in_memory', False) else d.num_workers
   it = RandomAccessBatches(
     source,
     global_batch,
     config.seed,
-    0,
-    process_index,
-    process_count,
-    d.random_flip,
-    d.num_threads,
-    conditions,
     start_position=position,
-    num_workers=0 if getattr(source, 'in_memory', False) else d.num_workers,
+    process=(process_index, process_count),
+    decoding=Decoding(d.num_threads, workers, d.random_flip),
+    conditions=conditions,
     examples=examples,
   )
   return Prefetch(it, prefetch) if prefetch else it

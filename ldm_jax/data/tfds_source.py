@@ -59,9 +59,8 @@ def _has_feature(builder, key: str) -> bool:
     return False
 
 
-def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=False):
-  """(index, example) -> {'image': [-1, 1] float32 (uint8 if ``as_uint8``), 'label', annotations}:
-  centre crop, bicubic resize, flip; boxes and class maps follow the crop and flip."""
+def _check_features(d, builder, annotations) -> None:
+  """The dataset has the features the task reads (a DataError naming the config key if not)."""
   keys = {
     'image': d.image_key,
     'caption': d.caption_key,
@@ -79,6 +78,12 @@ def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=F
       f'TFDS dataset {d.name!r} has no feature {d.box_labels_key!r} '
       '(config.data.box_labels_key) for the box classes'
     )
+
+
+def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=False):
+  """(index, example) -> {'image': [-1, 1] float32 (uint8 if ``as_uint8``), 'label', annotations}:
+  centre crop, bicubic resize, flip; boxes and class maps follow the crop and flip."""
+  _check_features(d, builder, annotations)
   has_label = d.label_key in builder.info.features
   size = d.image_size
 
@@ -108,24 +113,9 @@ def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=F
         dtype=tf.int32,
       )
       out['caption'] = tf.cond(tf.size(caps) > 0, lambda: caps[pick], lambda: tf.constant(''))
+    geometry = (h, w, crop, oy, ox, flip)
     if 'boxes' in annotations:
-      b = tf.reshape(tf.cast(_feature(ex, d.boxes_key), tf.float32), [-1, 4])[:MAX_BOXES]
-      cls = tf.reshape(tf.cast(_feature(ex, d.box_labels_key), tf.int32), [-1])[:MAX_BOXES]
-      n0 = tf.minimum(tf.shape(b)[0], tf.shape(cls)[0])  # equal in real data
-      b, cls = b[:n0], cls[:n0]
-      hf, wf, cf = tf.cast(h, tf.float32), tf.cast(w, tf.float32), tf.cast(crop, tf.float32)
-      y0 = tf.clip_by_value((b[:, 0] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
-      x0 = tf.clip_by_value((b[:, 1] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
-      y1 = tf.clip_by_value((b[:, 2] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
-      x1 = tf.clip_by_value((b[:, 3] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
-      x0, x1 = tf.cond(flip, lambda: (1.0 - x1, 1.0 - x0), lambda: (x0, x1))
-      keep = tf.logical_and(x1 > x0, y1 > y0)
-      boxes = tf.boolean_mask(tf.stack([x0, y0, x1 - x0, y1 - y0], -1), keep)
-      cls = tf.boolean_mask(cls, keep)
-      n = tf.shape(boxes)[0]
-      out['boxes'] = tf.pad(boxes, [[0, MAX_BOXES - n], [0, 0]])
-      out['box_classes'] = tf.pad(cls, [[0, MAX_BOXES - n]])
-      out['num_boxes'] = n
+      out.update(_tf_boxes(tf, ex, d, geometry))
     if 'segmentation' in annotations:
       seg = _feature(ex, d.segmentation_key)
       seg = seg[..., None] if len(seg.shape) == 2 else seg[..., :1]
@@ -136,6 +126,31 @@ def _preprocess_fn(tf, d, builder, seed, random_flip, annotations=(), as_uint8=F
     return out
 
   return preprocess
+
+
+def _tf_boxes(tf, ex, d, geometry) -> dict:
+  """The example's boxes (normalised [y0, x0, y1, x1] in TFDS) through the centre crop and flip
+  ``geometry`` = (h, w, crop, oy, ox, flip): x, y, w, h in [0, 1], padded to MAX_BOXES."""
+  h, w, crop, oy, ox, flip = geometry
+  b = tf.reshape(tf.cast(_feature(ex, d.boxes_key), tf.float32), [-1, 4])[:MAX_BOXES]
+  cls = tf.reshape(tf.cast(_feature(ex, d.box_labels_key), tf.int32), [-1])[:MAX_BOXES]
+  n0 = tf.minimum(tf.shape(b)[0], tf.shape(cls)[0])  # equal in real data
+  b, cls = b[:n0], cls[:n0]
+  hf, wf, cf = tf.cast(h, tf.float32), tf.cast(w, tf.float32), tf.cast(crop, tf.float32)
+  y0 = tf.clip_by_value((b[:, 0] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
+  x0 = tf.clip_by_value((b[:, 1] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
+  y1 = tf.clip_by_value((b[:, 2] * hf - tf.cast(oy, tf.float32)) / cf, 0.0, 1.0)
+  x1 = tf.clip_by_value((b[:, 3] * wf - tf.cast(ox, tf.float32)) / cf, 0.0, 1.0)
+  x0, x1 = tf.cond(flip, lambda: (1.0 - x1, 1.0 - x0), lambda: (x0, x1))
+  keep = tf.logical_and(x1 > x0, y1 > y0)
+  boxes = tf.boolean_mask(tf.stack([x0, y0, x1 - x0, y1 - y0], -1), keep)
+  cls = tf.boolean_mask(cls, keep)
+  n = tf.shape(boxes)[0]
+  return {
+    'boxes': tf.pad(boxes, [[0, MAX_BOXES - n], [0, 0]]),
+    'box_classes': tf.pad(cls, [[0, MAX_BOXES - n]]),
+    'num_boxes': n,
+  }
 
 
 def _examples(batch: dict) -> list[dict]:

@@ -5,6 +5,8 @@ Timesteps are 0-indexed integers in [0, T); arrays are NHWC; ``schedule`` is a `
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -91,26 +93,33 @@ def per_sample_loss(pred, target, loss_type: str):
   return jnp.mean(err, axis=tuple(range(1, err.ndim)))
 
 
-def diffusion_loss(
-  s: Schedule,
-  model_out,
-  x0,
-  noise,
-  t,
-  *,
-  parameterization: str = 'eps',
-  loss_type: str = 'l2',
-  l_simple_weight: float = 1.0,
-  original_elbo_weight: float = 0.0,
-):
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """The diffusion loss of config.diffusion: what the UNet predicts (``parameterization``: 'eps',
+  'x0' or 'v'), ``loss_type`` ('l1', 'l2'), and the weights of the simple and the VLB terms."""
+
+  parameterization: str = 'eps'
+  loss_type: str = 'l2'
+  l_simple_weight: float = 1.0
+  original_elbo_weight: float = 0.0
+
+  @classmethod
+  def from_config(cls, d) -> LossSpec:
+    """From config.diffusion."""
+    return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+def diffusion_loss(s: Schedule, model_out, x0, noise, t, spec: LossSpec | None = None, **fields):
   """LatentDiffusion.p_losses with logvar = 0 (learn_logvar False in every config):
   loss = l_simple_weight * mean(loss_simple) + original_elbo_weight * mean(lvlb_weights[t] * loss_simple).
-  Returns (loss, metrics)."""
+  ``spec`` (default LossSpec()) or its fields as keywords. Returns (loss, metrics)."""
+  spec = dataclasses.replace(spec or LossSpec(), **fields)
+  parameterization = spec.parameterization
   targets = {'eps': lambda: noise, 'x0': lambda: x0, 'v': lambda: velocity(s, x0, noise, t)}
   if parameterization not in targets:
     raise ValueError(f"parameterization must be 'eps', 'x0' or 'v', got {parameterization!r}")
   target = targets[parameterization]()
-  loss_simple = per_sample_loss(model_out, target, loss_type)
+  loss_simple = per_sample_loss(model_out, target, spec.loss_type)
   loss_vlb = jnp.mean(s.lvlb_weights[t] * loss_simple)
-  loss = l_simple_weight * jnp.mean(loss_simple) + original_elbo_weight * loss_vlb
+  loss = spec.l_simple_weight * jnp.mean(loss_simple) + spec.original_elbo_weight * loss_vlb
   return loss, {'loss_simple': jnp.mean(loss_simple), 'loss_vlb': loss_vlb, 'loss': loss}

@@ -100,6 +100,45 @@ def _reference(features_fn, config):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
+  generate = _check_flags()
+  from ldm_jax.eval.inception_weights import require_weights
+
+  require_weights(FLAGS.inception, 'python -m ldm_jax.eval (FID)')
+  setup_runtime()
+  log_backend()
+  import numpy as np
+
+  from ldm_jax.eval import sample_quality
+
+  pipe, config = _load(generate)
+  features_fn = sample_quality.InceptionFeatures(
+    FLAGS.inception, pipe.mesh if pipe is not None else None
+  )
+  ref = _reference(features_fn, config)
+  if not (generate or FLAGS.samples):
+    return  # only the reference was asked for
+  report = {
+    'inception': FLAGS.inception,
+    'ref': storage.resolve(FLAGS.ref) if FLAGS.ref != 'data' else 'data',
+  }
+  t0 = time.time()
+  batches = _batches(pipe, report) if generate else _files(report)
+  features = features_fn.collect(batches, FLAGS.num_samples if generate else 0, 'generating')
+  seconds = time.time() - t0
+  report.update(sample_quality.score(features, ref, FLAGS.k))
+  report['seconds'] = round(seconds, 1)
+  report['images_per_second'] = round(len(features['pool']) / max(seconds, 1e-9), 2)
+  out = FLAGS.out
+  if out is None and FLAGS.workdir and generate:
+    name = 'quality_{step}_{sampler}{steps}_eta{eta:g}_cfg{guidance_scale:g}_{num_samples}.json'
+    out = storage.join(FLAGS.workdir, 'eval', name.format(**report))
+  if out:
+    storage.write_text(out, json.dumps(report, indent=2))
+  print(json.dumps(report, indent=2, default=lambda v: np.asarray(v).tolist()))
+
+
+def _check_flags() -> bool:
+  """The flags' mistakes, before any work; True: samples are generated (not read)."""
   if not FLAGS.ref:
     raise UserError('--ref is required (statistics .npz, a folder of images, or data)')
   if FLAGS.workdir and FLAGS.config:
@@ -114,81 +153,54 @@ def main(argv):
       f'--samples={FLAGS.samples!r} does not exist: give a folder of images or the samples.npz '
       'that sample.py wrote'
     )
-  from ldm_jax.eval.inception import require_weights
+  return generate
 
-  require_weights(FLAGS.inception, 'python -m ldm_jax.eval (FID)')
-  setup_runtime()
-  log_backend()
-  import numpy as np
 
+def _load(generate: bool):
+  """(the pipeline or None, the config or None) of --workdir / --config."""
   from ldm_jax import load
   from ldm_jax.config import load_config_file
+
+  if not (generate or FLAGS.workdir):
+    return None, load_config_file(FLAGS.config) if FLAGS.config else None
+  pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
+  if generate and pipe.ldm is None:
+    raise UserError(
+      f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
+      'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)'
+    )
+  if generate and pipe.ldm.task.samples_from_examples:
+    raise UserError(
+      f'this model is {pipe.ldm.task.name}-conditioned: sample it with '
+      'sample.py on your conditions, then score the images with --samples'
+    )
+  return pipe, pipe.config
+
+
+def _batches(pipe, report: dict):
+  """The generated samples' batches; their settings go into ``report``."""
+  from ldm_jax.sampling.flags import sampling_options
+
+  options = sampling_options(pipe)
+  task = {'class_label': FLAGS.class_label} if pipe.num_classes else {}
+  report.update(
+    workdir=storage.resolve(FLAGS.workdir) if FLAGS.workdir else None,
+    config=FLAGS.config,
+    step=int(pipe.step),
+    use_ema=FLAGS.use_ema,
+    **options.settings(),
+    **task,
+  )
+  return pipe.iter_samples(FLAGS.num_samples, options, **task)
+
+
+def _files(report: dict):
+  """The batches of --samples (a folder or samples .npz)."""
   from ldm_jax.eval import sample_quality
 
-  pipe = config = None
-  if generate or FLAGS.workdir:
-    pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
-    config = pipe.config
-    if generate and pipe.ldm is None:
-      raise UserError(
-        f'{FLAGS.workdir or FLAGS.config} is an autoencoder; generate from an '
-        'LDM (reconstructions: python -m ldm_jax.eval.reconstruction)'
-      )
-    if generate and pipe.ldm.task.samples_from_examples:
-      raise UserError(
-        f'this model is {pipe.ldm.task.name}-conditioned: sample it with '
-        'sample.py on your conditions, then score the images with --samples'
-      )
-  elif FLAGS.config:
-    config = load_config_file(FLAGS.config)
-  features_fn = sample_quality.InceptionFeatures(
-    FLAGS.inception, pipe.mesh if pipe is not None else None
-  )
-  ref = _reference(features_fn, config)
-  if not (generate or FLAGS.samples):
-    return  # only the reference was asked for
-
-  report = {
-    'inception': FLAGS.inception,
-    'ref': storage.resolve(FLAGS.ref) if FLAGS.ref != 'data' else 'data',
-  }
-  t0 = time.time()
-  if generate:
-    from ldm_jax.sampling.flags import sampling_options
-
-    options = sampling_options(pipe)
-    settings = options.settings()
-    task = {'class_label': FLAGS.class_label} if pipe.num_classes else {}
-    batches = pipe.iter_samples(FLAGS.num_samples, options, **task)
-    report.update(
-      workdir=storage.resolve(FLAGS.workdir) if FLAGS.workdir else None,
-      config=FLAGS.config,
-      step=int(pipe.step),
-      use_ema=FLAGS.use_ema,
-      **settings,
-      **({'class_label': FLAGS.class_label} if task else {}),
-    )
-  else:
-    size = FLAGS.image_size
-    batches = sample_quality.image_set(FLAGS.samples, size, FLAGS.batch_size, FLAGS.num_samples)
-    report['samples'] = storage.resolve(FLAGS.samples)
-  features = features_fn.collect(batches, FLAGS.num_samples if generate else 0, 'generating')
-  seconds = time.time() - t0
-  report.update(sample_quality.score(features, ref, FLAGS.k))
-  report['seconds'] = round(seconds, 1)
-  report['images_per_second'] = round(len(features['pool']) / max(seconds, 1e-9), 2)
-  out = FLAGS.out
-  if out is None and FLAGS.workdir and generate:
-    out = storage.join(
-      FLAGS.workdir,
-      'eval',
-      'quality_{step}_{sampler}{steps}_eta{eta:g}_cfg{guidance_scale:g}_{num_samples}.json'.format(
-        **report
-      ),
-    )
-  if out:
-    storage.write_text(out, json.dumps(report, indent=2))
-  print(json.dumps(report, indent=2, default=lambda v: np.asarray(v).tolist()))
+  report['samples'] = storage.resolve(FLAGS.samples)
+  size = FLAGS.image_size
+  return sample_quality.image_set(FLAGS.samples, size, FLAGS.batch_size, FLAGS.num_samples)
 
 
 if __name__ == '__main__':

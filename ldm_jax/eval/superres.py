@@ -168,7 +168,7 @@ class _Scores:
 def main(argv):
   del argv
   import ldm_jax
-  from ldm_jax.eval.inception import require_weights
+  from ldm_jax.eval.inception_weights import require_weights
   from ldm_jax.sampling.options import SamplingOptions
 
   if FLAGS.fid:  # before any work: missing weights are one line, not a traceback after sampling

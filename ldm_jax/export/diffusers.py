@@ -280,15 +280,33 @@ def _vocabulary_files(folder: str) -> None:
       f.write(''.join(t + '\n' for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])))
 
 
+def _write_text_encoder(out: str, config, sd: dict, params: dict, index: dict) -> None:
+  """The pipeline's text encoder (LDMBert or CLIP) and tokenizer folders, named in ``index``."""
+  from ldm_jax.convert.diffusers_names import ldmbert_to_diffusers
+
+  cs = config.cond_stage
+  if cs.kind == 'bert':
+    tensors = ldmbert_to_diffusers(sd, cs.n_layer)
+    write_model(storage.join(out, 'bert'), ldmbert_config(cs), tensors, 'model.safetensors')
+    index['bert'] = ['latent_diffusion', 'LDMBertModel']
+  elif cs.kind in ('clip', 'openclip'):
+    layers = cs.n_layer - (1 if cs.layer == 'penultimate' else 0)
+    text = clip_text_tensors(params['cond_stage'], layers)
+    write_model(
+      storage.join(out, 'text_encoder'), clip_text_config(cs, layers), text, 'model.safetensors'
+    )
+    index['text_encoder'] = ['transformers', 'CLIPTextModel']
+    index.update(safety_checker=[None, None], feature_extractor=[None, None])
+    index['requires_safety_checker'] = False
+  if cs.kind in ('bert', 'clip', 'openclip'):
+    index['tokenizer'] = ['transformers', write_tokenizer(storage.join(out, 'tokenizer'), cs)]
+
+
 # -- the whole export ------------------------------------------------------------------------------
 def export_diffusers(workdir: str, out: str, step: int | None = None) -> dict:
   """Write the workdir's checkpoint as a diffusers folder at ``out`` (module doc)."""
   from ldm_jax import checkpoint as ckpt_lib
-  from ldm_jax.convert.diffusers_names import (
-    first_stage_to_diffusers,
-    ldmbert_to_diffusers,
-    unet_to_diffusers_names,
-  )
+  from ldm_jax.convert.diffusers_names import first_stage_to_diffusers, unet_to_diffusers_names
 
   saved, step, state, first_stage = ckpt_lib.load_raw(workdir, step)
   config = ml_collections.ConfigDict(saved)
@@ -329,21 +347,6 @@ def export_diffusers(workdir: str, out: str, step: int | None = None) -> dict:
   )
   index['scheduler'] = ['diffusers', 'DDIMScheduler']
 
-  cs = config.cond_stage
-  if cs.kind == 'bert':
-    tensors = ldmbert_to_diffusers(sd, cs.n_layer)
-    write_model(storage.join(out, 'bert'), ldmbert_config(cs), tensors, 'model.safetensors')
-    index['bert'] = ['latent_diffusion', 'LDMBertModel']
-  elif cs.kind in ('clip', 'openclip'):
-    layers = cs.n_layer - (1 if cs.layer == 'penultimate' else 0)
-    text = clip_text_tensors(params['cond_stage'], layers)
-    write_model(
-      storage.join(out, 'text_encoder'), clip_text_config(cs, layers), text, 'model.safetensors'
-    )
-    index['text_encoder'] = ['transformers', 'CLIPTextModel']
-    index.update(safety_checker=[None, None], feature_extractor=[None, None])
-    index['requires_safety_checker'] = False
-  if cs.kind in ('bert', 'clip', 'openclip'):
-    index['tokenizer'] = ['transformers', write_tokenizer(storage.join(out, 'tokenizer'), cs)]
+  _write_text_encoder(out, config, sd, params, index)
   storage.write_text(storage.join(out, 'model_index.json'), json.dumps(index, indent=2) + '\n')
   return {**report, 'class': pipeline, 'components': sorted(k for k in index if k[0] != '_')}

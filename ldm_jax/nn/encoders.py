@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ldm_jax.images import resize_bilinear_torch
-from ldm_jax.nn.layers import attention, conv, dense, layer_norm, torch_uniform_init
+from ldm_jax.nn.layers import Conv, attention, dense, layer_norm, torch_uniform_init
 
 
 class ClassEmbedder(nn.Module):
@@ -179,5 +179,15 @@ class SpatialRescaler(nn.Module):
     for _ in range(self.n_stages):
       x = resize_bilinear_torch(x, self.multiplier)
     if self.out_channels is not None and self.out_channels != self.in_channels:
-      x = conv(self.out_channels, self.in_channels, 1, use_bias=self.bias, name='channel_mapper')(x)
+      init = torch_uniform_init(self.in_channels)  # torch.nn.Conv2d(in, out, 1, bias=bias)
+      mapper = Conv(
+        self.out_channels,
+        1,
+        padding=((0, 0), (0, 0)),
+        use_bias=self.bias,
+        kernel_init=init,
+        bias_init=init,
+        name='channel_mapper',
+      )
+      x = mapper(x)
     return x

@@ -107,11 +107,11 @@ def conv(
   stride: int = 1,
   padding=None,
   zero_init: bool = False,
-  use_bias: bool = True,
   dtype: Dtype = jnp.float32,
   name: str | None = None,
 ) -> Conv:
-  """A 2-D conv (NHWC) initialised like torch.nn.Conv2d; default padding keeps the size (k // 2)."""
+  """A 2-D conv (NHWC) with a bias, initialised like torch.nn.Conv2d; default padding keeps the
+  size (k // 2)."""
   if padding is None:
     padding = ((kernel_size // 2, kernel_size // 2),) * 2
   init = nn.initializers.zeros if zero_init else torch_uniform_init(in_features * kernel_size**2)
@@ -120,7 +120,6 @@ def conv(
     kernel_size,
     stride=stride,
     padding=padding,
-    use_bias=use_bias,
     kernel_init=init,
     bias_init=init,
     dtype=dtype,

@@ -171,6 +171,52 @@ class UNetModel(nn.Module):
       return block(h, context, train, context_mask)
     return block(h)
 
+  def _down(self, h, emb, context, train, context_mask):
+    """The input blocks: (h, the skip connections, input_blocks_0 first)."""
+    cfg, mc = self.config, self.config.model_channels
+    skips, idx, ds = [h], 1, 1
+    last = len(cfg.channel_mult) - 1
+    for level, mult in enumerate(cfg.channel_mult):
+      for _ in range(cfg.num_res_blocks):
+        h = self._res(mult * mc, f'input_blocks_{idx}_0')(h, emb, train)
+        if ds in cfg.attention_resolutions:
+          block = self._attention_block(mult * mc, f'input_blocks_{idx}_1')
+          h = self._apply_attention(block, h, context, train, context_mask)
+        skips.append(h)
+        idx += 1
+      if level != last:
+        if cfg.resblock_updown:
+          h = self._res(h.shape[-1], f'input_blocks_{idx}_0', down=True)(h, emb, train)
+        else:
+          h = Downsample(cfg.conv_resample, self.dtype, name=f'input_blocks_{idx}_0')(h)
+        skips.append(h)
+        idx += 1
+        ds *= 2
+    return h, skips
+
+  def _up(self, h, skips, emb, context, train, context_mask):
+    """The output blocks, each on the concatenation with its skip connection."""
+    cfg, mc = self.config, self.config.model_channels
+    idx, ds = 0, 2 ** (len(cfg.channel_mult) - 1)
+    for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+      for i in range(cfg.num_res_blocks + 1):
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = self._res(mult * mc, f'output_blocks_{idx}_0')(h, emb, train)
+        sub = 1
+        if ds in cfg.attention_resolutions:
+          block = self._attention_block(mult * mc, f'output_blocks_{idx}_1')
+          h = self._apply_attention(block, h, context, train, context_mask)
+          sub = 2
+        if level and i == cfg.num_res_blocks:
+          name = f'output_blocks_{idx}_{sub}'
+          if cfg.resblock_updown:
+            h = self._res(h.shape[-1], name, up=True)(h, emb, train)
+          else:
+            h = Upsample(cfg.conv_resample, self.dtype, name=name)(h)
+          ds //= 2
+        idx += 1
+    return h
+
   @nn.compact
   def __call__(self, x, timesteps, context=None, y=None, train: bool = False, context_mask=None):
     """x: [B, H, W, in_channels]; timesteps: [B] integers; context: [B, T, context_dim]
@@ -193,50 +239,13 @@ class UNetModel(nn.Module):
       )(y)
 
     h = conv(mc, x.shape[-1], 3, dtype=self.dtype, name='input_blocks_0_0')(x.astype(self.dtype))
-    skips, idx, ds = [h], 1, 1
-    last = len(self.config.channel_mult) - 1
-    for level, mult in enumerate(self.config.channel_mult):
-      for _ in range(self.config.num_res_blocks):
-        h = self._res(mult * mc, f'input_blocks_{idx}_0')(h, emb, train)
-        if ds in self.config.attention_resolutions:
-          block = self._attention_block(mult * mc, f'input_blocks_{idx}_1')
-          h = self._apply_attention(block, h, context, train, context_mask)
-        skips.append(h)
-        idx += 1
-      if level != last:
-        if self.config.resblock_updown:
-          h = self._res(h.shape[-1], f'input_blocks_{idx}_0', down=True)(h, emb, train)
-        else:
-          h = Downsample(self.config.conv_resample, self.dtype, name=f'input_blocks_{idx}_0')(h)
-        skips.append(h)
-        idx += 1
-        ds *= 2
-
+    h, skips = self._down(h, emb, context, train, context_mask)
     ch = h.shape[-1]
     h = self._res(ch, 'middle_block_0')(h, emb, train)
     h = self._apply_attention(
       self._attention_block(ch, 'middle_block_1'), h, context, train, context_mask
     )
     h = self._res(ch, 'middle_block_2')(h, emb, train)
-
-    idx = 0
-    for level, mult in reversed(list(enumerate(self.config.channel_mult))):
-      for i in range(self.config.num_res_blocks + 1):
-        h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = self._res(mult * mc, f'output_blocks_{idx}_0')(h, emb, train)
-        sub = 1
-        if ds in self.config.attention_resolutions:
-          block = self._attention_block(mult * mc, f'output_blocks_{idx}_1')
-          h = self._apply_attention(block, h, context, train, context_mask)
-          sub = 2
-        if level and i == self.config.num_res_blocks:
-          name = f'output_blocks_{idx}_{sub}'
-          if self.config.resblock_updown:
-            h = self._res(h.shape[-1], name, up=True)(h, emb, train)
-          else:
-            h = Upsample(self.config.conv_resample, self.dtype, name=name)(h)
-          ds //= 2
-        idx += 1
-
+    h = self._up(h, skips, emb, context, train, context_mask)
     h = nn.silu(gn32(h, 'out_0'))
     return conv(self.config.out_channels, mc, 3, zero_init=True, dtype=self.dtype, name='out_2')(h)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ldm_jax.diffusion.gaussian import diffusion_loss, q_sample
+from ldm_jax.diffusion.gaussian import LossSpec, diffusion_loss, q_sample
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
 from ldm_jax.train.state import TrainState, frozen_cond_stage
 from ldm_jax.train.step_common import apply_gradients, step_key
@@ -49,54 +49,39 @@ def example_draws(key, n: int, shape, timesteps: int, p_uncond: float) -> dict:
   return jax.vmap(one)(jax.random.split(key, n))
 
 
-def ldm_grads(
-  ldm: LatentDiffusion,
-  d,
-  null,
-  params,
-  batch,
-  draws,
-  k_drop,
-  first_stage_params,
-  scale_factor,
-  frozen: bool = False,
-):
-  """(gradients, metrics) of the diffusion loss (config.diffusion ``d``) on one (micro-)batch;
-  ``frozen``: the conditioning encoder is not trained (zero gradients)."""
-  z0 = jax.lax.stop_gradient(
-    ldm.latents_from_batch(
-      first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
-    )
-  )
-  cond = None
-  if ldm.task.has_condition:
-    # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
-    use_label = 'cond' not in batch and ldm.task.label_is_condition
-    cond = batch['label'] if use_label else batch['cond']
-    if null is not None:
-      cond = drop_condition(draws['drop'], cond, null)
-  t, noise = draws['t'], draws['noise']
-  x_t = q_sample(ldm.schedule, z0, t, noise)
+def ldm_grads_fn(ldm: LatentDiffusion, loss: LossSpec, null, frozen: bool = False):
+  """grads(params, batch, draws, k_drop, first_stage_params, scale_factor) -> (gradients,
+  metrics) of the diffusion ``loss`` on one (micro-)batch; ``null``: the task's null condition
+  for condition dropout (None: none); ``frozen``: the conditioning encoder is not trained (zero
+  gradients)."""
 
-  def loss_fn(p):
-    if frozen and 'cond_stage' in p:  # no gradient flows into a frozen encoder (none computed)
-      p = {**p, 'cond_stage': jax.lax.stop_gradient(p['cond_stage'])}
-    c = ldm.conditioning(p, first_stage_params, cond)  # inside: the encoder is trained
-    out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
-    return diffusion_loss(
-      ldm.schedule,
-      out,
-      z0,
-      noise,
-      t,
-      parameterization=d.parameterization,
-      loss_type=d.loss_type,
-      l_simple_weight=d.l_simple_weight,
-      original_elbo_weight=d.original_elbo_weight,
+  def grads(params, batch, draws, k_drop, first_stage_params, scale_factor):
+    z0 = jax.lax.stop_gradient(
+      ldm.latents_from_batch(
+        first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
+      )
     )
+    cond = None
+    if ldm.task.has_condition:
+      # 'cond': the raw condition (data pipeline); class batches may give just their 'label'
+      use_label = 'cond' not in batch and ldm.task.label_is_condition
+      cond = batch['label'] if use_label else batch['cond']
+      if null is not None:
+        cond = drop_condition(draws['drop'], cond, null)
+    t, noise = draws['t'], draws['noise']
+    x_t = q_sample(ldm.schedule, z0, t, noise)
 
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  return grads, metrics
+    def loss_fn(p):
+      if frozen and 'cond_stage' in p:  # no gradient flows into a frozen encoder (none computed)
+        p = {**p, 'cond_stage': jax.lax.stop_gradient(p['cond_stage'])}
+      c = ldm.conditioning(p, first_stage_params, cond)  # inside: the encoder is trained
+      out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
+      return diffusion_loss(ldm.schedule, out, z0, noise, t, loss)
+
+    (_, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return g, metrics
+
+  return grads
 
 
 def accumulate(fn, batch, draws, k_drop, accum: int):
@@ -134,14 +119,13 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   if ldm.task.has_condition and cs.p_uncond > 0:
     null = ldm.task.null_example()  # the task's null condition, one example
   shape = latent_shape(config)
+  grads_of = ldm_grads_fn(ldm, LossSpec.from_config(d), null, frozen)
 
   def step(state: TrainState, batch, first_stage_params):
     k_examples, k_drop = jax.random.split(step_key(config, state.step))
     n = jax.tree.leaves(batch)[0].shape[0]
     draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond)
-    fn = lambda b, dr, kd: ldm_grads(
-      ldm, d, null, state.params, b, dr, kd, first_stage_params, state.scale_factor, frozen
-    )
+    fn = lambda b, dr, kd: grads_of(state.params, b, dr, kd, first_stage_params, state.scale_factor)
     grads, metrics = accumulate(fn, batch, draws, k_drop, config.training.grad_accum_steps)
     state, extra = apply_gradients(state, grads, tx, config)
     return state, {**metrics, **extra}

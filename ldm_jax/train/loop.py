@@ -20,7 +20,7 @@ import numpy as np
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import runtime, storage
 from ldm_jax.config import learning_rate, state_defining_differences, validate
-from ldm_jax.data.pipeline import DevicePrefetch
+from ldm_jax.data.prefetch import DevicePrefetch
 from ldm_jax.nn import layers
 from ldm_jax.parallel import sharding
 from ldm_jax.parallel.distributed import Preemption
@@ -126,7 +126,7 @@ def require_optional_packages(config) -> None:
   """One error line before any work when the config asks for an optional package that is not
   installed (the W&B writer, the Inception weights of the in-training FID)."""
   from ldm_jax import optional
-  from ldm_jax.eval.inception import require_weights
+  from ldm_jax.eval.inception_weights import require_weights
 
   t = config.training
   if t.wandb:

@@ -4,10 +4,7 @@ concatenated to the 64x64x3 latent (UNet in 6, out 3, 160 channels, attention on
 
   python -m ldm_jax.summary --config=configs/released/bsr_sr.py
 
-On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
-step at the published batch 64, data-parallel, needs 3.06 GiB per chip of 16 and fits (est. 0.050
-s/step).
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.ldm import ldm_config
 

@@ -4,10 +4,7 @@ first stage; batch 64, lr 1e-6 x batch.
 
   python train.py --config=configs/released/cin256.py --workdir=runs/cin256
 
-On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
-step at the published batch 64, data-parallel, needs 9.42 GiB per chip of 16 and fits (est. 0.118
-s/step).
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.ldm import ldm_config
 

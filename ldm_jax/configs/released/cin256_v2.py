@@ -5,11 +5,7 @@ EMA; lr 1e-4 (batch not published: 64 here, scaled).
 
   python train.py --config=configs/released/cin256_v2.py --workdir=runs/cin256_v2
 
-On a v5e-8 (BENCHMARKS.md, "TPU pod slices": XLA cost-model estimates, not measurements): bf16
-with FSDP over the 8 chips, no remat,
-  --config.training.compute_dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
-needs 4.6 GiB per chip at batch 64 (est. 0.12 s/step): room for a larger batch.
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("TPU pod slices")."""
 
 from ldm_jax.configs.released.ldm import ldm_config
 

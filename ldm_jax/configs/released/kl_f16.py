@@ -6,9 +6,7 @@ Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 6 per GP
 Target (paper Table 8, ImageNet val, 256 px): rFID 0.87, PSNR 24.08, PSIM 1.07. See
 configs/released/first_stage.py for the data and the settings shared by all nine.
 
-On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32 at the
-published batch on 2 chips, batch 6: 14.58 GiB per chip of 16: fits, tightly; est. 0.260 s/step.
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.first_stage import first_stage_config
 

@@ -6,11 +6,7 @@ Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 10 per G
 Target (paper Table 8, ImageNet val, 256 px): rFID 0.27, PSNR 27.53, PSIM 0.55. See
 configs/released/first_stage.py for the data and the settings shared by all nine.
 
-On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements): fp32 at 5
-images per chip, batch 40 on a v5e-8 (data-parallel), needs 13.16 GiB per chip and fits (est. 0.257
-s/step). An older compile on 2 chips (batch 10), likely before the TPU layer paths, ran out of HBM
-(16.94 GiB of temporaries).
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.first_stage import first_stage_config
 

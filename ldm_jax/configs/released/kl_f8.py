@@ -7,9 +7,7 @@ Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 4 per GP
 Target (paper Table 8, ImageNet val, 256 px): rFID 0.90, PSNR 24.19, PSIM 1.02. See
 configs/released/first_stage.py for the data and the settings shared by all nine.
 
-On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32
-at the published batch on 4 chips (v5e 2x2), batch 4: 5.11 GiB per chip: fits; est. 0.120 s/step.
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.first_stage import first_stage_config
 

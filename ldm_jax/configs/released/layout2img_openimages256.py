@@ -5,10 +5,7 @@ batch 24, lr 2e-6 x batch; betas 0.0015 -> 0.0205.
 
   python -m ldm_jax.summary --config=configs/released/layout2img_openimages256.py
 
-On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
-step at the published batch 24, data-parallel, needs 9.54 GiB per chip of 16 and fits (est. 0.172
-s/step).
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.ldm import ldm_config
 

@@ -3,10 +3,7 @@ segmentation maps, UNet 215.23M (see configs/released/ldm.py semantic_synthesis)
 
   python -m ldm_jax.summary --config=configs/released/semantic_synthesis256.py
 
-On a TPU v5e-8 (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements) the fp32
-step at the published batch 32, data-parallel, needs 5.74 GiB per chip of 16 and fits (est. 0.102
-s/step).
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.ldm import semantic_synthesis
 

@@ -14,8 +14,7 @@ folders (python -m ldm_jax.convert diffusers); see README "Stable Diffusion". Fi
 (not in the inference yamls; our choice, as common SD fine-tuning): AdamW at 1e-5 without
 learning-rate scaling, 10% empty prompts (p_uncond) for classifier-free guidance, EMA off, the text
 encoder frozen as SD trains it, bf16 compute, FSDP over all chips (an 860M UNet + Adam is 14 GB
-in fp32: it needs sharding on 16 GB chips; compiled for a v5e-8 at batch 32, 512 px, the step
-takes 14.2 of 16 GiB per chip, XLA's estimate: BENCHMARKS.md).
+in fp32: it needs sharding on 16 GB chips; per-chip memory on a v5e-8: BENCHMARKS.md).
 """
 
 from ldm_jax.configs.released.ldm import ldm_config

@@ -7,12 +7,7 @@ BERT-style transformer (1280 wide, 32 layers, 581.99M); kl-f8 latents with the f
   python train.py --config=configs/released/txt2img_1p4b.py --workdir=runs/txt2img \
       --config.data.path=DIR   # images, each with its captions in a .txt file beside it
 
-On a TPU v5e-8 (BENCHMARKS.md "TPU pod slices": XLA cost-model estimates, not measurements): bf16
-compute, parameters and Adam moments FSDP-sharded over the 8 chips and full remat
-(--config.training.compute_dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
---config.training.remat=full) at global batch 64 need 6.0 GiB per chip of 16 (2.1 GiB of arguments,
-3.5 GiB of temporaries): it fits, est. 0.21 s/step (300 img/s; 0.033 s if compute-bound).
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("TPU pod slices")."""
 
 from ldm_jax.configs.released.ldm import ldm_config
 

@@ -6,11 +6,7 @@ Hardware: GPUs or a TPU slice (256x256 images; the reference used batch 14 per G
 Target (paper Table 8, ImageNet val, 256 px): rFID 5.15, PSNR 20.83, PSIM 1.73. See
 configs/released/first_stage.py for the data and the settings shared by all nine.
 
-On TPU v5e (BENCHMARKS.md "Full compiles": XLA cost-model estimates, not measurements), fp32 at the
-published batch on 2 chips, batch 14: does not fit (temporaries alone 16.61 GiB): use one or two
-images per chip, or v4/v6e/v5p chips. This row predates the TPU layer paths; kl_f4, recompiled with
-them, fits at 5 images per chip (BENCHMARKS.md), so this may too.
-"""
+Per-chip memory and cost-model step times on TPU slices: BENCHMARKS.md ("Full compiles")."""
 
 from ldm_jax.configs.released.first_stage import first_stage_config
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
-import sys
 
 import numpy as np
 
@@ -101,13 +99,15 @@ def abstract_batch(config, task, mesh, batch_size: int):
   """The training batch as ShapeDtypeStructs, sharded over the mesh."""
   import jax
 
-  from ldm_jax.data.pipeline import RandomAccessBatches
+  from ldm_jax.data.pipeline import Decoding, RandomAccessBatches
   from ldm_jax.parallel import sharding
 
   conditions = task if task is not None and task.has_condition else None
   source = _ShapeSource(config.data.image_size, conditions.annotations if conditions else ())
   one = next(
-    RandomAccessBatches(source, 1, 0, random_flip=False, num_threads=1, conditions=conditions)
+    RandomAccessBatches(
+      source, 1, 0, decoding=Decoding(num_threads=1, random_flip=False), conditions=conditions
+    )
   )
   batch_sh = sharding.batch_sharded(mesh)
   return jax.tree.map(
@@ -327,110 +327,3 @@ def sharding_sizes(config, devices) -> dict:
   from ldm_jax.parallel import sharding
 
   return dict(sharding.make_mesh(config.mesh, devices).shape)
-
-
-def candidates(config, num_devices: int):
-  """Settings to try, in order, when a config does not fit: (description, overrides)."""
-  t = config.training
-  tried = []
-  fsdp = {'mesh.data': 1, 'mesh.fsdp': -1}
-  tried.append(('fsdp over all chips', fsdp))
-  remat = {**fsdp, 'training.remat': 'full'}
-  if config.stage == 'ldm':
-    tried.append(('fsdp + remat full', remat))
-    for k in (2, 4, 8, 16):
-      if t.batch_size % (k * num_devices) == 0:
-        tried.append(
-          (f'fsdp + remat full + {k} micro-batches', {**remat, 'training.grad_accum_steps': k})
-        )
-  elif t.batch_size > num_devices:
-    # The first stage trains in float32 without remat or micro-batches: its activations shrink
-    # only with fewer images per chip (a smaller global batch; lr follows with scale_lr).
-    tried.append(
-      (f'one image per chip (global batch {num_devices})', {'training.batch_size': num_devices})
-    )
-  return tried
-
-
-def apply_overrides(config, overrides: dict):
-  config = copy.deepcopy(config)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
-def suggest(config, topology: str, devices) -> dict | None:
-  """The first candidate setting that fits, with its report (None if none does)."""
-  for description, overrides in candidates(config, len(devices)):
-    try:
-      r = report(apply_overrides(config, overrides), topology, devices, sampling=False)
-    except Exception as e:  # pylint: disable=broad-except  (e.g. a shape FSDP cannot split)
-      print(
-        f'# {description}: does not compile ({type(e).__name__}: {str(e)[:200]})', file=sys.stderr
-      )
-      continue
-    used = f'{r["peak_bytes"] / 2**30:.2f} GiB per device' if 'peak_bytes' in r else 'too large'
-    print(f'# {description}: {used}, fits={r["fits"]}', file=sys.stderr)
-    if r['fits']:
-      flags = ' '.join(f'--config.{k}={v}' for k, v in overrides.items())
-      return {'settings': description, 'flags': flags, 'report': r}
-  return None
-
-
-def main(argv) -> None:
-  from absl import flags
-
-  FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments: {argv[1:]}')
-  from ldm_jax import optional
-  from ldm_jax.runtime import setup_runtime
-
-  if FLAGS.topology != 'cpu':
-    optional.require('libtpu', f'--topology={FLAGS.topology} (compiling for TPUs)')
-
-  setup_runtime()
-  import jax
-  from ml_collections import config_flags
-
-  jax.config.update('jax_enable_compilation_cache', False)  # TPU programs: not for this host
-  devices = topology_devices(FLAGS.topology)
-  config = FLAGS.config
-  out = report(config, FLAGS.topology, devices, sampling=FLAGS.sampling)
-  out['config'] = config_flags.get_config_filename(FLAGS['config'])
-  if out['fits'] is False:
-    need = out.get('compile_error') or '%.2f GiB needed' % (out['peak_bytes'] / 2**30)
-    print(
-      f'# does not fit the {out["hbm_bytes"] / 2**30:.0f} GiB HBM of a {out["device_kind"]} '
-      f'device: {need}',
-      file=sys.stderr,
-    )
-    if FLAGS.suggest:
-      out['suggestion'] = suggest(config, FLAGS.topology, devices)
-  print(json.dumps(out))
-
-
-def run() -> None:
-  from absl import flags
-  from ml_collections import config_flags
-
-  from ldm_jax.runtime import run_cli
-
-  config_flags.DEFINE_config_file(
-    'config', None, 'A config file under configs/.', lock_config=False
-  )
-  flags.DEFINE_string(
-    'topology', 'v5e:2x4', "TPU topology, e.g. 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1'."
-  )
-  flags.DEFINE_bool('sampling', True, 'Also compile the sampling loop (LDM configs).')
-  flags.DEFINE_bool('suggest', True, 'When it does not fit, search settings that do.')
-  flags.mark_flags_as_required(['config'])
-  run_cli(main)
-
-
-if __name__ == '__main__':
-  run()
