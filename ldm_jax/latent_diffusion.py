@@ -100,6 +100,7 @@ def build_schedule(config) -> Schedule:
     d.linear_end,
     d.cosine_s,
     parameterization=d.parameterization,
+    zero_terminal_snr=d.get('rescale_zero_terminal_snr', False),
   )
 
 
@@ -145,6 +146,12 @@ class LatentDiffusion:
       task,
       config.diffusion.parameterization,
     )
+
+  def for_sampling(self) -> LatentDiffusion:
+    """This model with ``Schedule.for_sampling`` (a zero terminal SNR made finite, as diffusers'
+    samplers do), for the samplers and the output-to-eps conversion they read."""
+    schedule = self.schedule.for_sampling()
+    return self if schedule is self.schedule else dataclasses.replace(self, schedule=schedule)
 
   @property
   def conditioning_key(self) -> str:

@@ -63,6 +63,7 @@ def validate(config) -> None:
   check_choices(config)
   _check_data(config)
   _check_first_stage(config)
+  _check_diffusion(config)
   _check_training(config)
 
 
@@ -99,6 +100,21 @@ def _check_first_stage(config) -> None:
     raise ConfigError('config.first_stage_loss.perceptual_weight must be >= 0 (0 = no LPIPS)')
 
 
+def _check_diffusion(config) -> None:
+  d = config.diffusion
+  for key in ('snr_gamma', 'noise_offset', 'input_perturbation'):
+    if d.get(key, 0.0) < 0:
+      raise ConfigError(f'config.diffusion.{key} must be >= 0 (0 = off), got {d[key]}')
+  if d.get('rescale_zero_terminal_snr') and d.parameterization != 'v':
+    raise ConfigError(
+      'config.diffusion.rescale_zero_terminal_snr=True makes the last step pure noise, where '
+      f'{d.parameterization!r} prediction is trivial or undefined and teaches nothing (Lin et al. '
+      '2024, section 3.2): set --config.diffusion.parameterization=v'
+    )
+  if not 0.0 <= config.sampling.get('guidance_rescale', 0.0) <= 1.0:
+    raise ConfigError('config.sampling.guidance_rescale must be in [0, 1] (0 = off)')
+
+
 def _check_training(config) -> None:
   t = config.training
   for key in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
@@ -119,6 +135,12 @@ def _check_training(config) -> None:
     raise ConfigError(
       'config.training.eval_every (sample FID) is for the ldm stage and >= 0; '
       'autoencoders: python -m ldm_jax.eval.reconstruction'
+    )
+  o = config.optimizer
+  if o.get('schedule', 'constant') != 'constant' and t.num_steps <= o.warmup_steps:
+    raise ConfigError(
+      f'config.optimizer.schedule={o.schedule!r} decays after warmup_steps={o.warmup_steps}, '
+      f'but config.training.num_steps={t.num_steps} ends before: raise num_steps'
     )
   if t.eval_every and t.eval_num_samples < 4:
     raise ConfigError(

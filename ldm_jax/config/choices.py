@@ -28,6 +28,7 @@ CHOICES = {
   'diffusion.parameterization': ('eps', 'x0', 'v'),
   'diffusion.loss_type': ('l1', 'l2'),
   'optimizer.name': ('adamw', 'adam'),
+  'optimizer.schedule': ('constant', 'cosine', 'linear'),
   'training.compute_dtype': ('float32', 'bfloat16'),
   'training.remat': ('', 'full', 'dots'),
   'sampling.spacing': ('', 'linspace', 'leading', 'trailing'),  # '' = 'linspace'

@@ -180,6 +180,13 @@ def _diffusion() -> ml_collections.ConfigDict:
       original_elbo_weight=0.0,
       scale_factor=1.0,  # latents are multiplied by this before diffusion
       scale_by_std=False,  # if True: scale_factor = 1/std of the first batch's latents (stored)
+      # Training recipes (README "Training recipes"; 0 / False = off):
+      snr_gamma=0.0,  # Min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5.0
+      noise_offset=0.0,  # offset noise: a per-sample, per-channel constant added, e.g. 0.05
+      input_perturbation=0.0,  # the model input's noise perturbed by this much (target unchanged)
+      # Lin et al. 2024: betas rescaled to zero terminal SNR; needs parameterization 'v'; sample
+      # with trailing spacing (the solvers) and sampling.guidance_rescale (e.g. 0.7)
+      rescale_zero_terminal_snr=False,
     )
   )
 
@@ -194,7 +201,9 @@ def _optimizer() -> ml_collections.ConfigDict:
       b2=0.999,
       eps=1e-8,
       weight_decay=0.01,
-      warmup_steps=0,  # linear warm-up from 0 over this many steps, then constant
+      warmup_steps=0,  # linear warm-up from 0 over this many steps, then the schedule
+      schedule='constant',  # after warm-up: 'constant', or 'cosine' / 'linear' decay ...
+      end_learning_rate=0.0,  # ... to this at training.num_steps
       grad_clip_norm=0.0,  # 0 = no clipping (the reference does not clip)
     )
   )
@@ -272,6 +281,7 @@ def _sampling() -> ml_collections.ConfigDict:
       guidance_scale=1.0,
       spacing='',  # the solvers' timestep spacing: '' = 'linspace', 'leading', 'trailing'
       karras=False,  # the solvers on Karras et al.'s noise levels
+      guidance_rescale=0.0,  # phi of Lin et al.'s CFG rescale (0 = off; 0.7 with zero terminal SNR)
     )
   )
 

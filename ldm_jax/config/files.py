@@ -50,7 +50,13 @@ _STATE_DEFINING = (
   'first_stage_loss.use_actnorm',
   'first_stage_loss.train_logvar',
 )
-_IGNORED = ('first_stage.checkpoint',)
+# Training choices inside state-defining groups: a run may change them and resume.
+_IGNORED = (
+  'first_stage.checkpoint',
+  'diffusion.snr_gamma',
+  'diffusion.noise_offset',
+  'diffusion.input_perturbation',
+)
 
 
 def _flatten(d, prefix=''):

@@ -95,13 +95,18 @@ def per_sample_loss(pred, target, loss_type: str):
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
-  """The diffusion loss of config.diffusion: what the UNet predicts (``parameterization``: 'eps',
-  'x0' or 'v'), ``loss_type`` ('l1', 'l2'), and the weights of the simple and the VLB terms."""
+  """The training objective of config.diffusion: what the UNet predicts (``parameterization``:
+  'eps', 'x0' or 'v'), ``loss_type`` ('l1', 'l2'), the weights of the simple and the VLB terms,
+  and the recipes of README "Training recipes"."""
 
   parameterization: str = 'eps'
   loss_type: str = 'l2'
   l_simple_weight: float = 1.0
   original_elbo_weight: float = 0.0
+  snr_gamma: float = 0.0  # Min-SNR-gamma weighting of each example's simple loss (0 = off)
+  # The noise (the trainer's, before the loss): offset noise and input perturbation (0 = off)
+  noise_offset: float = 0.0
+  input_perturbation: float = 0.0
 
   @classmethod
   def from_config(cls, d) -> LossSpec:
@@ -111,8 +116,9 @@ class LossSpec:
 
 def diffusion_loss(s: Schedule, model_out, x0, noise, t, spec: LossSpec | None = None, **fields):
   """LatentDiffusion.p_losses with logvar = 0 (learn_logvar False in every config):
-  loss = l_simple_weight * mean(loss_simple) + original_elbo_weight * mean(lvlb_weights[t] * loss_simple).
-  ``spec`` (default LossSpec()) or its fields as keywords. Returns (loss, metrics)."""
+  loss = l_simple_weight * mean(w_t * loss_simple) + original_elbo_weight * mean(lvlb_weights[t] *
+  loss_simple), w_t = 1, or ``min_snr_weight`` with ``snr_gamma``. ``spec`` (default LossSpec())
+  or its fields as keywords. Returns (loss, metrics)."""
   spec = dataclasses.replace(spec or LossSpec(), **fields)
   parameterization = spec.parameterization
   targets = {'eps': lambda: noise, 'x0': lambda: x0, 'v': lambda: velocity(s, x0, noise, t)}
@@ -121,5 +127,27 @@ def diffusion_loss(s: Schedule, model_out, x0, noise, t, spec: LossSpec | None =
   target = targets[parameterization]()
   loss_simple = per_sample_loss(model_out, target, spec.loss_type)
   loss_vlb = jnp.mean(s.lvlb_weights[t] * loss_simple)
-  loss = spec.l_simple_weight * jnp.mean(loss_simple) + spec.original_elbo_weight * loss_vlb
+  weighted = loss_simple
+  if spec.snr_gamma > 0:
+    weighted = min_snr_weight(s, t, spec.snr_gamma, parameterization) * loss_simple
+  loss = spec.l_simple_weight * jnp.mean(weighted) + spec.original_elbo_weight * loss_vlb
   return loss, {'loss_simple': jnp.mean(loss_simple), 'loss_vlb': loss_vlb, 'loss': loss}
+
+
+def snr(s: Schedule, t) -> jax.Array:
+  """Signal-to-noise ratio abar_t / (1 - abar_t) (diffusers' ``compute_snr``)."""
+  abar = s.alphas_cumprod[t]
+  return abar / (1.0 - abar)
+
+
+def min_snr_weight(s: Schedule, t, gamma: float, parameterization: str) -> jax.Array:
+  """Min-SNR-gamma (Hang et al. 2023) per-example loss weights: min(SNR, gamma) / SNR for eps
+  prediction, min(SNR, gamma) / (SNR + 1) for v (as diffusers' training scripts), min(SNR,
+  gamma) for x0 (the paper's)."""
+  ratio = snr(s, t)
+  clipped = jnp.minimum(ratio, gamma)
+  if parameterization == 'eps':
+    return clipped / ratio
+  if parameterization == 'v':
+    return clipped / (ratio + 1.0)
+  return clipped

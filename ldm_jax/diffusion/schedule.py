@@ -34,6 +34,23 @@ def make_beta_schedule(
   raise ValueError(f'unknown beta_schedule {schedule!r}; choose one of {BETA_SCHEDULES}')
 
 
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+  """Lin et al. (2024), "Common Diffusion Noise Schedules and Sample Steps are Flawed", Alg. 1:
+  shift and scale sqrt(abar) so that the last step has zero SNR (abar_T = 0) and the first keeps
+  its value; the betas follow (diffusers' ``rescale_zero_terminal_snr``)."""
+  abar_sqrt = np.sqrt(np.cumprod(1.0 - np.asarray(betas, np.float64)))
+  first, last = abar_sqrt[0], abar_sqrt[-1]
+  abar_sqrt = (abar_sqrt - last) * first / (first - last)
+  abar = abar_sqrt**2
+  alphas = np.concatenate([abar[:1], abar[1:] / abar[:-1]])
+  return 1.0 - alphas
+
+
+# The samplers' stand-in for a zero terminal abar (diffusers' Euler, DPM-Solver and UniPC
+# schedulers set alphas_cumprod[-1] = 2**-24 when rescale_betas_zero_snr: finite sigmas).
+TERMINAL_ABAR = 2.0**-24
+
+
 @flax.struct.dataclass
 class Schedule:
   """The twelve [T] float32 buffers of the reference, plus ``lvlb_weights`` (eps parameterisation)."""
@@ -56,6 +73,23 @@ class Schedule:
   def num_timesteps(self) -> int:
     return int(self.betas.shape[0])
 
+  def for_sampling(self) -> Schedule:
+    """This schedule, or with a zero terminal SNR the same with abar_T = TERMINAL_ABAR in every
+    buffer the samplers read (as diffusers' schedulers do), so that sigmas and x0 stay finite."""
+    abar = np.asarray(self.alphas_cumprod, np.float64)
+    if abar[-1] > 0:
+      return self
+    a = TERMINAL_ABAR
+    set_last = lambda buf, v: buf.at[-1].set(jnp.float32(v))
+    return self.replace(
+      alphas_cumprod=set_last(self.alphas_cumprod, a),
+      sqrt_alphas_cumprod=set_last(self.sqrt_alphas_cumprod, np.sqrt(a)),
+      sqrt_one_minus_alphas_cumprod=set_last(self.sqrt_one_minus_alphas_cumprod, np.sqrt(1 - a)),
+      log_one_minus_alphas_cumprod=set_last(self.log_one_minus_alphas_cumprod, np.log(1 - a)),
+      sqrt_recip_alphas_cumprod=set_last(self.sqrt_recip_alphas_cumprod, np.sqrt(1 / a)),
+      sqrt_recipm1_alphas_cumprod=set_last(self.sqrt_recipm1_alphas_cumprod, np.sqrt(1 / a - 1)),
+    )
+
 
 def make_schedule(
   beta_schedule: str = 'linear',
@@ -65,8 +99,14 @@ def make_schedule(
   cosine_s: float = 8e-3,
   v_posterior: float = 0.0,
   parameterization: str = 'eps',
+  zero_terminal_snr: bool = False,
 ) -> Schedule:
+  """The reference's buffers; ``zero_terminal_snr``: the betas rescaled so that abar_T = 0
+  (``rescale_zero_terminal_snr``; the buffers that divide by abar are inf there: samplers use
+  ``Schedule.for_sampling``)."""
   betas = make_beta_schedule(beta_schedule, timesteps, linear_start, linear_end, cosine_s)
+  if zero_terminal_snr:
+    betas = rescale_zero_terminal_snr(betas)
   alphas = 1.0 - betas
   abar = np.cumprod(alphas)
   abar_prev = np.append(1.0, abar[:-1])
@@ -84,6 +124,11 @@ def make_schedule(
     raise ValueError(f"parameterization must be 'eps', 'x0' or 'v', got {parameterization!r}")
   lvlb[0] = lvlb[1]
   f32 = lambda a: jnp.asarray(np.asarray(a, np.float64), jnp.float32)
+  with np.errstate(divide='ignore'):  # 1 / abar_T with a zero terminal SNR: inf
+    return _buffers(f32, betas, alphas, abar, abar_prev, post_var, lvlb)
+
+
+def _buffers(f32, betas, alphas, abar, abar_prev, post_var, lvlb) -> Schedule:
   return Schedule(
     betas=f32(betas),
     alphas_cumprod=f32(abar),

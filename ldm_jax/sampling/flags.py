@@ -51,6 +51,12 @@ def define_sampler_flags(*, batch_size: int) -> None:
     "config.sampling where the model can be guided): the task's null condition "
     '(null class, empty prompt, empty layout) as the unconditional input.',
   )
+  flags.DEFINE_float(
+    'guidance_rescale',
+    None,
+    "Lin et al.'s guidance rescale phi (0 = off; default: config.sampling): the guided prediction "
+    "pulled toward the conditional one's std, for zero-terminal-SNR models (they use 0.7).",
+  )
   flags.DEFINE_integer('seed', 0, 'Random seed.')
   flags.DEFINE_integer(
     'batch_size', batch_size, 'Images per sampling call (rounded to the device count).'

@@ -7,6 +7,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from ldm_jax.diffusion.gaussian import model_output_to_eps
 from ldm_jax.diffusion.samplers import guided_eps_fn
 from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
 from ldm_jax.images import to_uint8
@@ -38,6 +39,7 @@ def make_generate_fn(
   variance-preserving latents, the guided eps), e.g. for previews of x0 = (x_t - sqrt(1 - abar_t)
   eps) / sqrt(abar_t) every k calls in a notebook; not used, it costs nothing."""
   o, record = options, options.record
+  ldm = ldm.for_sampling()  # a zero terminal SNR made finite, as diffusers' samplers
   kwargs = record.kwargs(o.steps, o.eta, o.spacing, o.karras)
   start, n_grid, abar = img2img_start(ldm, o) if img2img else (0, 0, 1.0)
   if start:
@@ -53,12 +55,20 @@ def make_generate_fn(
       x_T = float(np.sqrt(abar)) * z_init + float(np.sqrt(1 - abar)) * x_T
     c = ldm.conditioning(params, first_stage_params, cond)
     u = ldm.conditioning(params, first_stage_params, uncond) if o.guided else None
-    model_fn = lambda x, t, cc: ldm.eps(params, x, t, cc)
+    # Guidance rescale acts on the model's own output (v for v models), as diffusers'.
+    in_output_space = o.guided and o.guidance_rescale > 0
+    model_fn = lambda x, t, cc: (ldm.model_output if in_output_space else ldm.eps)(params, x, t, cc)
     tiled = o.tile > 0 and max(x_T.shape[1:3]) > o.tile
     stride = o.tile_stride or max(1, o.tile // 2)
     if tiled:
       model_fn = tiled_model_fn(model_fn, o.tile, stride)
-    eps_fn = _with_callback(guided_eps_fn(model_fn, c, u, o.guidance_scale), callback)
+    eps_fn = guided_eps_fn(model_fn, c, u, o.guidance_scale, o.guidance_rescale)
+    if in_output_space:
+      guided_out = eps_fn
+      eps_fn = lambda x, t: model_output_to_eps(
+        ldm.schedule, ldm.parameterization, x, t, guided_out(x, t)
+      )
+    eps_fn = _with_callback(eps_fn, callback)
     z = record.fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
     if tiled:
       return tiled_decode(decode, z, o.tile, stride, ldm.first_stage.downsample_factor)

@@ -28,6 +28,7 @@ class SamplingOptions:
     steps: sampling steps (ddim/plms: the reference's grid may realise more).
     eta: DDIM's eta (0 = deterministic).
     guidance_scale: classifier-free guidance scale (1 = none).
+    guidance_rescale: phi of Lin et al.'s guidance rescale (0 = off; they use 0.7), with guidance.
     spacing: the fast solvers' timestep spacing ('' = 'linspace', 'leading', 'trailing').
     karras: the fast solvers on Karras et al.'s noise levels (rho 7).
     tile: > 0: latents larger than tile x tile are denoised and decoded in overlapping tiles.
@@ -46,6 +47,7 @@ class SamplingOptions:
   steps: int = 50
   eta: float = 0.0
   guidance_scale: float = 1.0
+  guidance_rescale: float = 0.0
   spacing: str = ''
   karras: bool = False
   tile: int = 0
@@ -57,7 +59,15 @@ class SamplingOptions:
   batch_size: int = 16
 
   # The options that config.sampling sets (the rest have the defaults above).
-  CONFIGURED = ('sampler', 'steps', 'eta', 'guidance_scale', 'spacing', 'karras')
+  CONFIGURED = (
+    'sampler',
+    'steps',
+    'eta',
+    'guidance_scale',
+    'spacing',
+    'karras',
+    'guidance_rescale',
+  )
 
   def __post_init__(self):
     sampler = get_sampler(self.sampler)
@@ -76,6 +86,8 @@ class SamplingOptions:
       raise UserError(
         'a negative prompt acts through classifier-free guidance: set guidance_scale > 1'
       )
+    if not 0.0 <= self.guidance_rescale <= 1.0:
+      raise UserError(f'guidance_rescale must be in [0, 1] (0 = off), got {self.guidance_rescale}')
     if self.tile < 0 or self.tile_stride < 0:
       raise UserError(f'tile={self.tile}, tile_stride={self.tile_stride}: must be >= 0')
 
@@ -97,6 +109,10 @@ class SamplingOptions:
     if not guidable:
       values['guidance_scale'] = 1.0
     values.update({k: v for k, v in given.items() if v is not None})
+    sampler = SAMPLERS.get(values.get('sampler', cls.sampler))
+    ztsnr = config.diffusion.get('rescale_zero_terminal_snr', False)
+    if ztsnr and not values.get('spacing') and sampler is not None and sampler.solver_options:
+      values['spacing'] = 'trailing'  # Lin et al.: sampling starts from the last timestep
     return cls(**values)
 
   @property
@@ -122,7 +138,9 @@ class SamplingOptions:
 
   def settings(self) -> dict:
     """The options that decide the images, for a run's settings file or report."""
-    out = {k: getattr(self, k) for k in self.CONFIGURED + ('seed',)}
+    out = {k: getattr(self, k) for k in self.CONFIGURED + ('seed',) if k != 'guidance_rescale'}
+    if self.guidance_rescale:
+      out['guidance_rescale'] = self.guidance_rescale
     if self.tile:
       out.update(tile=self.tile, tile_stride=self.tile_stride)
     if self.negative_prompt is not None:

@@ -33,20 +33,40 @@ def micro_batches(tree, k: int):
   )
 
 
-def example_draws(key, n: int, shape, timesteps: int, p_uncond: float) -> dict:
+def example_draws(key, n: int, shape, timesteps: int, p_uncond: float, loss=None) -> dict:
   """Each example's random draws from its own key (split from ``key`` by batch index): the
-  posterior sample's noise, t, the diffusion noise and the condition-dropout coin."""
+  posterior sample's noise, t, the diffusion noise and the condition-dropout coin; with the
+  ``loss`` (LossSpec) recipes, the offset noise's per-channel draw and the input perturbation
+  (from keys folded out of the example's, so the other draws stay as without them)."""
 
   def one(k):
     k_post, k_t, k_noise, k_uncond = jax.random.split(k, 4)
-    return {
+    out = {
       'post': jax.random.normal(k_post, shape),
       'noise': jax.random.normal(k_noise, shape),
       't': jax.random.randint(k_t, (), 0, timesteps),
       'drop': jax.random.uniform(k_uncond) < p_uncond,
     }
+    if loss is not None and loss.noise_offset:
+      out['offset'] = jax.random.normal(jax.random.fold_in(k, 1), (shape[-1],))
+    if loss is not None and loss.input_perturbation:
+      out['perturb'] = jax.random.normal(jax.random.fold_in(k, 2), shape)
+    return out
 
   return jax.vmap(one)(jax.random.split(key, n))
+
+
+def training_noise(draws: dict, loss) -> tuple:
+  """(the noise the target is made of, the noise the model's input is made with): diffusers'
+  text-to-image recipes. Offset noise adds ``noise_offset`` x a per-sample, per-channel normal
+  draw; input perturbation adds ``input_perturbation`` x a fresh normal draw to the input's noise
+  only."""
+  noise = draws['noise']
+  if 'offset' in draws:
+    noise = noise + loss.noise_offset * draws['offset'][:, None, None, :]
+  if 'perturb' in draws:
+    return noise, noise + loss.input_perturbation * draws['perturb']
+  return noise, noise
 
 
 def ldm_grads_fn(ldm: LatentDiffusion, loss: LossSpec, null, frozen: bool = False):
@@ -68,8 +88,9 @@ def ldm_grads_fn(ldm: LatentDiffusion, loss: LossSpec, null, frozen: bool = Fals
       cond = batch['label'] if use_label else batch['cond']
       if null is not None:
         cond = drop_condition(draws['drop'], cond, null)
-    t, noise = draws['t'], draws['noise']
-    x_t = q_sample(ldm.schedule, z0, t, noise)
+    t = draws['t']
+    noise, input_noise = training_noise(draws, loss)
+    x_t = q_sample(ldm.schedule, z0, t, input_noise)
 
     def loss_fn(p):
       if frozen and 'cond_stage' in p:  # no gradient flows into a frozen encoder (none computed)
@@ -119,12 +140,13 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   if ldm.task.has_condition and cs.p_uncond > 0:
     null = ldm.task.null_example()  # the task's null condition, one example
   shape = latent_shape(config)
-  grads_of = ldm_grads_fn(ldm, LossSpec.from_config(d), null, frozen)
+  loss = LossSpec.from_config(d)
+  grads_of = ldm_grads_fn(ldm, loss, null, frozen)
 
   def step(state: TrainState, batch, first_stage_params):
     k_examples, k_drop = jax.random.split(step_key(config, state.step))
     n = jax.tree.leaves(batch)[0].shape[0]
-    draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond)
+    draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond, loss)
     fn = lambda b, dr, kd: grads_of(state.params, b, dr, kd, first_stage_params, state.scale_factor)
     grads, metrics = accumulate(fn, batch, draws, k_drop, config.training.grad_accum_steps)
     state, extra = apply_gradients(state, grads, tx, config)

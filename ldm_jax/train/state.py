@@ -57,11 +57,30 @@ def init_loss_state(config, key, disc=None, disc_input=None, tx_disc=None, tx_lo
 
 
 def lr_schedule(config):
-  """Linear warm-up over ``warmup_steps`` (the first update already uses lr/warmup), then constant."""
-  lr, warmup = learning_rate(config), config.optimizer.warmup_steps
+  """Linear warm-up over ``warmup_steps`` (the first update already uses lr/warmup), then
+  config.optimizer.schedule: 'constant', or 'cosine' / 'linear' decay from lr to
+  ``end_learning_rate`` at training.num_steps (optax's cosine_decay_schedule /
+  linear_schedule, started after the warm-up)."""
+  o = config.optimizer
+  lr, warmup = learning_rate(config), o.warmup_steps
+  kind, end = o.get('schedule', 'constant'), o.get('end_learning_rate', 0.0)
+  decay_steps = max(1, config.training.num_steps - max(warmup, 0))
+  if kind == 'cosine':
+    after = optax.cosine_decay_schedule(lr, decay_steps, alpha=end / lr if lr else 0.0)
+  elif kind == 'linear':
+    after = optax.linear_schedule(lr, end, decay_steps)
+  else:
+    after = lambda count: jnp.full((), lr, jnp.float32)
   if warmup <= 0:
-    return lambda count: jnp.full((), lr, jnp.float32)
-  return lambda count: lr * jnp.minimum(1.0, (count + 1.0) / warmup)
+    return lambda count: jnp.asarray(after(count), jnp.float32)
+
+  def schedule(count):
+    warm = lr * jnp.minimum(1.0, (count + 1.0) / warmup)
+    return jnp.where(count < warmup, warm, after(jnp.maximum(count - warmup, 0))).astype(
+      jnp.float32
+    )
+
+  return schedule
 
 
 def frozen_cond_stage(config) -> bool:
