@@ -33,6 +33,7 @@ LAYERS = [
     'summary',
     'aot',
     'cache_latents',
+    'verify',
     '__init__',
     'configs',
   ),  # interop, tools; the experiment configs on top
