@@ -121,3 +121,27 @@ def test_another_model_and_a_missing_diffusers_are_one_line(sd2_folder, tmp_path
     f'--source={sd2_folder / "pipe"}',
   )  # fmt: skip
   user_error(r, 'diffusers', 'pip install')
+
+
+def test_an_unconditional_vq_ldm_pipeline_passes(tmp_path):
+  """An LDM release's kind (diffusers' LDMPipeline: VQ first stage, UNet2DModel): its trajectory
+  is unguided and decodes VQ latents unscaled, as the pipeline does."""
+  from ldm_jax.convert.diffusers import convert_diffusers
+  from tests.test_convert_diffusers import _ddim, _perturb, _vq, _write_pipeline
+
+  unet = _perturb(
+    diffusers.UNet2DModel(
+      sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+      layers_per_block=2, attention_head_dim=16, norm_num_groups=32,
+      down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
+      up_block_types=('AttnUpBlock2D', 'UpBlock2D'),
+    ),
+    0,
+  )  # fmt: skip
+  _write_pipeline(str(tmp_path / 'pipe'), 'LDMPipeline', {'unet': unet, 'vqvae': _vq()}, _ddim())
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'run'))
+  r = _verify(tmp_path / 'run', tmp_path / 'pipe')
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  rows = {row['component']: row for row in json.loads((tmp_path / 'run' / 'verify.json').read_text())['components']}  # fmt: skip
+  assert set(rows) == {'unet', 'vae encode', 'vae decode', 'trajectory', 'round trip'}
+  assert 'skipped' not in rows['trajectory'] and rows['trajectory']['max_rel'] < 1e-4
