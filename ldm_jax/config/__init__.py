@@ -4,7 +4,7 @@ checks, typed model configs, and config files.
   defaults.py  base_config(), one builder per group
   choices.py   CHOICES: every enumerated key's values (validate and the flags read it)
   checks.py    validate(), split by group; check_types
-  models.py    UNetConfig: the typed, frozen model options
+  models.py    UNetConfig, TextEncoderConfig: the typed, frozen model options
   files.py     find and load config files; the JSON form in checkpoints; state-defining keys
 """
 
@@ -18,7 +18,7 @@ from ldm_jax.config.files import (
   state_defining_differences,
   to_json_dict,
 )
-from ldm_jax.config.models import UNetConfig
+from ldm_jax.config.models import TextEncoderConfig, UNetConfig
 
 __all__ = [
   'CHOICES',
@@ -26,6 +26,7 @@ __all__ = [
   'PACKAGED_CONFIGS',
   'STAGES',
   'ConfigError',
+  'TextEncoderConfig',
   'UNetConfig',
   'base_config',
   'check_types',

@@ -58,3 +58,46 @@ class UNetConfig:
     fields['in_channels'] = fields.get('in_channels') or latent
     fields['out_channels'] = fields.get('out_channels') or latent
     return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEncoderConfig:
+  """The text encoder of config.cond_stage (kinds 'clip', 'openclip': ``nn.clip``'s CLIP text
+  transformer; 'bert': the reference's BERTEmbedder), built once from the ConfigDict: ``width``
+  (cond_stage.embed_dim), ``layers`` (n_layer), ``heads`` (n_head, 0 = width // 64), ``act``,
+  ``layer`` ('last' or 'penultimate'), ``projection_dim``, ``vocab_size``, ``max_len``
+  (max_seq_len), ``token_init_std`` (bert)."""
+
+  kind: str
+  width: int
+  layers: int
+  heads: int
+  act: str = 'quick_gelu'
+  layer: str = 'last'
+  projection_dim: int = 0
+  vocab_size: int = 49408
+  max_len: int = 77
+  token_init_std: float = 0.02
+
+  @classmethod
+  def from_config(cls, config) -> TextEncoderConfig:
+    cs = config.cond_stage
+    if cs.kind not in ('clip', 'openclip', 'bert'):
+      raise ValueError(f'cond_stage.kind={cs.kind!r} has no text encoder')
+    return cls(
+      kind=cs.kind,
+      width=cs.embed_dim,
+      layers=cs.n_layer,
+      heads=cs.get('n_head', 0) or cs.embed_dim // 64,
+      act=cs.get('act', 'quick_gelu'),
+      layer=cs.get('layer', 'last'),
+      projection_dim=cs.get('projection_dim', 0),
+      vocab_size=cs.vocab_size,
+      max_len=cs.max_seq_len,
+      token_init_std=cs.get('token_init_std', 0.02),
+    )
+
+  def clip_fields(self) -> dict:
+    """The fields of nn.clip's FrozenCLIPEmbedder / FrozenOpenCLIPEmbedder."""
+    names = ('width', 'layers', 'heads', 'act', 'layer', 'projection_dim', 'vocab_size', 'max_len')
+    return {k: getattr(self, k) for k in names}

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ldm_jax.config import CHOICES
 from ldm_jax.diffusion.samplers import SAMPLERS, get_sampler
 from ldm_jax.errors import UserError
 
 # Image-to-image: the level the init latent is noised to (see generate.make_generate_fn).
 IMG2IMG_NOISE = ('diffusers', 'compvis')
-SPACINGS = ('linspace', 'leading', 'trailing')
+SPACINGS = tuple(c for c in CHOICES['sampling.spacing'] if c)  # '' (unset) means 'linspace'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ldm_jax.config import TextEncoderConfig
 from ldm_jax.nn.clip import FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder
 from ldm_jax.nn.encoders import BERTEmbedder
 from ldm_jax.tasks import tokenizer as tokenizer_lib
@@ -45,26 +46,17 @@ class TextToImage(Task):
     return tokenizer_lib.cached_clip_tokenizer(cs.tokenizer, cs.pad_token_id)
 
   def build_encoder(self):
-    cs = self.cs
-    if cs.kind == 'bert':
+    text = TextEncoderConfig.from_config(self.config)
+    if text.kind == 'bert':
       return BERTEmbedder(
-        n_embed=cs.embed_dim,
-        n_layer=cs.n_layer,
-        vocab_size=cs.vocab_size,
-        max_seq_len=cs.max_seq_len,
-        token_init_std=cs.get('token_init_std', 0.02),
+        n_embed=text.width,
+        n_layer=text.layers,
+        vocab_size=text.vocab_size,
+        max_seq_len=text.max_len,
+        token_init_std=text.token_init_std,
       )
-    cls = FrozenCLIPEmbedder if cs.kind == 'clip' else FrozenOpenCLIPEmbedder
-    return cls(
-      width=cs.embed_dim,
-      layers=cs.n_layer,
-      heads=cs.n_head or cs.embed_dim // 64,
-      act=cs.act,
-      layer=cs.layer,
-      projection_dim=cs.projection_dim,
-      vocab_size=cs.vocab_size,
-      max_len=cs.max_seq_len,
-    )
+    cls = FrozenCLIPEmbedder if text.kind == 'clip' else FrozenOpenCLIPEmbedder
+    return cls(**text.clip_fields())
 
   def encode(self, ldm, params, first_stage_params, cond):
     ctx = ldm.cond_stage.apply({'params': params['cond_stage']}, cond)
