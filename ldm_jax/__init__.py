@@ -9,9 +9,12 @@ See ldm_jax.sampling.pipeline. Imported lazily, so that `import ldm_jax.<module>
 """
 
 
-def load(path_or_config, step=None, use_ema=True, seed=0):
+def load(path_or_config, step=None, use_ema=True, seed=0, lora=None, lora_scale=1.0):
   """ldm_jax.sampling.pipeline.load, plus Hugging Face hub ids (``org/name``) of diffusers
-  pipelines and models: converted once into ``$LDM_JAX_CACHE/hub`` (ldm_jax.convert.hub)."""
+  pipelines and models: converted once into ``$LDM_JAX_CACHE/hub`` (ldm_jax.convert.hub).
+  ``lora``: a LoRA file (diffusers/PEFT or kohya; or a list of them) merged into the weights at
+  ``lora_scale`` (or a list of scales), as diffusers' ``cross_attention_kwargs={'scale': s}``
+  (ldm_jax.convert.lora)."""
   import os
 
   from ldm_jax import storage
@@ -26,7 +29,12 @@ def load(path_or_config, step=None, use_ema=True, seed=0):
     if not storage.isdir(os.path.join(workdir, 'checkpoints')):
       convert_diffusers(hub.snapshot(path_or_config), workdir)
     path_or_config = workdir
-  return pipeline.load_workdir(path_or_config, step, use_ema, seed)
+  pipe = pipeline.load_workdir(path_or_config, step, use_ema, seed)
+  if lora:
+    from ldm_jax.convert.lora import apply_lora
+
+    pipe = apply_lora(pipe, lora, lora_scale)
+  return pipe
 
 
 def __getattr__(name):

@@ -81,6 +81,13 @@ flags.DEFINE_integer(
   'resolution inputs).',
 )
 flags.DEFINE_integer('tile_stride', 0, 'Tile stride (default: tile // 2).')
+flags.DEFINE_list(
+  'lora',
+  None,
+  'LoRA file(s) merged into the weights: diffusers/PEFT (pytorch_lora_weights.safetensors) or '
+  'kohya (lora_unet_...), comma-separated.',
+)
+flags.DEFINE_list('lora_scale', None, 'Their scale(s) (default 1; 0 = the base model).')
 flags.DEFINE_string('outdir', None, 'Output directory (default: WORKDIR/samples/step_N).')
 FLAGS = flags.FLAGS
 
@@ -99,7 +106,18 @@ def main(argv):
   from ldm_jax import load
   from ldm_jax.tasks import TASK_ARGS
 
-  pipe = load(FLAGS.workdir or FLAGS.config, FLAGS.step, use_ema=FLAGS.use_ema, seed=FLAGS.seed)
+  scales = [float(x) for x in FLAGS.lora_scale or []]
+  if scales and not FLAGS.lora:
+    raise UserError('--lora_scale scales the --lora files; give --lora=FILE[,FILE]')
+  lora_scale = scales if len(scales) > 1 else (scales[0] if scales else 1.0)
+  pipe = load(
+    FLAGS.workdir or FLAGS.config,
+    FLAGS.step,
+    use_ema=FLAGS.use_ema,
+    seed=FLAGS.seed,
+    lora=FLAGS.lora,
+    lora_scale=lora_scale,
+  )
   if pipe.ldm is None:
     raise UserError(
       f'{FLAGS.workdir or FLAGS.config} holds an autoencoder (the first stage), which does not '
@@ -120,6 +138,8 @@ def main(argv):
     'width': FLAGS.width,
     **{k: str(v) for k, v in task.items()},
   }
+  if FLAGS.lora:
+    settings.update(lora=[storage.resolve(f) for f in FLAGS.lora], lora_scale=lora_scale)
   if FLAGS.init_image:
     settings.update(
       init_image=str(FLAGS.init_image),

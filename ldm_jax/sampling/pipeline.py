@@ -72,6 +72,7 @@ class Pipeline:
   # The callback of the sampling running now: the compiled loop calls _trampoline, which calls
   # it, so a new callback (a new lambda in a notebook) needs no new compile.
   _callback: Any = dataclasses.field(default=None, repr=False)
+  lora: Any = None  # the LoRA files merged into params (ldm_jax.load(..., lora=...)): a report
 
   def _trampoline(self, t, x, eps) -> None:
     if self._callback is not None:
