@@ -24,6 +24,7 @@ of the same architecture (UNet FLOPs equal; head split may differ) in PyTorch on
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -148,14 +149,15 @@ def _profile(what: str, fn, compiled, calls: int = 2) -> None:
   print(hlo_profile.format_table(rows[: FLAGS.profile_top]), file=sys.stderr)
 
 
-def forward_flops(ldm, params, batch_shape) -> float:
-  """XLA's FLOP count of one UNet forward (eps) on a latent batch."""
+def forward_flops(ldm, params, batch_shape, c=None) -> float:
+  """XLA's FLOP count of one UNet forward (eps) on a latent batch, with the conditioning ``c``
+  (ShapeDtypeStructs of ``ldm.conditioning``'s output; None for unconditional models)."""
   import jax
   import jax.numpy as jnp
 
   x = jax.ShapeDtypeStruct(batch_shape, jnp.float32)
   t = jax.ShapeDtypeStruct(batch_shape[:1], jnp.int32)
-  compiled = jax.jit(lambda p, x, t: ldm.eps(p, x, t)).lower(params, x, t).compile()
+  compiled = jax.jit(lambda p, x, t, c: ldm.eps(p, x, t, c)).lower(params, x, t, c).compile()
   return _cost(compiled)['xla_flops_per_device'] or 0.0
 
 
@@ -221,6 +223,30 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   }
 
 
+def _sample_condition(ldm, b: int, options, mesh):
+  """(cond, uncond) of a sampling benchmark, split over the mesh: none for unconditional models,
+  one prompt for text models, the classes in turn for class models."""
+  import jax
+  import numpy as np
+
+  from ldm_jax.parallel import sharding
+
+  task = ldm.task
+  if not task.has_condition:
+    return None, None
+  if hasattr(task, 'tokenize'):
+    cond = task.user_condition(b, prompt='a photograph of an astronaut riding a horse')[0]
+  else:
+    cond = task.sample_condition(b, None, 0)
+  uncond = task.null_condition(cond) if options.guided else None
+  put = lambda tree: (
+    None
+    if tree is None
+    else jax.tree.map(lambda a: jax.device_put(np.asarray(a), sharding.batch_sharded(mesh)), tree)
+  )
+  return put(cond), put(uncond)
+
+
 def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   import jax
   import numpy as np
@@ -231,7 +257,10 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   from ldm_jax.sampling.options import SamplingOptions
 
   b = FLAGS.sample_batch_size
-  fn = make_generate_fn(ldm, SamplingOptions(sampler=FLAGS.sampler, steps=steps, eta=0.0))
+  options = SamplingOptions.resolve(config, ldm.guidable, sampler=FLAGS.sampler, steps=steps)
+  options = dataclasses.replace(options, eta=0.0)
+  fn = make_generate_fn(ldm, options)
+  cond, uncond = _sample_condition(ldm, b, options, mesh)
   x_T = jax.device_put(
     np.random.default_rng(0).normal(size=(b,) + latent_shape(config)).astype(np.float32),
     sharding.batch_sharded(mesh),
@@ -239,10 +268,10 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   key = jax.random.PRNGKey(0)
   scale = np.float32(1.0)
   t0 = time.perf_counter()
-  compiled = fn.lower(params, fs_params, scale, x_T, None, None, key).compile()
+  compiled = fn.lower(params, fs_params, scale, x_T, cond, uncond, key).compile()
   compile_s = time.perf_counter() - t0
   cost = _cost(compiled)
-  run = lambda: jax.block_until_ready(compiled(params, fs_params, scale, x_T, None, None, key))
+  run = lambda: jax.block_until_ready(compiled(params, fs_params, scale, x_T, cond, uncond, key))
   run()
   sec = statistics.median(_time(run, FLAGS.sample_iters))
   _profile(f'sample_{FLAGS.sampler}{steps}', run, [compiled], calls=1)
@@ -252,12 +281,15 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
     .compile()
   )
   evals = model_calls(FLAGS.sampler, steps, ldm.schedule.num_timesteps)
-  model_flops = evals * forward_flops(ldm, params, x_T.shape) + (
+  c = None if cond is None else jax.eval_shape(ldm.conditioning, params, fs_params, cond)
+  calls = 2 if uncond is not None else 1  # guidance: the UNet runs on [uncond, cond]
+  model_flops = evals * calls * forward_flops(ldm, params, x_T.shape, c) + (
     _cost(decode)['xla_flops_per_device'] or 0
   )
   return {
     'what': f'sample_{FLAGS.sampler}{steps}',
     'batch': b,
+    'guidance_scale': options.guidance_scale,
     'unet_evaluations': evals,
     'call_time_s': round(sec, 4),
     'images_per_s': sig(b / sec),
