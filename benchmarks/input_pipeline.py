@@ -78,10 +78,10 @@ class Repeated:
 
 
 def _batches(source, start, workers, threads):
-  from ldm_jax.data.pipeline import RandomAccessBatches
+  from ldm_jax.data.pipeline import Decoding, RandomAccessBatches
 
   return RandomAccessBatches(
-    source, 32, seed=0, start_position=start, num_threads=threads, num_workers=workers
+    source, 32, seed=0, start_position=start, decoding=Decoding(threads, workers)
   )
 
 
@@ -175,7 +175,7 @@ def bench_train(config, folder, cache_dir, emit, setup):
   import jax.numpy as jnp
 
   from ldm_jax.data.latent_cache import DiskLatentCache
-  from ldm_jax.data.pipeline import RandomAccessBatches
+  from ldm_jax.data.pipeline import Decoding, RandomAccessBatches
   from ldm_jax.data.prefetch import Prefetch
   from ldm_jax.data.sources import FolderSource
   from ldm_jax.train.ldm_step import make_ldm_step
@@ -191,7 +191,7 @@ def bench_train(config, folder, cache_dir, emit, setup):
     'disk latent cache': DiskLatentCache(cache_dir),
   }
   for name, source in sources.items():
-    data = Prefetch(RandomAccessBatches(source, FLAGS.batch_size, 0, num_threads=2), 2)
+    data = Prefetch(RandomAccessBatches(source, FLAGS.batch_size, 0, decoding=Decoding(2)), 2)
     state = TrainState.create(jax.tree.map(jnp.copy, params), tx, t.use_ema, 1.0)
     state, m = step(state, next(data), fs_params)  # compile + warm-up
     jax.block_until_ready(m)

@@ -332,7 +332,7 @@ import sys, numpy as np
 from ldm_jax.data.pipeline import RandomAccessBatches
 from ldm_jax.data.records import RecordsSource
 p = int(sys.argv[1])
-it = RandomAccessBatches(RecordsSource(sys.argv[2], 16), 8, 0, process_index=p, process_count=2)
+it = RandomAccessBatches(RecordsSource(sys.argv[2], 16), 8, 0, process=(p, 2))
 np.save(sys.argv[3], np.stack([next(it)['image'] for _ in range(2)]))
 """
 
@@ -394,7 +394,11 @@ def test_tfds_prepared_as_array_record_is_read_by_index(monkeypatch):
     it = make_train_iterator(config, task=get_task(config), start_position=96, prefetch=0)
     batch = next(it)
     direct = RandomAccessBatches(
-      source, 8, config.seed, random_flip=config.data.random_flip, start_position=96
+      source,
+      8,
+      config.seed,
+      decoding=Decoding(random_flip=config.data.random_flip),
+      start_position=96,
     )
     np.testing.assert_array_equal(batch['image'], direct.batch_at(96)['image'])
     assert batch['cond'].shape == (8, 92)
