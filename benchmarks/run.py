@@ -37,7 +37,14 @@ from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/, benchmarks/
-from benchmarks.common import peak_flops, random_weights, sig  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+  device_peak_gb,
+  peak_flops,
+  random_weights,
+  sig,
+  time_calls,
+  xla_cost,
+)
 from ldm_jax.diffusion.samplers import SAMPLERS, model_calls  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -89,46 +96,6 @@ def smoke_config(c):
 # -- measurement helpers ----------------------------------------------------------------------
 
 
-def _cost(compiled) -> dict:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', 0.0)) if cost else 0.0
-  out = {'xla_flops_per_device': flops or None}  # SPMD programs: one device's share
-  try:
-    m = compiled.memory_analysis()
-    out['xla_memory_gb'] = round(
-      (
-        m.argument_size_in_bytes
-        + m.output_size_in_bytes
-        + m.temp_size_in_bytes
-        - m.alias_size_in_bytes
-      )
-      / 2**30,
-      3,
-    )
-  except Exception:  # pylint: disable=broad-except  # not every backend has it
-    out['xla_memory_gb'] = None
-  return out
-
-
-def _device_peak_gb():
-  import jax
-
-  stats = jax.local_devices()[0].memory_stats() or {}
-  peak = stats.get('peak_bytes_in_use')
-  return round(peak / 2**30, 3) if peak else None
-
-
-def _time(fn, iters: int) -> list[float]:
-  """Seconds per call, each call synchronised (fn must block on its result)."""
-  times = []
-  for _ in range(iters):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return times
-
-
 def _profile(what: str, fn, compiled, calls: int = 2) -> None:
   """--profile: ``calls`` more calls of ``fn`` traced into FLAGS.profile/what, top ops printed
   (to stderr) and written to top_ops.json there. Outside the timed calls: tracing slows them."""
@@ -158,7 +125,7 @@ def forward_flops(ldm, params, batch_shape, c=None) -> float:
   x = jax.ShapeDtypeStruct(batch_shape, jnp.float32)
   t = jax.ShapeDtypeStruct(batch_shape[:1], jnp.int32)
   compiled = jax.jit(lambda p, x, t, c: ldm.eps(p, x, t, c)).lower(params, x, t, c).compile()
-  return _cost(compiled)['xla_flops_per_device'] or 0.0
+  return xla_cost(compiled)['xla_flops_per_device'] or 0.0
 
 
 # -- the measurements -----------------------------------------------------------------------
@@ -197,7 +164,7 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, fs_params).compile()
   compile_s = time.perf_counter() - t0
-  cost = _cost(compiled)
+  cost = xla_cost(compiled)
   holder = {'state': state}
 
   def run():
@@ -205,7 +172,7 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
     jax.block_until_ready(m)
 
   run()  # warm-up
-  times = _time(run, FLAGS.iters)
+  times = time_calls(run, FLAGS.iters)
   sec = statistics.median(times)
   _profile('train', run, [compiled])
   model_flops = 3 * forward_flops(ldm, params, (b, h, w, c))
@@ -219,7 +186,7 @@ def bench_train(config, ldm, params, fs_params, mesh, peak):
     'model_flops_per_step': model_flops,
     'model_tflops_per_s': round(model_flops / sec / 1e12, 3),
     'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
-    'device_peak_memory_gb': _device_peak_gb(),
+    'device_peak_memory_gb': device_peak_gb(),
   }
 
 
@@ -270,10 +237,10 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   t0 = time.perf_counter()
   compiled = fn.lower(params, fs_params, scale, x_T, cond, uncond, key).compile()
   compile_s = time.perf_counter() - t0
-  cost = _cost(compiled)
+  cost = xla_cost(compiled)
   run = lambda: jax.block_until_ready(compiled(params, fs_params, scale, x_T, cond, uncond, key))
   run()
-  sec = statistics.median(_time(run, FLAGS.sample_iters))
+  sec = statistics.median(time_calls(run, FLAGS.sample_iters))
   _profile(f'sample_{FLAGS.sampler}{steps}', run, [compiled], calls=1)
   decode = (
     jax.jit(lambda p, z: ldm.decode(p, z, 1.0))
@@ -284,7 +251,7 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
   c = None if cond is None else jax.eval_shape(ldm.conditioning, params, fs_params, cond)
   calls = 2 if uncond is not None else 1  # guidance: the UNet runs on [uncond, cond]
   model_flops = evals * calls * forward_flops(ldm, params, x_T.shape, c) + (
-    _cost(decode)['xla_flops_per_device'] or 0
+    xla_cost(decode)['xla_flops_per_device'] or 0
   )
   return {
     'what': f'sample_{FLAGS.sampler}{steps}',
@@ -297,7 +264,7 @@ def bench_sample(config, ldm, params, fs_params, mesh, peak, steps: int):
     'xla_memory_gb': cost['xla_memory_gb'],
     'model_flops_per_call': model_flops,
     'mfu': round(model_flops / sec / (peak * mesh.size), 4) if peak else None,
-    'device_peak_memory_gb': _device_peak_gb(),
+    'device_peak_memory_gb': device_peak_gb(),
   }
 
 
@@ -323,7 +290,7 @@ def bench_first_stage(config, ldm, fs_params, mesh):
     compile_s = time.perf_counter() - t0
     run = lambda compiled=compiled, x=x: jax.block_until_ready(compiled(fs_params, x))
     run()
-    sec = statistics.median(_time(run, FLAGS.sample_iters))
+    sec = statistics.median(time_calls(run, FLAGS.sample_iters))
     _profile(f'first_stage_{name}', run, [compiled])
     out.append(
       {
@@ -332,8 +299,8 @@ def bench_first_stage(config, ldm, fs_params, mesh):
         'call_time_s': round(sec, 4),
         'images_per_s': sig(b / sec),
         'compile_s': round(compile_s, 1),
-        **_cost(compiled),
-        'device_peak_memory_gb': _device_peak_gb(),
+        **xla_cost(compiled),
+        'device_peak_memory_gb': device_peak_gb(),
       }
     )
   return out
