@@ -75,14 +75,16 @@ def test_a_swapped_tensor_fails_and_names_the_unet(sd2_folder, tmp_path):
   converted = dict(params=params, ema_params=None, first_stage=first_stage,
                    scale_factor=float(state['scale_factor']))  # fmt: skip
   write_workdir(str(tmp_path / 'bad'), ml_collections.ConfigDict(saved), converted)
-  r = _verify(tmp_path / 'bad', sd2_folder / 'pipe')
-  assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
-  report = json.loads((tmp_path / 'bad' / 'verify.json').read_text())
+  from ldm_jax.verify import table, verify  # in this process: the CLI is the test above's
+
+  report = verify(str(tmp_path / 'bad'), str(sd2_folder / 'pipe'))
   failed = {row['component'] for row in report['components'] if not row['passed']}
-  assert 'unet' in failed and 'text encoder' not in failed and 'vae decode' not in failed
+  assert not report['passed'] and 'unet' in failed
+  assert 'text encoder' not in failed and 'vae decode' not in failed
   assert failed <= {'unet', 'trajectory', 'round trip'}
-  assert 'FAILED' in r.stdout and any(
-    line.startswith('unet') and 'FAIL' in line for line in r.stdout.splitlines()
+  printed = table(report)
+  assert 'FAILED' in printed and any(
+    line.startswith('unet') and 'FAIL' in line for line in printed.splitlines()
   )
 
 
@@ -96,9 +98,10 @@ def test_a_compvis_sd1_file_passes_through_diffusers_single_file_converters(tmp_
   path = str(tmp_path / 'sd1.safetensors')
   save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, path)
   convert_compvis(path, _tiny_config(1), str(tmp_path / 'run'))
-  r = _verify(tmp_path / 'run', path)
-  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-  report = json.loads((tmp_path / 'run' / 'verify.json').read_text())
+  from ldm_jax.verify import verify
+
+  report = verify(str(tmp_path / 'run'), path)
+  assert report['passed'], report
   rows = {row['component']: row for row in report['components']}
   assert 'tokens' not in rows  # a single file has no tokenizer: ours makes the ids for both
   assert rows['round trip']['passed'] and rows['trajectory']['max_rel'] < 1e-4
@@ -140,8 +143,10 @@ def test_an_unconditional_vq_ldm_pipeline_passes(tmp_path):
   )  # fmt: skip
   _write_pipeline(str(tmp_path / 'pipe'), 'LDMPipeline', {'unet': unet, 'vqvae': _vq()}, _ddim())
   convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'run'))
-  r = _verify(tmp_path / 'run', tmp_path / 'pipe')
-  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-  rows = {row['component']: row for row in json.loads((tmp_path / 'run' / 'verify.json').read_text())['components']}  # fmt: skip
+  from ldm_jax.verify import verify
+
+  report = verify(str(tmp_path / 'run'), str(tmp_path / 'pipe'))
+  assert report['passed'], report
+  rows = {row['component']: row for row in report['components']}
   assert set(rows) == {'unet', 'vae encode', 'vae decode', 'trajectory', 'round trip'}
   assert 'skipped' not in rows['trajectory'] and rows['trajectory']['max_rel'] < 1e-4
