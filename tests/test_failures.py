@@ -350,13 +350,10 @@ def test_a_full_disk_is_one_line(tmp_path):
     text=True,
     timeout=600,
   )
-  # The log, then the line, and nothing after it but what TensorStore's callbacks were already
-  # printing ("Event loop is closed": they outlive Orbax's failed save), not 5 tracebacks of the
-  # same error (467 lines)
   assert r.returncode == 2, r.stderr[-3000:]
   lines = r.stderr.splitlines()
   assert any(x.startswith('error: no space left on the device') for x in lines), r.stderr
-  # TensorStore's callbacks: 5 lines each, as many as were in flight (more under load)
+  # Besides the line only TensorStore's callbacks that outlive Orbax's failed save, 5 lines each
   closed = re.compile(
     r'Traceback \(most recent call last\):\n((?!Traceback).*\n)*?RuntimeError: Event loop is closed\n'
   )

@@ -134,7 +134,7 @@ def test_a_text_encoder_lora_gives_peft_states(sd1):
   """The adapter's alpha (4 for rank 2) is in the file's metadata, as diffusers writes it."""
   import jax
 
-  (root, text_encoder), tokens = sd1, None
+  root, text_encoder = sd1
   pipe = ldm_jax.load(
     str(root / 'run'), lora=str(root / 'text' / 'pytorch_lora_weights.safetensors')
   )

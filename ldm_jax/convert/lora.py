@@ -128,7 +128,7 @@ class _Targets:
   through the converter's renaming plan; CompVis-style and text-encoder names are ours."""
 
   def __init__(self, config, params):
-    self.config, self.params = config, params
+    self.config = config
     self.unet = _module_names(params['unet'])
     self.from_diffusers: dict[str, str] = {}
     self._diffusers_index({f'model.diffusion_model.{m}.weight': 0 for m in set(self.unet.values())})
@@ -191,8 +191,8 @@ def merge_lora(config, params: dict, files, scales) -> tuple[dict, dict]:
     report['modules'] += len(found)
   out = dict(params)
   for tree, leaves in flat.items():
-    out[tree] = jax.tree_util.tree_unflatten(
-      jax.tree_util.tree_structure(params[tree]), [leaves[p] for p, _ in _leaves(params[tree])]
+    out[tree] = jax.tree_util.tree_map_with_path(
+      lambda p, _, leaves=leaves: leaves[jax.tree_util.keystr(p)], params[tree]
     )
   return out, report
 

@@ -31,6 +31,7 @@ from ldm_jax.verify.common import PROMPTS, TOLERANCE, compare
 from ldm_jax.verify.common import nchw as _nchw
 from ldm_jax.verify.common import nhwc as _nhwc
 from ldm_jax.verify.reference import Reference, load_reference
+from ldm_jax.verify.trajectory import round_trip_row, trajectory_row
 
 
 def verify(workdir: str, source: str, *, use_ema: bool = True, steps: int = 4, guidance_scale=4.0):
@@ -49,8 +50,10 @@ def verify(workdir: str, source: str, *, use_ema: bool = True, steps: int = 4, g
   rows, context = _text_rows(pipe, ref)
   rows.append(_unet_row(pipe, ref, context))
   rows += _first_stage_rows(pipe, ref)
-  rows.append(_trajectory_row(pipe, ref, steps, guidance_scale))
-  rows.append(_round_trip_row(workdir, source, ref))
+  rows.append(trajectory_row(pipe, ref, steps, guidance_scale))
+  with tempfile.TemporaryDirectory() as tmp:
+    rows.append(round_trip_row(workdir, source, ref, tmp))
+  import diffusers
   import torch
 
   report = {
@@ -61,17 +64,15 @@ def verify(workdir: str, source: str, *, use_ema: bool = True, steps: int = 4, g
     'dtype': 'float32',
     'tolerance': TOLERANCE,
     'devices': {'jax': jax.devices()[0].device_kind, 'torch': 'cpu'},
-    'versions': {'jax': jax.__version__, 'torch': torch.__version__, **_diffusers_version()},
+    'versions': {
+      'jax': jax.__version__,
+      'torch': torch.__version__,
+      'diffusers': diffusers.__version__,
+    },
     'components': rows,
     'passed': all(r['passed'] for r in rows),
   }
   return report
-
-
-def _diffusers_version() -> dict:
-  import diffusers
-
-  return {'diffusers': diffusers.__version__}
 
 
 def _check_same_model(pipe, ref: Reference) -> None:
@@ -79,17 +80,14 @@ def _check_same_model(pipe, ref: Reference) -> None:
   from ldm_jax.config import UNetConfig
 
   u = UNetConfig.from_config(pipe.config)
-  theirs = ref.unet.config
   ours = {
     'in_channels': u.in_channels,
     'out_channels': u.out_channels,
     'block_out_channels': [u.model_channels * m for m in u.channel_mult],
   }
-  diffs = [
-    f'{k}: {v} here, {list(theirs[k]) if isinstance(theirs[k], tuple) else theirs[k]} in the source'
-    for k, v in ours.items()
-    if (list(theirs[k]) if isinstance(theirs[k], (list, tuple)) else theirs[k]) != v
-  ]
+  theirs = {k: ref.unet.config[k] for k in ours}
+  theirs['block_out_channels'] = list(theirs['block_out_channels'])
+  diffs = [f'{k}: {v} here, {theirs[k]} in the source' for k, v in ours.items() if theirs[k] != v]
   if diffs:
     raise UserError(
       'the source is not the model of this workdir (unet ' + '; '.join(diffs) + '): give the '
@@ -160,19 +158,6 @@ def _first_stage_rows(pipe, ref: Reference) -> list[dict]:
     compare('vae encode', ours_z, _nhwc(theirs_z)),
     compare('vae decode', ours_x, _nhwc(theirs_x)),
   ]
-
-
-def _trajectory_row(pipe, ref: Reference, steps: int, guidance_scale: float) -> dict:
-  from ldm_jax.verify.trajectory import trajectory_row
-
-  return trajectory_row(pipe, ref, steps, guidance_scale)
-
-
-def _round_trip_row(workdir: str, source: str, ref: Reference) -> dict:
-  from ldm_jax.verify.trajectory import round_trip_row
-
-  with tempfile.TemporaryDirectory() as tmp:
-    return round_trip_row(workdir, source, ref, tmp)
 
 
 def write_report(report: dict, out: str) -> None:

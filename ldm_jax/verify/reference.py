@@ -90,8 +90,9 @@ def _single_file(path: str, config, use_ema: bool) -> Reference:
       'verify reads single files of KL latent models with diffusers (Stable Diffusion and its '
       'kin); for this model give the diffusers folder it came from'
     )
-  unet_cfg = {k: v for k, v in unet_config(config).items() if not k.startswith('_')}
-  unet = _cls(diffusers, unet_config(config))(**unet_cfg)
+  unet_cfg = unet_config(config)
+  cls = getattr(diffusers, unet_cfg['_class_name'])
+  unet = cls(**{k: v for k, v in unet_cfg.items() if not k.startswith('_')})
   _load(unet, sfu.convert_ldm_unet_checkpoint(checkpoint, unet.config, extract_ema=use_ema), 'unet')
   vae_cfg = vae_config(config, float(config.diffusion.scale_factor))
   vae = diffusers.AutoencoderKL(**{k: v for k, v in vae_cfg.items() if not k.startswith('_')})
@@ -125,10 +126,6 @@ def _single_file_text(checkpoint: dict, config, sfu):
     tensors = {k.removeprefix('text_model.'): v for k, v in tensors.items()}
   _load(model, tensors, 'text encoder')
   return model
-
-
-def _cls(diffusers, cfg: dict):
-  return getattr(diffusers, cfg['_class_name'])
 
 
 def _load(module, tensors: dict, what: str) -> None:
