@@ -254,7 +254,7 @@ def run_cli(main) -> None:
   ``error: ...`` line with exit status 2 instead of a traceback; a traceback is for bugs."""
   from absl import app
 
-  sys.excepthook = _quiet_closed_loop(sys.excepthook)
+  sys.excepthook, sys.unraisablehook = _quiet_closed_loop(sys.excepthook, sys.unraisablehook)
   try:
     sys.argv = resolve_config_argv(sys.argv)
     app.run(main, flags_parser=_parse_flags)
@@ -313,17 +313,24 @@ _OVERRIDE_HINT = (
 )
 
 
-def _quiet_closed_loop(hook):
-  """sys.excepthook without the 'Event loop is closed' tracebacks that TensorStore's threads print
-  (through PyErr_Print) when their write callbacks reach Orbax after a failed checkpoint (a full
-  disk) closed its event loop: dozens of them would bury the one error line."""
+def _quiet_closed_loop(excepthook, unraisablehook):
+  """sys.excepthook and sys.unraisablehook without the 'Event loop is closed' tracebacks that
+  TensorStore's threads print (through PyErr_Print or PyErr_WriteUnraisable) when their write
+  callbacks reach Orbax after a failed checkpoint (a full disk) closed its event loop: dozens of
+  them would bury the one error line."""
+
+  def closed(value):
+    return isinstance(value, RuntimeError) and str(value) == 'Event loop is closed'
 
   def quiet(kind, value, tb):
-    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
-      return
-    hook(kind, value, tb)
+    if not closed(value):
+      excepthook(kind, value, tb)
 
-  return quiet
+  def quiet_unraisable(unraisable):
+    if not closed(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  return quiet, quiet_unraisable
 
 
 def user_message(error: BaseException) -> str | None:

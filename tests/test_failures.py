@@ -4,7 +4,6 @@ behaviour" table. A user mistake exits 2 with an ``error:`` line naming the prob
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -353,13 +352,10 @@ def test_a_full_disk_is_one_line(tmp_path):
   assert r.returncode == 2, r.stderr[-3000:]
   lines = r.stderr.splitlines()
   assert any(x.startswith('error: no space left on the device') for x in lines), r.stderr
-  # Besides the line only TensorStore's callbacks that outlive Orbax's failed save, 5 lines each
-  closed = re.compile(
-    r'Traceback \(most recent call last\):\n((?!Traceback).*\n)*?RuntimeError: Event loop is closed\n'
-  )
-  rest = closed.sub('', r.stderr)
-  assert 'os_error_code' not in rest and 'Traceback' not in rest, rest
-  assert len(rest.splitlines()) < 30, rest
+  # Not one traceback: TensorStore's callbacks that outlive Orbax's failed save are kept quiet
+  # (their tracebacks, cut by the exit and interleaved with the error line, once hid it).
+  assert 'os_error_code' not in r.stderr and 'Traceback' not in r.stderr, r.stderr
+  assert len(lines) < 15, r.stderr
 
 
 def _wandb_history(workdir):
