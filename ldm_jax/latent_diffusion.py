@@ -104,9 +104,11 @@ def build_schedule(config) -> Schedule:
   )
 
 
-def latent_shape(config) -> tuple[int, int, int]:
-  size = config.data.image_size // downsampling_factor(config)
-  return (size, size, config.first_stage.embed_dim)
+def latent_shape(config, image_hw=None) -> tuple[int, int, int]:
+  """(h, w, c) of the latents of an image of ``image_hw`` (default: the config's square)."""
+  f = downsampling_factor(config)
+  h, w = image_hw if image_hw is not None else (config.data.image_size,) * 2
+  return (h // f, w // f, config.first_stage.embed_dim)
 
 
 # {'concat': [B, h, w, c], 'crossattn': [B, L, D], 'crossattn_mask': [B, L] bool}, all optional

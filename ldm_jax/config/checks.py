@@ -89,6 +89,33 @@ def _check_data(config) -> None:
       'config.data.image_size must be divisible by the first stage downsampling '
       'factor 2**(len(first_stage.ch_mult) - 1)'
     )
+  if d.get('buckets'):
+    _check_buckets(config)
+
+
+def _check_buckets(config) -> None:
+  from ldm_jax.data.buckets import parse_buckets
+
+  d = config.data
+  if d.source not in ('folder', 'jsonl', 'records'):
+    raise ConfigError(
+      f'config.data.buckets needs a folder, jsonl or records source, not {d.source!r} (pack '
+      "other data with `python -m ldm_jax.data.pack`), or set --config.data.buckets=''"
+    )
+  if d.latent_cache or d.cache_latents:
+    raise ConfigError(
+      'config.data.buckets and a latent cache (config.data.latent_cache / cache_latents) are '
+      'exclusive: a cache holds latents of one shape; drop one of them'
+    )
+  factor = downsampling_factor(config) if config.stage == 'ldm' else 1
+  factor *= 2 ** (len(config.unet.channel_mult) - 1) if config.stage == 'ldm' else 1
+  shapes = parse_buckets(d.buckets)
+  bad = [f'{h}x{w}' for h, w in shapes if h % factor or w % factor]
+  if bad:
+    raise ConfigError(
+      f"config.data.buckets: {', '.join(bad)} not divisible by {factor} (the first stage's "
+      "and the UNet's downsampling): use multiples of it"
+    )
 
 
 def _check_first_stage(config) -> None:

@@ -55,6 +55,9 @@ def _data() -> ml_collections.ConfigDict:
       label_key='label',
       image_size=256,  # centre crop to a square, then bicubic resize to this size
       random_flip=True,
+      # Aspect-ratio buckets (folder, jsonl, records): '' = off (square crops of image_size),
+      # 'sdxl' (SDXL's 41 shapes of ~1024^2) or 'HxW,HxW,...'; data/buckets.py
+      buckets='',
       num_threads=8,  # image decoding threads per process (when num_workers is 0)
       num_workers=0,  # > 0: decode in this many grain worker processes per host
       shuffle_window=1000,  # shards: samples shuffled within windows of this many

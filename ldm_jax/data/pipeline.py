@@ -126,7 +126,8 @@ class RandomAccessBatches:
 
   @property
   def num_corrupt(self) -> int:
-    return len(self.bad)
+    """Unreadable images skipped so far (and, with data.buckets, those the size scan found)."""
+    return len(self.bad) + getattr(self.examples, 'num_unreadable', 0)
 
   def _perm(self, epoch: int) -> np.ndarray:
     return self.examples.perm(epoch)
@@ -157,6 +158,9 @@ class RandomAccessBatches:
       key: to_model_range(arrays) if key == 'image' else arrays,
       'label': np.array([e['label'] for e in examples], np.int32),
     }
+    for k in ('original_size', 'crop_top_left'):  # data.buckets: SDXL's size conditioning
+      if k in examples[0]:
+        batch[k] = np.array([e[k] for e in examples], np.int32)
     if self.conditions is not None:
       batch['cond'] = self.conditions.training_condition(examples, positions)
     return batch
@@ -280,6 +284,12 @@ def make_train_iterator(
     )
   if source is None:
     source = make_source(d, conditions.annotations if conditions else ())
+  if d.get('buckets'):
+    from ldm_jax.data.buckets import bucketed_examples
+
+    examples = bucketed_examples(source, d, global_batch, config.seed)
+    if position % global_batch:  # another batch size than before: start at a whole batch
+      position += global_batch - position % global_batch
   workers = 0 if getattr(source, 'in_memory', False) else d.num_workers
   it = RandomAccessBatches(
     source,

@@ -11,6 +11,7 @@ for datasets larger than a disk, mount the bucket (gcsfuse) and give the mounted
 
 from __future__ import annotations
 
+import io
 import json
 
 import msgpack
@@ -82,9 +83,12 @@ class RecordsSource:
   def raw(self, index: int) -> dict:
     return decode_record(self._records()[index])
 
-  def load(self, index: int, flip: bool = False) -> dict:
+  def open_image(self, index: int):
+    return io.BytesIO(self.raw(index)['image'])
+
+  def load(self, index: int, flip: bool = False, size=None) -> dict:
     raw = self.raw(index)
     kept = {k: raw[k] for k in ('image', 'label', *self.annotations)}
     return decode_example(
-      f'{self.path}[{index}] ({raw.get("name", "")})', kept, self.image_size, flip
+      f'{self.path}[{index}] ({raw.get("name", "")})', kept, size or self.image_size, flip
     )

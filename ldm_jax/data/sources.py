@@ -199,25 +199,39 @@ class FolderSource:
         raise FileNotFoundError(f'no {what} file {ann!r} beside it') from e
     return raw
 
-  def load(self, index: int, flip: bool = False) -> dict:
+  def open_image(self, index: int):
+    """The image file, opened for reading (data.buckets reads the sizes from its header)."""
+    return storage.open_file(self.files[index])
+
+  def load(self, index: int, flip: bool = False, size=None) -> dict:
+    """``size``: (height, width) to cover-crop to (data.buckets) instead of the square."""
     try:
       raw = self.raw(index)
     except OSError as e:
       raise CorruptImage(f'{self.files[index]}: {e}') from e
-    return decode_example(self.files[index], raw, self.image_size, flip)
+    return decode_example(self.files[index], raw, size or self.image_size, flip)
 
 
-def decode_example(name: str, raw: dict, image_size: int, flip: bool) -> dict:
+def decode_example(name: str, raw: dict, image_size, flip: bool) -> dict:
   """An undecoded example -> the example of ``load``: ``raw['image']`` the bytes of an image file;
   annotations as stored next to images (see FolderSource): ``caption`` text (one caption per
-  line), ``boxes`` JSON text, ``segmentation`` PNG bytes. A file that cannot be decoded raises
+  line), ``boxes`` JSON text, ``segmentation`` PNG bytes. ``image_size``: the side of the square
+  centre crop, or a (height, width) bucket to cover and centre-crop (data.buckets; the example
+  then carries ``original_size`` and ``crop_top_left``). A file that cannot be decoded raises
   CorruptImage naming ``name``."""
   try:
     with Image.open(io.BytesIO(raw['image'])) as im:
       im.load()
       hw = (im.height, im.width)
-      image = center_crop_resize(im, image_size)
+      if isinstance(image_size, tuple):
+        from ldm_jax.data.buckets import cover_crop
+
+        image, original, crop = cover_crop(im, image_size)
+      else:
+        image = center_crop_resize(im, image_size)
     example = {'image': image[:, ::-1] if flip else image, 'label': int(raw.get('label', 0))}
+    if isinstance(image_size, tuple):
+      example['original_size'], example['crop_top_left'] = original, crop
     if 'caption' in raw:
       captions = [line.strip() for line in raw['caption'].splitlines() if line.strip()]
       example['caption'] = captions or ['']
@@ -280,7 +294,10 @@ class JsonlSource:
   def __len__(self):
     return len(self.rows)
 
-  def load(self, index: int, flip: bool = False) -> dict:
+  def open_image(self, index: int):
+    return storage.open_file(self.rows[index][0])
+
+  def load(self, index: int, flip: bool = False, size=None) -> dict:
     image, caption, label = self.rows[index]
     try:
       raw = {'image': storage.read_bytes(image), 'label': label}
@@ -288,4 +305,4 @@ class JsonlSource:
       raise CorruptImage(f'{image}: {e}') from e
     if 'caption' in self.annotations:
       raw['caption'] = caption if isinstance(caption, str) else '\n'.join(caption)
-    return decode_example(image, raw, self.image_size, flip)
+    return decode_example(image, raw, size or self.image_size, flip)

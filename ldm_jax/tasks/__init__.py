@@ -89,6 +89,11 @@ def _check(config, task: Task) -> None:
       f'{list(task.encoder_kinds)}, got {cs.kind!r}'
     )
   task.validate()
+  if config.data.get('buckets') and not task.any_shape:
+    raise ValueError(
+      f"config.data.buckets: the {task.name} task's conditions are made for square crops; "
+      "buckets work for the unconditional, class and text tasks: set --config.data.buckets=''"
+    )
   if key in ('crossattn', 'hybrid'):
     width = cs.channels if cs.kind == 'identity' else cs.embed_dim
     if config.unet.context_dim != width or not config.unet.use_spatial_transformer:

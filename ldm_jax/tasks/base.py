@@ -57,6 +57,7 @@ class Task:
   fills_a_mask = False  # inpainting: samples are composited into an image; LPIPS, mask bands
   clip_scored = False  # text-to-image: the evaluation's CLIP score applies
   upsamples = False  # super-resolution: python -m ldm_jax.eval.superres applies
+  any_shape = False  # its conditions hold for images of any shape (data.buckets)
 
   def __init__(self, config):
     self.config = config

@@ -12,6 +12,7 @@ from ldm_jax.tasks.base import Task, TaskInputError
 
 class ClassConditional(Task):
   name = 'class'
+  any_shape = True
   label_is_condition = True
   samples_from_examples = False
   encoder_kinds = ('class',)

@@ -18,6 +18,7 @@ from ldm_jax.tasks.base import Task, TaskInputError
 
 class TextToImage(Task):
   name = 'text'
+  any_shape = True
   clip_scored = True
   annotations = ('caption',)
   encoder_kinds = ('bert', 'clip', 'openclip')

@@ -7,6 +7,7 @@ from ldm_jax.tasks.base import Task
 
 class Unconditional(Task):
   name = 'unconditional'
+  any_shape = True
   has_condition = False
   samples_from_examples = False
   encoder_kinds = ('none',)

@@ -139,13 +139,14 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   null = None
   if ldm.task.has_condition and cs.p_uncond > 0:
     null = ldm.task.null_example()  # the task's null condition, one example
-  shape = latent_shape(config)
   loss = LossSpec.from_config(d)
   grads_of = ldm_grads_fn(ldm, loss, null, frozen)
 
   def step(state: TrainState, batch, first_stage_params):
     k_examples, k_drop = jax.random.split(step_key(config, state.step))
     n = jax.tree.leaves(batch)[0].shape[0]
+    # the batch's own latent shape: data.buckets gives each batch its bucket's
+    shape = latent_shape(config, batch['image'].shape[1:3] if 'image' in batch else None)
     draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond, loss)
     fn = lambda b, dr, kd: grads_of(state.params, b, dr, kd, first_stage_params, state.scale_factor)
     grads, metrics = accumulate(fn, batch, draws, k_drop, config.training.grad_accum_steps)
