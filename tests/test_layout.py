@@ -33,6 +33,7 @@ LAYERS = [
     'summary',
     'aot',
     'cache_latents',
+    'cache_text',
     'verify',
     '__init__',
     'configs',

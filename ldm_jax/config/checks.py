@@ -91,10 +91,26 @@ def _check_data(config) -> None:
     )
   if d.get('buckets'):
     _check_buckets(config)
+  if d.get('text_cache') and d.source == 'shards':
+    raise ConfigError(
+      'config.data.text_cache is read by example index; tar shards are streams: pack them '
+      "(python -m ldm_jax.data.pack) or set --config.data.text_cache=''"
+    )
+  if d.get('text_cache') and config.cond_stage.get('trainable', True):
+    raise ConfigError(
+      'config.data.text_cache holds the outputs of a frozen text encoder, but this run trains it '
+      '(config.cond_stage.trainable=True): set --config.cond_stage.trainable=False, or '
+      "--config.data.text_cache=''"
+    )
+  if d.get('text_cache') and config.cond_stage.get('mask_padding', False):
+    raise ConfigError(
+      'config.data.text_cache stores contexts without their padding masks; '
+      'config.cond_stage.mask_padding=True needs them: train without the text cache'
+    )
 
 
 def _check_buckets(config) -> None:
-  from ldm_jax.data.buckets import parse_buckets
+  from ldm_jax.config.buckets import parse_buckets
 
   d = config.data
   if d.source not in ('folder', 'jsonl', 'records'):

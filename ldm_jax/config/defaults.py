@@ -63,6 +63,8 @@ def _data() -> ml_collections.ConfigDict:
       shuffle_window=1000,  # shards: samples shuffled within windows of this many
       cache_latents=False,  # ldm stage: encode the dataset once into memory, train on latents
       latent_cache='',  # ldm stage: train on this on-disk cache (python -m ldm_jax.cache_latents)
+      # text tasks with a frozen encoder: its outputs cached here (python -m ldm_jax.cache_text)
+      text_cache='',
       # Conditional tasks (ldm_jax/tasks/: each task makes its own). TFDS feature names ('/' for nesting):
       caption_key='captions/text',  # text: a string or a sequence of strings (coco_captions)
       boxes_key='objects/bbox',

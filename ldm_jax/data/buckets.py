@@ -25,58 +25,16 @@ import time
 import numpy as np
 from PIL import Image
 
+from ldm_jax.config.buckets import parse_buckets
 from ldm_jax.data.sources import CorruptImage, DataError
-from ldm_jax.images import pil_to_rgb
 
 log = logging.getLogger(__name__)
-
-# SDXL's published list (appendix I of the paper), (height, width), about 1024^2 pixels each.
-_SDXL_PORTRAIT = (
-  (512, 2048), (512, 1984), (512, 1920), (512, 1856), (576, 1792), (576, 1728), (576, 1664),
-  (640, 1600), (640, 1536), (704, 1472), (704, 1408), (704, 1344), (768, 1344), (768, 1280),
-  (832, 1216), (832, 1152), (896, 1152), (896, 1088), (960, 1088), (960, 1024),
-)  # fmt: skip
-SDXL_BUCKETS = (*_SDXL_PORTRAIT, (1024, 1024), *((w, h) for h, w in reversed(_SDXL_PORTRAIT)))
-
-
-def parse_buckets(spec: str) -> tuple[tuple[int, int], ...]:
-  """``config.data.buckets``: '' (off), 'sdxl', or shapes 'HxW,HxW,...' (e.g. '832x1216,1024x1024,1216x832')."""
-  spec = (spec or '').strip()
-  if not spec:
-    return ()
-  if spec.lower() == 'sdxl':
-    return SDXL_BUCKETS
-  shapes = []
-  for part in spec.split(','):
-    h, x, w = part.strip().lower().partition('x')
-    if not (x and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
-      raise DataError(
-        f'config.data.buckets={spec!r}: {part.strip()!r} is not HEIGHTxWIDTH; give '
-        "'sdxl' or shapes such as '832x1216,1024x1024,1216x832'"
-      )
-    shapes.append((int(h), int(w)))
-  if len(set(shapes)) != len(shapes):
-    raise DataError(f'config.data.buckets={spec!r} lists a shape twice')
-  return tuple(shapes)
 
 
 def nearest_bucket(hw: tuple[int, int], buckets) -> int:
   """Index of the bucket whose aspect ratio is nearest (in log ratio) to the image's ``hw``."""
   ratio = math.log(hw[0] / hw[1])
   return int(np.argmin([abs(ratio - math.log(h / w)) for h, w in buckets]))
-
-
-def cover_crop(image: Image.Image, hw: tuple[int, int]):
-  """PIL image -> (uint8 [h, w, 3] resized (bicubic) to cover ``hw`` and centre-cropped to it,
-  its original (height, width), the crop's (top, left) in the resized image)."""
-  img = pil_to_rgb(image)
-  (h0, w0), (h, w) = img.shape[:2], hw
-  scale = max(h / h0, w / w0)
-  rh, rw = max(h, round(h0 * scale)), max(w, round(w0 * scale))
-  if (rh, rw) != (h0, w0):
-    img = np.asarray(Image.fromarray(img).resize((rw, rh), resample=Image.BICUBIC))
-  top, left = round((rh - h) / 2.0), round((rw - w) / 2.0)
-  return img[top : top + h, left : left + w], (h0, w0), (top, left)
 
 
 def image_sizes(source, num_threads: int = 32) -> np.ndarray:

@@ -254,11 +254,13 @@ def make_train_iterator(
   prefetch: int = 2,
   source=None,
   start_position: int | None = None,
+  text_cache=None,
 ):
   """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}
   ({'moments': ...} instead of 'image' when ``source`` is a latent cache), plus 'cond' (the raw
   condition, ``task.training_condition``) when a conditional ``task`` is given. It starts at
-  ``start_position`` examples into the job's stream (default: ``start_step`` global batches)."""
+  ``start_position`` examples into the job's stream (default: ``start_step`` global batches).
+  ``text_cache``: a data.text_cache.TextCache whose contexts the examples carry."""
   d, global_batch = config.data, config.training.batch_size
   position = start_step * global_batch if start_position is None else start_position
   conditions = task if task is not None and task.has_condition else None
@@ -279,11 +281,21 @@ def make_train_iterator(
   if d.source == 'tfds' and source is None and not random_access(d):
     from ldm_jax.data.tfds_source import tfds_batches
 
+    if text_cache is not None:
+      raise DataError(
+        'config.data.text_cache is read by example index: prepare the TFDS dataset as '
+        "array_record (random access) or train without it (text_cache='')"
+      )
+
     return tfds_batches(
       config, global_batch, config.seed, position, process_index, process_count, conditions
     )
   if source is None:
     source = make_source(d, conditions.annotations if conditions else ())
+  if text_cache is not None:  # data.text_cache: examples carry their captions' contexts
+    from ldm_jax.data.text_cache import TextCachedSource
+
+    source = TextCachedSource(source, text_cache)
   if d.get('buckets'):
     from ldm_jax.data.buckets import bucketed_examples
 

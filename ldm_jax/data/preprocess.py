@@ -1,5 +1,6 @@
 """Reference preprocessing (ldm/data/lsun.py): centre crop to a square, bicubic resize, random
-horizontal flip, scale to [-1, 1]."""
+horizontal flip, scale to [-1, 1]; and for aspect-ratio buckets (data.buckets), resize to cover a
+(height, width) and centre crop."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ def center_crop_resize(image: Image.Image, size: int) -> np.ndarray:
   if img.shape[0] != size:
     img = np.asarray(Image.fromarray(img).resize((size, size), resample=Image.BICUBIC))
   return img
+
+
+def cover_crop(image: Image.Image, hw: tuple[int, int]):
+  """PIL image -> (uint8 [h, w, 3] resized (bicubic) to cover ``hw`` and centre-cropped to it,
+  its original (height, width), the crop's (top, left) in the resized image)."""
+  img = pil_to_rgb(image)
+  (h0, w0), (h, w) = img.shape[:2], hw
+  scale = max(h / h0, w / w0)
+  rh, rw = max(h, round(h0 * scale)), max(w, round(w0 * scale))
+  if (rh, rw) != (h0, w0):
+    img = np.asarray(Image.fromarray(img).resize((rw, rh), resample=Image.BICUBIC))
+  top, left = round((rh - h) / 2.0), round((rw - w) / 2.0)
+  return img[top : top + h, left : left + w], (h0, w0), (top, left)
 
 
 def crop_resize_nearest(labels: np.ndarray, size: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ldm_jax import storage
-from ldm_jax.data.preprocess import center_crop_resize, crop_boxes, crop_resize_nearest
+from ldm_jax.data.preprocess import center_crop_resize, cover_crop, crop_boxes, crop_resize_nearest
 from ldm_jax.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
@@ -224,8 +224,6 @@ def decode_example(name: str, raw: dict, image_size, flip: bool) -> dict:
       im.load()
       hw = (im.height, im.width)
       if isinstance(image_size, tuple):
-        from ldm_jax.data.buckets import cover_crop
-
         image, original, crop = cover_crop(im, image_size)
       else:
         image = center_crop_resize(im, image_size)

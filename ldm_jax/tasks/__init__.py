@@ -94,6 +94,11 @@ def _check(config, task: Task) -> None:
       f"config.data.buckets: the {task.name} task's conditions are made for square crops; "
       "buckets work for the unconditional, class and text tasks: set --config.data.buckets=''"
     )
+  if config.data.get('text_cache') and not task.caches_text:
+    raise ValueError(
+      f'config.data.text_cache holds text-encoder outputs; the {task.name} task has no text: '
+      "set --config.data.text_cache=''"
+    )
   if key in ('crossattn', 'hybrid'):
     width = cs.channels if cs.kind == 'identity' else cs.embed_dim
     if config.unet.context_dim != width or not config.unet.use_spatial_transformer:

@@ -58,6 +58,7 @@ class Task:
   clip_scored = False  # text-to-image: the evaluation's CLIP score applies
   upsamples = False  # super-resolution: python -m ldm_jax.eval.superres applies
   any_shape = False  # its conditions hold for images of any shape (data.buckets)
+  caches_text = False  # a frozen text encoder's outputs can be cached (data.text_cache)
 
   def __init__(self, config):
     self.config = config

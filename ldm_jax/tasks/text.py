@@ -7,6 +7,7 @@ captions at random."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.config import TextEncoderConfig
@@ -20,6 +21,7 @@ class TextToImage(Task):
   name = 'text'
   any_shape = True
   clip_scored = True
+  caches_text = True
   annotations = ('caption',)
   encoder_kinds = ('bert', 'clip', 'openclip')
   input_args = ('prompt',)
@@ -60,6 +62,8 @@ class TextToImage(Task):
     return cls(**text.clip_fields())
 
   def encode(self, ldm, params, first_stage_params, cond):
+    if jnp.issubdtype(cond.dtype, jnp.floating):  # contexts from data.text_cache: encoded already
+      return cond
     ctx = ldm.cond_stage.apply({'params': params['cond_stage']}, cond)
     if not self.cs.get('mask_padding', False):
       return ctx  # the reference: cross-attention reads the padding too
@@ -83,13 +87,21 @@ class TextToImage(Task):
       raise TaskInputError(f'got {len(prompts)} prompts for {num} samples')
     return self.tokenize(prompts), None, None
 
+  def caption_index(self, example, position: int) -> int:
+    """Which of ``example``'s captions training (and evaluation) reads at ``position``: drawn by
+    the position's seeded generator."""
+    caps = example['caption']
+    return int(self.rng(position).integers(1 if isinstance(caps, str) else len(caps)))
+
   def caption_for(self, example, position: int) -> str:
-    """The caption training (and evaluation) reads for ``example`` at ``position``: one of its
-    captions, drawn by the position's seeded generator."""
     caps = [example['caption']] if isinstance(example['caption'], str) else list(example['caption'])
-    return caps[int(self.rng(position).integers(len(caps)))]
+    return caps[self.caption_index(example, position)]
 
   def training_condition(self, examples, positions):
+    """Token ids [B, L], or with data.text_cache the drawn captions' contexts [B, L, D]."""
+    if 'text_context' in examples[0]:
+      pairs = zip(examples, positions)
+      return np.stack([e['text_context'][self.caption_index(e, p)] for e, p in pairs])
     return self.tokenize([self.caption_for(e, p) for e, p in zip(examples, positions)])
 
   def null_condition(self, cond):

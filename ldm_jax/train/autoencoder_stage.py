@@ -67,7 +67,7 @@ class AutoencoderStage:
     )
 
   # -- data ------------------------------------------------------------------------------------
-  def train_iterator(self, position: int, first_stage_params):
+  def train_iterator(self, position: int, first_stage_params, params=None):
     return make_train_iterator(
       self.config,
       start_position=position,

@@ -101,7 +101,8 @@ class LDMStage:
     return self.first_stage_shapes()
 
   # -- data ------------------------------------------------------------------------------------
-  def train_iterator(self, position: int, first_stage_params):
+  def train_iterator(self, position: int, first_stage_params, params=None):
+    """``params``: the run's parameters (data.text_cache checks its encoder against them)."""
     cache = None
     if self.config.data.cache_latents:
       cache = self._latent_cache(first_stage_params)
@@ -116,7 +117,17 @@ class LDMStage:
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       source=cache,
+      text_cache=self._text_cache(params),
     )
+
+  def _text_cache(self, params):
+    path = self.config.data.get('text_cache')
+    if not path:
+      return None
+    from ldm_jax.data.text_cache import TextCache, text_stamp
+
+    fingerprint = params_fingerprint(params['cond_stage'])
+    return TextCache(path, text_stamp(self.config, fingerprint, self.task.tokenizer))
 
   def _latent_cache(self, first_stage_params):
     c = self.config

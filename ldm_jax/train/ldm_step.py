@@ -139,6 +139,10 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   null = None
   if ldm.task.has_condition and cs.p_uncond > 0:
     null = ldm.task.null_example()  # the task's null condition, one example
+    if config.data.get('text_cache'):  # contexts, not tokens: the empty prompt's, from the cache
+      from ldm_jax.data.text_cache import TextCache
+
+      null = TextCache(config.data.text_cache).null
   loss = LossSpec.from_config(d)
   grads_of = ldm_grads_fn(ldm, loss, null, frozen)
 

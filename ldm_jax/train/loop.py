@@ -187,7 +187,7 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
     raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
   watchdog.pause('setting up the data')  # (may encode a dataset into latents: compute)
-  data = stage.train_iterator(data_state['position'], first_stage_params)
+  data = stage.train_iterator(data_state['position'], first_stage_params, state.params)
   next_batch = DevicePrefetch(lambda: sharding.global_batch(next(data), mesh))
   pending = None
   if latest is None:  # first-batch hooks (scale_by_std, ActNorm) of a fresh run

@@ -1,0 +1,104 @@
+"""data.text_cache: a frozen text encoder's outputs cached on disk (python -m ldm_jax.cache_text),
+read back per example, refused when made with another encoder, tokenizer or data, and a run with
+it trains as a run that encodes the captions in the step."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ldm_jax.data import DataError
+from ldm_jax.data.text_cache import TextCache
+
+
+@pytest.fixture(scope='module')
+def text_run(tmp_path_factory):
+  """A converted tiny text LDM (BERT encoder), its config with the encoder frozen, and a text cache
+  of the digits' captions built from it."""
+  from ldm_jax.cache_text import build
+  from tests.helpers import tiny_task_config
+  from tests.test_tasks import converted_workdir
+
+  root = tmp_path_factory.mktemp('text_cache')
+  base = converted_workdir('text', str(root))
+
+  def config(**data):
+    c = tiny_task_config('text')
+    c.first_stage.checkpoint = base
+    c.training.update(init_from=base, num_steps=2, checkpoint_every=2, log_every=1)
+    c.cond_stage.update(trainable=False, p_uncond=0.25)
+    c.data.update(split='test', cache_latents=False, **data)
+    return c
+
+  out = str(root / 'cache')
+  summary = build(config(), out, batch_size=64)
+  return config, out, summary, root
+
+
+def test_every_caption_is_cached_as_the_encoder_computes_it(text_run):
+  from ldm_jax.cache_text import encoder_params
+  from ldm_jax.data.sources import DigitsSource
+  from ldm_jax.latent_diffusion import LatentDiffusion
+
+  config, out, summary, _ = text_run
+  source = DigitsSource(16, 'test')
+  assert summary['examples'] == len(source) == summary['examples_encoded']
+  cache = TextCache(out)
+  ldm = LatentDiffusion.from_config(config(), 'float32', False)
+  params = encoder_params(config())
+  for index in (0, 7, len(source) - 1):
+    captions = source.load(index)['caption']
+    ctx = cache.contexts(index)
+    want = ldm.task.encode(ldm, params, None, ldm.task.tokenize(captions))
+    assert ctx.shape == (len(captions), 77, 32)
+    np.testing.assert_allclose(ctx, np.asarray(want), rtol=1e-5, atol=1e-5)
+  null = ldm.task.encode(ldm, params, None, ldm.task.tokenize(['']))[0]
+  np.testing.assert_allclose(cache.null, np.asarray(null), rtol=1e-5, atol=1e-5)
+  # a rerun finds every chunk complete and writes nothing
+  from ldm_jax.cache_text import build
+
+  assert build(config(), out, batch_size=64)['chunks_written'] == 0
+
+
+def test_a_cache_of_another_encoder_tokenizer_or_data_is_refused(text_run):
+  config, out, _, _ = text_run
+  stamp = json.load(open(f'{out}/stamp.json'))
+  for key, value, named in [
+    ('cond_stage_params', 'f' * 64, 'cond_stage_params: cache'),
+    ('tokenizer', '0' * 64, 'tokenizer: cache'),
+  ]:
+    with pytest.raises(DataError, match=named):
+      TextCache(out, {**stamp, key: value})
+  other = {**stamp, 'data': {**stamp['data'], 'split': 'train'}}
+  with pytest.raises(DataError, match="data.split: cache 'test', now 'train'"):
+    TextCache(out, other)
+  with pytest.raises(DataError, match='holds no text cache'):
+    TextCache(out + '-missing')
+
+
+def test_bad_settings_are_config_errors(text_run):
+  from ldm_jax.config import ConfigError, validate
+
+  config, out, _, _ = text_run
+  c = config(text_cache=out)
+  c.cond_stage.trainable = True
+  with pytest.raises(ConfigError, match='trainable=False'):
+    validate(c)
+
+
+def test_a_run_on_the_cache_trains_as_one_that_encodes_in_the_step(text_run):
+  """Two steps (condition dropout included: the null is the cached empty prompt) with and
+  without the cache: the same losses and gradient norms."""
+  from ldm_jax.train.loop import train
+
+  config, out, _, root = text_run
+  train(config(), str(root / 'plain'))
+  train(config(text_cache=out), str(root / 'cached'))
+  rows = {}
+  for name in ('plain', 'cached'):
+    lines = [json.loads(x) for x in open(root / name / 'metrics.jsonl')]
+    rows[name] = [(r['loss'], r['grad_norm']) for r in lines if 'loss' in r]
+  assert len(rows['plain']) == 2
+  # the loss and gradient norm of each step, up to float rounding of the encoder in another program
+  np.testing.assert_allclose(rows['cached'], rows['plain'], rtol=1e-5)
+  assert rows['plain'][0] != rows['plain'][1]
