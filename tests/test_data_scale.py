@@ -218,7 +218,7 @@ def test_caption_shards_through_the_config_and_grain_workers(tmp_path, monkeypat
     config.data.num_workers = workers
     parts = []
     for p in range(2):
-      it = make_train_iterator(config, task=task, process_index=p, process_count=2, prefetch=0)
+      it = make_train_iterator(config, task=task, process=(p, 2), prefetch=0)
       parts.append([next(it) for _ in range(3)])
       it.close()
     batches[workers] = parts

@@ -249,8 +249,7 @@ def make_train_iterator(
   *,
   task=None,
   start_step: int = 0,
-  process_index: int = 0,
-  process_count: int = 1,
+  process: tuple[int, int] = (0, 1),
   prefetch: int = 2,
   source=None,
   start_position: int | None = None,
@@ -259,25 +258,12 @@ def make_train_iterator(
   """Iterator of per-process batches {'image': float32 [b, H, W, 3] in [-1, 1], 'label': int32 [b]}
   ({'moments': ...} instead of 'image' when ``source`` is a latent cache), plus 'cond' (the raw
   condition, ``task.training_condition``) when a conditional ``task`` is given. It starts at
-  ``start_position`` examples into the job's stream (default: ``start_step`` global batches).
-  ``text_cache``: a data.text_cache.TextCache whose contexts the examples carry."""
+  ``start_position`` examples into the job's stream (default: ``start_step`` global batches);
+  ``process``: (this process's index, the process count). ``text_cache``: a
+  data.text_cache.TextCache whose contexts the examples carry."""
   d, global_batch = config.data, config.training.batch_size
   position = start_step * global_batch if start_position is None else start_position
   conditions = task if task is not None and task.has_condition else None
-  examples = None
-  if d.source == 'shards' and source is None:
-    from ldm_jax.data.shards import ShardStream
-
-    examples = source = ShardStream(
-      d.path,
-      d.image_size,
-      config.seed,
-      d.random_flip,
-      process_index,
-      process_count,
-      conditions.annotations if conditions else (),
-      d.shuffle_window,
-    )
   if d.source == 'tfds' and source is None and not random_access(d):
     from ldm_jax.data.tfds_source import tfds_batches
 
@@ -286,17 +272,9 @@ def make_train_iterator(
         'config.data.text_cache is read by example index: prepare the TFDS dataset as '
         "array_record (random access) or train without it (text_cache='')"
       )
-
-    return tfds_batches(
-      config, global_batch, config.seed, position, process_index, process_count, conditions
-    )
-  if source is None:
-    source = make_source(d, conditions.annotations if conditions else ())
-  if text_cache is not None:  # data.text_cache: examples carry their captions' contexts
-    from ldm_jax.data.text_cache import TextCachedSource
-
-    source = TextCachedSource(source, text_cache)
-  if d.get('buckets'):
+    return tfds_batches(config, global_batch, config.seed, position, *process, conditions)
+  source, examples = _source_and_examples(config, source, conditions, process, text_cache)
+  if examples is None and d.get('buckets'):
     from ldm_jax.data.buckets import bucketed_examples
 
     examples = bucketed_examples(source, d, global_batch, config.seed)
@@ -308,12 +286,32 @@ def make_train_iterator(
     global_batch,
     config.seed,
     start_position=position,
-    process=(process_index, process_count),
+    process=process,
     decoding=Decoding(d.num_threads, workers, d.random_flip),
     conditions=conditions,
     examples=examples,
   )
   return Prefetch(it, prefetch) if prefetch else it
+
+
+def _source_and_examples(config, source, conditions, process, text_cache):
+  """(the source, the stream that maps positions to examples itself or None): tar shards are
+  per-process streams; the examples of a ``text_cache`` carry their captions' contexts."""
+  d, annotations = config.data, conditions.annotations if conditions else ()
+  if d.source == 'shards' and source is None:
+    from ldm_jax.data.shards import ShardStream
+
+    stream = ShardStream(
+      d.path, d.image_size, config.seed, d.random_flip, *process, annotations, d.shuffle_window
+    )
+    return stream, stream
+  if source is None:
+    source = make_source(d, annotations)
+  if text_cache is not None:
+    from ldm_jax.data.text_cache import TextCachedSource
+
+    source = TextCachedSource(source, text_cache)
+  return source, None
 
 
 def eval_batches(

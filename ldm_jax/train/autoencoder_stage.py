@@ -71,8 +71,7 @@ class AutoencoderStage:
     return make_train_iterator(
       self.config,
       start_position=position,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
+      process=(jax.process_index(), jax.process_count()),
     )
 
   def first_batch(self, state, next_batch, key, first_stage_params):

@@ -114,8 +114,7 @@ class LDMStage:
       self.config,
       task=self.task,
       start_position=position,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
+      process=(jax.process_index(), jax.process_count()),
       source=cache,
       text_cache=self._text_cache(params),
     )
