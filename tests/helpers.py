@@ -204,3 +204,28 @@ def ldm_checkpoint(workdir):
   ck.save(1, state, tiny_ldm_config())
   ck.wait()
   ck.close()
+
+
+# Aspect-ratio buckets (data.buckets) for the tiny LDM (multiples of 4: its latents are 4x smaller
+# and its UNet halves them once), and a folder that fills them unevenly.
+MIXED_BUCKETS = '12x20,16x16,20x12'
+MIXED_SHAPES = [(30, 50, 13), (40, 40, 9), (50, 30, 6), (18, 21, 1), (64, 20, 1)]  # (h, w, count)
+
+
+def mixed_aspect_folder(root):
+  """30 random PNGs of mixed aspect ratios (13 landscape, 10 square-ish, 7 portrait) in two class
+  folders c0/ and c1/, and one unreadable file; returns the folder."""
+  import numpy as np
+  from PIL import Image
+
+  rng = np.random.default_rng(1)
+  n = 0
+  for h, w, count in MIXED_SHAPES:
+    for _ in range(count):
+      os.makedirs(os.path.join(root, f'c{n % 2}'), exist_ok=True)
+      pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+      Image.fromarray(pixels).save(os.path.join(root, f'c{n % 2}', f'{n:03d}.png'))
+      n += 1
+  with open(os.path.join(root, 'c0', 'broken.png'), 'wb') as f:
+    f.write(b'not a png')
+  return str(root)

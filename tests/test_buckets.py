@@ -1,11 +1,9 @@
 """Aspect-ratio buckets (config.data.buckets): SDXL's list, nearest-ratio assignment, cover-and-
 crop with SDXL's size conditioning, batches of one shape from a folder of mixed aspect ratios,
-each host's part, drawn in proportion, exact resume at a large position, and a tiny LDM that trains
-and resumes bitwise on them."""
+each host's part, drawn in proportion, exact resume at a large position (a tiny LDM that trains
+and resumes bitwise on them: tests/test_recipes.py)."""
 
 import collections
-import math
-import os
 
 import numpy as np
 import pytest
@@ -18,10 +16,8 @@ from ldm_jax.data.buckets import BucketPlan, bucketed_examples, nearest_bucket
 from ldm_jax.data.pipeline import Decoding
 from ldm_jax.data.preprocess import cover_crop
 from ldm_jax.data.sources import FolderSource
-
-BUCKETS = '12x20,16x16,20x12'
-# (height, width, count) of the folder's images: landscape, square-ish, portrait, and 2 odd ones
-SHAPES = [(30, 50, 13), (40, 40, 9), (50, 30, 6), (18, 21, 1), (64, 20, 1)]
+from tests.helpers import MIXED_BUCKETS as BUCKETS
+from tests.helpers import mixed_aspect_folder
 
 
 def test_sdxl_list_is_the_papers():
@@ -65,18 +61,7 @@ def test_nearest_ratio_and_cover_crop_with_size_conditioning():
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
-  """A folder of 30 images in two classes, of mixed aspect ratios, and one unreadable file."""
-  root = tmp_path_factory.mktemp('mixed')
-  rng = np.random.default_rng(1)
-  n = 0
-  for h, w, count in SHAPES:
-    for _ in range(count):
-      os.makedirs(root / f'c{n % 2}', exist_ok=True)
-      pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-      Image.fromarray(pixels).save(root / f'c{n % 2}' / f'{n:03d}.png')
-      n += 1
-  (root / 'c0' / 'broken.png').write_bytes(b'not a png')
-  return str(root)
+  return mixed_aspect_folder(tmp_path_factory.mktemp('mixed'))
 
 
 class _Data:
@@ -162,33 +147,3 @@ def test_settings_that_cannot_work_are_config_errors():
   c.data.update(source='digits', cache_latents=False)
   with pytest.raises(ConfigError, match="needs a folder, jsonl or records source, not 'digits'"):
     validate(c)
-
-
-def test_a_tiny_ldm_trains_on_buckets_and_resumes_bitwise(folder, tmp_path, caplog):
-  """Class-conditional tiny LDM on the mixed folder: 4 steps straight equal 2, a restart and 2
-  more, bit for bit; the log names the shapes (one compiled step each)."""
-  import jax
-
-  from ldm_jax.train.loop import train
-  from tests.helpers import tiny_task_config
-  from tests.test_tasks import converted_workdir
-
-  first_stage = converted_workdir('class', str(tmp_path))
-
-  def config(steps=4):
-    c = tiny_task_config('class')
-    c.first_stage.checkpoint = first_stage
-    c.data.update(
-      source='folder', path=folder, labels_from_subdirs=True, buckets=BUCKETS, cache_latents=False
-    )
-    c.training.update(batch_size=8, num_steps=steps, checkpoint_every=2, log_every=1)
-    return c
-
-  with caplog.at_level('INFO'):
-    straight = train(config(), str(tmp_path / 'a'))
-  assert '2 shapes hold a whole global batch (one compiled step each): 12x20, 16x16' in caplog.text
-  train(config(2), str(tmp_path / 'b'))
-  resumed = train(config(), str(tmp_path / 'b'))
-  same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), straight.params, resumed.params)
-  assert all(jax.tree.leaves(same))
-  assert math.isfinite(float(jax.tree.leaves(straight.params)[0].sum()))

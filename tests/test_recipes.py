@@ -231,22 +231,32 @@ def test_bad_recipe_settings_are_config_errors():
     validate(c)
 
 
-def test_a_run_with_every_recipe_trains_and_resumes_bitwise(tmp_path):
-  """A tiny v-prediction LDM with Min-SNR, offset noise, input perturbation, zero terminal SNR and
-  a cosine schedule: 4 steps straight equal 2 steps, a restart and 2 more, bit for bit; the lr
-  logged follows the schedule; samples drawn with guidance rescale are finite."""
+def test_a_run_with_every_recipe_trains_and_resumes_bitwise(tmp_path, caplog):
+  """A tiny v-prediction LDM with Min-SNR, offset noise, input perturbation, zero terminal SNR, a
+  cosine schedule and aspect-ratio buckets (a folder of mixed shapes): 4 steps straight equal 2
+  steps, a restart and 2 more, bit for bit; the lr logged follows the schedule; samples drawn with
+  guidance rescale are finite."""
   import json
 
   import ldm_jax
   from ldm_jax.train.loop import train
-  from tests.helpers import tiny_task_config
+  from tests.helpers import MIXED_BUCKETS, mixed_aspect_folder, tiny_task_config
   from tests.test_tasks import converted_workdir
 
   first_stage = converted_workdir('class', str(tmp_path))  # its first stage is reused
 
+  folder = mixed_aspect_folder(tmp_path / 'mixed')
+
   def config():
     c = tiny_task_config('class')
     c.first_stage.checkpoint = first_stage
+    c.data.update(
+      source='folder',
+      path=folder,
+      labels_from_subdirs=True,
+      buckets=MIXED_BUCKETS,
+      cache_latents=False,
+    )
     c.diffusion.update(
       parameterization='v',
       snr_gamma=5.0,
@@ -259,7 +269,10 @@ def test_a_run_with_every_recipe_trains_and_resumes_bitwise(tmp_path):
     c.training.update(num_steps=4, checkpoint_every=2, log_every=1, sample_every=0)
     return c
 
-  straight = train(config(), str(tmp_path / 'a'))
+  with caplog.at_level('INFO'):
+    straight = train(config(), str(tmp_path / 'a'))
+  # the mixed folder fills two buckets with a global batch of 8: two compiled steps
+  assert '2 shapes hold a whole global batch (one compiled step each): 12x20, 16x16' in caplog.text
   c = config()
   c.training.num_steps = 2
   train(c, str(tmp_path / 'b'))
