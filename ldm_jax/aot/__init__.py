@@ -175,12 +175,12 @@ def _build(config, devices):
 
   from ldm_jax.config import validate
   from ldm_jax.parallel import sharding
-  from ldm_jax.train.loop import STAGES
+  from ldm_jax.train.loop import make_stage
 
   validate(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   sharding.check_batch_size(config.training.batch_size, mesh, config.training.grad_accum_steps)
-  stage = STAGES[config.stage](config, mesh)
+  stage = make_stage(config, mesh)
   abstract = jax.eval_shape(stage.init_state, jax.random.PRNGKey(0))
   state_sh = sharding.state_shardings(abstract, mesh, config.mesh)
   state = sharding.with_shardings(abstract, state_sh)

@@ -65,6 +65,8 @@ def validate(config) -> None:
   _check_first_stage(config)
   _check_diffusion(config)
   _check_training(config)
+  if config.get('lora') and config.lora.rank:
+    _check_lora(config)
 
 
 def _check_data(config) -> None:
@@ -207,4 +209,31 @@ def _check_accumulation(config) -> None:
     raise ConfigError(
       f'config.training.batch_size={t.batch_size} must be divisible by '
       f'grad_accum_steps={t.grad_accum_steps}'
+    )
+
+
+def _check_lora(config) -> None:
+  from ldm_jax.config.adapters import parse_targets
+
+  lora = config.lora
+  if config.stage != 'ldm':
+    raise ConfigError('config.lora.rank > 0 trains adapters of an LDM: set config.stage=ldm')
+  if lora.rank < 0 or lora.alpha < 0:
+    raise ConfigError('config.lora.rank and config.lora.alpha must be >= 0')
+  if not config.training.get('init_from'):
+    raise ConfigError(
+      'a LoRA run adapts a trained model: set --config.training.init_from=WORKDIR (e.g. a '
+      'converted Stable Diffusion: python -m ldm_jax.convert ...)'
+    )
+  if lora.dropout:
+    raise ConfigError(
+      'config.lora.dropout must be 0: the adapters are merged into the weights for each step '
+      "(one pass of the model), which leaves no separate adapter input to drop (PEFT's "
+      'lora_dropout); diffusers trains its LoRA scripts without it by default'
+    )
+  parse_targets(lora.targets)
+  if config.training.eval_every:
+    raise ConfigError(
+      'a LoRA run draws no FID during training: set --config.training.eval_every=0 and '
+      'evaluate the run with python -m ldm_jax.eval --workdir=RUN'
     )

@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion = _diffusion()
   c.optimizer = _optimizer()
   c.training = _training()
+  c.lora = _lora()
   c.mesh = _mesh()
   c.sampling = _sampling()
   return c
@@ -210,6 +211,21 @@ def _optimizer() -> ml_collections.ConfigDict:
       schedule='constant',  # after warm-up: 'constant', or 'cosine' / 'linear' decay ...
       end_learning_rate=0.0,  # ... to this at training.num_steps
       grad_clip_norm=0.0,  # 0 = no clipping (the reference does not clip)
+    )
+  )
+
+
+def _lora() -> ml_collections.ConfigDict:
+  """Low-rank adapters (ldm stage; ldm_jax/nn/lora.py): rank > 0 trains only adapters of the
+  model of training.init_from, which stays frozen (configs/lora.py)."""
+  return ml_collections.ConfigDict(
+    dict(
+      rank=0,  # 0: off (the whole UNet trains, as before)
+      alpha=0.0,  # the update is scaled by alpha / rank; 0: alpha = rank (scaling 1)
+      dropout=0.0,  # PEFT's lora_dropout; only 0 (the adapters are merged into the weights)
+      # comma-separated: attn (to_q/k/v/out of every attention, diffusers' default), ff, conv
+      # (LoCon: the ResBlocks' 3x3 convolutions), text (the text encoder's attention)
+      targets='attn',
     )
   )
 

@@ -347,6 +347,8 @@ def _load_workdir(workdir, step, use_ema) -> Pipeline:
   )
   if saved['stage'] != 'ldm':  # an autoencoder: its (EMA) weights are the first stage
     return Pipeline(config, step, None, None, _device_tree(mesh, params), jnp.float32(1.0), mesh)
+  if config.get('lora') and config.lora.rank > 0:  # adapters: merged into their base
+    params, first_stage = _merge_adapters(config, params)
   return Pipeline(
     config,
     step,
@@ -356,6 +358,18 @@ def _load_workdir(workdir, step, use_ema) -> Pipeline:
     _device_tree(mesh, np.float32(state['scale_factor'])),
     mesh,
   )
+
+
+def _merge_adapters(config, adapters) -> tuple[dict, dict]:
+  """(the base model's parameters with a LoRA run's ``adapters`` merged in, its first stage): the
+  base is the run's training.init_from."""
+  from ldm_jax.nn import lora as lora_lib
+
+  base = config.training.init_from
+  _, _, state, first_stage = ckpt_lib.load_raw(base)
+  scaling = (config.lora.alpha or config.lora.rank) / config.lora.rank
+  merged = jax.jit(lambda b, a: lora_lib.merge(b, a, scaling))(state['params'], adapters)
+  return jax.device_get(merged), first_stage
 
 
 def _random_pipeline(config, seed: int) -> Pipeline:

@@ -63,6 +63,31 @@ def load_first_stage(config):
   return params
 
 
+# What a run that starts from another workdir's weights must share with it (the models' shapes and
+# what the UNet predicts); training settings (optimizer, EMA, data, p_uncond, ...) may differ.
+_INIT_SHARED = ('stage', 'first_stage.', 'unet.', 'cond_stage.', 'diffusion.parameterization')
+_INIT_FREE = ('cond_stage.trainable', 'first_stage.checkpoint')
+
+
+def load_init_source(config) -> tuple[int, dict]:
+  """(step, state as numpy trees) of config.training.init_from's newest checkpoint, refused when
+  it holds another model than the config's."""
+  path = config.training.init_from
+  saved, step, raw, _ = ckpt_lib.load_raw(path)
+  diffs = [
+    d
+    for d in state_defining_differences(saved, ckpt_lib.to_json_dict(config))
+    if d.startswith(_INIT_SHARED) and not d.startswith(_INIT_FREE)
+  ]
+  if diffs:
+    raise ckpt_lib.CheckpointMismatch(
+      f'training.init_from={path} (step {step}) holds another model:\n  '
+      + '\n  '.join(diffs)
+      + '\nUse the config the weights were converted or trained with.'
+    )
+  return step, raw
+
+
 class LDMStage:
   grid_name = 'samples'
 

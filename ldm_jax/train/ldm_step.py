@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from ldm_jax.diffusion.gaussian import LossSpec, diffusion_loss, q_sample
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
+from ldm_jax.nn import lora as lora_lib
 from ldm_jax.train.state import TrainState, frozen_cond_stage
 from ldm_jax.train.step_common import apply_gradients, step_key
 
@@ -75,7 +76,9 @@ def ldm_grads_fn(ldm: LatentDiffusion, loss: LossSpec, null, frozen: bool = Fals
   for condition dropout (None: none); ``frozen``: the conditioning encoder is not trained (zero
   gradients)."""
 
-  def grads(params, batch, draws, k_drop, first_stage_params, scale_factor):
+  def grads(params, batch, draws, k_drop, first_stage_params, scale_factor, materialize=None):
+    """``materialize``: trained parameters -> the model's (LoRA: adapters merged into the frozen
+    weights); by default they are the model's."""
     z0 = jax.lax.stop_gradient(
       ldm.latents_from_batch(
         first_stage_params, batch, noise=draws['post'], scale_factor=scale_factor
@@ -95,6 +98,7 @@ def ldm_grads_fn(ldm: LatentDiffusion, loss: LossSpec, null, frozen: bool = Fals
     def loss_fn(p):
       if frozen and 'cond_stage' in p:  # no gradient flows into a frozen encoder (none computed)
         p = {**p, 'cond_stage': jax.lax.stop_gradient(p['cond_stage'])}
+      p = materialize(p) if materialize is not None else p
       c = ldm.conditioning(p, first_stage_params, cond)  # inside: the encoder is trained
       out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
       return diffusion_loss(ldm.schedule, out, z0, noise, t, loss)
@@ -144,20 +148,33 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
 
       null = TextCache(config.data.text_cache).null
   loss = LossSpec.from_config(d)
-  grads_of = ldm_grads_fn(ldm, loss, null, frozen)
+  lora = config.get('lora') and config.lora.rank > 0
+  grads_of = ldm_grads_fn(ldm, loss, null, frozen and not lora)  # LoRA: the base is frozen input
 
-  def step(state: TrainState, batch, first_stage_params):
+  def step(state: TrainState, batch, frozen_input):
+    """``frozen_input``: the first stage's parameters, or with LoRA (them, the base model's)."""
+    first_stage_params, materialize = frozen_input, None
+    if lora:
+      first_stage_params, base = frozen_input
+      materialize = lambda adapters: lora_lib.merge(base, adapters, lora_scaling(config))
     k_examples, k_drop = jax.random.split(step_key(config, state.step))
     n = jax.tree.leaves(batch)[0].shape[0]
     # the batch's own latent shape: data.buckets gives each batch its bucket's
     shape = latent_shape(config, batch['image'].shape[1:3] if 'image' in batch else None)
     draws = example_draws(k_examples, n, shape, d.timesteps, cs.p_uncond, loss)
-    fn = lambda b, dr, kd: grads_of(state.params, b, dr, kd, first_stage_params, state.scale_factor)
+    fn = lambda b, dr, kd: grads_of(
+      state.params, b, dr, kd, first_stage_params, state.scale_factor, materialize
+    )
     grads, metrics = accumulate(fn, batch, draws, k_drop, config.training.grad_accum_steps)
     state, extra = apply_gradients(state, grads, tx, config)
     return state, {**metrics, **extra}
 
   return step
+
+
+def lora_scaling(config) -> float:
+  """alpha / rank of config.lora (alpha 0: 1)."""
+  return (config.lora.alpha or config.lora.rank) / config.lora.rank
 
 
 def latent_std(ldm: LatentDiffusion, first_stage_params, batch, key):

@@ -19,13 +19,13 @@ import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import runtime, storage
-from ldm_jax.config import learning_rate, state_defining_differences, validate
+from ldm_jax.config import learning_rate, validate
 from ldm_jax.data.prefetch import DevicePrefetch
 from ldm_jax.nn import layers
 from ldm_jax.parallel import sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
-from ldm_jax.train.ldm_stage import LDMStage
+from ldm_jax.train.ldm_stage import LDMStage, load_init_source
 from ldm_jax.train.lock import lock_workdir
 from ldm_jax.train.metric_writer import MetricWriter
 from ldm_jax.train.run import Run, RunInputs
@@ -36,6 +36,15 @@ from ldm_jax.train.watchdog import Watchdog
 log = logging.getLogger('ldm_jax')
 
 STAGES = {'autoencoder': AutoencoderStage, 'ldm': LDMStage}
+
+
+def make_stage(config, mesh):
+  """The stage object of config.stage (an LDM with config.lora.rank > 0: LoRAStage)."""
+  if config.stage == 'ldm' and config.get('lora') and config.lora.rank > 0:
+    from ldm_jax.train.lora_stage import LoRAStage
+
+    return LoRAStage(config, mesh)
+  return STAGES[config.stage](config, mesh)
 
 
 def _restore_or_create(config, stage, mesh, checkpointer, key, watchdog):
@@ -57,8 +66,9 @@ def _restore_or_create(config, stage, mesh, checkpointer, key, watchdog):
     watchdog.pause('initialising the model')
     state = jax.jit(stage.init_state, out_shardings=state_sh)(key)
     watchdog.progress('reading the initial weights')
-    if t.get('init_from'):
-      state = _init_from(config, state, state_sh)
+    if t.get('init_from'):  # a stage may start from it its own way (LoRA: the frozen base)
+      init = getattr(stage, 'init_from', None)
+      state = init(state, state_sh) if init else _init_from(config, state, state_sh)
     first_stage_params = stage.load_first_stage()
   # The data position: examples consumed by the job (older checkpoints: steps x batch size).
   data_state = dict(data_state or {})
@@ -67,28 +77,11 @@ def _restore_or_create(config, stage, mesh, checkpointer, key, watchdog):
   return state, state_sh, first_stage_params, latest, data_state
 
 
-# What a run that starts from another workdir's weights must share with it (the models' shapes and
-# what the UNet predicts); training settings (optimizer, EMA, data, p_uncond, ...) may differ.
-_INIT_SHARED = ('stage', 'first_stage.', 'unet.', 'cond_stage.', 'diffusion.parameterization')
-_INIT_FREE = ('cond_stage.trainable', 'first_stage.checkpoint')
-
-
 def _init_from(config, state: TrainState, state_sh) -> TrainState:
   """``state`` with the parameters (EMA: the source's EMA, else a copy of its parameters) and
   scale factor of config.training.init_from's newest checkpoint; step 0, optimizer fresh."""
   path = config.training.init_from
-  saved, step, raw, _ = ckpt_lib.load_raw(path)
-  diffs = [
-    d
-    for d in state_defining_differences(saved, ckpt_lib.to_json_dict(config))
-    if d.startswith(_INIT_SHARED) and not d.startswith(_INIT_FREE)
-  ]
-  if diffs:
-    raise ckpt_lib.CheckpointMismatch(
-      f'training.init_from={path} (step {step}) holds another model:\n  '
-      + '\n  '.join(diffs)
-      + '\nUse the config the weights were converted or trained with.'
-    )
+  step, raw = load_init_source(config)
   put = lambda tree, sh: jax.device_put(jax.tree.map(jnp.asarray, tree), sh)
   params = put(raw['params'], state_sh.params)
   ema = None
@@ -172,7 +165,7 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
   t = config.training
   key = jax.random.PRNGKey(config.seed)
   watchdog.pause('building the model')
-  stage = STAGES[config.stage](config, mesh)
+  stage = make_stage(config, mesh)
   watchdog.progress('opening the checkpoints')
   checkpointer = ckpt_lib.Checkpointer(
     workdir, t.keep_checkpoints, t.async_checkpoints, t.keep_every

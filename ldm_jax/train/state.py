@@ -100,6 +100,11 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
 
 
+def plain_optimizer(config) -> optax.GradientTransformation:
+  """The optimizer of config.optimizer for every parameter it is given (LoRA: the adapters)."""
+  return _optimizer(config)
+
+
 def _optimizer(config) -> optax.GradientTransformation:
   o = config.optimizer
   clip = optax.clip_by_global_norm(o.grad_clip_norm if o.grad_clip_norm > 0 else float('inf'))
