@@ -53,14 +53,19 @@ HEADROOM = 0.95  # of HBM usable by a program (the runtime keeps some)
 
 
 def topology_devices(topology: str):
-  """The devices of a TPU topology such as 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1', 'v6e:2x4'; 'cpu':
-  this host's CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N), to compare the
-  CPU program with the TPU one."""
+  """The devices of a TPU topology such as 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1', 'v6e:2x4', of GPUs
+  ('h100:1x8', 'h200:1x8', 'a100:1x8': ldm_jax/aot/gpu.py), or 'cpu': this host's CPU devices
+  (XLA_FLAGS=--xla_force_host_platform_device_count=N), to compare the CPU program with the TPU
+  one."""
   import jax
   from jax.experimental import topologies
 
   if topology == 'cpu':
     return jax.devices('cpu')
+  from ldm_jax.aot import gpu
+
+  if gpu.parse(topology) is not None:
+    return gpu.gpu_devices(topology)
   try:
     return topologies.get_topology_desc(topology_name=topology, platform='tpu').devices
   except Exception as e:  # pylint: disable=broad-except  (libtpu missing, unknown name)
@@ -73,21 +78,36 @@ def topology_devices(topology: str):
 
 class _ShapeSource:
   """One blank example with every annotation a task reads: the data pipeline's own code then makes
-  a batch whose shapes and dtypes are those of training (no dataset needed)."""
+  a batch whose shapes and dtypes are those of training (no dataset needed), cached latents and
+  text-encoder outputs included (data.latent_cache, data.text_cache)."""
 
-  key = 'image'
+  def __init__(self, config, annotations=()):
+    from ldm_jax.latent_diffusion import latent_shape
 
-  def __init__(self, image_size: int, annotations=()):
-    self.size, self.annotations = image_size, tuple(annotations)
+    d = config.data
+    self.size, self.annotations = d.image_size, tuple(annotations)
+    self.key = 'image'
+    if config.stage == 'ldm' and (d.latent_cache or d.cache_latents):  # cached latents: moments
+      self.key = 'moments'
+      h, w, c = latent_shape(config)
+      self.moments = (h, w, 2 * c if config.first_stage.kind == 'kl' else c)
+    # data.text_cache: each caption's encoder output, not its tokens
+    self.context = (config.cond_stage.max_seq_len, config.unet.context_dim)
+    self.text_cache = config.stage == 'ldm' and bool(d.get('text_cache'))
 
   def __len__(self):
     return 1
 
   def load(self, index: int, flip: bool = False) -> dict:
     s = self.size
-    example = {'image': np.full((s, s, 3), 127, np.uint8), 'label': 0}
+    if self.key == 'moments':
+      example = {'moments': np.zeros(self.moments, np.float32), 'label': 0}
+    else:
+      example = {'image': np.full((s, s, 3), 127, np.uint8), 'label': 0}
     if 'caption' in self.annotations:
       example['caption'] = ['a photograph of a church']
+      if self.text_cache:
+        example['text_context'] = np.zeros((1, *self.context), np.float32)
     if 'boxes' in self.annotations:
       example['boxes'] = [{'class': 0, 'bbox': [0.25, 0.25, 0.5, 0.5]}]
     if 'segmentation' in self.annotations:
@@ -103,7 +123,7 @@ def abstract_batch(config, task, mesh, batch_size: int):
   from ldm_jax.parallel import sharding
 
   conditions = task if task is not None and task.has_condition else None
-  source = _ShapeSource(config.data.image_size, conditions.annotations if conditions else ())
+  source = _ShapeSource(config, conditions.annotations if conditions else ())
   one = next(
     RandomAccessBatches(
       source, 1, 0, decoding=Decoding(num_threads=1, random_flip=False), conditions=conditions
@@ -160,7 +180,8 @@ class Cost:
 
 
 def _cost(compiled) -> Cost:
-  cost = compiled.cost_analysis()
+  """XLA's cost analysis of a compiled program (zeros and no time where it gives none: GPUs)."""
+  cost = compiled.cost_analysis() or {}
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return Cost(
     float(cost.get('flops', 0.0)),
@@ -299,6 +320,10 @@ def report(config, topology: str, devices=None, sampling: bool = True) -> dict:
     return {**out, 'hbm_bytes': hbm, 'fits': False, 'compile_error': str(e).splitlines()[0]}
   memory = _memory(compiled)
   cost = step_cost(config, devices, compiled)
+  twin = None
+  if device.platform == 'gpu':  # no cost analysis for GPU programs: the CPU twin's counts
+    twin = report(config, 'cpu', cpu_twin(len(devices)), sampling)
+    cost = Cost(twin['flops_per_device'], twin['bytes_accessed_per_device'], -1.0)
   peak = chips.peak_flops(device.device_kind, 'bfloat16', device_cores=cores)
   bandwidth = chips.hbm_bandwidth(device.device_kind, cores)
   seconds, model = cost.seconds(peak, bandwidth)
@@ -318,9 +343,35 @@ def report(config, topology: str, devices=None, sampling: bool = True) -> dict:
     'compute_bound_seconds': cost.flops / peak if peak else None,
     'note': 'XLA TPU cost-model estimates, not measurements',
   }
+  if twin is not None:
+    out['time_model'] = 'roofline of the CPU twin program (same sharding, as many CPU devices)'
+    out['note'] = 'compiled for the GPU without one (memory); FLOPs, bytes, time: estimates'
   if sampling and config.stage == 'ldm':
     out['sampling'] = sampling_report(config, mesh, stage, state, peak, bandwidth)
+    if twin is not None:  # the GPU loop's memory; its work from the twin, at the GPU's peak
+      flops = twin['sampling']['flops_per_device']
+      seconds = flops / peak if peak else None
+      out['sampling'].update(
+        flops_per_device=flops,
+        est_seconds=seconds,
+        time_model='compute bound of the CPU twin FLOPs',
+        est_images_per_second=out['sampling']['images'] / seconds if seconds else None,
+      )
   return out
+
+
+def cpu_twin(n: int) -> list:
+  """``n`` CPU devices to count a GPU program's work on (python -m ldm_jax.aot sets
+  XLA_FLAGS=--xla_force_host_platform_device_count for GPU topologies)."""
+  import jax
+
+  cpus = jax.devices('cpu')
+  if len(cpus) < n:
+    raise UserError(
+      f'counting the work of {n} GPUs needs {n} CPU devices here, JAX has {len(cpus)}: set '
+      f'XLA_FLAGS=--xla_force_host_platform_device_count={n}'
+    )
+  return cpus[:n]
 
 
 def sharding_sizes(config, devices) -> dict:

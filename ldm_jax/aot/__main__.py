@@ -1,8 +1,10 @@
-"""python -m ldm_jax.aot: compile a config for a TPU topology here (see ldm_jax/aot/__init__.py)."""
+"""python -m ldm_jax.aot: compile a config for a TPU or GPU topology here (see
+ldm_jax/aot/__init__.py and ldm_jax/aot/gpu.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ldm_jax.aot import report, topology_devices
@@ -17,9 +19,16 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   from ldm_jax import optional
+  from ldm_jax.aot import gpu
   from ldm_jax.runtime import setup_runtime
 
-  if FLAGS.topology != 'cpu':
+  on_gpu = gpu.parse(FLAGS.topology)
+  if on_gpu is not None:  # the CPU twin that counts the GPU program's work: as many devices
+    os.environ['XLA_FLAGS'] = (
+      os.environ.get('XLA_FLAGS', '')
+      + f' --xla_force_host_platform_device_count={on_gpu[1] * on_gpu[2]}'
+    )
+  elif FLAGS.topology != 'cpu':
     optional.require('libtpu', f'--topology={FLAGS.topology} (compiling for TPUs)')
 
   setup_runtime()
@@ -53,7 +62,10 @@ def run() -> None:
     'config', None, 'A config file under configs/.', lock_config=False
   )
   flags.DEFINE_string(
-    'topology', 'v5e:2x4', "TPU topology, e.g. 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1'."
+    'topology',
+    'v5e:2x4',
+    "TPU topology, e.g. 'v5e:4x4', 'v4:2x2x1', 'v5p:2x2x1', or GPUs: 'h100:1x8', 'h200:1x8', "
+    "'a100:1x8' (JAX's CUDA plugin, no GPU needed).",
   )
   flags.DEFINE_bool('sampling', True, 'Also compile the sampling loop (LDM configs).')
   flags.DEFINE_bool('suggest', True, 'When it does not fit, search settings that do.')

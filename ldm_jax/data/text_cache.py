@@ -125,6 +125,16 @@ def _write_npy(path, array) -> None:
   storage.write_bytes(path, buf.getvalue())
 
 
+def null_context(config) -> np.ndarray:
+  """The empty prompt's context from config.data.text_cache; zeros of its shape where the cache
+  is not there (``python -m ldm_jax.aot`` compiles the step without data; training refuses a
+  missing cache when it opens it for the batches)."""
+  path = storage.join(config.data.text_cache, 'null.npy')
+  if storage.exists(path):
+    return storage.load_npy(path)
+  return np.zeros((config.cond_stage.max_seq_len, config.unet.context_dim), np.float32)
+
+
 class TextCache:
   """A text cache, read by example (``contexts(index)`` -> float32 [captions, L, D], one ranged
   read). ``expected``: the current run's stamp (``text_stamp``); a cache made from anything else
