@@ -243,6 +243,9 @@ def _training() -> ml_collections.ConfigDict:
       # parameters (and EMA, first stage, scale factor) start this run at step 0, with a fresh
       # optimizer: fine-tuning into a new workdir; '' = random initialisation
       init_from='',
+      # with init_from: the parameter trees taken from it, comma-separated ('unet', 'cond_stage');
+      # '' = all. MLPerf's SD benchmark: 'cond_stage' (a fresh UNet, the frozen text encoder)
+      init_parts='',
       keep_checkpoints=3,  # the newest N checkpoints are kept ...
       keep_every=0,  # ... and every checkpoint whose step is a multiple of this (0 = none)
       async_checkpoints=True,  # write checkpoints in the background while training goes on

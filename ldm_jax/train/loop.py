@@ -19,7 +19,7 @@ import numpy as np
 
 from ldm_jax import checkpoint as ckpt_lib
 from ldm_jax import runtime, storage
-from ldm_jax.config import learning_rate, validate
+from ldm_jax.config import ConfigError, learning_rate, validate
 from ldm_jax.data.prefetch import DevicePrefetch
 from ldm_jax.nn import layers
 from ldm_jax.parallel import sharding
@@ -83,12 +83,25 @@ def _init_from(config, state: TrainState, state_sh) -> TrainState:
   path = config.training.init_from
   step, raw = load_init_source(config)
   put = lambda tree, sh: jax.device_put(jax.tree.map(jnp.asarray, tree), sh)
-  params = put(raw['params'], state_sh.params)
+  parts = [p.strip() for p in config.training.get('init_parts', '').split(',') if p.strip()]
+  unknown = [p for p in parts if p not in state.params]
+  if unknown:
+    raise ConfigError(
+      f'config.training.init_parts names {unknown}: the parameters are {sorted(state.params)}'
+    )
+  take = lambda src, own: {k: src[k] if not parts or k in parts else own[k] for k in own}
+  params = put(take(raw['params'], jax.device_get(state.params)), state_sh.params)
   ema = None
   if state.ema_params is not None:
     src = raw.get('ema_params') if raw.get('ema_params') is not None else raw['params']
-    ema = put(src, state_sh.ema_params)
-  log.info('initialised from %s (step %d): parameters%s', path, step, ', EMA' if ema else '')
+    ema = put(take(src, jax.device_get(state.ema_params)), state_sh.ema_params)
+  log.info(
+    'initialised from %s (step %d): %s%s',
+    path,
+    step,
+    ', '.join(parts) if parts else 'parameters',
+    ', EMA' if ema else '',
+  )
   return state.replace(
     params=params,
     ema_params=ema,
