@@ -142,11 +142,12 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
   frozen = frozen_cond_stage(config)
   null = None
   if ldm.task.has_condition and cs.p_uncond > 0:
-    null = ldm.task.null_example()  # the task's null condition, one example
     if config.data.get('text_cache'):  # contexts, not tokens: the empty prompt's, from the cache
       from ldm_jax.data.text_cache import null_context
 
       null = null_context(config)
+    else:
+      null = ldm.task.null_example()  # the task's null condition, one example
   loss = LossSpec.from_config(d)
   lora = config.get('lora') and config.lora.rank > 0
   grads_of = ldm_grads_fn(ldm, loss, null, frozen and not lora)  # LoRA: the base is frozen input
