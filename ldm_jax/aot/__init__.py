@@ -343,20 +343,24 @@ def report(config, topology: str, devices=None, sampling: bool = True) -> dict:
     'compute_bound_seconds': cost.flops / peak if peak else None,
     'note': 'XLA TPU cost-model estimates, not measurements',
   }
-  if twin is not None:
-    out['time_model'] = 'roofline of the CPU twin program (same sharding, as many CPU devices)'
-    out['note'] = 'compiled for the GPU without one (memory); FLOPs, bytes, time: estimates'
   if sampling and config.stage == 'ldm':
     out['sampling'] = sampling_report(config, mesh, stage, state, peak, bandwidth)
-    if twin is not None:  # the GPU loop's memory; its work from the twin, at the GPU's peak
-      flops = twin['sampling']['flops_per_device']
-      seconds = flops / peak if peak else None
-      out['sampling'].update(
-        flops_per_device=flops,
-        est_seconds=seconds,
-        time_model='compute bound of the CPU twin FLOPs',
-        est_images_per_second=out['sampling']['images'] / seconds if seconds else None,
-      )
+  return _with_twin(out, twin, peak) if twin is not None else out
+
+
+def _with_twin(out: dict, twin: dict, peak) -> dict:
+  """A GPU report: the memory of the GPU programs, their work counted by the CPU twin."""
+  out['time_model'] = 'roofline of the CPU twin program (same sharding, as many CPU devices)'
+  out['note'] = 'compiled for the GPU without one (memory); FLOPs, bytes, time: estimates'
+  if 'sampling' in out:  # the loop's work at the GPU's peak
+    flops = twin['sampling']['flops_per_device']
+    seconds = flops / peak if peak else None
+    out['sampling'].update(
+      flops_per_device=flops,
+      est_seconds=seconds,
+      time_model='compute bound of the CPU twin FLOPs',
+      est_images_per_second=out['sampling']['images'] / seconds if seconds else None,
+    )
   return out
 
 
