@@ -21,6 +21,7 @@ depend on the number of processes or the batch size."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import io
 import json
@@ -200,16 +201,7 @@ def build_disk_cache(
   wrote. Refuses a folder that holds a cache made from something else."""
   n = len(source)
   stamp = {**stamp, 'count': n, 'chunk': chunk}
-  stamp_path = storage.join(out, 'stamp.json')
-  if storage.exists(stamp_path):
-    diffs = _differences(json.loads(storage.read_text(stamp_path)), stamp)
-    if diffs:
-      raise DataError(
-        f'{out} holds a latent cache of something else:\n  ' + '\n  '.join(diffs) + '\n'
-        'Give another --out (or delete that folder).'
-      )
-  else:
-    storage.write_text(stamp_path, json.dumps(stamp, indent=1))
+  claim_folder(out, stamp, 'latent cache')
   flips = stamp['data']['random_flip']
   written = []
   for k in range(process_index, -(-n // chunk), process_count):
@@ -238,34 +230,8 @@ class DiskLatentCache:
 
   def __init__(self, path: str, expected: dict | None = None):
     self.path = path
-    stamp_path = storage.join(path, 'stamp.json')
-    if not storage.exists(stamp_path):
-      raise DataError(
-        f'config.data.latent_cache={path!r} holds no latent cache (no stamp.json); build it with '
-        '`python -m ldm_jax.cache_latents --config=CONFIG --out=DIR`'
-      )
-    self.stamp = json.loads(storage.read_text(stamp_path))
-    if expected is not None:
-      diffs = [
-        d for d in _differences(self.stamp, expected) if not d.startswith(('count:', 'chunk:'))
-      ]
-      if diffs:
-        raise DataError(
-          f'the latent cache {path} was made from another first stage or other data than this '
-          'run uses:\n  ' + '\n  '.join(diffs) + '\nBuild a cache for this config with '
-          "`python -m ldm_jax.cache_latents`, or train from images (latent_cache='')."
-        )
-    n, chunk = self.stamp['count'], self.stamp['chunk']
-    names = [storage.join(path, _chunk_name(k)) for k in range(-(-n // chunk))]
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-      metas = list(pool.map(_read_meta, names))
-    missing = [nm for nm, m in zip(names, metas) if m is None]
-    if missing:
-      raise DataError(
-        f'the latent cache {path} is incomplete ({len(missing)} of {len(names)} chunks missing, '
-        f'e.g. {missing[0]}.npy): run `python -m ldm_jax.cache_latents` again with the same '
-        'config and --out to finish it'
-      )
+    self.stamp, metas = open_chunks(path, expected, LATENT)
+    chunk = self.stamp['chunk']
     self.labels = np.concatenate([np.asarray(m['labels'], np.int32) for m in metas])
     self.bad = {k * chunk + i for k, m in enumerate(metas) for i in m['bad']}
     caps = [m['captions'] for m in metas]
@@ -300,6 +266,72 @@ class DiskLatentCache:
     if self.captions is not None:
       example['caption'] = self.captions[index]
     return example
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheKind:
+  """What the messages about a kind of chunked cache folder say."""
+
+  name: str  # 'latent cache'
+  key: str  # the config key that names it
+  command: str  # the command that builds it
+  made_from: str  # what a stamp records, for 'was made from <...> than this run uses'
+  without: str  # how to train without it
+
+
+LATENT = CacheKind(
+  'latent cache',
+  'config.data.latent_cache',
+  'python -m ldm_jax.cache_latents',
+  'another first stage or other data',
+  "train from images (latent_cache='')",
+)
+
+
+def claim_folder(out: str, stamp: dict, what: str) -> None:
+  """Write ``stamp`` into a new cache folder ``out``, or check that the one there is the same."""
+  stamp_path = storage.join(out, 'stamp.json')
+  if storage.exists(stamp_path):
+    diffs = _differences(json.loads(storage.read_text(stamp_path)), stamp)
+    if diffs:
+      raise DataError(
+        f'{out} holds a {what} of something else:\n  ' + '\n  '.join(diffs) + '\n'
+        'Give another --out (or delete that folder).'
+      )
+  else:
+    storage.write_text(stamp_path, json.dumps(stamp, indent=1))
+
+
+def open_chunks(path: str, expected: dict | None, kind: CacheKind) -> tuple[dict, list]:
+  """(stamp, each chunk's metadata) of a complete cache folder; refused, naming what differs,
+  where its stamp is not ``expected`` (count and chunk size aside)."""
+  stamp_path = storage.join(path, 'stamp.json')
+  if not storage.exists(stamp_path):
+    raise DataError(
+      f'{kind.key}={path!r} holds no {kind.name} (no stamp.json); build it with '
+      f'`{kind.command} --config=CONFIG --out=DIR`'
+    )
+  stamp = json.loads(storage.read_text(stamp_path))
+  if expected is not None:
+    diffs = [d for d in _differences(stamp, expected) if not d.startswith(('count:', 'chunk:'))]
+    if diffs:
+      raise DataError(
+        f'the {kind.name} {path} was made from {kind.made_from} than this run uses:\n  '
+        + '\n  '.join(diffs)
+        + f'\nBuild one for this config with `{kind.command}`, or {kind.without}.'
+      )
+  n, chunk = stamp['count'], stamp['chunk']
+  names = [storage.join(path, _chunk_name(k)) for k in range(-(-n // chunk))]
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    metas = list(pool.map(_read_meta, names))
+  missing = [nm for nm, m in zip(names, metas) if m is None]
+  if missing:
+    raise DataError(
+      f'the {kind.name} {path} is incomplete ({len(missing)} of {len(names)} chunks missing, '
+      f'e.g. {missing[0]}.npy): run `{kind.command}` again with the same config and --out to '
+      'finish it'
+    )
+  return stamp, metas
 
 
 def _read_meta(name: str):

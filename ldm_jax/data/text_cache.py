@@ -15,7 +15,6 @@ trains on the contexts the encoder would compute in the step."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import io
 import json
@@ -24,7 +23,7 @@ import logging
 import numpy as np
 
 from ldm_jax import storage
-from ldm_jax.data.latent_cache import _chunk_name, _differences, _read_meta
+from ldm_jax.data.latent_cache import CacheKind, _chunk_name, claim_folder, open_chunks
 from ldm_jax.data.sources import CorruptImage, DataError
 from ldm_jax.runtime import progress
 
@@ -32,6 +31,13 @@ log = logging.getLogger(__name__)
 
 TEXT_FORMAT = 'ldm_jax.text_cache/1'
 CHUNK = 1024
+TEXT = CacheKind(
+  'text cache',
+  'config.data.text_cache',
+  'python -m ldm_jax.cache_text',
+  'another text encoder, tokenizer or other data',
+  "train without it (text_cache='')",
+)
 _DATA_KEYS = ('source', 'path', 'name', 'split', 'data_dir', 'caption_key', 'labels_from_subdirs')
 
 
@@ -91,16 +97,7 @@ def build_text_cache(out, source, encode, batch_size, stamp, process=(0, 1), chu
   something else."""
   n = len(source)
   stamp = {**stamp, 'count': n, 'chunk': chunk}
-  stamp_path = storage.join(out, 'stamp.json')
-  if storage.exists(stamp_path):
-    diffs = _differences(json.loads(storage.read_text(stamp_path)), stamp)
-    if diffs:
-      raise DataError(
-        f'{out} holds a text cache of something else:\n  ' + '\n  '.join(diffs) + '\n'
-        'Give another --out (or delete that folder).'
-      )
-  elif process[0] == 0:
-    storage.write_text(stamp_path, json.dumps(stamp, indent=1))
+  claim_folder(out, stamp, 'text cache')
   if process[0] == 0:
     _write_npy(storage.join(out, 'null.npy'), encode([''])[0])
   mine = list(range(process[0], -(-n // chunk), process[1]))
@@ -142,34 +139,8 @@ class TextCache:
 
   def __init__(self, path: str, expected: dict | None = None):
     self.path = path
-    stamp_path = storage.join(path, 'stamp.json')
-    if not storage.exists(stamp_path):
-      raise DataError(
-        f'config.data.text_cache={path!r} holds no text cache (no stamp.json); build it with '
-        '`python -m ldm_jax.cache_text --config=CONFIG --out=DIR`'
-      )
-    self.stamp = json.loads(storage.read_text(stamp_path))
-    if expected is not None:
-      diffs = [
-        d for d in _differences(self.stamp, expected) if not d.startswith(('count:', 'chunk:'))
-      ]
-      if diffs:
-        raise DataError(
-          f'the text cache {path} was made with another text encoder, tokenizer or other data '
-          'than this run uses:\n  ' + '\n  '.join(diffs) + '\nBuild one for this config with '
-          "`python -m ldm_jax.cache_text`, or train without it (text_cache='')."
-        )
-    n, chunk = self.stamp['count'], self.stamp['chunk']
-    names = [storage.join(path, _chunk_name(k)) for k in range(-(-n // chunk))]
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-      metas = list(pool.map(_read_meta, names))
-    missing = [nm for nm, m in zip(names, metas) if m is None]
-    if missing:
-      raise DataError(
-        f'the text cache {path} is incomplete ({len(missing)} of {len(names)} chunks missing, '
-        f'e.g. {missing[0]}.npy): run `python -m ldm_jax.cache_text` again with the same '
-        'config and --out to finish it'
-      )
+    self.stamp, metas = open_chunks(path, expected, TEXT)
+    chunk = self.stamp['chunk']
     self.offsets = [m['offsets'] for m in metas]
     self.bad = {k * chunk + i for k, m in enumerate(metas) for i in m['bad']}
     self.null = storage.load_npy(storage.join(path, 'null.npy'))
