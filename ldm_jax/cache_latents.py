@@ -76,7 +76,9 @@ def build(config, out: str, batch_size: int = 0) -> dict:
   }
 
 
-def main(argv):
+def main(argv, build_fn=None):
+  """A cache CLI's main (this one, and ldm_jax.cache_text's with its ``build_fn``): every process
+  of a multi-host job builds its share; prints the summary."""
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   import json
@@ -87,7 +89,8 @@ def main(argv):
   from ldm_jax.parallel import distributed
 
   distributed.initialize('auto', '', 0, -1)
-  print(json.dumps(build(FLAGS.config, FLAGS.out, FLAGS.batch_size), indent=1))
+  summary = (build_fn or build)(FLAGS.config, FLAGS.out, FLAGS.batch_size)
+  print(json.dumps(summary, indent=1))
 
 
 def run() -> None:

@@ -81,17 +81,9 @@ def build(config, out: str, batch_size: int = 0) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments: {argv[1:]}')
-  import json
+  from ldm_jax.cache_latents import main as cache_main
 
-  from ldm_jax.runtime import setup_runtime
-
-  setup_runtime()
-  from ldm_jax.parallel import distributed
-
-  distributed.initialize('auto', '', 0, -1)
-  print(json.dumps(build(FLAGS.config, FLAGS.out, FLAGS.batch_size), indent=1))
+  cache_main(argv, build)
 
 
 def run() -> None:
