@@ -42,9 +42,12 @@ _DATA_KEYS = ('source', 'path', 'name', 'split', 'data_dir', 'caption_key', 'lab
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-  """sha256 of the tokenizer's vocabulary (token -> id), sorted."""
-  vocab = sorted(tokenizer.get_vocab().items())
-  return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
+  """sha256 of the tokenizer's vocabulary (token -> id, sorted; a CLIP tokenizer: its backend's)
+  and of its padding id."""
+  backend = getattr(tokenizer, 'backend', tokenizer)
+  vocab = sorted(backend.get_vocab().items())
+  pad = getattr(tokenizer, 'pad_token_id', None)
+  return hashlib.sha256(json.dumps([vocab, pad]).encode()).hexdigest()
 
 
 def text_stamp(config, params_fingerprint: str, tokenizer) -> dict:
