@@ -97,3 +97,26 @@ def test_exported_adapters_give_diffusers_our_images(lora_run, fmt, tmp_path):
     return_float=True,
   )  # fmt: skip
   assert _max_err(np.clip(got / 2 + 0.5, 0, 1), want) < TOL
+
+
+def test_a_lora_run_exports_as_its_merged_model(lora_run, tmp_path):
+  """--format=diffusers of a LoRA run writes the base with the adapters merged: diffusers'
+  pipeline from that folder gives the run's images."""
+  from ldm_jax.export.diffusers import export_diffusers
+
+  _, out, _, _ = lora_run
+  export_diffusers(str(out / 'a'), str(tmp_path / 'merged'))
+  pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(tmp_path / 'merged'))
+  pipe.set_progress_bar_config(disable=True)
+  latents = np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype(np.float32)
+  from tests.test_convert_diffusers import _nchw
+
+  with torch.no_grad():
+    want = pipe(
+      PROMPTS, num_inference_steps=4, guidance_scale=3.0, latents=_nchw(latents), output_type='np'
+    ).images
+  got = ldm_jax.load(str(out / 'a')).sample(
+    2, prompt=PROMPTS, sampler='ddim', steps=4, guidance_scale=3.0, latents=latents,
+    return_float=True,
+  )  # fmt: skip
+  assert _max_err(np.clip(got / 2 + 0.5, 0, 1), want) < TOL

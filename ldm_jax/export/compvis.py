@@ -130,14 +130,9 @@ def compvis_state_dict(
 
 def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
   """Write the CompVis state dict of a workdir's checkpoint to ``out`` (.ckpt or .safetensors)."""
-  import ml_collections
-
-  from ldm_jax import checkpoint as ckpt_lib
-
   if not out.endswith(('.ckpt', '.safetensors')):
     raise UserError(f'--out={out!r}: name a .ckpt or .safetensors file')
-  saved, step, state, first_stage = ckpt_lib.load_raw(workdir, step)
-  config = ml_collections.ConfigDict(saved)
+  config, step, state, first_stage = read_workdir(workdir, step)
   params = jax_to_numpy(state['params'])
   ema = jax_to_numpy(state.get('ema_params'))
   if config.stage != 'ldm':
@@ -154,6 +149,24 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
   )
   storage.write_bytes(out, data)
   return {'workdir': workdir, 'step': int(step), 'out': out, 'keys': len(sd), 'stage': config.stage}
+
+
+def read_workdir(workdir: str, step: int | None = None):
+  """(config, step, state, first stage) of a workdir's checkpoint; a LoRA run's adapters merged
+  into its base (training.init_from), whose first stage it is: the model the run samples with."""
+  import ml_collections
+
+  from ldm_jax import checkpoint as ckpt_lib
+
+  saved, step, state, first_stage = ckpt_lib.load_raw(workdir, step)
+  config = ml_collections.ConfigDict(saved)
+  if config.get('lora') and config.lora.rank > 0:
+    from ldm_jax.sampling.pipeline import merge_lora_run
+
+    adapters = state['ema_params'] if state.get('ema_params') is not None else state['params']
+    params, first_stage = merge_lora_run(config, adapters)
+    state = {**state, 'params': params, 'ema_params': None}
+  return config, step, state, first_stage
 
 
 def jax_to_numpy(tree):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 
-import ml_collections
 import numpy as np
 
 from ldm_jax import storage
@@ -39,6 +38,7 @@ from ldm_jax.errors import UserError
 from ldm_jax.export.compvis import (
   compvis_state_dict,
   jax_to_numpy,
+  read_workdir,
   save_safetensors,
   torch_tensors,
 )
@@ -305,11 +305,9 @@ def _write_text_encoder(out: str, config, sd: dict, params: dict, index: dict) -
 # -- the whole export ------------------------------------------------------------------------------
 def export_diffusers(workdir: str, out: str, step: int | None = None) -> dict:
   """Write the workdir's checkpoint as a diffusers folder at ``out`` (module doc)."""
-  from ldm_jax import checkpoint as ckpt_lib
   from ldm_jax.convert.diffusers_names import first_stage_to_diffusers, unet_to_diffusers_names
 
-  saved, step, state, first_stage = ckpt_lib.load_raw(workdir, step)
-  config = ml_collections.ConfigDict(saved)
+  config, step, state, first_stage = read_workdir(workdir, step)
   params, ema = jax_to_numpy(state['params']), jax_to_numpy(state.get('ema_params'))
   report = {'workdir': workdir, 'step': int(step), 'out': out, 'stage': config.stage}
   if config.stage != 'ldm':

@@ -348,7 +348,7 @@ def _load_workdir(workdir, step, use_ema) -> Pipeline:
   if saved['stage'] != 'ldm':  # an autoencoder: its (EMA) weights are the first stage
     return Pipeline(config, step, None, None, _device_tree(mesh, params), jnp.float32(1.0), mesh)
   if config.get('lora') and config.lora.rank > 0:  # adapters: merged into their base
-    params, first_stage = _merge_adapters(config, params)
+    params, first_stage = merge_lora_run(config, params)
   return Pipeline(
     config,
     step,
@@ -360,7 +360,7 @@ def _load_workdir(workdir, step, use_ema) -> Pipeline:
   )
 
 
-def _merge_adapters(config, adapters) -> tuple[dict, dict]:
+def merge_lora_run(config, adapters) -> tuple[dict, dict]:
   """(the base model's parameters with a LoRA run's ``adapters`` merged in, its first stage): the
   base is the run's training.init_from."""
   from ldm_jax.nn import lora as lora_lib
