@@ -44,8 +44,8 @@ _DATA_KEYS = ('source', 'path', 'name', 'split', 'data_dir', 'caption_key', 'lab
 def tokenizer_fingerprint(tokenizer) -> str:
   """sha256 of the tokenizer's vocabulary (token -> id, sorted; a CLIP tokenizer: its backend's)
   and of its padding id."""
-  backend = getattr(tokenizer, 'backend', tokenizer)
-  vocab = sorted(backend.get_vocab().items())
+  vocab_of = tokenizer if hasattr(tokenizer, 'get_vocab') else tokenizer.backend
+  vocab = sorted(vocab_of.get_vocab().items())
   pad = getattr(tokenizer, 'pad_token_id', None)
   return hashlib.sha256(json.dumps([vocab, pad]).encode()).hexdigest()
 
