@@ -231,7 +231,11 @@ def _check_lora(config) -> None:
       "(one pass of the model), which leaves no separate adapter input to drop (PEFT's "
       'lora_dropout); diffusers trains its LoRA scripts without it by default'
     )
-  parse_targets(lora.targets)
+  if 'text' in parse_targets(lora.targets) and config.data.get('text_cache'):
+    raise ConfigError(
+      "config.lora.targets has 'text', but config.data.text_cache skips the text encoder: drop "
+      'one (the cached contexts would not see the text adapters)'
+    )
   if config.training.eval_every:
     raise ConfigError(
       'a LoRA run draws no FID during training: set --config.training.eval_every=0 and '
