@@ -40,7 +40,9 @@ def _torch_layout(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def lora_tensors(config, adapters: dict, fmt: str) -> dict[str, np.ndarray]:
   """The adapters of a LoRA run as a state dict in ``fmt`` ('lora-diffusers' or 'lora-kohya')."""
-  rank, alpha = config.lora.rank, config.lora.alpha or config.lora.rank
+  from ldm_jax.nn.lora import scaling
+
+  rank, scale = config.lora.rank, scaling(config)
   out = {}
   for tree, part in adapters.items():
     flat = traverse_util.flatten_dict(part)
@@ -53,12 +55,12 @@ def lora_tensors(config, adapters: dict, fmt: str) -> dict[str, np.ndarray]:
       if fmt == 'lora-diffusers':
         head = {'unet': 'unet', 'cond_stage': 'text_encoder'}[tree]
         out[f'{head}.{module}.lora_A.weight'] = down
-        out[f'{head}.{module}.lora_B.weight'] = up * (alpha / rank)
+        out[f'{head}.{module}.lora_B.weight'] = up * scale
       else:
         head = {'unet': 'lora_unet_', 'cond_stage': 'lora_te_'}[tree] + module.replace('.', '_')
         out[f'{head}.lora_down.weight'] = down
         out[f'{head}.lora_up.weight'] = up
-        out[f'{head}.alpha'] = np.asarray(alpha, np.float32)
+        out[f'{head}.alpha'] = np.asarray(scale * rank, np.float32)
   return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 

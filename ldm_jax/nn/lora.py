@@ -48,6 +48,11 @@ def init_adapters(key, layers: dict[tuple, tuple], rank: int) -> dict:
   return traverse_util.unflatten_dict(flat)
 
 
+def scaling(config) -> float:
+  """alpha / rank of config.lora (alpha 0: the rank, a scaling of 1)."""
+  return (config.lora.alpha or config.lora.rank) / config.lora.rank
+
+
 def delta(a, b, scaling: float):
   """scaling x A @ B in the kernel's layout."""
   return scaling * jnp.einsum('...ir,ro->...io', a, b)

@@ -367,7 +367,7 @@ def merge_lora_run(config, adapters) -> tuple[dict, dict]:
 
   base = config.training.init_from
   _, _, state, first_stage = ckpt_lib.load_raw(base)
-  scaling = (config.lora.alpha or config.lora.rank) / config.lora.rank
+  scaling = lora_lib.scaling(config)
   merged = jax.jit(lambda b, a: lora_lib.merge(b, a, scaling))(state['params'], adapters)
   return jax.device_get(merged), first_stage
 

@@ -157,7 +157,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
     first_stage_params, materialize = frozen_input, None
     if lora:
       first_stage_params, base = frozen_input
-      materialize = lambda adapters: lora_lib.merge(base, adapters, lora_scaling(config))
+      materialize = lambda adapters: lora_lib.merge(base, adapters, lora_lib.scaling(config))
     k_examples, k_drop = jax.random.split(step_key(config, state.step))
     n = jax.tree.leaves(batch)[0].shape[0]
     # the batch's own latent shape: data.buckets gives each batch its bucket's
@@ -171,11 +171,6 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
     return state, {**metrics, **extra}
 
   return step
-
-
-def lora_scaling(config) -> float:
-  """alpha / rank of config.lora (alpha 0: 1)."""
-  return (config.lora.alpha or config.lora.rank) / config.lora.rank
 
 
 def latent_std(ldm: LatentDiffusion, first_stage_params, batch, key):

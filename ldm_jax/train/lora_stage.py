@@ -19,7 +19,7 @@ from ldm_jax.latent_diffusion import latent_shape
 from ldm_jax.nn import lora as lora_lib
 from ldm_jax.parallel import sharding
 from ldm_jax.train.ldm_stage import LDMStage, load_first_stage, load_init_source
-from ldm_jax.train.ldm_step import lora_scaling, make_ldm_step
+from ldm_jax.train.ldm_step import make_ldm_step
 from ldm_jax.train.state import TrainState, plain_optimizer
 
 log = logging.getLogger('ldm_jax')
@@ -32,6 +32,8 @@ class LoRAStage(LDMStage):
     self.step = make_ldm_step(self.ldm, self.tx, config)
     self._frozen = None  # (first stage, base params) on the mesh, once read
     self._raw = None  # init_from's state, read by init_from() for frozen() to place
+    scaling = lora_lib.scaling(config)
+    self._merge = jax.jit(lambda base, adapters: lora_lib.merge(base, adapters, scaling))
 
   def _base_shapes(self):
     key = jax.random.PRNGKey(0)
@@ -90,8 +92,7 @@ class LoRAStage(LDMStage):
 
   def merged(self, adapters):
     """The model's parameters: the base with ``adapters`` merged in."""
-    _, base = self._frozen
-    return jax.jit(lambda b, a: lora_lib.merge(b, a, lora_scaling(self.config)))(base, adapters)
+    return self._merge(self._frozen[1], adapters)
 
   # -- data and images -------------------------------------------------------------------------
   def train_iterator(self, position: int, first_stage_params, params=None):
