@@ -111,7 +111,8 @@ def latent_shape(config, image_hw=None) -> tuple[int, int, int]:
   return (h // f, w // f, config.first_stage.embed_dim)
 
 
-# {'concat': [B, h, w, c], 'crossattn': [B, L, D], 'crossattn_mask': [B, L] bool}, all optional
+# {'concat': [B, h, w, c], 'crossattn': [B, L, D], 'crossattn_mask': [B, L] bool, 'vector':
+# [B, adm_in_channels] (SDXL's y)}, all optional
 Conditioning = dict
 
 
@@ -221,7 +222,10 @@ class LatentDiffusion:
     context = None
     if self.unet.config.context_dim:
       context = jnp.zeros((batch, 1, self.unet.config.context_dim), jnp.float32)
-    params['unet'] = self.unet.init(k_unet, x, t, context)['params']
+    y = None
+    if self.unet.config.adm_in_channels:
+      y = jnp.zeros((batch, self.unet.config.adm_in_channels), jnp.float32)
+    params['unet'] = self.unet.init(k_unet, x, t, context, y)['params']
     return params
 
   def conditioning(self, params, first_stage_params, cond) -> Conditioning:
@@ -254,6 +258,7 @@ class LatentDiffusion:
       x,
       t,
       c.get('crossattn'),
+      c.get('vector'),
       train=dropout_key is not None,
       context_mask=c.get('crossattn_mask'),
       rngs=rngs,

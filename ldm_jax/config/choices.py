@@ -11,7 +11,10 @@ class ConfigError(UserError):
 
 
 STAGES = ('autoencoder', 'ldm')
-COND_KINDS = ('none', 'class', 'bert', 'clip', 'openclip', 'rescaler', 'first_stage', 'identity')
+COND_KINDS = (
+  'none', 'class', 'bert', 'clip', 'openclip', 'sdxl', 'rescaler', 'first_stage', 'identity'
+)  # fmt: skip
+MICRO_CONDITIONS = ('original_size', 'crop_top_left', 'target_size', 'aesthetic_score')
 DATA_SOURCES = ('digits', 'folder', 'jsonl', 'records', 'tfds', 'shards')
 
 CHOICES = {

@@ -28,12 +28,18 @@ class UNetConfig:
   resblock_updown: bool = False
   use_spatial_transformer: bool = False
   transformer_depth: int = 1
+  # one depth per level (SDXL base: (0, 2, 10)), the middle block taking the last (generative-
+  # models' transformer_depth list and transformer_depth_middle); () = transformer_depth everywhere
+  transformer_depths: tuple[int, ...] = ()
   context_dim: int = 0
   legacy: bool = True
   use_linear_in_transformer: bool = False  # Stable Diffusion 2.x: Linear proj_in/proj_out
   dropout: float = 0.0
   conv_resample: bool = True
   num_classes: int = 0
+  # > 0: the vector conditioning y [B, adm_in_channels] through Linear-SiLU-Linear added to the
+  # time embedding (ADM's num_classes='sequential'; SDXL: pooled text + size embeddings)
+  adm_in_channels: int = 0
   in_channels: int = 0  # 0 = the latent channels (concat conditioning adds inputs)
   out_channels: int = 0  # 0 = the latent channels
 
@@ -43,6 +49,20 @@ class UNetConfig:
     object.__setattr__(
       self, 'attention_resolutions', tuple(sorted(int(v) for v in self.attention_resolutions))
     )
+    object.__setattr__(self, 'transformer_depths', tuple(int(v) for v in self.transformer_depths))
+    if self.transformer_depths and len(self.transformer_depths) != len(self.channel_mult):
+      raise ValueError(
+        f'unet.transformer_depths {self.transformer_depths} has {len(self.transformer_depths)} '
+        f'entries for {len(self.channel_mult)} levels (channel_mult): give one per level'
+      )
+    if self.adm_in_channels and self.num_classes:
+      raise ValueError('unet: set num_classes (labels) or adm_in_channels (a vector), not both')
+
+  def depth(self, level: int | None = None) -> int:
+    """The SpatialTransformer depth at ``level`` (None: the middle block)."""
+    if not self.transformer_depths:
+      return self.transformer_depth
+    return self.transformer_depths[-1 if level is None else level]
 
   @classmethod
   def defaults(cls) -> dict:
@@ -78,6 +98,25 @@ class TextEncoderConfig:
   vocab_size: int = 49408
   max_len: int = 77
   token_init_std: float = 0.02
+
+  @classmethod
+  def sdxl(cls, config) -> tuple[TextEncoderConfig, ...]:
+    """The SDXL conditioner's encoders in checkpoint order: cond_stage.first_encoder (CLIP) if
+    it has a width, then the pooled one (OpenCLIP, with its projection)."""
+    cs = config.cond_stage
+    main = cls(kind='openclip', width=cs.embed_dim, layers=cs.n_layer,
+               heads=cs.get('n_head', 0) or cs.embed_dim // 64, act=cs.act, layer=cs.layer,
+               projection_dim=cs.projection_dim, vocab_size=cs.vocab_size,
+               max_len=cs.max_seq_len)  # fmt: skip
+    first = cs.first_encoder
+    if not first.embed_dim:
+      return (main,)
+    heads = first.n_head or first.embed_dim // 64
+    return (
+      cls(kind='clip', width=first.embed_dim, layers=first.n_layer, heads=heads, act=first.act,
+          layer=cs.layer, vocab_size=first.vocab_size, max_len=cs.max_seq_len),
+      main,
+    )  # fmt: skip
 
   @classmethod
   def from_config(cls, config) -> TextEncoderConfig:

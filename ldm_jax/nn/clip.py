@@ -27,7 +27,9 @@ ACTIVATIONS = {
   'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
   'gelu': lambda x: jax.nn.gelu(x, approximate=False),  # torch nn.GELU (erf)
 }
-LAYERS = ('last', 'penultimate')
+# 'penultimate_hidden': the penultimate layer's output without the final layer norm (SDXL's
+# encoders: generative-models' layer='hidden' / legacy=False, diffusers' hidden_states[-2])
+LAYERS = ('last', 'penultimate', 'penultimate_hidden')
 
 
 class _Attention(nn.Module):
@@ -139,7 +141,9 @@ class CLIPTextTransformer(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, layer: str | None = None) -> jax.Array:
+  def __call__(self, tokens: jax.Array, layer: str | None = None, with_last: bool = False):
+    """``with_last``: (the chosen layer's states, the last layer's final-normed states), one
+    pass for both (SDXL's context and pooled embedding)."""
     layer = layer or self.layer
     if self.act not in ACTIVATIONS:
       raise ValueError(f'CLIP act must be one of {sorted(ACTIVATIONS)}, got {self.act!r}')
@@ -154,7 +158,10 @@ class CLIPTextTransformer(nn.Module):
       x.astype(self.dtype)
     )
     h = outs[-1] if layer == 'last' else outs[-2]
-    return layer_norm(h, 'final_layer_norm')
+    final_norm = nn.LayerNorm(epsilon=1e-5, dtype=h.dtype, name='final_layer_norm')
+    normed = final_norm(h)  # declared for every layer (checkpoints hold it); unused: dead code
+    out = h if layer == 'penultimate_hidden' else normed
+    return (out, final_norm(outs[-1])) if with_last else out
 
 
 class CLIPTextModel(nn.Module):
@@ -198,11 +205,15 @@ class CLIPTextModel(nn.Module):
   def pooled(self, tokens: jax.Array, eot_token: int = 49407) -> jax.Array:
     """[B, projection_dim]: the final-normed last layer's state at each row's first end-of-text
     token, times ``text_projection`` (CLIP's text embedding)."""
+    return self.context_and_pooled(tokens, eot_token)[1]
+
+  def context_and_pooled(self, tokens: jax.Array, eot_token: int = 49407):
+    """(the states of ``layer``, the pooled embedding of ``pooled``) from one pass."""
     if not self.projection_dim:
       raise ValueError('this CLIP text model has no projection (projection_dim=0)')
-    h = self.text_model(tokens, 'last')
+    ctx, h = self.text_model(tokens, with_last=True)
     eot = jnp.argmax(tokens == eot_token, axis=1)
-    return h[jnp.arange(h.shape[0]), eot] @ self.text_projection
+    return ctx, h[jnp.arange(h.shape[0]), eot] @ self.text_projection.astype(h.dtype)
 
 
 class CLIPVisionModel(nn.Module):

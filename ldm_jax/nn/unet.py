@@ -133,7 +133,7 @@ class UNetModel(nn.Module):
       raise ValueError(f"UNet remat must be '', 'full' or 'dots', got {self.remat!r}")
     return nn.remat(cls, policy=policies[self.remat], static_argnums=static_argnums)
 
-  def _attention_block(self, ch: int, name: str) -> nn.Module:
+  def _attention_block(self, ch: int, name: str, level: int | None = None) -> nn.Module:
     """Heads per attention site, resolved exactly as the reference does (incl. ``legacy``)."""
     if self.config.num_head_channels == -1:
       if self.config.num_heads <= 0:
@@ -150,7 +150,7 @@ class UNetModel(nn.Module):
       return self._wrap(SpatialTransformer, (3,))(
         heads,
         dim_head,
-        self.config.transformer_depth,
+        self.config.depth(level),
         self.config.dropout,
         self.config.context_dim or None,
         self.dtype,
@@ -180,7 +180,7 @@ class UNetModel(nn.Module):
       for _ in range(cfg.num_res_blocks):
         h = self._res(mult * mc, f'input_blocks_{idx}_0')(h, emb, train)
         if ds in cfg.attention_resolutions:
-          block = self._attention_block(mult * mc, f'input_blocks_{idx}_1')
+          block = self._attention_block(mult * mc, f'input_blocks_{idx}_1', level)
           h = self._apply_attention(block, h, context, train, context_mask)
         skips.append(h)
         idx += 1
@@ -204,7 +204,7 @@ class UNetModel(nn.Module):
         h = self._res(mult * mc, f'output_blocks_{idx}_0')(h, emb, train)
         sub = 1
         if ds in cfg.attention_resolutions:
-          block = self._attention_block(mult * mc, f'output_blocks_{idx}_1')
+          block = self._attention_block(mult * mc, f'output_blocks_{idx}_1', level)
           h = self._apply_attention(block, h, context, train, context_mask)
           sub = 2
         if level and i == cfg.num_res_blocks:
@@ -221,9 +221,10 @@ class UNetModel(nn.Module):
   def __call__(self, x, timesteps, context=None, y=None, train: bool = False, context_mask=None):
     """x: [B, H, W, in_channels]; timesteps: [B] integers; context: [B, T, context_dim]
     (``context_mask`` [B, T] bool: the tokens cross-attention reads; None: all);
-    y: [B] class labels (only with ``num_classes``). Returns [B, H, W, out_channels]."""
-    if (y is not None) != bool(self.config.num_classes):
-      raise ValueError('pass class labels y exactly when the UNet has num_classes')
+    y: [B] class labels (only with ``num_classes``) or [B, adm_in_channels] vectors (only with
+    ``adm_in_channels``). Returns [B, H, W, out_channels]."""
+    if (y is not None) != bool(self.config.num_classes or self.config.adm_in_channels):
+      raise ValueError('pass y exactly when the UNet has num_classes or adm_in_channels')
     mc = self.config.model_channels
     emb = dense(4 * mc, mc, dtype=self.dtype, name='time_embed_0')(
       timestep_embedding(timesteps, mc).astype(self.dtype)
@@ -237,6 +238,10 @@ class UNetModel(nn.Module):
         dtype=self.dtype,
         name='label_emb',
       )(y)
+    if self.config.adm_in_channels:  # label_emb.0.0 / label_emb.0.2 of the reference
+      adm = self.config.adm_in_channels
+      v = dense(4 * mc, adm, dtype=self.dtype, name='label_emb_0_0')(y.astype(self.dtype))
+      emb = emb + dense(4 * mc, 4 * mc, dtype=self.dtype, name='label_emb_0_2')(nn.silu(v))
 
     h = conv(mc, x.shape[-1], 3, dtype=self.dtype, name='input_blocks_0_0')(x.astype(self.dtype))
     h, skips = self._down(h, emb, context, train, context_mask)

@@ -196,6 +196,7 @@ class Pipeline:
     cond, canvas, post = self.condition(num, **task_inputs)
     init = None if init_image is None else read_model_image(init_image)
     H, W = self._canvas(canvas, height, width, init)
+    cond = self.ldm.task.finish_condition(cond, H, W)
     batch = self.batch_for(options.batch_size)
     z_init = None
     if init is not None and options.strength < 1.0:
@@ -284,7 +285,7 @@ class Pipeline:
   def _unconditional(self, options: SamplingOptions, cond, num: int):
     """Guidance's unconditional input: the negative prompt's condition, or the task's null one."""
     if options.negative_prompt is not None:
-      return self.ldm.task.negative_condition(num, options.negative_prompt)
+      return self.ldm.task.negative_condition(num, options.negative_prompt, cond)
     return self.ldm.task.null_condition(cond) if options.guided else None
 
   def _generate_fn(self, options: SamplingOptions, img2img: bool, callback) -> Callable:

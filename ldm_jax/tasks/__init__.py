@@ -12,6 +12,7 @@ from ldm_jax.tasks.class_conditional import ClassConditional
 from ldm_jax.tasks.embeddings import GivenEmbeddings
 from ldm_jax.tasks.inpainting import Inpainting
 from ldm_jax.tasks.layout import LayoutToImage
+from ldm_jax.tasks.sdxl import SDXLTextToImage
 from ldm_jax.tasks.semantic import SemanticSynthesis
 from ldm_jax.tasks.superres import SuperResolution
 from ldm_jax.tasks.text import TextToImage
@@ -24,6 +25,7 @@ TASKS: dict[str, type[Task]] = {
     Unconditional,
     ClassConditional,
     TextToImage,
+    SDXLTextToImage,
     LayoutToImage,
     SuperResolution,
     Inpainting,
@@ -61,6 +63,8 @@ def task_name(config) -> str:
     return 'text' if cs.get('use_tokenizer', True) else 'layout'
   if cs.kind in ('clip', 'openclip'):
     return 'text'
+  if cs.kind == 'sdxl':
+    return 'sdxl'
   if cs.kind == 'identity':
     return 'embeddings' if cs.conditioning_key == 'crossattn' else 'superres'
   return {
@@ -100,7 +104,7 @@ def _check(config, task: Task) -> None:
       "set --config.data.text_cache=''"
     )
   if key in ('crossattn', 'hybrid'):
-    width = cs.channels if cs.kind == 'identity' else cs.embed_dim
+    width = task.context_width
     if config.unet.context_dim != width or not config.unet.use_spatial_transformer:
       raise ValueError(
         f'{cs.kind} conditioning uses cross-attention: set config.unet.use_spatial_'

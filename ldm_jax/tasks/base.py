@@ -14,6 +14,7 @@ module of this package holding everything about one kind of condition:
   training_condition() training examples + stream positions -> the batch's raw condition
   null_condition()     the "no condition" input of classifier-free guidance
   negative_condition() the same from a user's negative prompt (text)
+  finish_condition()   the raw condition once the output size is known (SDXL's sizes)
   tiles()              pictures of conditions, shown next to samples in grids
 
 The raw condition is what a data batch holds under 'cond' and what a user's inputs become; each
@@ -116,8 +117,18 @@ class Task:
     puts in; a dict holds only the entries that are dropped."""
     return self.null_condition(np.zeros(1))[0]
 
-  def negative_condition(self, num: int, negative_prompt):
-    """The unconditional input of guidance from a user's negative prompt (text tasks)."""
+  def finish_condition(self, cond, height: int, width: int):
+    """The raw condition once the output size is known (SDXL: its size conditioning)."""
+    return cond
+
+  @property
+  def context_width(self) -> int:
+    """The width of the cross-attention context the encoding gives."""
+    return self.cs.channels if self.cs.kind == 'identity' else self.cs.embed_dim
+
+  def negative_condition(self, num: int, negative_prompt, cond=None):
+    """The unconditional input of guidance from a user's negative prompt (text tasks);
+    ``cond``: the condition it goes with."""
     raise TaskInputError(
       f'a negative prompt needs a text-to-image model; this one is {self.name}: leave it unset'
     )

@@ -107,7 +107,7 @@ class TextToImage(Task):
   def null_condition(self, cond):
     return self.tokenize([''] * len(cond))
 
-  def negative_condition(self, num, negative_prompt):
+  def negative_condition(self, num, negative_prompt, cond=None):
     """The guidance's unconditional input from a negative prompt (or num of them), as diffusers'
     pipelines use it: in place of the empty prompt."""
     return self.user_condition(num, negative_prompt)[0]

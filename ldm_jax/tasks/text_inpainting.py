@@ -79,7 +79,7 @@ class TextInpainting(TextToImage):
   def null_example(self):
     return {'tokens': self.tokenize([''])[0]}
 
-  def negative_condition(self, num, negative_prompt):
+  def negative_condition(self, num, negative_prompt, cond=None):
     raise TaskInputError('negative prompts with inpainting are not supported yet: leave it unset')
 
   def tiles(self, cond, height, width):
