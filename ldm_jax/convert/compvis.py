@@ -118,9 +118,11 @@ def _cond_stage(sd: Mapping[str, np.ndarray], config, template) -> tuple:
       cond_sd = openclip_text_to_hf(
         {k: v for k, v in sd.items() if k in cond_keys}, 'cond_stage_model.model.'
       )
-    if kind in ('clip', 'openclip'):
+    if kind in ('clip', 'openclip', 'sdxl'):
       # a buffer (arange(77)) of transformers 4's CLIPTextModel; OpenCLIP's causal mask buffer
       ignore = ('transformer.text_model.embeddings.position_ids', 'model.attn_mask')
+      if kind == 'sdxl':
+        ignore = tuple(f'embedders.{i}.{n}' for i in range(2) for n in ignore)
       ignored = {k for k in cond_keys if k[len('cond_stage_model.') :].startswith(ignore)}
     params = load_state_dict(template, cond_sd, 'cond_stage_model.', ignore=ignore)
     return params, cond_keys - ignored, ignored
@@ -143,6 +145,10 @@ def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> d
   """Parameter trees of an LDM checkpoint: {'params', 'ema_params', 'first_stage', 'scale_factor',
   'used', 'ignored'}."""
   used, ignored = set(), set()
+  if config.cond_stage.kind == 'sdxl':  # generative-models' conditioner.embedders.*
+    from ldm_jax.convert.sdxl import generative_models_to_compvis
+
+    sd = generative_models_to_compvis(sd)
   templates = abstract_params(config)
   unet_t = templates['unet']
   params = {'unet': load_state_dict(unet_t, sd, 'model.diffusion_model.')}

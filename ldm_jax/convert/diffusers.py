@@ -29,6 +29,7 @@ from ldm_jax.convert.diffusers_names import (
   unet_to_compvis_names,
 )
 from ldm_jax.convert.diffusers_unet import unet_fields
+from ldm_jax.convert.sdxl import sdxl_condition
 from ldm_jax.convert.torch_names import ConversionError
 
 _WEIGHT_FILES = (
@@ -160,7 +161,7 @@ def diffusers_config(path: str, first_stage: str | None = None):
     float(fs_cfg.get('scaling_factor', 1.0)) if c.first_stage.kind == 'kl' else 1.0
   )
   sd = {**unet_to_compvis(unet_sd, unet_cfg), **first_stage_to_compvis(fs_sd, fs_cfg)}
-  _add_condition(c, sd, parts)
+  _add_condition(c, sd, {**parts, 'unet_config': unet_cfg})
   return c, sd
 
 
@@ -180,20 +181,25 @@ def _parts(path: str, first_stage: str | None) -> dict | None:
         '--first_stage=<VQModel/AutoencoderKL folder>'
       )
     return dict(unet=path, first_stage=first_stage, bert=None, text=None, tokenizer=None,
-                scheduler=None)  # fmt: skip
+                text_2=None, tokenizer_2=None, scheduler=None)  # fmt: skip
   with open(index) as f:
     components = json.load(f)
   pipeline = components.get('_class_name', '')
   vae = next((n for n in ('vqvae', 'vae') if n in components), None)
   if 'unet' not in components or vae is None:
     raise ConversionError(f'{path}: a {pipeline or "pipeline"} without a unet and a vqvae/vae')
-  part = lambda name: os.path.join(path, name) if name in components else None
+  # a component is [library, class]; SDXL's refiner lists text_encoder as [null, null]
+  held = lambda name: bool(components.get(name)) and components[name][0] is not None
+  part = lambda name: os.path.join(path, name) if held(name) else None
   return dict(
     unet=os.path.join(path, 'unet'),
     first_stage=os.path.join(path, vae),
     bert=part('bert'),
     text=part('text_encoder'),
     tokenizer=part('tokenizer'),
+    text_2=part('text_encoder_2'),
+    tokenizer_2=part('tokenizer_2'),
+    index=components,
     scheduler=os.path.join(path, 'scheduler', 'scheduler_config.json'),
   )
 
@@ -203,7 +209,9 @@ def _add_condition(c, sd: dict, parts: dict) -> None:
   CLIP (Stable Diffusion, inpainting), or the concatenated low-resolution image (super-res)."""
   latent = c.first_stage.embed_dim
   tokenizer_dir = parts['tokenizer']
-  if parts['bert']:
+  if parts.get('text_2'):  # SDXL (base and refiner)
+    sdxl_condition(c, sd, parts, read_model_folder)
+  elif parts['bert']:
     bert_cfg, bert_sd = read_model_folder(parts['bert'])
     c.cond_stage.update(
       dict(
@@ -244,12 +252,17 @@ def convert_diffusers(path: str, out: str, first_stage: str | None = None) -> di
     first_stage = hub.snapshot(first_stage)
   config, sd = diffusers_config(path, first_stage)
   convert.validate_for_conversion(config)
-  if config.cond_stage.kind in ('bert', 'clip') and os.path.isdir(config.cond_stage.tokenizer):
-    # The pipeline's own tokenizer files travel with the workdir (no hub access needed later).
-    convert.check_new_workdir(out)
-    target = storage.join(storage.resolve(out), 'tokenizer')
-    storage.copytree(config.cond_stage.tokenizer, target)
-    config.cond_stage.tokenizer = target
+  # The pipeline's own tokenizer files travel with the workdir (no hub access needed later).
+  cs = config.cond_stage
+  groups = [(cs, 'tokenizer')] if cs.kind in ('bert', 'clip') else []
+  if cs.kind == 'sdxl':
+    groups = [(cs.first_encoder, 'tokenizer'), (cs, 'tokenizer_2')]
+  for group, name in groups:
+    if os.path.isdir(group.tokenizer):
+      convert.check_new_workdir(out)
+      target = storage.join(storage.resolve(out), name)
+      storage.copytree(group.tokenizer, target)
+      group.tokenizer = target
   if config.stage == 'ldm':
     from ldm_jax.latent_diffusion import build_schedule
 

@@ -130,6 +130,9 @@ def unet_plan(fields) -> list:
     ('time_embedding.linear_1', 'time_embed.0', 'same'),
     ('time_embedding.linear_2', 'time_embed.2', 'same'),
   ]
+  if fields.get('adm_in_channels'):  # SDXL's vector input y
+    plan += [('add_embedding.linear_1', 'label_emb.0.0', 'same'),
+             ('add_embedding.linear_2', 'label_emb.0.2', 'same')]  # fmt: skip
   idx = 1
   for i in range(levels):
     for j in range(nrb):

@@ -64,7 +64,7 @@ UNET_FIXED_FIELDS = {
   'mid_block_scale_factor': 1,
   'center_input_sample': False,
 }
-_UNSUPPORTED_NONE = ('class_embed_type', 'addition_embed_type', 'encoder_hid_dim')
+_UNSUPPORTED_NONE = ('class_embed_type', 'encoder_hid_dim')
 _CLASSES = ('UNet2DModel', 'UNet2DConditionModel')
 
 
@@ -83,6 +83,11 @@ def unet_fields(cfg: dict) -> dict:
   for key in _UNSUPPORTED_NONE:
     if cfg.get(key) is not None:
       raise ConversionError(f'{cls}: {key}={cfg[key]!r} has no CompVis counterpart')
+  if cfg.get('addition_embed_type') not in (None, 'text_time'):
+    raise ConversionError(
+      f'{cls}: addition_embed_type={cfg["addition_embed_type"]!r} has no CompVis counterpart '
+      "(supported: 'text_time', SDXL's vector conditioning)"
+    )
   fields = {
     f.ours: f.to_ours(cfg.get(f.theirs, _THEIR_DEFAULTS.get(f.theirs)))
     for f in UNET_FIELDS
@@ -100,11 +105,27 @@ def unet_fields(cfg: dict) -> dict:
   )
   if cond:
     fields.update(use_spatial_transformer=True, legacy=False, **_heads_of_conditional(cfg, chans))
+    fields.update(_depths_and_vector(cfg, with_attn))
   elif cfg.get('attention_head_dim') is None:  # diffusers: one head of all channels
     fields.update(num_heads=1, num_head_channels=-1)
   else:
     fields.update(num_head_channels=int(cfg['attention_head_dim']), num_heads=-1)
   return fields
+
+
+def _depths_and_vector(cfg: dict, with_attn: list) -> dict:
+  """transformer_depths from a per-level transformer_layers_per_block (0 where a level has no
+  attention, as generative-models writes it), adm_in_channels from SDXL's add_embedding."""
+  out = {'adm_in_channels': 0, 'transformer_depths': ()}
+  depth = cfg.get('transformer_layers_per_block', 1)
+  if isinstance(depth, (list, tuple)):
+    if any(isinstance(d, (list, tuple)) for d in depth):
+      raise ConversionError('transformer_layers_per_block per block (nested lists): no counterpart')
+    if len(set(depth)) > 1:
+      out['transformer_depths'] = tuple(int(d) if a else 0 for d, a in zip(depth, with_attn))
+  if cfg.get('addition_embed_type') == 'text_time':
+    out['adm_in_channels'] = int(cfg['projection_class_embeddings_input_dim'])
+  return out
 
 
 def _heads_of_conditional(cfg: dict, chans: list) -> dict:
@@ -132,6 +153,10 @@ def unet_config(config, diffusers_version: str) -> dict:
   u = UNetConfig.from_config(config)
   for bad, why in (
     (u.num_classes > 0, 'num_classes (class embedding added to the time embedding)'),
+    (
+      u.adm_in_channels and not u.use_spatial_transformer,
+      'adm_in_channels without cross-attention',
+    ),
     (not u.conv_resample, 'conv_resample=False'),
     (u.use_spatial_transformer and u.resblock_updown, 'resblock_updown with cross-attention'),
   ):
@@ -152,6 +177,7 @@ def unet_config(config, diffusers_version: str) -> dict:
   )
   counts = [ch // u.num_head_channels if u.num_head_channels > 0 else u.num_heads for ch in chans]
   if u.use_spatial_transformer:
+    common.update(_vector_and_depths(config, u))
     return dict(
       _class_name='UNet2DConditionModel',
       down_block_types=['CrossAttnDownBlock2D' if a else 'DownBlock2D' for a in attn],
@@ -162,6 +188,21 @@ def unet_config(config, diffusers_version: str) -> dict:
       **common,
     )
   return dict(_class_name='UNet2DModel', **_unconditional_blocks(u, chans, counts, attn), **common)
+
+
+def _vector_and_depths(config, u: UNetConfig) -> dict:
+  """SDXL's keys: per-level transformer_layers_per_block (1 where a level has no attention, as
+  diffusers writes it) and the text_time addition embedding."""
+  out = {}
+  if u.transformer_depths:
+    out['transformer_layers_per_block'] = [max(d, 1) for d in u.transformer_depths]
+  if u.adm_in_channels:
+    out.update(
+      addition_embed_type='text_time',
+      addition_time_embed_dim=int(config.cond_stage.micro_dim),
+      projection_class_embeddings_input_dim=u.adm_in_channels,
+    )
+  return out
 
 
 def _unconditional_blocks(u: UNetConfig, chans, counts, attn) -> dict:

@@ -1,0 +1,188 @@
+"""SDXL: the released layouts at the reference's parameter counts, and tiny random-weight SDXL base
+and refiner pipelines (diffusers folders) against diffusers' StableDiffusionXLPipeline: tokens, both
+text encoders (penultimate states and the pooled embedding), the UNet with its vector input, and
+whole guided runs from the same starting latents."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+diffusers = pytest.importorskip('diffusers')
+transformers = pytest.importorskip('transformers')
+
+import ldm_jax  # noqa: E402
+from ldm_jax.configs.released import sdxl_base, sdxl_refiner  # noqa: E402
+from ldm_jax.convert.diffusers import convert_diffusers  # noqa: E402
+from ldm_jax.latent_diffusion import abstract_params  # noqa: E402
+from ldm_jax.nn.params import count_params  # noqa: E402
+from tests.test_convert_diffusers import _kl, _max_err, _nchw, _nhwc, _perturb  # noqa: E402
+from tests.test_stable_diffusion import _write_tokenizer  # noqa: E402
+
+TOL = 1e-4
+
+
+@pytest.mark.parametrize(
+  'module,unet,texts',
+  [
+    (sdxl_base, 2_567_463_684, (123_060_480, 694_659_840 + 1)),
+    (sdxl_refiner, 2_259_526_660, (694_659_840 + 1,)),
+  ],
+)
+def test_sdxl_configs_have_the_reference_parameter_counts(module, unet, texts):
+  """Counts of diffusers/transformers at the SDXL 1.0 layouts (the issue's figures; the bigG
+  text tower with its projection, + OpenCLIP's logit_scale) and the kl-f8 autoencoder."""
+  shapes = abstract_params(module.get_config())
+  assert count_params(shapes['unet']) == unet
+  assert count_params(shapes['first_stage']) == 83_653_863
+  cond = shapes['cond_stage']
+  assert tuple(count_params(cond[f'embedders_{i}']) for i in range(len(texts))) == texts
+
+
+def _tiny_unet(refiner: bool, seed=3):
+  cfg = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+    layers_per_block=1, down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+    up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), attention_head_dim=(2, 4),
+    use_linear_projection=True, norm_num_groups=32,
+    cross_attention_dim=32 if refiner else 64, transformer_layers_per_block=2 if refiner else (1, 2),
+    addition_embed_type='text_time', addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=32 + (5 if refiner else 6) * 8,
+  )  # fmt: skip
+  return _perturb(diffusers.UNet2DConditionModel(**cfg), seed)
+
+
+def _tiny_text(cls, act, seed, **extra):
+  cfg = transformers.CLIPTextConfig(
+    vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=3,
+    num_attention_heads=4, max_position_embeddings=77, hidden_act=act, **extra,
+  )  # fmt: skip
+  torch.manual_seed(seed)
+  return _perturb(cls(cfg), seed)
+
+
+def _sdxl_pipeline(folder, refiner=False):
+  """A tiny StableDiffusionXL(Img2Img)Pipeline saved as the SDXL repositories hold it."""
+  tok = {}
+  for name, pad in (('tokenizer', '<|endoftext|>'), ('tokenizer_2', '!')):
+    _write_tokenizer(f'{folder}_{name}', pad)
+    tok[name] = transformers.CLIPTokenizer.from_pretrained(f'{folder}_{name}')
+  text_2 = _tiny_text(transformers.CLIPTextModelWithProjection, 'gelu', 5, projection_dim=32)
+  scheduler = diffusers.DDIMScheduler(
+    beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False,
+    set_alpha_to_one=False, steps_offset=1,
+  )  # fmt: skip
+  common = dict(vae=_kl(), text_encoder_2=text_2, tokenizer_2=tok['tokenizer_2'],
+                unet=_tiny_unet(refiner), scheduler=scheduler)  # fmt: skip
+  if refiner:
+    pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
+      text_encoder=None, tokenizer=None, requires_aesthetics_score=True,
+      force_zeros_for_empty_prompt=False, **common,
+    )  # fmt: skip
+  else:
+    text = _tiny_text(transformers.CLIPTextModel, 'quick_gelu', 4)
+    pipe = diffusers.StableDiffusionXLPipeline(
+      text_encoder=text, tokenizer=tok['tokenizer'], **common
+    )
+  pipe.set_progress_bar_config(disable=True)
+  pipe.save_pretrained(str(folder), safe_serialization=True)
+  return pipe
+
+
+def test_sdxl_base_equals_diffusers(tmp_path):
+  """A diffusers SDXL base folder converts and gives diffusers' own results: tokens of both
+  tokenizers, the context (both encoders' penultimate states) and pooled embedding, the UNet's
+  output with the vector input, and whole guided DDIM runs (the zeroed unconditional input, and a
+  negative prompt) with non-default size conditioning."""
+  ref = _sdxl_pipeline(tmp_path / 'pipe')
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
+  pipe = ldm_jax.load(str(tmp_path / 'out'))
+  cs, u = pipe.config.cond_stage, pipe.config.unet
+  assert (cs.kind, cs.first_encoder.embed_dim, cs.pad_token_id, cs.zeros_for_empty_prompt) == (
+    'sdxl', 32, 0, True
+  )  # fmt: skip
+  assert (u.adm_in_channels, tuple(u.transformer_depths), u.context_dim) == (80, (0, 2), 64)
+
+  prompts = ['a photograph of an astronaut riding a horse', 'an oil painting of a tree']
+  cond = pipe.ldm.task.user_condition(2, prompts)[0]
+  cond = pipe.ldm.task.finish_condition(cond, 16, 16)
+  for i, t in enumerate((ref.tokenizer, ref.tokenizer_2)):
+    want = t(prompts, padding='max_length', max_length=77, truncation=True).input_ids
+    np.testing.assert_array_equal(cond['tokens'][:, i], np.asarray(want))
+  with torch.no_grad():
+    ctx_ref, _, pooled_ref, _ = ref.encode_prompt(prompts, do_classifier_free_guidance=False)
+  c = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, cond)
+  assert _max_err(c['crossattn'], ctx_ref.numpy()) < TOL
+  assert _max_err(c['vector'][:, :32], pooled_ref.numpy()) < TOL
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  t = np.array([10, 700])
+  time_ids = torch.tensor([[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]] * 2)
+  with torch.no_grad():
+    out_ref = ref.unet(
+      _nchw(x), torch.from_numpy(t), encoder_hidden_states=ctx_ref,
+      added_cond_kwargs={'text_embeds': pooled_ref, 'time_ids': time_ids},
+    ).sample  # fmt: skip
+  out = jax.jit(pipe.ldm.model_output)(pipe.params, jnp.asarray(x), jnp.asarray(t), c)
+  ref_out = _nhwc(out_ref)
+  assert _max_err(out, ref_out) < TOL * max(1.0, float(np.abs(ref_out).max()))
+
+  latents = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  sizes = dict(original_size=(24, 32), crops_coords_top_left=(4, 2))
+  for negative in (None, ['blurry', 'dark']):
+    with torch.no_grad():
+      images_ref = ref(
+        prompts, negative_prompt=negative, num_inference_steps=5, guidance_scale=4.0,
+        latents=_nchw(latents), output_type='np', height=16, width=16, **sizes,
+      ).images  # fmt: skip
+    images = pipe.sample(
+      2, prompt=prompts, negative_prompt=negative, sampler='ddim', steps=5, guidance_scale=4.0,
+      latents=latents, return_float=True, height=16, width=16, **sizes,
+    )  # fmt: skip
+    ours = np.clip(images / 2 + 0.5, 0, 1)
+    assert ours.shape == images_ref.shape == (2, 16, 16, 3)
+    assert _max_err(ours, images_ref) < TOL, (negative, _max_err(ours, images_ref))
+
+
+def test_sdxl_refiner_equals_diffusers(tmp_path):
+  """The refiner (bigG alone, aesthetic scores, the empty prompt as the unconditional input):
+  its context, pooled embedding and UNet output for a prompt at aesthetic score 7 and for the
+  unconditional input (the empty prompt at the negative score 2.5) equal diffusers'."""
+  ref = _sdxl_pipeline(tmp_path / 'pipe', refiner=True)
+  with open(tmp_path / 'pipe' / 'model_index.json') as f:
+    assert json.load(f)['text_encoder'] == [None, None]
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
+  assert os.path.isdir(tmp_path / 'out' / 'tokenizer_2')
+  pipe = ldm_jax.load(str(tmp_path / 'out'))
+  cs, task = pipe.config.cond_stage, pipe.ldm.task
+  assert (cs.first_encoder.embed_dim, cs.zeros_for_empty_prompt) == (0, False)
+  assert cs.micro_conditioning.endswith('aesthetic_score')
+
+  prompts = ['a red house', 'a blue boat']
+  cond = task.finish_condition(task.user_condition(2, prompts, aesthetic_score=7.0)[0], 16, 16)
+  with torch.no_grad():
+    ctx, neg, pooled, neg_pooled = ref.encode_prompt(prompts, do_classifier_free_guidance=True)
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  t = np.array([30, 600])
+  fn = jax.jit(lambda c: pipe.ldm.model_output(pipe.params, jnp.asarray(x), jnp.asarray(t), c))
+  for ours, (c_ref, p_ref, score) in (
+    (cond, (ctx, pooled, 7.0)),
+    (task.null_condition(cond), (neg, neg_pooled, 2.5)),
+  ):
+    c = jax.jit(pipe.ldm.conditioning)(pipe.params, pipe.first_stage_params, ours)
+    assert _max_err(c['crossattn'], c_ref.numpy()) < TOL
+    assert _max_err(c['vector'][:, :32], p_ref.numpy()) < TOL
+    time_ids = torch.tensor([[16.0, 16.0, 0.0, 0.0, score]] * 2)
+    with torch.no_grad():
+      out_ref = ref.unet(
+        _nchw(x), torch.from_numpy(t), encoder_hidden_states=c_ref,
+        added_cond_kwargs={'text_embeds': p_ref, 'time_ids': time_ids},
+      ).sample  # fmt: skip
+    out_ref = _nhwc(out_ref)
+    assert _max_err(fn(c), out_ref) < TOL * max(1.0, float(np.abs(out_ref).max()))
