@@ -174,6 +174,10 @@ def convert_ldm(sd: Mapping[str, np.ndarray], config, use_ema: bool = True) -> d
     (used if use_ema else ignored).update(ema_keys)
   ignored |= {k for k in IGNORED_KEYS if k in sd}
   used |= set(check_schedule(sd, config))
+  if config.cond_stage.kind == 'sdxl':
+    from ldm_jax.convert.sdxl import check_sigmas
+
+    used |= set(check_sigmas(sd, config))
   scale_factor = float(config.diffusion.scale_factor)
   if 'scale_factor' in sd:
     scale_factor = float(np.asarray(sd['scale_factor']).reshape(-1)[0])

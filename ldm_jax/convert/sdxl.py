@@ -76,6 +76,23 @@ def sdxl_condition(c, sd: dict, parts: dict, read_model_folder) -> None:
   c.task = 'sdxl'
 
 
+def check_sigmas(sd: dict, config, rtol: float = 1e-4) -> list[str]:
+  """generative-models' ``denoiser.sigmas`` buffer (sqrt((1 - abar) / abar)) against the config's
+  schedule; the key when it is present and agrees."""
+  if 'denoiser.sigmas' not in sd:
+    return []
+  from ldm_jax.latent_diffusion import build_schedule
+
+  abar = np.asarray(build_schedule(config).alphas_cumprod, np.float64)
+  theirs = np.asarray(sd['denoiser.sigmas'], np.float64)
+  if theirs.shape != abar.shape or not np.allclose(theirs, np.sqrt((1 - abar) / abar), rtol=rtol):
+    raise ConversionError(
+      "the checkpoint's denoiser.sigmas differ from the config's schedule: use the config of "
+      'this checkpoint (configs/released/sdxl_base.py or sdxl_refiner.py)'
+    )
+  return ['denoiser.sigmas']
+
+
 def generative_models_to_compvis(sd: dict) -> dict:
   """A generative-models SDXL state dict: ``conditioner.embedders.<i>.`` -> the conditioner's
   CompVis-style prefix, OpenCLIP's names (``model.transformer.resblocks...``) -> transformers'."""
