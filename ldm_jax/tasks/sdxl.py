@@ -36,6 +36,18 @@ def vector_width(config) -> int:
   return cs.projection_dim + cs.micro_dim * sum(_WIDTH[n] for n in micro_names(config))
 
 
+def _pair(name: str, value) -> list[float]:
+  """(a, b), [a, b] or 'a,b' (sample.py's flags) -> [a, b]."""
+  parts = value.split(',') if isinstance(value, str) else list(np.ravel(value))
+  try:
+    out = [float(v) for v in parts]
+  except (TypeError, ValueError):
+    out = []
+  if len(out) != 2:
+    raise TaskInputError(f'{name} is a pair (height,width or top,left), got {value!r}')
+  return out
+
+
 class SDXLTextToImage(TextToImage):
   name = 'sdxl'
   caches_text = False
@@ -119,10 +131,7 @@ class SDXLTextToImage(TextToImage):
       elif sizes.get(n) is None:
         cols.append([0.0, 0.0] if n == 'crop_top_left' else [np.nan, np.nan])
       else:
-        value = [float(v) for v in np.ravel(sizes[n])]
-        if len(value) != 2:
-          raise TaskInputError(f'{n} is a pair (height, width / top, left), got {sizes[n]!r}')
-        cols.append(value)
+        cols.append(_pair(n, sizes[n]))
     return np.tile(np.asarray(sum(cols, []), np.float32), (num, 1))
 
   def user_condition(self, num, prompt=None, original_size=None, crops_coords_top_left=None,
@@ -136,7 +145,10 @@ class SDXLTextToImage(TextToImage):
     for name, value in given.items():
       if value is not None and name not in wanted:
         raise TaskInputError(f'this SDXL model is not conditioned on {name}: leave it unset')
-    score = self.cs.aesthetic_score if aesthetic_score is None else float(aesthetic_score)
+    try:
+      score = self.cs.aesthetic_score if aesthetic_score is None else float(aesthetic_score)
+    except ValueError:
+      raise TaskInputError(f'aesthetic_score is a number, got {aesthetic_score!r}') from None
     cond = {
       'tokens': self.tokenize(prompts),
       'micro': self._micro(num, given, score),
