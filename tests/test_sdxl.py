@@ -276,3 +276,48 @@ def test_sdxl_generative_models_checkpoint_converts_like_the_diffusers_folder(tm
   for (path, x), (_, y) in pairs:
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
   assert float(b.scale_factor) == float(a.scale_factor)
+
+
+def test_sdxl_exports_both_formats_tensor_for_tensor(tmp_path):
+  """A converted SDXL base written back: ``--format=diffusers`` is a folder that
+  ``StableDiffusionXLPipeline.from_pretrained`` loads with every tensor equal to the original
+  pipeline's (and the same images), ``--format=compvis`` the generative-models state dict, every
+  tensor equal to the checkpoint it came from; the refiner's folder loads as the Img2Img one."""
+  from safetensors.numpy import load_file
+
+  from ldm_jax.export.compvis import export_workdir
+  from ldm_jax.export.diffusers import export_diffusers
+
+  ref = _sdxl_pipeline(tmp_path / 'pipe')
+  _generative_models_checkpoint(ref, tmp_path / 'sdxl.safetensors')
+  convert_diffusers(str(tmp_path / 'pipe'), str(tmp_path / 'out'))
+  export_diffusers(str(tmp_path / 'out'), str(tmp_path / 'back'))
+  back = diffusers.StableDiffusionXLPipeline.from_pretrained(str(tmp_path / 'back'))
+  assert back.config.force_zeros_for_empty_prompt is True
+  for part in ('unet', 'vae', 'text_encoder', 'text_encoder_2'):
+    want, got = getattr(ref, part).state_dict(), getattr(back, part).state_dict()
+    assert set(want) == set(got), part
+    for k in want:
+      np.testing.assert_array_equal(want[k].numpy(), got[k].numpy(), err_msg=f'{part}.{k}')
+  prompt = ['a cat', 'a dog']
+  assert back.tokenizer_2(prompt).input_ids == ref.tokenizer_2(prompt).input_ids
+
+  export_workdir(str(tmp_path / 'out'), str(tmp_path / 'back.safetensors'))
+  want, got = (
+    load_file(str(tmp_path / 'sdxl.safetensors')),
+    load_file(str(tmp_path / 'back.safetensors')),
+  )
+  assert set(want) == set(got)
+  for k in want:  # parameters exactly; the schedule's sigmas as float32 computes them
+    if k == 'denoiser.sigmas':
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-4)
+    else:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+  ref = _sdxl_pipeline(tmp_path / 'rpipe', refiner=True)
+  convert_diffusers(str(tmp_path / 'rpipe'), str(tmp_path / 'rout'))
+  export_diffusers(str(tmp_path / 'rout'), str(tmp_path / 'rback'))
+  back = diffusers.StableDiffusionXLImg2ImgPipeline.from_pretrained(str(tmp_path / 'rback'))
+  assert back.text_encoder is None and back.config.requires_aesthetics_score
+  for k, v in ref.text_encoder_2.state_dict().items():
+    np.testing.assert_array_equal(v.numpy(), back.text_encoder_2.state_dict()[k].numpy(), err_msg=k)

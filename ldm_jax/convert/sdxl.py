@@ -85,7 +85,9 @@ def check_sigmas(sd: dict, config, rtol: float = 1e-4) -> list[str]:
 
   abar = np.asarray(build_schedule(config).alphas_cumprod, np.float64)
   theirs = np.asarray(sd['denoiser.sigmas'], np.float64)
-  if theirs.shape != abar.shape or not np.allclose(theirs, np.sqrt((1 - abar) / abar), rtol=rtol):
+  ours = np.sqrt((1 - abar) / abar)
+  same = lambda a: a.shape == ours.shape and np.allclose(a, ours, rtol=rtol)
+  if not (same(theirs) or same(theirs[::-1])):  # either order means the same schedule
     raise ConversionError(
       "the checkpoint's denoiser.sigmas differ from the config's schedule: use the config of "
       'this checkpoint (configs/released/sdxl_base.py or sdxl_refiner.py)'

@@ -105,6 +105,8 @@ def compvis_state_dict(
   kind = config.cond_stage.kind
   if kind == 'first_stage':  # the same module in the reference: its copy under both prefixes
     sd.update(torch_tensors(first_stage, 'cond_stage_model.'))
+  elif kind == 'sdxl':  # generative-models' conditioner; its denoiser's sigmas for a schedule
+    return {**sd, **_sdxl_conditioner(cond), **_ema(config, ema_params, step), **_sigmas(config)}
   elif cond is not None and kind == 'openclip':
     # OpenCLIP's text tower (Stable Diffusion 2.x: FrozenOpenCLIPEmbedder.model), its own names
     from ldm_jax.convert.clip_names import hf_text_to_openclip
@@ -120,12 +122,43 @@ def compvis_state_dict(
   sd.update({k: np.asarray(getattr(sched, k), np.float32) for k in SCHEDULE_BUFFERS})
   if config.diffusion.scale_by_std:
     sd['scale_factor'] = np.asarray(scale_factor, np.float32)
-  if ema_params is not None:
-    sd['model_ema.decay'] = np.asarray(config.training.ema_decay, np.float32)
-    sd['model_ema.num_updates'] = np.asarray(step, np.int32)
-    for key, value in torch_tensors(ema_params['unet'], 'model.diffusion_model.').items():
-      sd['model_ema.' + key[len('model.') :].replace('.', '')] = value
+  return {**sd, **_ema(config, ema_params, step)}
+
+
+def _ema(config, ema_params, step: int) -> dict:
+  """LitEma's entries: ``model_ema.decay``, ``num_updates`` and the UNet's dotless names."""
+  if ema_params is None:
+    return {}
+  sd = {
+    'model_ema.decay': np.asarray(config.training.ema_decay, np.float32),
+    'model_ema.num_updates': np.asarray(step, np.int32),
+  }
+  for key, value in torch_tensors(ema_params['unet'], 'model.diffusion_model.').items():
+    sd['model_ema.' + key[len('model.') :].replace('.', '')] = value
   return sd
+
+
+def _sdxl_conditioner(cond) -> dict:
+  """``conditioner.embedders.<i>.transformer.*`` (CLIP, transformers' names) and
+  ``conditioner.embedders.<i>.model.*`` (OpenCLIP's names, q/k/v stacked)."""
+  from ldm_jax.convert.clip_names import hf_text_to_openclip
+
+  sd = {}
+  for name in sorted(cond):
+    prefix = 'conditioner.embedders.' + name.split('_')[-1] + '.'
+    tensors = torch_tensors(cond[name], prefix)
+    if 'model' in cond[name]:
+      tensors = hf_text_to_openclip(tensors, prefix + 'model.')
+    sd.update(tensors)
+  return sd
+
+
+def _sigmas(config) -> dict:
+  """generative-models' ``denoiser.sigmas``: sqrt((1 - abar) / abar) per training timestep."""
+  from ldm_jax.latent_diffusion import build_schedule
+
+  abar = np.asarray(build_schedule(config).alphas_cumprod, np.float64)
+  return {'denoiser.sigmas': np.sqrt((1 - abar) / abar).astype(np.float32)}
 
 
 def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:

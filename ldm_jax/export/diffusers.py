@@ -9,7 +9,9 @@ parameters) and what diffusers runs to the same outputs:
   ``scheduler/`` = DDIMScheduler with the CompVis DDIM's step offsets, the text encoder and its
   tokenizer), of the pipeline diffusers has for the task: unconditional -> ``LDMPipeline``,
   superres -> ``LDMSuperResolutionPipeline``, BERT text -> ``LDMTextToImagePipeline``, CLIP /
-  OpenCLIP text -> ``StableDiffusionPipeline`` (text inpainting: ``StableDiffusionInpaintPipeline``).
+  OpenCLIP text -> ``StableDiffusionPipeline`` (text inpainting: ``StableDiffusionInpaintPipeline``),
+  SDXL -> ``StableDiffusionXLPipeline`` (the refiner: ``StableDiffusionXLImg2ImgPipeline``;
+  ldm_jax/export/sdxl.py).
   Class-, layout- and segmentation-conditioned LDMs have no diffusers pipeline: export them with
   ``--format=compvis``.
 
@@ -53,6 +55,10 @@ def pipeline_class(config) -> str:
   from ldm_jax.tasks import task_name
 
   task, cs = task_name(config), config.cond_stage
+  if cs.kind == 'sdxl':
+    from ldm_jax.export import sdxl
+
+    return sdxl.pipeline_class(config)
   if cs.kind in ('clip', 'openclip') and task in ('text', 'text_inpainting'):
     if cs.mask_padding:
       raise UserError(
@@ -298,6 +304,10 @@ def _write_text_encoder(out: str, config, sd: dict, params: dict, index: dict) -
     index['text_encoder'] = ['transformers', 'CLIPTextModel']
     index.update(safety_checker=[None, None], feature_extractor=[None, None])
     index['requires_safety_checker'] = False
+  elif cs.kind == 'sdxl':
+    from ldm_jax.export import sdxl
+
+    sdxl.write_text_encoders(out, config, params, index)
   if cs.kind in ('bert', 'clip', 'openclip'):
     index['tokenizer'] = ['transformers', write_tokenizer(storage.join(out, 'tokenizer'), cs)]
 
