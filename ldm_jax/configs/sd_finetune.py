@@ -1,6 +1,7 @@
 """Fine-tune Stable Diffusion on your own captioned images, from converted weights, into a new
 workdir (training.init_from; the source stays as it is). Pick the model after a colon: sd_v1 (the
-default), sd_v2_base, sd_v2_768_v, sd_v1_inpainting, or tiny / tiny_inpainting (below).
+default), sd_v2_base, sd_v2_768_v, sd_v1_inpainting, sdxl (the SDXL 1.0 base), or tiny /
+tiny_inpainting / tiny_sdxl (below).
 
   python -m ldm_jax.convert compvis --ckpt=v1-5-pruned-emaonly.safetensors \
       --config=configs/released/sd_v1.py --out=runs/sd15
@@ -33,12 +34,51 @@ def get_config(model: str = 'sd_v1'):
     return tiny()
   if model == 'tiny_inpainting':
     return tiny(inpainting=True)
-  names = ('sd_v1', 'sd_v2_base', 'sd_v2_768_v', 'sd_v1_inpainting')
+  if model == 'tiny_sdxl':
+    return tiny_sdxl()
+  names = ('sd_v1', 'sd_v2_base', 'sd_v2_768_v', 'sd_v1_inpainting', 'sdxl')
   if model not in names:
     raise ValueError(
-      f'configs/sd_finetune.py:{model}: choose one of {names}, tiny or tiny_inpainting'
+      f'configs/sd_finetune.py:{model}: choose one of {names}, tiny, tiny_inpainting or tiny_sdxl'
     )
+  if model == 'sdxl':
+    return sdxl()
   return importlib.import_module(f'ldm_jax.configs.released.{model}').get_config()
+
+
+def sdxl():
+  """SDXL 1.0 base (configs/released/sdxl_base.py): both text encoders frozen, 10% of captions
+  dropped to the zeroed unconditional input, bf16, FSDP over every chip; 1024 px, or
+  --config.data.buckets=sdxl for SDXL's aspect-ratio buckets with their size conditioning."""
+  from ldm_jax.configs.released.sdxl_base import get_config as base
+
+  c = base()
+  c.cond_stage.p_uncond = 0.1
+  c.training.batch_size = 32
+  return c
+
+
+def tiny_sdxl():
+  """An SDXL-shaped model (two text encoders, per-level depth, vector input with size
+  conditioning) of the tiny random diffusers pipeline tests/test_sdxl.py builds and converts,
+  fine-tuned on the digits' captions at 16x16."""
+  c = sdxl()
+  c.data.update(dict(source='digits', image_size=16, cache_latents=False))
+  c.first_stage.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=16))
+  c.unet.update(
+    dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
+         transformer_depths=(0, 2), context_dim=64, num_head_channels=16, adm_in_channels=80)
+  )  # fmt: skip
+  c.cond_stage.update(dict(embed_dim=32, n_layer=3, n_head=4, projection_dim=32, micro_dim=8,
+                           tokenizer='pypi:open_clip_torch'))  # fmt: skip
+  c.cond_stage.first_encoder.update(
+    dict(embed_dim=32, n_layer=3, n_head=4, tokenizer='pypi:open_clip_torch')
+  )
+  c.training.update(dict(batch_size=8, num_steps=20, log_every=1, checkpoint_every=10,
+                         sample_every=0, num_sample_images=8, compute_dtype='float32'))  # fmt: skip
+  c.optimizer.base_learning_rate = 1e-4
+  c.sampling.update(dict(sampler='ddim', steps=4, guidance_scale=3.0, spacing=''))
+  return c
 
 
 def tiny(inpainting: bool = False):

@@ -168,8 +168,8 @@ class SDXLTextToImage(TextToImage):
     crop is the whole square image: original = target = its size, crop 0, 0)."""
     tokens = self.tokenize([self.caption_for(e, p) for e, p in zip(examples, positions)])
     rows = []
-    for e in examples:
-      h, w = e['image'].shape[:2]
+    for e in examples:  # (a latent cache's examples hold no image: the config's square)
+      h, w = e['image'].shape[:2] if 'image' in e else (self.config.data.image_size,) * 2
       sizes = dict(original_size=e.get('original_size', (h, w)),
                    crop_top_left=e.get('crop_top_left', (0, 0)), target_size=(h, w))  # fmt: skip
       rows.append(self._micro(1, sizes, self.cs.aesthetic_score)[0])
