@@ -45,6 +45,8 @@ def test_stable_diffusion_notebook_runs(tmp_path):
   lines = [x for x in r.stdout.splitlines() if x.startswith('strength')]
   assert len(lines) == 3 and all(np.isfinite(float(x.rsplit('=', 1)[1])) for x in lines)
   assert 'inpainting (2, 16, 16, 3)' in r.stdout
+  assert 'SDXL: text widths 32 + 32 -> context 64 | vector input 80' in r.stdout
+  assert 'SDXL (2, 16, 16, 3) | size conditioning changes the images: True' in r.stdout
 
 
 @pytest.mark.parametrize('name', ['quickstart', 'stable_diffusion'])
