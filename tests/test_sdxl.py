@@ -111,14 +111,14 @@ def _tiny_text(cls, act, seed, **extra):
   return _perturb(cls(cfg), seed)
 
 
-def _sdxl_pipeline(folder, refiner=False):
+def _sdxl_pipeline(folder, refiner=False, scheduler=None):
   """A tiny StableDiffusionXL(Img2Img)Pipeline saved as the SDXL repositories hold it."""
   tok = {}
   for name, pad in (('tokenizer', '<|endoftext|>'), ('tokenizer_2', '!')):
     _write_tokenizer(f'{folder}_{name}', pad)
     tok[name] = transformers.CLIPTokenizer.from_pretrained(f'{folder}_{name}')
   text_2 = _tiny_text(transformers.CLIPTextModelWithProjection, 'gelu', 5, projection_dim=32)
-  scheduler = diffusers.DDIMScheduler(
+  scheduler = scheduler or diffusers.DDIMScheduler(
     beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False,
     set_alpha_to_one=False, steps_offset=1,
   )  # fmt: skip
@@ -362,3 +362,48 @@ def test_tiny_sdxl_fine_tunes_and_resumes_bitwise(tmp_path):
   pipe = ldm_jax.load(str(tmp_path / 'stopped'))
   images = pipe.sample(2, prompt='a handwritten digit seven', original_size=(32, 32))
   assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
+
+
+@pytest.mark.parametrize('sampler', ['ddim', 'euler'])
+def test_sdxl_base_to_refiner_hand_off_equals_diffusers(sampler, tmp_path):
+  """The base stops at 60% of the schedule (denoising_end, latents out) and the refiner runs the
+  rest from those latents (denoising_start), as diffusers' ensemble of expert denoisers: DDIM's
+  latents at the hand-off equal diffusers' (Euler's are diffusers' variance-exploding ones over
+  sqrt(1 + sigma^2)), and the refiner's images from each side's latents agree."""
+  euler = lambda: diffusers.EulerDiscreteScheduler(
+    beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', steps_offset=1,
+    timestep_spacing='leading',
+  )  # fmt: skip
+  make = euler if sampler == 'euler' else lambda: None
+  base_ref = _sdxl_pipeline(tmp_path / 'base', scheduler=make())
+  refiner_ref = _sdxl_pipeline(tmp_path / 'refiner', refiner=True, scheduler=make())
+  for name in ('base', 'refiner'):
+    convert_diffusers(str(tmp_path / name), str(tmp_path / f'{name}_out'))
+  base, refiner = (ldm_jax.load(str(tmp_path / f'{n}_out')) for n in ('base', 'refiner'))
+  prompts = ['a red house by a lake', 'a blue boat']
+  noise = np.random.default_rng(3).normal(size=(2, 8, 8, 4)).astype(np.float32)
+  kw = dict(num_inference_steps=5, guidance_scale=3.0, height=16, width=16)
+  ours_kw = dict(sampler=sampler, steps=5, guidance_scale=3.0, height=16, width=16)
+  if sampler == 'euler':
+    ours_kw['spacing'] = 'leading'
+  with torch.no_grad():
+    lat_ref = base_ref(prompts, latents=_nchw(noise),
+                       denoising_end=0.6, output_type='latent', **kw).images  # fmt: skip
+    sigma = (
+      float(base_ref.scheduler.sigmas[base_ref.scheduler.step_index]) if sampler == 'euler' else 0.0
+    )
+  lat = base.sample(
+    2, prompt=prompts, latents=noise, denoising_end=0.6, return_latents=True, **ours_kw
+  )
+  assert lat.shape == (2, 8, 8, 4)
+  want = _nhwc(lat_ref) / np.sqrt(1 + sigma**2)
+  assert _max_err(lat, want) < TOL * max(1.0, float(np.abs(want).max()))
+  with torch.no_grad():
+    images_ref = refiner_ref(prompts, image=lat_ref, denoising_start=0.6, output_type='np',
+                             **{k: v for k, v in kw.items() if k not in ('height', 'width')}).images  # fmt: skip
+  images = refiner.sample(
+    2, prompt=prompts, latents=lat, denoising_start=0.6, return_float=True, **ours_kw
+  )
+  ours = np.clip(images / 2 + 0.5, 0, 1)
+  assert ours.shape == images_ref.shape == (2, 16, 16, 3)
+  assert _max_err(ours, images_ref) < TOL, _max_err(ours, images_ref)

@@ -10,6 +10,7 @@ import numpy as np
 from ldm_jax.diffusion.gaussian import model_output_to_eps
 from ldm_jax.diffusion.samplers import guided_eps_fn
 from ldm_jax.diffusion.samplers.tiling import tiled_decode, tiled_model_fn
+from ldm_jax.errors import UserError
 from ldm_jax.images import to_uint8
 from ldm_jax.latent_diffusion import LatentDiffusion, latent_shape
 from ldm_jax.parallel import sharding
@@ -22,6 +23,7 @@ def make_generate_fn(
   *,
   img2img: bool = False,
   callback: Callable | None = None,
+  return_latents: bool = False,
 ) -> Callable:
   """Returns generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None)
   -> images in [-1, 1], [B, f*h, f*w, 3] for the starting noise x_T [B, h, w, c] (its size sets
@@ -29,6 +31,9 @@ def make_generate_fn(
   caller's: they are inputs).
 
   ``img2img`` (with the init image's scaled latents ``z_init``): see ``img2img_start``.
+  ``options.denoising_end`` < 1 stops the grid early, ``options.denoising_start`` > 0 starts it
+  late from x_T as given (the base -> refiner hand-off); ``return_latents``: the final latents
+  (variance preserving, scaled as the model's), not decoded.
   ``cond`` is the task's raw condition (None when unconditional), encoded once, not per step.
   Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition: the null
   class, the empty prompt), batched as the reference does. ``options.tile`` > 0: latents larger
@@ -44,6 +49,13 @@ def make_generate_fn(
   start, n_grid, abar = img2img_start(ldm, o) if img2img else (0, 0, 1.0)
   if start:
     kwargs['start'] = start
+  handoff_start, stop = o.grid_range(ldm.schedule)
+  if handoff_start and img2img:
+    raise UserError('denoising_start continues from latents: give latents, not an init image')
+  if handoff_start:
+    kwargs['start'] = handoff_start
+  if stop is not None:
+    kwargs['stop'] = stop
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
     decode = lambda z: ldm.decode(first_stage_params, z, scale_factor)
@@ -51,7 +63,7 @@ def make_generate_fn(
       if z_init is None:
         raise ValueError('image-to-image (strength < 1) needs the init latents z_init')
       if start == n_grid:  # strength 0: nothing to denoise
-        return decode(z_init)
+        return z_init if return_latents else decode(z_init)
       x_T = float(np.sqrt(abar)) * z_init + float(np.sqrt(1 - abar)) * x_T
     c = ldm.conditioning(params, first_stage_params, cond)
     u = ldm.conditioning(params, first_stage_params, uncond) if o.guided else None
@@ -70,6 +82,8 @@ def make_generate_fn(
       )
     eps_fn = _with_callback(eps_fn, callback)
     z = record.fn(eps_fn, x_T, key, ldm.schedule, **kwargs)
+    if return_latents:
+      return z
     if tiled:
       return tiled_decode(decode, z, o.tile, stride, ldm.first_stage.downsample_factor)
     return decode(z)

@@ -38,6 +38,12 @@ class SamplingOptions:
       is, 1: pure noise).
     img2img_noise: 'diffusers' (the init latent noised to the level of the first step run) or
       'compvis' (one grid step higher, as CompVis scripts/img2img.py).
+    denoising_end: < 1: stop where this share of the training schedule is denoised (the grid steps
+      at timesteps >= round(T (1 - denoising_end)) run), e.g. SDXL's base before the refiner
+      (diffusers' denoising_end); ``return_latents`` gives the latents at that level.
+    denoising_start: > 0: the given ``latents`` are at this share of the schedule (a run stopped by
+      denoising_end) and the rest of the grid runs from them, no noise added (diffusers'
+      denoising_start, the refiner's side of the hand-off).
     negative_prompt: text models with guidance: the unconditional input instead of the empty
       prompt.
     seed: the random seed; each batch depends only on it and its first index.
@@ -55,6 +61,8 @@ class SamplingOptions:
   tile_stride: int = 0
   strength: float = 0.8
   img2img_noise: str = 'diffusers'
+  denoising_end: float = 1.0
+  denoising_start: float = 0.0
   negative_prompt: Any = None
   seed: int = 0
   batch_size: int = 16
@@ -82,6 +90,11 @@ class SamplingOptions:
     if not 0.0 <= self.strength <= 1.0:
       raise UserError(
         f'strength must be in [0, 1] (the share of the steps run), got {self.strength}'
+      )
+    if not 0.0 <= self.denoising_start < self.denoising_end <= 1.0:
+      raise UserError(
+        f'denoising_start={self.denoising_start}, denoising_end={self.denoising_end}: '
+        'need 0 <= denoising_start < denoising_end <= 1 (shares of the schedule denoised)'
       )
     if self.negative_prompt is not None and self.guidance_scale == 1.0:
       raise UserError(
@@ -146,4 +159,24 @@ class SamplingOptions:
       out.update(tile=self.tile, tile_stride=self.tile_stride)
     if self.negative_prompt is not None:
       out['negative_prompt'] = str(self.negative_prompt)
+    if (self.denoising_start, self.denoising_end) != (0.0, 1.0):
+      out.update(denoising_start=self.denoising_start, denoising_end=self.denoising_end)
     return out
+
+  def grid_range(self, schedule) -> tuple[int, int | None]:
+    """(start, stop) grid steps of denoising_start / denoising_end (stop None: to the end)."""
+    record, T = self.record, schedule.num_timesteps
+    n = record.grid_length(self.steps, T)
+    count = lambda share: record.steps_above(
+      round(T * (1 - share)), schedule, self.steps, self.spacing, self.karras
+    )
+    start = count(self.denoising_start) if self.denoising_start > 0 else 0
+    stop = count(self.denoising_end) if self.denoising_end < 1 else None
+    if stop is not None and stop >= n:
+      stop = None
+    if (stop if stop is not None else n) <= start:
+      raise UserError(
+        f'denoising_start={self.denoising_start} and denoising_end={self.denoising_end} leave no '
+        f'step of the {n}-step grid to run: more steps, or shares further apart'
+      )
+    return start, stop

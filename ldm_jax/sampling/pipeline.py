@@ -149,6 +149,7 @@ class Pipeline:
     width: int | None = None,
     callback: Callable | None = None,
     return_float: bool = False,
+    return_latents: bool = False,
     first: int = 0,
     **inputs,
   ) -> Iterator[np.ndarray]:
@@ -166,6 +167,9 @@ class Pipeline:
         in a notebook; see ``sampling.generate.make_generate_fn``). A new callback compiles
         nothing new.
       return_float: images in [-1, 1] instead of uint8.
+      return_latents: the final latents [b, h, w, c] (variance preserving, scaled as the model's),
+        not decoded: with ``denoising_end`` < 1, the input of a run with ``denoising_start``
+        (SDXL's base -> refiner, diffusers' ``output_type='latent'``).
       first: start at this sample (a multiple of ``batch_for(batch_size)``), to continue a stopped
         run: each batch depends only on the seed and its first index.
       **inputs: the model's task input (one; see ``tasks.TASK_ARGS``): ``class_label`` ('all' or
@@ -175,17 +179,17 @@ class Pipeline:
         from there, its size setting the canvas; ``latents``: the starting noise
         [num, h, w, c] instead of the seed's (diffusers' ``latents``).
     """
-    plan = self._plan(num, options, height, width, callback, inputs)
+    plan = self._plan(num, options, height, width, callback, inputs, return_latents)
     if first % plan.batch:
       raise ValueError(f'first={first} is not a multiple of the batch ({plan.batch})')
     for start in range(first, num, plan.batch):
       self._callback = callback
       images = self._draw_batch(plan, start, num)
       self._callback = None
-      yield images if return_float else to_uint8(images)
+      yield images if return_float or return_latents else to_uint8(images)
 
   # The steps of iter_samples.
-  def _plan(self, num: int, options, height, width, callback, inputs: dict) -> _Plan:
+  def _plan(self, num: int, options, height, width, callback, inputs: dict, latents_out=False):
     """Everything the batches share: options resolved, condition, canvas, compiled function."""
     if self.ldm is None:
       raise ValueError(
@@ -205,12 +209,17 @@ class Pipeline:
     shape = (num, H // f, W // f, self.config.first_stage.embed_dim)
     if latents is not None and np.shape(latents) != shape:
       raise TaskInputError(f'latents of shape {np.shape(latents)}; expected {shape}')
+    if options.denoising_start > 0 and latents is None:
+      raise TaskInputError(
+        'denoising_start continues a run stopped by denoising_end: pass its latents '
+        '(return_latents=True there)'
+      )
     return _Plan(
       options,
-      self._generate_fn(options, img2img=init is not None, callback=callback),
+      self._generate_fn(options, init is not None, callback, latents_out),
       cond,
       self._unconditional(options, cond, num),
-      post,
+      None if latents_out else post,
       shape,
       batch,
       z_init,
@@ -288,16 +297,17 @@ class Pipeline:
       return self.ldm.task.negative_condition(num, options.negative_prompt, cond)
     return self.ldm.task.null_condition(cond) if options.guided else None
 
-  def _generate_fn(self, options: SamplingOptions, img2img: bool, callback) -> Callable:
+  def _generate_fn(self, options: SamplingOptions, img2img: bool, callback, latents_out=False):
     """The compiled sampling function, cached on the options that change it; a callback goes
     through _trampoline, so only whether there is one is part of the key."""
-    key = (options.compile_key(img2img), callback is not None)
+    key = (options.compile_key(img2img), callback is not None, latents_out)
     if key not in self._fns:
       self._fns[key] = make_generate_fn(
         self.ldm,
         options,
         img2img=img2img,
         callback=self._trampoline if callback is not None else None,
+        return_latents=latents_out,
       )
     return self._fns[key]
 

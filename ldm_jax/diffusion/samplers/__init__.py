@@ -73,6 +73,21 @@ class Sampler:
     sigma = grid(schedule, steps, spacing or 'linspace', karras)[1][start]
     return float(1.0 / (1.0 + sigma**2))
 
+  def steps_above(
+    self, cutoff: float, schedule, steps: int, spacing: str = '', karras: bool = False
+  ) -> int:
+    """How many of its grid's steps are at timesteps >= ``cutoff`` (its first ones): where a run
+    stops for diffusers' denoising_end, and where the next one starts for denoising_start."""
+    T = schedule.num_timesteps
+    if self.grid == 'all':
+      t = np.arange(T)
+    elif self.grid == 'reference':
+      t = make_ddim_timesteps(steps, T)
+    else:
+      grid = {'karras': karras_grid, 'dpm': dpm_grid}[self.grid]
+      t = grid(schedule, steps, spacing or 'linspace', karras)[0]
+    return int(np.sum(np.asarray(t) >= cutoff))
+
   def kwargs(self, steps: int, eta: float, spacing: str = '', karras: bool = False) -> dict:
     """The solver's keyword arguments for these options; an option it does not take is a
     UserError naming it."""

@@ -72,10 +72,12 @@ def ddim_sample(
   eta: float = 0.0,
   method: str = 'uniform',
   start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
   """Run DDIM from x_T down the grid; returns the last x_prev (as the reference). ``schedule`` must
   be concrete (close over it when jitting). ``start``: skip the grid's first (noisiest) steps,
-  x_T being at the noise level of step ``start`` (image-to-image)."""
+  x_T being at the noise level of step ``start`` (image-to-image); ``stop``: end before grid step
+  ``stop``, returning the latents at its noise level (diffusers' denoising_end)."""
   timesteps = make_ddim_timesteps(num_steps, schedule.num_timesteps, method)
   a_t, a_prev, sigma = ddim_parameters(schedule, timesteps, eta)
   keep = len(timesteps) - start  # the grid is ascending here: the last `keep` steps run
@@ -93,5 +95,14 @@ def ddim_sample(
   xs = tuple(jnp.asarray(a[::-1]) for a in (timesteps.astype(np.int32), a_t, a_prev, sigma)) + (
     keys,
   )
-  x, _ = jax.lax.scan(body, x_T, xs)
+  x, _ = jax.lax.scan(body, x_T, run_steps(xs, start, stop))
   return x
+
+
+def run_steps(xs, start: int, stop: int | None):
+  """The scan inputs of grid steps [start, stop) (``xs`` holds those from ``start`` on)."""
+  if stop is None:
+    return xs
+  if not start <= stop:
+    raise ValueError(f'the sampler stops at grid step {stop}, before it starts ({start})')
+  return jax.tree.map(lambda a: a[: stop - start], xs)

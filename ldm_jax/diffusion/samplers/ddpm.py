@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ldm_jax.diffusion.gaussian import predict_start_from_noise, q_posterior
-from ldm_jax.diffusion.samplers.ddim import EpsFn
+from ldm_jax.diffusion.samplers.ddim import EpsFn, run_steps
 from ldm_jax.diffusion.schedule import Schedule
 from ldm_jax.errors import UserError
 
@@ -20,10 +20,11 @@ def ddpm_sample(
   eta: float = 1.0,
   clip_denoised: bool = False,
   start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
   """x_{t-1} = mean(x0_hat, x_t) + [t > 0] exp(0.5 log var_t) z for t = T-1 .. 0. LatentDiffusion
   forces clip_denoised=False. ``num_steps`` must be T if given; ``eta`` must be 1. ``start``: from
-  t = T - 1 - start (image-to-image)."""
+  t = T - 1 - start (image-to-image); ``stop``: before t = T - 1 - stop."""
   T = schedule.num_timesteps
   if num_steps not in (None, T):
     raise UserError(f'ddpm sampling runs all {T} steps; got steps={num_steps} (use ddim or plms)')
@@ -41,9 +42,6 @@ def ddpm_sample(
     noise = jax.random.normal(k, x.shape, x.dtype)
     return mean + (t > 0) * jnp.exp(0.5 * logvar) * noise, None
 
-  x, _ = jax.lax.scan(
-    body,
-    x_T,
-    (jnp.arange(T - 1 - start, -1, -1, dtype=jnp.int32), jax.random.split(key, T - start)),
-  )
+  xs = (jnp.arange(T - 1 - start, -1, -1, dtype=jnp.int32), jax.random.split(key, T - start))
+  x, _ = jax.lax.scan(body, x_T, run_steps(xs, start, stop))
   return x

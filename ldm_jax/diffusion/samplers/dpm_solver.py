@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.diffusion.samplers.ddim import EpsFn
+from ldm_jax.diffusion.samplers.ddim import EpsFn, run_steps
 from ldm_jax.diffusion.samplers.grids import (
   karras_sigmas,
   sigma_to_t,
@@ -103,11 +103,12 @@ def dpm_solver_sample(
   spacing: str = 'linspace',
   karras: bool = False,
   start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
   """DPM-Solver++(``order``M) from x_T (variance preserving, as the other samplers) in
   ``num_steps`` model calls; ``sde``: the stochastic 2M variant (noise from ``key``). ``start``:
   from the grid's step ``start`` (first order there, as a fresh multistep run), x_T being at its
-  noise level (image-to-image)."""
+  noise level (image-to-image). ``stop``: end before grid step ``stop`` (its noise level; diffusers' denoising_end)."""
   del eta  # (the sampler signature; the SDE variant sets its own noise)
   if order not in (1, 2, 3):
     raise UserError(f'DPM-Solver++ order must be 1, 2 or 3, got {order}')
@@ -130,5 +131,5 @@ def dpm_solver_sample(
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   xs = (jnp.asarray(timesteps, jnp.int32), f32(alpha), f32(sig_vp), f32(coef), keys)
   zeros = jnp.zeros_like(x_T)
-  (x, _, _), _ = jax.lax.scan(body, (x_T, zeros, zeros), xs)
+  (x, _, _), _ = jax.lax.scan(body, (x_T, zeros, zeros), run_steps(xs, start, stop))
   return x

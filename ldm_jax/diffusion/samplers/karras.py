@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.diffusion.samplers.ddim import EpsFn
+from ldm_jax.diffusion.samplers.ddim import EpsFn, run_steps
 from ldm_jax.diffusion.samplers.grids import (
   karras_sigmas,
   sigma_to_t,
@@ -56,12 +56,15 @@ def euler_sample(
   spacing: str = 'linspace',
   karras: bool = False,
   start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
   """Euler (``ancestral``: with fresh noise each step, eta = 1 in Karras' terms; ``heun``: the
   second-order correction on every step but the last) from x_T down ``num_steps`` noise levels;
-  ``start``: from level ``start``, x_T being (variance preserving) at it (image-to-image)."""
+  ``start``: from level ``start``, x_T being (variance preserving) at it (image-to-image);
+  ``stop``: end at level ``stop``, the latents returned variance preserving at it."""
   del eta
   timesteps, sigmas = karras_grid(schedule, num_steps, spacing, karras)
+  end = len(timesteps) if stop is None else stop
   timesteps, sigmas = timesteps[start:], sigmas[start:]
   t_next = np.concatenate([timesteps[1:], timesteps[-1:]])
   keys = jax.random.split(key, len(timesteps))
@@ -80,9 +83,13 @@ def euler_sample(
     return x + (d + d2) / 2 * (sn - s)
 
   xs = (f32(timesteps), f32(t_next), f32(sigmas[:-1]), f32(sigmas[1:]), keys)
+  xs = run_steps(xs, start, stop)
   x = x_T * float(np.sqrt(1 + sigmas[0] ** 2))  # variance preserving -> exploding, at sigma_max
+  to_vp = float(1 / np.sqrt(1 + sigmas[end - start] ** 2))  # 1 at the grid's end (sigma 0)
   if not heun:
-    return jax.lax.scan(lambda x, i: (step(x, i, False), None), x, xs)[0]
+    return jax.lax.scan(lambda x, i: (step(x, i, False), None), x, xs)[0] * to_vp
+  if stop is not None and stop < len(timesteps) + start:  # stopped early: every step corrected
+    return jax.lax.scan(lambda x, i: (step(x, i, True), None), x, xs)[0] * to_vp
   # Heun: corrected on every step but the last, which goes to sigma 0 (no model call there)
   head = jax.tree.map(lambda a: a[:-1], xs)
   x = jax.lax.scan(lambda x, i: (step(x, i, True), None), x, head)[0]

@@ -36,9 +36,10 @@ def plms_sample(
   eta: float = 0.0,
   method: str = 'uniform',
   start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
   """PLMS down the reference's grid from x_T; ``start``: from the grid's step ``start`` (its
-  warm-up there), x_T being at that step's noise level (image-to-image)."""
+  warm-up there), x_T being at that step's noise level (image-to-image); ``stop``: end before grid step ``stop`` (its noise level; diffusers' denoising_end)."""
   del key  # deterministic
   if eta != 0:
     raise UserError('PLMS is deterministic: eta must be 0 (the reference raises too)')
@@ -67,5 +68,8 @@ def plms_sample(
     x_prev, _ = ddim_update(x, e_prime, a_t[i], a_prev[i], 0.0, zero)
     return (x_prev, jnp.concatenate([e[None], history[:2]])), None
 
-  (x, _), _ = jax.lax.scan(body, (x, history), jnp.arange(1, n))
+  end = n if stop is None else stop - start
+  if end < 1:
+    raise ValueError(f'PLMS stops at grid step {stop}: its warm-up step from {start} runs first')
+  (x, _), _ = jax.lax.scan(body, (x, history), jnp.arange(1, end))
   return x

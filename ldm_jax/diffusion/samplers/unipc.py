@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.diffusion.samplers.ddim import EpsFn
+from ldm_jax.diffusion.samplers.ddim import EpsFn, run_steps
 from ldm_jax.diffusion.samplers.dpm_solver import _alpha_sigma, _lam, dpm_grid
 from ldm_jax.diffusion.schedule import Schedule
 from ldm_jax.errors import UserError
@@ -86,9 +86,11 @@ def unipc_sample(
   spacing: str = 'linspace',
   karras: bool = False,
   start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
   """UniPC-bh2 of ``order`` from x_T in ``num_steps`` model calls (deterministic); ``start``: from
-  the grid's step ``start`` (image-to-image)."""
+  the grid's step ``start`` (image-to-image); ``stop``: end before grid step ``stop``, with its
+  predictor's output (the corrector would come with the next model call, as in diffusers)."""
   del key, eta
   if order not in (1, 2, 3):
     raise UserError(f'UniPC order must be 1, 2 or 3, got {order}')
@@ -112,5 +114,5 @@ def unipc_sample(
   f32 = lambda v: jnp.asarray(v, jnp.float32)
   xs = (jnp.asarray(timesteps, jnp.int32), f32(alpha), f32(sig_vp), f32(pred), f32(corr), first)
   zeros = jnp.zeros_like(x_T)
-  (x, *_), _ = jax.lax.scan(body, (x_T, zeros, zeros, zeros, zeros), xs)
+  (x, *_), _ = jax.lax.scan(body, (x_T, zeros, zeros, zeros, zeros), run_steps(xs, start, stop))
   return x
