@@ -1,7 +1,8 @@
 """LoRA fine-tuning of Stable Diffusion: low-rank adapters of the UNet's attention projections
 (to_q, to_k, to_v, to_out.0, as diffusers' train_text_to_image_lora.py), the converted model of
-training.init_from frozen. Pick the model after a colon: sd_v1 (the default), sd_v2_base, or tiny
-(the tiny SD 2.x-shaped model of configs/sd_finetune.py:tiny, for CPUs and tests).
+training.init_from frozen. Pick the model after a colon: sd_v1 (the default), sd_v2_base, sdxl
+(the SDXL 1.0 base), or tiny / tiny_sdxl (the tiny models of configs/sd_finetune.py, for CPUs
+and tests).
 
   python -m ldm_jax.convert compvis --ckpt=v1-5-pruned-emaonly.safetensors \
       --config=configs/released/sd_v1.py --out=runs/sd15
@@ -22,13 +23,13 @@ from ldm_jax.configs import sd_finetune
 
 
 def get_config(model: str = 'sd_v1'):
-  names = ('sd_v1', 'sd_v2_base', 'tiny')
+  names = ('sd_v1', 'sd_v2_base', 'sdxl', 'tiny', 'tiny_sdxl')
   if model not in names:
     raise ValueError(f'configs/lora.py:{model}: choose one of {names}')
   c = sd_finetune.get_config(model)
   c.lora.update(dict(rank=4, alpha=4.0, targets='attn'))
   c.optimizer.base_learning_rate = 1e-4
   c.training.update(dict(use_ema=False, eval_every=0))
-  if model == 'tiny':
+  if model.startswith('tiny'):
     c.lora.update(dict(rank=2, alpha=2.0))
   return c

@@ -123,6 +123,16 @@ def _module_names(tree, prefix: str = '') -> dict[str, str]:
   return names
 
 
+def _text_names(tree, prefix: str) -> dict[str, str]:
+  """A text encoder's module names, also without ``text_model.`` (transformers >= 5 saves so)."""
+  names = _module_names(tree, prefix)
+  for name, module in list(names.items()):
+    for head in ('text_model.', 'text_model_'):
+      if name.startswith(head):
+        names.setdefault(name[len(head) :], module)
+  return names
+
+
 class _Targets:
   """Where each adapter's module lives in our trees: UNet modules named the diffusers way go
   through the converter's renaming plan; CompVis-style and text-encoder names are ours."""
@@ -134,13 +144,16 @@ class _Targets:
     self._diffusers_index({f'model.diffusion_model.{m}.weight': 0 for m in set(self.unet.values())})
     cond = params.get('cond_stage')
     self.text: dict[str, str] = {}
-    if cond is not None:
+    self.text2: dict[str, str] = {}  # SDXL's text_encoder_2 (OpenCLIP bigG)
+    if cond is not None and config.cond_stage.kind == 'sdxl':
+      names = sorted(cond)  # embedders_0 (CLIP ViT-L, the base only), then the pooled one
+      if config.cond_stage.first_encoder.embed_dim:
+        self.text = _text_names({names[0]: cond[names[0]]}, 'embedders.0.transformer.')
+      last = len(names) - 1
+      self.text2 = _text_names({names[-1]: cond[names[-1]]}, f'embedders.{last}.model.')
+    elif cond is not None:
       child = next(iter(cond))  # 'transformer' (CLIP) or 'model' (OpenCLIP)
-      self.text = _module_names(cond, child + '.')
-      for name, module in list(self.text.items()):  # transformers >= 5 saves without text_model.
-        for head in ('text_model.', 'text_model_'):
-          if name.startswith(head):
-            self.text.setdefault(name[len(head) :], module)
+      self.text = _text_names(cond, child + '.')
 
   def _diffusers_index(self, compvis: dict) -> None:
     """Each diffusers module name (dotted and underscored) -> our module, one key at a time
@@ -158,8 +171,8 @@ class _Targets:
     if part == 'unet':
       ours = self.from_diffusers.get(module) or self.unet.get(module)
       return ('unet', ours) if ours else None
-    if part == 'te':
-      ours = self.text.get(module)
+    if part in ('te', 'te2'):
+      ours = (self.text if part == 'te' else self.text2).get(module)
       return ('cond_stage', ours) if ours else None
     return None
 

@@ -21,14 +21,22 @@ from ldm_jax.errors import UserError
 from ldm_jax.export.compvis import torch_module_path
 
 
-def _diffusers_module(tree: str, path: tuple, unet_config) -> str:
-  """The diffusers/transformers module name of our layer at ``path`` in ``tree``."""
+def _diffusers_module(tree: str, path: tuple, config) -> tuple[str, str, str]:
+  """(diffusers prefix, kohya prefix, the diffusers/transformers module name) of our layer at
+  ``path`` in ``tree``. SDXL's text encoders: ``text_encoder`` / ``lora_te1_`` (CLIP ViT-L) and
+  ``text_encoder_2`` / ``lora_te2_`` (OpenCLIP bigG), as diffusers and kohya name them."""
   if tree == 'unet':
     from ldm_jax.convert.diffusers_names import unet_to_diffusers_names
 
     key = f'model.diffusion_model.{torch_module_path(path)}.weight'
-    return next(iter(unet_to_diffusers_names({key: 0}, unet_config))).rsplit('.', 1)[0]
-  return torch_module_path(path[1:])  # past 'transformer' / 'model': text_model.encoder...
+    module = next(iter(unet_to_diffusers_names({key: 0}, config.unet))).rsplit('.', 1)[0]
+    return 'unet', 'lora_unet_', module
+  if config.cond_stage.kind != 'sdxl':  # past 'transformer' / 'model': text_model.encoder...
+    return 'text_encoder', 'lora_te_', torch_module_path(path[1:])
+  module = torch_module_path(path[2:])  # past embedders_<i> / transformer or model
+  if path[0] == 'embedders_1' or not config.cond_stage.first_encoder.embed_dim:
+    return 'text_encoder_2', 'lora_te2_', module
+  return 'text_encoder', 'lora_te1_', module
 
 
 def _torch_layout(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,13 +59,12 @@ def lora_tensors(config, adapters: dict, fmt: str) -> dict[str, np.ndarray]:
         np.asarray(flat[(*path, 'lora_a')], np.float32),
         np.asarray(flat[(*path, 'lora_b')], np.float32),
       )
-      module = _diffusers_module(tree, path, config.unet)
+      prefix, kohya, module = _diffusers_module(tree, path, config)
       if fmt == 'lora-diffusers':
-        head = {'unet': 'unet', 'cond_stage': 'text_encoder'}[tree]
-        out[f'{head}.{module}.lora_A.weight'] = down
-        out[f'{head}.{module}.lora_B.weight'] = up * scale
+        out[f'{prefix}.{module}.lora_A.weight'] = down
+        out[f'{prefix}.{module}.lora_B.weight'] = up * scale
       else:
-        head = {'unet': 'lora_unet_', 'cond_stage': 'lora_te_'}[tree] + module.replace('.', '_')
+        head = kohya + module.replace('.', '_')
         out[f'{head}.lora_down.weight'] = down
         out[f'{head}.lora_up.weight'] = up
         out[f'{head}.alpha'] = np.asarray(scale * rank, np.float32)

@@ -73,6 +73,21 @@ flags.DEFINE_enum(
   'Image-to-image: the noise level of the init latent. diffusers: the first step run; compvis: '
   'one grid step higher, as CompVis scripts/img2img.py (compare with the original there).',
 )
+flags.DEFINE_float(
+  'denoising_end',
+  None,
+  'Stop where this share of the schedule is denoised and write the latents (OUTDIR/latents.npz) '
+  "instead of images: SDXL's base before the refiner (diffusers' denoising_end).",
+)
+flags.DEFINE_float(
+  'denoising_start',
+  None,
+  'Continue --latents (a run stopped at --denoising_end) from this share of the schedule, no '
+  "noise added: SDXL's refiner after the base (diffusers' denoising_start).",
+)
+flags.DEFINE_string(
+  'latents', None, 'A latents.npz written with --denoising_end: the starting latents.'
+)
 flags.DEFINE_integer(
   'tile',
   0,
@@ -138,6 +153,8 @@ def main(argv):
     'width': FLAGS.width,
     **{k: str(v) for k, v in task.items()},
   }
+  if FLAGS.latents:
+    settings['latents'] = storage.resolve(FLAGS.latents)
   if FLAGS.lora:
     settings.update(lora=[storage.resolve(f) for f in FLAGS.lora], lora_scale=lora_scale)
   if FLAGS.init_image:
@@ -156,6 +173,16 @@ def main(argv):
 
 def _sample(pipe, out: SampleFolder, options, task: dict) -> None:
   outdir = out.outdir
+  if FLAGS.latents:
+    with storage.open_file(FLAGS.latents) as f:
+      task = {**task, 'latents': np.load(f)['latents'][: FLAGS.num_samples]}
+  if options.denoising_end < 1:  # the hand-off: latents out, no images
+    latents = pipe.sample(FLAGS.num_samples, options, return_latents=True, height=FLAGS.height,
+                          width=FLAGS.width, init_image=FLAGS.init_image, **task)  # fmt: skip
+    storage.save_npz(storage.join(outdir, 'latents.npz'), latents=latents)
+    logging.info('%d latents %s at denoising_end=%s -> %s', len(latents), latents.shape[1:],
+                 options.denoising_end, storage.join(outdir, 'latents.npz'))  # fmt: skip
+    return
   t0 = time.time()
   first = out.resume_index(pipe.batch_for(options.batch_size))
   batches = pipe.iter_samples(
