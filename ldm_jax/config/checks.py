@@ -67,6 +67,8 @@ def validate(config) -> None:
   _check_training(config)
   if config.get('lora') and config.lora.rank:
     _check_lora(config)
+  if config.get('dreambooth') and config.dreambooth.instance_prompt:
+    _check_dreambooth(config)
 
 
 def _check_data(config) -> None:
@@ -240,4 +242,32 @@ def _check_lora(config) -> None:
     raise ConfigError(
       'a LoRA run draws no FID during training: set --config.training.eval_every=0 and '
       'evaluate the run with python -m ldm_jax.eval --workdir=RUN'
+    )
+
+
+def _check_dreambooth(config) -> None:
+  db, d = config.dreambooth, config.data
+  if config.stage != 'ldm' or config.cond_stage.kind not in ('clip', 'openclip', 'sdxl', 'bert'):
+    raise ConfigError(
+      'config.dreambooth.instance_prompt: DreamBooth fine-tunes a text-to-image LDM (cond_stage '
+      "kind 'clip', 'openclip', 'sdxl' or 'bert')"
+    )
+  if d.source != 'folder' or not d.path:
+    raise ConfigError(
+      'config.dreambooth: the instance images are a folder: set --config.data.source=folder '
+      '--config.data.path=DIR (no captions needed: each gets the instance prompt)'
+    )
+  if d.cache_latents or d.get('latent_cache') or d.get('text_cache') or d.get('buckets'):
+    raise ConfigError(
+      'config.dreambooth reads its instance and class images as they are: set '
+      "--config.data.cache_latents=False --config.data.latent_cache='' "
+      "--config.data.text_cache='' --config.data.buckets=''"
+    )
+  if db.num_class_images < 0 or db.prior_loss_weight < 0:
+    raise ConfigError('config.dreambooth.num_class_images and prior_loss_weight must be >= 0')
+  if db.num_class_images and not (db.class_prompt and config.training.get('init_from')):
+    raise ConfigError(
+      'config.dreambooth.num_class_images > 0 (prior preservation) draws class images of '
+      'class_prompt with the model of training.init_from: set --config.dreambooth.class_prompt='
+      "'a photo of a dog' and --config.training.init_from=BASE"
     )

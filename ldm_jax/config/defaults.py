@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = _optimizer()
   c.training = _training()
   c.lora = _lora()
+  c.dreambooth = _dreambooth()
   c.mesh = _mesh()
   c.sampling = _sampling()
   return c
@@ -247,6 +248,21 @@ def _lora() -> ml_collections.ConfigDict:
       # comma-separated: attn (to_q/k/v/out of every attention, diffusers' default), ff, conv
       # (LoCon: the ResBlocks' 3x3 convolutions), text (the text encoder's attention)
       targets='attn',
+    )
+  )
+
+
+def _dreambooth() -> ml_collections.ConfigDict:
+  """DreamBooth (text tasks; configs/dreambooth.py): the images of config.data.path (a folder),
+  each captioned with instance_prompt, and for prior preservation num_class_images images of
+  class_prompt drawn by the model of training.init_from (ldm_jax/data/dreambooth.py)."""
+  return ml_collections.ConfigDict(
+    dict(
+      instance_prompt='',  # '' = off; e.g. 'a photo of sks dog'
+      class_prompt='',  # e.g. 'a photo of a dog'
+      num_class_images=0,  # > 0: prior preservation with this many class images
+      prior_loss_weight=1.0,  # the class images' loss weight
+      class_dir='',  # '' = WORKDIR/class_images (drawn there before training, resumable)
     )
   )
 

@@ -161,6 +161,8 @@ class RandomAccessBatches:
     for k in ('original_size', 'crop_top_left'):  # data.buckets: SDXL's size conditioning
       if k in examples[0]:
         batch[k] = np.array([e[k] for e in examples], np.int32)
+    if 'loss_weight' in examples[0]:  # config.dreambooth: instance and prior examples
+      batch['loss_weight'] = np.array([e['loss_weight'] for e in examples], np.float32)
     if self.conditions is not None:
       batch['cond'] = self.conditions.training_condition(examples, positions)
     return batch
@@ -305,6 +307,11 @@ def _source_and_examples(config, source, conditions, process, text_cache):
       d.path, d.image_size, config.seed, d.random_flip, *process, annotations, d.shuffle_window
     )
     return stream, stream
+  if source is None and config.get('dreambooth') and config.dreambooth.instance_prompt:
+    from ldm_jax.data.dreambooth import dreambooth_source
+
+    folder = lambda path: FolderSource(path, d.image_size, False, (), '')
+    source = dreambooth_source(config, folder)
   if source is None:
     source = make_source(d, annotations)
   if text_cache is not None:

@@ -114,11 +114,15 @@ class LossSpec:
     return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
-def diffusion_loss(s: Schedule, model_out, x0, noise, t, spec: LossSpec | None = None, **fields):
+def diffusion_loss(
+  s: Schedule, model_out, x0, noise, t, spec: LossSpec | None = None, example_weight=None,
+  **fields,
+):  # fmt: skip
   """LatentDiffusion.p_losses with logvar = 0 (learn_logvar False in every config):
   loss = l_simple_weight * mean(w_t * loss_simple) + original_elbo_weight * mean(lvlb_weights[t] *
-  loss_simple), w_t = 1, or ``min_snr_weight`` with ``snr_gamma``. ``spec`` (default LossSpec())
-  or its fields as keywords. Returns (loss, metrics)."""
+  loss_simple), w_t = 1, or ``min_snr_weight`` with ``snr_gamma``, times ``example_weight`` [B]
+  where given (DreamBooth's prior preservation). ``spec`` (default LossSpec()) or its fields as
+  keywords. Returns (loss, metrics)."""
   spec = dataclasses.replace(spec or LossSpec(), **fields)
   parameterization = spec.parameterization
   targets = {'eps': lambda: noise, 'x0': lambda: x0, 'v': lambda: velocity(s, x0, noise, t)}
@@ -130,6 +134,8 @@ def diffusion_loss(s: Schedule, model_out, x0, noise, t, spec: LossSpec | None =
   weighted = loss_simple
   if spec.snr_gamma > 0:
     weighted = min_snr_weight(s, t, spec.snr_gamma, parameterization) * loss_simple
+  if example_weight is not None:
+    weighted = weighted * example_weight
   loss = spec.l_simple_weight * jnp.mean(weighted) + spec.original_elbo_weight * loss_vlb
   return loss, {'loss_simple': jnp.mean(loss_simple), 'loss_vlb': loss_vlb, 'loss': loss}
 

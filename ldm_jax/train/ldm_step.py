@@ -101,7 +101,8 @@ def ldm_grads_fn(ldm: LatentDiffusion, loss: LossSpec, null, frozen: bool = Fals
       p = materialize(p) if materialize is not None else p
       c = ldm.conditioning(p, first_stage_params, cond)  # inside: the encoder is trained
       out = ldm.model_output(p, x_t, t, c, dropout_key=k_drop).astype(jnp.float32)
-      return diffusion_loss(ldm.schedule, out, z0, noise, t, loss)
+      weight = batch.get('loss_weight')  # config.dreambooth: instance / prior examples
+      return diffusion_loss(ldm.schedule, out, z0, noise, t, loss, example_weight=weight)
 
     (_, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return g, metrics

@@ -25,6 +25,7 @@ from ldm_jax.nn import layers
 from ldm_jax.parallel import sharding
 from ldm_jax.parallel.distributed import Preemption
 from ldm_jax.train.autoencoder_stage import AutoencoderStage
+from ldm_jax.train.dreambooth import prepare_class_images
 from ldm_jax.train.ldm_stage import LDMStage, load_init_source
 from ldm_jax.train.lock import lock_workdir
 from ldm_jax.train.metric_writer import MetricWriter
@@ -192,6 +193,7 @@ def _train(config, workdir: str, mesh, preemption, watchdog) -> TrainState:
     checkpointer.close()  # its background threads end before the interpreter does
     raise
   frozen, frozen_sh = stage.frozen(first_stage_params)
+  prepare_class_images(config, workdir, watchdog)  # config.dreambooth's prior preservation
   watchdog.pause('setting up the data')  # (may encode a dataset into latents: compute)
   data = stage.train_iterator(data_state['position'], first_stage_params, state.params)
   next_batch = DevicePrefetch(lambda: sharding.global_batch(next(data), mesh))
