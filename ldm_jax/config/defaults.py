@@ -169,28 +169,35 @@ def _cond_stage() -> ml_collections.ConfigDict:
       # embeddings (rdm): a folder of `python -m ldm_jax.convert clip` whose normalised CLIP text
       # embedding of a prompt conditions (knn2img.py); '' = embeddings only
       clip_text='',
-      # sdxl (ldm_jax/nn/sdxl.py): the fields above describe the pooled encoder (OpenCLIP
-      # ViT-bigG/14 with its projection), first_encoder the one before it (CLIP ViT-L/14 in the
-      # base; embed_dim 0 = none, the refiner); both give layer's states, concatenated
-      first_encoder=dict(
-        embed_dim=0,
-        n_layer=0,
-        n_head=0,
-        act='quick_gelu',
-        vocab_size=49408,
-        pad_token_id=49407,
-        tokenizer='openai/clip-vit-large-patch14',
-      ),
-      # the numbers embedded (micro_dim sinusoids each) into the UNet's vector input after the
-      # pooled text: 'original_size' (2), 'crop_top_left' (2), 'target_size' (2), 'aesthetic_score'
-      micro_conditioning='original_size,crop_top_left,target_size',
-      micro_dim=256,
-      # the unconditional input is zeros rather than the empty prompt's states (diffusers'
-      # force_zeros_for_empty_prompt: the base True, the refiner False); condition dropout too
-      zeros_for_empty_prompt=True,
-      aesthetic_score=6.0,  # refiner: the score of training images and prompts (diffusers' default)
-      negative_aesthetic_score=2.5,  # refiner: the unconditional input's score
+      **_sdxl_fields(),
     )
+  )
+
+
+def _sdxl_fields() -> dict:
+  """cond_stage's keys of kind 'sdxl' (ldm_jax/nn/sdxl.py, ldm_jax/tasks/sdxl.py)."""
+  return dict(
+    # sdxl (ldm_jax/nn/sdxl.py): the fields above describe the pooled encoder (OpenCLIP
+    # ViT-bigG/14 with its projection), first_encoder the one before it (CLIP ViT-L/14 in the
+    # base; embed_dim 0 = none, the refiner); both give layer's states, concatenated
+    first_encoder=dict(
+      embed_dim=0,
+      n_layer=0,
+      n_head=0,
+      act='quick_gelu',
+      vocab_size=49408,
+      pad_token_id=49407,
+      tokenizer='openai/clip-vit-large-patch14',
+    ),
+    # the numbers embedded (micro_dim sinusoids each) into the UNet's vector input after the
+    # pooled text: 'original_size' (2), 'crop_top_left' (2), 'target_size' (2), 'aesthetic_score'
+    micro_conditioning='original_size,crop_top_left,target_size',
+    micro_dim=256,
+    # the unconditional input is zeros rather than the empty prompt's states (diffusers'
+    # force_zeros_for_empty_prompt: the base True, the refiner False); condition dropout too
+    zeros_for_empty_prompt=True,
+    aesthetic_score=6.0,  # refiner: the score of training images and prompts (diffusers' default)
+    negative_aesthetic_score=2.5,  # refiner: the unconditional input's score
   )
 
 

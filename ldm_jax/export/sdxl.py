@@ -43,12 +43,7 @@ def _encoder_group(cs, first: bool):
 
 
 def write_text_encoders(out: str, config, params: dict, index: dict) -> None:
-  from ldm_jax.export.diffusers import (
-    clip_text_config,
-    clip_text_tensors,
-    write_model,
-    write_tokenizer,
-  )
+  from ldm_jax.export.text import clip_text_config, clip_text_tensors, write_model, write_tokenizer
 
   cs, cond = config.cond_stage, params['cond_stage']
   names = sorted(cond)

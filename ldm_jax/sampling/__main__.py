@@ -142,6 +142,16 @@ def main(argv):
   task = {k: getattr(FLAGS, k) for k in TASK_ARGS if getattr(FLAGS, k) is not None}
   options = sampling_options(pipe)
   outdir = FLAGS.outdir or storage.join(FLAGS.workdir or 'samples', 'samples', f'step_{pipe.step}')
+  out = SampleFolder(outdir, _settings(pipe, options, task, lora_scale))
+  try:
+    _sample(pipe, out, options, task)
+  except BaseException:
+    out.remove_if_unused()  # a mistake found once sampling starts leaves no empty folder
+    raise
+
+
+def _settings(pipe, options, task: dict, lora_scale) -> dict:
+  """What decides the samples, for OUTDIR/sampling.json."""
   settings = {
     'model': storage.resolve(FLAGS.workdir or FLAGS.config),
     'step': pipe.step,
@@ -163,12 +173,7 @@ def main(argv):
       strength=options.strength,
       img2img_noise=options.img2img_noise,
     )
-  out = SampleFolder(outdir, settings)
-  try:
-    _sample(pipe, out, options, task)
-  except BaseException:
-    out.remove_if_unused()  # a mistake found once sampling starts leaves no empty folder
-    raise
+  return settings
 
 
 def _sample(pipe, out: SampleFolder, options, task: dict) -> None:

@@ -30,10 +30,8 @@ def make_generate_fn(
   the canvas), sampling as ``options`` say (its seed, batch size and negative prompt are the
   caller's: they are inputs).
 
-  ``img2img`` (with the init image's scaled latents ``z_init``): see ``img2img_start``.
-  ``options.denoising_end`` < 1 stops the grid early, ``options.denoising_start`` > 0 starts it
-  late from x_T as given (the base -> refiner hand-off); ``return_latents``: the final latents
-  (variance preserving, scaled as the model's), not decoded.
+  ``img2img`` (with the init image's scaled latents ``z_init``): see ``img2img_start``; the
+  hand-off (options.denoising_end / _start): ``_grid_kwargs``; ``return_latents``: not decoded.
   ``cond`` is the task's raw condition (None when unconditional), encoded once, not per step.
   Classifier-free guidance (scale != 1) mixes in ``uncond`` (the task's null condition: the null
   class, the empty prompt), batched as the reference does. ``options.tile`` > 0: latents larger
@@ -45,17 +43,7 @@ def make_generate_fn(
   eps) / sqrt(abar_t) every k calls in a notebook; not used, it costs nothing."""
   o, record = options, options.record
   ldm = ldm.for_sampling()  # a zero terminal SNR made finite, as diffusers' samplers
-  kwargs = record.kwargs(o.steps, o.eta, o.spacing, o.karras)
-  start, n_grid, abar = img2img_start(ldm, o) if img2img else (0, 0, 1.0)
-  if start:
-    kwargs['start'] = start
-  handoff_start, stop = o.grid_range(ldm.schedule)
-  if handoff_start and img2img:
-    raise UserError('denoising_start continues from latents: give latents, not an init image')
-  if handoff_start:
-    kwargs['start'] = handoff_start
-  if stop is not None:
-    kwargs['stop'] = stop
+  kwargs, (start, n_grid, abar) = _grid_kwargs(ldm, o, img2img)
 
   def generate(params, first_stage_params, scale_factor, x_T, cond, uncond, key, z_init=None):
     decode = lambda z: ldm.decode(first_stage_params, z, scale_factor)
@@ -89,6 +77,23 @@ def make_generate_fn(
     return decode(z)
 
   return jax.jit(generate)
+
+
+def _grid_kwargs(ldm: LatentDiffusion, o: SamplingOptions, img2img: bool):
+  """(the sampler's keyword arguments: its options, the grid step to start at (image-to-image or
+  denoising_start) and to stop at (denoising_end); img2img_start's triple)."""
+  kwargs = o.record.kwargs(o.steps, o.eta, o.spacing, o.karras)
+  start, n_grid, abar = img2img_start(ldm, o) if img2img else (0, 0, 1.0)
+  if start:
+    kwargs['start'] = start
+  handoff_start, stop = o.grid_range(ldm.schedule)
+  if handoff_start and img2img:
+    raise UserError('denoising_start continues from latents: give latents, not an init image')
+  if handoff_start:
+    kwargs['start'] = handoff_start
+  if stop is not None:
+    kwargs['stop'] = stop
+  return kwargs, (start, n_grid, abar)
 
 
 def img2img_start(ldm: LatentDiffusion, options: SamplingOptions) -> tuple[int, int, float]:

@@ -149,7 +149,6 @@ class Pipeline:
     width: int | None = None,
     callback: Callable | None = None,
     return_float: bool = False,
-    return_latents: bool = False,
     first: int = 0,
     **inputs,
   ) -> Iterator[np.ndarray]:
@@ -167,9 +166,8 @@ class Pipeline:
         in a notebook; see ``sampling.generate.make_generate_fn``). A new callback compiles
         nothing new.
       return_float: images in [-1, 1] instead of uint8.
-      return_latents: the final latents [b, h, w, c] (variance preserving, scaled as the model's),
-        not decoded: with ``denoising_end`` < 1, the input of a run with ``denoising_start``
-        (SDXL's base -> refiner, diffusers' ``output_type='latent'``).
+      return_latents (in inputs): the final latents [b, h, w, c], variance preserving: with
+        ``denoising_end`` < 1, the input of a ``denoising_start`` run (SDXL's base -> refiner).
       first: start at this sample (a multiple of ``batch_for(batch_size)``), to continue a stopped
         run: each batch depends only on the seed and its first index.
       **inputs: the model's task input (one; see ``tasks.TASK_ARGS``): ``class_label`` ('all' or
@@ -179,6 +177,7 @@ class Pipeline:
         from there, its size setting the canvas; ``latents``: the starting noise
         [num, h, w, c] instead of the seed's (diffusers' ``latents``).
     """
+    return_latents = bool(inputs.pop('return_latents', False))
     plan = self._plan(num, options, height, width, callback, inputs, return_latents)
     if first % plan.batch:
       raise ValueError(f'first={first} is not a multiple of the batch ({plan.batch})')
@@ -211,8 +210,7 @@ class Pipeline:
       raise TaskInputError(f'latents of shape {np.shape(latents)}; expected {shape}')
     if options.denoising_start > 0 and latents is None:
       raise TaskInputError(
-        'denoising_start continues a run stopped by denoising_end: pass its latents '
-        '(return_latents=True there)'
+        'denoising_start continues the latents of a denoising_end run: pass them'
       )
     return _Plan(
       options,
@@ -302,12 +300,9 @@ class Pipeline:
     through _trampoline, so only whether there is one is part of the key."""
     key = (options.compile_key(img2img), callback is not None, latents_out)
     if key not in self._fns:
+      trampoline = self._trampoline if callback is not None else None
       self._fns[key] = make_generate_fn(
-        self.ldm,
-        options,
-        img2img=img2img,
-        callback=self._trampoline if callback is not None else None,
-        return_latents=latents_out,
+        self.ldm, options, img2img=img2img, callback=trampoline, return_latents=latents_out
       )
     return self._fns[key]
 

@@ -109,7 +109,7 @@ def _single_file_text(checkpoint: dict, config, sfu):
   from diffusers' converters; None for models without a text encoder."""
   import transformers
 
-  from ldm_jax.export.diffusers import clip_text_config
+  from ldm_jax.export.text import clip_text_config
 
   cs = config.cond_stage
   if cs.kind not in ('clip', 'openclip'):
