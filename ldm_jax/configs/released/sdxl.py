@@ -16,8 +16,7 @@ unconditional input zeros for the base (force_zeros_for_empty_prompt), the empty
 refiner. Fine-tuning settings as SD's (configs/released/stable_diffusion.py).
 """
 
-from ldm_jax.configs.released.ldm import ldm_config
-from ldm_jax.configs.released.stable_diffusion import CLIP_L
+from ldm_jax.configs.released.stable_diffusion import CLIP_L, text_to_image_config
 
 OPENCLIP_BIGG = dict(
   kind='sdxl',
@@ -58,23 +57,6 @@ def sdxl_config(refiner: bool = False, image_size: int = 1024):
                 zeros_for_empty_prompt=False)  # fmt: skip
   else:
     cond.update(first_encoder=VIT_L)
-  c = ldm_config(
-    'kl_f8',
-    image_size,
-    unet,
-    cond,
-    linear_start=0.00085,
-    linear_end=0.012,
-    base_lr=1e-5,
-    scale_lr=False,
-    batch_size=32,
-    use_ema=False,
-    scale_factor=0.13025,
-    data=dict(source='folder'),
-  )
-  c.first_stage.checkpoint = ''  # SDXL checkpoints hold their own first stage
-  c.data.random_flip = False
-  c.training.update(dict(compute_dtype='bfloat16', num_steps=10_000, checkpoint_every=1000))
-  c.mesh.update(dict(data=1, fsdp=-1))
+  c = text_to_image_config(image_size, unet, cond, scale_factor=0.13025)
   c.sampling.update(dict(sampler='euler', steps=30, guidance_scale=5.0, spacing='leading'))
   return c

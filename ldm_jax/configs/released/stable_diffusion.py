@@ -63,6 +63,15 @@ def sd_config(version: int, image_size: int, parameterization: str = 'eps', in_c
     dict(num_head_channels=64, use_linear_in_transformer=True) if v2 else dict(num_heads=8)
   )
   cond = dict(OPENCLIP_H if v2 else CLIP_L, p_uncond=0.1, trainable=False)
+  c = text_to_image_config(image_size, unet, cond, scale_factor=0.18215)
+  c.diffusion.parameterization = parameterization
+  c.sampling.update(dict(sampler='dpmpp_2m', steps=25, guidance_scale=7.5))
+  return c
+
+
+def text_to_image_config(image_size: int, unet: dict, cond: dict, scale_factor: float):
+  """What SD 1/2 and SDXL share: kl-f8 latents, betas 0.00085 -> 0.012, and the fine-tuning
+  settings above."""
   c = ldm_config(
     'kl_f8',
     image_size,
@@ -74,13 +83,11 @@ def sd_config(version: int, image_size: int, parameterization: str = 'eps', in_c
     scale_lr=False,
     batch_size=32,
     use_ema=False,
-    scale_factor=0.18215,
+    scale_factor=scale_factor,
     data=dict(source='folder'),
   )
-  c.diffusion.parameterization = parameterization
-  c.first_stage.checkpoint = ''  # SD checkpoints hold their own first stage
+  c.first_stage.checkpoint = ''  # the released checkpoints hold their own first stage
   c.data.random_flip = False  # captions may say left and right
   c.training.update(dict(compute_dtype='bfloat16', num_steps=10_000, checkpoint_every=1000))
   c.mesh.update(dict(data=1, fsdp=-1))
-  c.sampling.update(dict(sampler='dpmpp_2m', steps=25, guidance_scale=7.5))
   return c
