@@ -104,10 +104,7 @@ class TextEncoderConfig:
     """The SDXL conditioner's encoders in checkpoint order: cond_stage.first_encoder (CLIP) if
     it has a width, then the pooled one (OpenCLIP, with its projection)."""
     cs = config.cond_stage
-    main = cls(kind='openclip', width=cs.embed_dim, layers=cs.n_layer,
-               heads=cs.get('n_head', 0) or cs.embed_dim // 64, act=cs.act, layer=cs.layer,
-               projection_dim=cs.projection_dim, vocab_size=cs.vocab_size,
-               max_len=cs.max_seq_len)  # fmt: skip
+    main = cls._of(cs, 'openclip')
     first = cs.first_encoder
     if not first.embed_dim:
       return (main,)
@@ -123,8 +120,13 @@ class TextEncoderConfig:
     cs = config.cond_stage
     if cs.kind not in ('clip', 'openclip', 'bert'):
       raise ValueError(f'cond_stage.kind={cs.kind!r} has no text encoder')
+    return cls._of(cs, cs.kind)
+
+  @classmethod
+  def _of(cls, cs, kind: str) -> TextEncoderConfig:
+    """The encoder the main fields of config.cond_stage describe, as ``kind``."""
     return cls(
-      kind=cs.kind,
+      kind=kind,
       width=cs.embed_dim,
       layers=cs.n_layer,
       heads=cs.get('n_head', 0) or cs.embed_dim // 64,

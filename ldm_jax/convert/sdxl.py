@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ldm_jax.convert.clip_names import clip_fields, openclip_text_to_hf
+from ldm_jax.convert.clip_names import clip_fields, clip_text_to_compvis, openclip_text_to_hf
 from ldm_jax.convert.torch_names import ConversionError
 
 PREFIX = 'cond_stage_model.embedders.'
@@ -26,13 +26,13 @@ _MICRO = {
 
 
 def _text_keys(sd: dict, prefix: str) -> dict:
-  """transformers' names (with or without ``text_model.``) under ``prefix``."""
-  out = {}
-  for k, v in sd.items():
-    if k == 'text_projection.weight':
-      out[prefix + 'text_projection'] = np.ascontiguousarray(np.asarray(v).T)
-    elif not k.endswith('position_ids'):
-      out[prefix + ('' if k.startswith('text_model.') else 'text_model.') + k] = v
+  """transformers' names (with or without ``text_model.``) under ``prefix``; the projection
+  (CLIPTextModelWithProjection's Linear) as OpenCLIP's [width, projection_dim] parameter."""
+  rest = {k: v for k, v in sd.items() if not k.endswith('position_ids')}
+  proj = rest.pop('text_projection.weight', None)
+  out = clip_text_to_compvis(rest, prefix)
+  if proj is not None:
+    out[prefix + 'text_projection'] = np.ascontiguousarray(np.asarray(proj).T)
   return out
 
 
@@ -76,16 +76,20 @@ def sdxl_condition(c, sd: dict, parts: dict, read_model_folder) -> None:
   c.task = 'sdxl'
 
 
+def sigmas(config) -> np.ndarray:
+  """generative-models' ``denoiser.sigmas``: sqrt((1 - abar) / abar) per training timestep."""
+  from ldm_jax.latent_diffusion import build_schedule
+
+  abar = np.asarray(build_schedule(config).alphas_cumprod, np.float64)
+  return np.sqrt((1 - abar) / abar)
+
+
 def check_sigmas(sd: dict, config, rtol: float = 1e-4) -> list[str]:
   """generative-models' ``denoiser.sigmas`` buffer (sqrt((1 - abar) / abar)) against the config's
   schedule; the key when it is present and agrees."""
   if 'denoiser.sigmas' not in sd:
     return []
-  from ldm_jax.latent_diffusion import build_schedule
-
-  abar = np.asarray(build_schedule(config).alphas_cumprod, np.float64)
-  theirs = np.asarray(sd['denoiser.sigmas'], np.float64)
-  ours = np.sqrt((1 - abar) / abar)
+  theirs, ours = np.asarray(sd['denoiser.sigmas'], np.float64), sigmas(config)
   same = lambda a: a.shape == ours.shape and np.allclose(a, ours, rtol=rtol)
   if not (same(theirs) or same(theirs[::-1])):  # either order means the same schedule
     raise ConversionError(

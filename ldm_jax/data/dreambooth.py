@@ -50,12 +50,6 @@ class DreamBoothSource:
     return {**example, 'caption': self.prompt, 'loss_weight': np.float32(2.0)}
 
 
-def class_folder(config) -> str:
-  """Where the class images are: config.dreambooth.class_dir (set to WORKDIR/class_images by the
-  trainer when empty)."""
-  return config.dreambooth.class_dir
-
-
 def dreambooth_source(config, make_folder_source):
   """The interleaved source of config.dreambooth (``make_folder_source(path)``: a folder source
   without annotations)."""
@@ -63,7 +57,7 @@ def dreambooth_source(config, make_folder_source):
   instance = make_folder_source(config.data.path)
   classes = None
   if db.num_class_images > 0:
-    folder = class_folder(config)
+    folder = db.class_dir  # WORKDIR/class_images unless set (train/dreambooth.py)
     if not folder or not os.path.isdir(folder):
       raise DataError(f'config.dreambooth: the class images folder {folder!r} does not exist')
     classes = make_folder_source(folder)

@@ -154,11 +154,9 @@ def _sdxl_conditioner(cond) -> dict:
 
 
 def _sigmas(config) -> dict:
-  """generative-models' ``denoiser.sigmas``: sqrt((1 - abar) / abar) per training timestep."""
-  from ldm_jax.latent_diffusion import build_schedule
+  from ldm_jax.convert.sdxl import sigmas
 
-  abar = np.asarray(build_schedule(config).alphas_cumprod, np.float64)
-  return {'denoiser.sigmas': np.sqrt((1 - abar) / abar).astype(np.float32)}
+  return {'denoiser.sigmas': sigmas(config).astype(np.float32)}
 
 
 def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:

@@ -136,9 +136,7 @@ class SDXLTextToImage(TextToImage):
 
   def user_condition(self, num, prompt=None, original_size=None, crops_coords_top_left=None,
                      target_size=None, aesthetic_score=None):  # fmt: skip
-    prompts = [prompt] * num if isinstance(prompt, str) else list(prompt)
-    if len(prompts) != num:
-      raise TaskInputError(f'got {len(prompts)} prompts for {num} samples')
+    tokens = self._tokens(num, prompt)
     wanted = set(micro_names(self.config)) | {'prompt'}
     given = dict(original_size=original_size, crop_top_left=crops_coords_top_left,
                  target_size=target_size, aesthetic_score=aesthetic_score)  # fmt: skip
@@ -150,7 +148,7 @@ class SDXLTextToImage(TextToImage):
     except ValueError:
       raise TaskInputError(f'aesthetic_score is a number, got {aesthetic_score!r}') from None
     cond = {
-      'tokens': self.tokenize(prompts),
+      'tokens': tokens,
       'micro': self._micro(num, given, score),
       'keep_text': np.ones((num,), np.float32),
     }
@@ -198,10 +196,13 @@ class SDXLTextToImage(TextToImage):
   def negative_condition(self, num, negative_prompt, cond=None):
     """The negative prompt's tokens with the condition's sizes (diffusers' negative_original_size
     and negative_target_size default to them) and the negative aesthetic score."""
-    prompts = [negative_prompt] * num if isinstance(negative_prompt, str) else negative_prompt
-    tokens = self.tokenize(list(prompts))
+    tokens = self._tokens(num, negative_prompt)
     micro = self._unconditional_micro(cond['micro'])
     return {'tokens': tokens, 'micro': micro, 'keep_text': np.ones((num,), np.float32)}
+
+  def _tokens(self, num, prompt) -> np.ndarray:
+    """A prompt (or num of them) -> [num, E, L], as the text task checks and tokenizes them."""
+    return TextToImage.user_condition(self, num, prompt)[0]
 
   def tiles(self, cond, height, width):
     return super().tiles(np.asarray(cond['tokens'])[:, -1], height, width)

@@ -45,19 +45,20 @@ def prepare_class_images(config, workdir: str, watchdog=None) -> None:
     if want > 0:
       log.info('dreambooth: %d class images in %s', have, db.class_dir)
     return
+  from ldm_jax.sampling.options import SamplingOptions
   from ldm_jax.sampling.pipeline import load_workdir
 
   if watchdog is not None:
     watchdog.pause('building the base model for the class images')
   pipe = load_workdir(config.training.init_from, seed=config.seed)
-  batch = pipe.batch_for(pipe.config.sampling.get('batch_size', 16) or 16)
+  batch = pipe.batch_for(SamplingOptions.batch_size)  # the default batch iter_samples draws
   first = have - have % batch  # the batch of the first missing image, drawn again
   size = config.data.image_size
   log.info('dreambooth: drawing %d class images of %r into %s (%d there)', want - have,
            db.class_prompt, db.class_dir, have)  # fmt: skip
   storage.makedirs(db.class_dir)
   batches = pipe.iter_samples(want, first=first, prompt=db.class_prompt, height=size, width=size,
-                              batch_size=batch, seed=config.seed)  # fmt: skip
+                              seed=config.seed)  # fmt: skip
   index = first
   for images in batches:
     if jax.process_index() == 0:
@@ -70,7 +71,6 @@ def prepare_class_images(config, workdir: str, watchdog=None) -> None:
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices('dreambooth class images')
-  del pipe
 
 
 def _write_png(path: str, image: np.ndarray) -> None:

@@ -64,7 +64,8 @@ def euler_sample(
   ``stop``: end at level ``stop``, the latents returned variance preserving at it."""
   del eta
   timesteps, sigmas = karras_grid(schedule, num_steps, spacing, karras)
-  end = len(timesteps) if stop is None else stop
+  n_grid = len(timesteps)
+  end = n_grid if stop is None else stop
   timesteps, sigmas = timesteps[start:], sigmas[start:]
   t_next = np.concatenate([timesteps[1:], timesteps[-1:]])
   keys = jax.random.split(key, len(timesteps))
@@ -88,7 +89,7 @@ def euler_sample(
   to_vp = float(1 / np.sqrt(1 + sigmas[end - start] ** 2))  # 1 at the grid's end (sigma 0)
   if not heun:
     return jax.lax.scan(lambda x, i: (step(x, i, False), None), x, xs)[0] * to_vp
-  if stop is not None and stop < len(timesteps) + start:  # stopped early: every step corrected
+  if end < n_grid:  # stopped early: every step corrected
     return jax.lax.scan(lambda x, i: (step(x, i, True), None), x, xs)[0] * to_vp
   # Heun: corrected on every step but the last, which goes to sigma 0 (no model call there)
   head = jax.tree.map(lambda a: a[:-1], xs)
