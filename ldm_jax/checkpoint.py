@@ -52,8 +52,16 @@ class Checkpointer:
   Every process takes part in saving and restoring its shards."""
 
   def __init__(
-    self, workdir: str, max_to_keep: int = 3, async_save: bool = True, keep_every: int = 0
+    self,
+    workdir: str,
+    max_to_keep: int = 3,
+    async_save: bool = True,
+    keep_every: int = 0,
+    save_concurrent_gb: int | None = None,
   ):
+    """``save_concurrent_gb``: at most this many GB of arrays in flight while saving (Orbax's
+    default, 96, lets it copy every array at once: the converter, whose weights are all on the
+    host already, sets 1)."""
     _array_handler_for_backend()
     self.workdir = storage.resolve(workdir)
     self.directory = storage.join(self.workdir, 'checkpoints')
@@ -67,7 +75,16 @@ class Checkpointer:
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
     )  # what a killed save left behind
-    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self._handlers = None
+    if save_concurrent_gb is not None:
+      self._handlers = {
+        name: ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_gb)
+        for name in ('state', 'first_stage')
+      }
+      self._handlers.update(config=ocp.JsonCheckpointHandler(), data=ocp.JsonCheckpointHandler())
+    self.manager = ocp.CheckpointManager(
+      self.directory, options=self._options, item_handlers=self._handlers
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -123,12 +140,22 @@ class Checkpointer:
       )
 
   def restore(self, step: int, abstract_state, abstract_first_stage=None):
-    """Restore into abstract targets (ShapeDtypeStructs with shardings: arrays are resharded)."""
+    """Restore into abstract targets (ShapeDtypeStructs with shardings: arrays are resharded).
+    A checkpoint saved without optimizer state (a converted workdir) gives ``opt_state=None``:
+    the caller makes a fresh one."""
+    if abstract_state.opt_state is not None and not self.has_optimizer_state(step):
+      abstract_state = abstract_state.replace(opt_state=None)
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if abstract_first_stage is not None:
       items['first_stage'] = ocp.args.StandardRestore(abstract_first_stage)
     out = self.manager.restore(step, args=ocp.args.Composite(**items))
     return out['state'], out.get('first_stage') if abstract_first_stage is not None else None
+
+  def has_optimizer_state(self, step: int) -> bool:
+    meta = ocp.StandardCheckpointHandler().metadata(
+      epath.Path(self.directory) / str(step) / 'state'
+    )
+    return bool(jax.tree.leaves(getattr(meta, 'tree', meta).get('opt_state')))
 
   def restore_newest_readable(self, config, abstract_state, abstract_first_stage=None):
     """(step, state, first_stage, data_state) of the newest checkpoint that reads back, or None
@@ -197,7 +224,9 @@ class Checkpointer:
       storage.rename(src, dst)
     _sync(f'ldm_jax_quarantine_{step}')
     self.manager.close()
-    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self.manager = ocp.CheckpointManager(
+      self.directory, options=self._options, item_handlers=self._handlers
+    )
 
   def close(self) -> None:
     # Orbax's close() does not wait for the clean-up of temporary folders that a new manager

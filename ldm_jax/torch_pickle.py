@@ -29,6 +29,7 @@ import numpy as np
 
 from ldm_jax import storage as st
 from ldm_jax.errors import UserError
+from ldm_jax.tensor_files import LazyTensor
 
 _STORAGE_DTYPES = {
   'DoubleStorage': np.float64,
@@ -93,21 +94,46 @@ class _StorageType:
     self.dtype = dtype
 
 
+class _LazyStorage:
+  """A storage whose bytes are read (each time) when a tensor over it is: ``load(lazy=True)``."""
+
+  def __init__(self, read, dtype, nbytes: int, big_endian: bool):
+    self._read, self.dtype, self._nbytes, self._big = read, np.dtype(dtype), nbytes, big_endian
+    self.size = nbytes // self.dtype.itemsize
+
+  def view(self, dtype) -> _LazyStorage:
+    return _LazyStorage(self._read, dtype, self._nbytes, self._big)
+
+  def array(self) -> np.ndarray:
+    data = self._read()
+    if self._big:
+      return np.frombuffer(data, self.dtype.newbyteorder('>')).astype(self.dtype)
+    return np.frombuffer(data, self.dtype)
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_):
-  """torch._utils._rebuild_tensor_v2: a (copied) numpy view of a flat storage."""
-  itemsize = storage.dtype.itemsize
-  if not size:
-    return storage[offset : offset + 1].reshape(()).copy()
+  """torch._utils._rebuild_tensor_v2: a (copied) numpy view of a flat storage; a LazyTensor over
+  a lazy storage."""
+  size = tuple(size)
   needed = offset + 1 + sum((n - 1) * s for n, s in zip(size, stride) if n > 0)
-  if 0 in size:
-    return np.zeros(size, storage.dtype)
-  if needed > storage.size:
+  if size and 0 not in size and needed > storage.size:
     raise TorchFileError(
-      f'a tensor of shape {tuple(size)} reaches past its storage ({storage.size} elements): '
+      f'a tensor of shape {size} reaches past its storage ({storage.size} elements): '
       'the checkpoint is truncated or damaged'
     )
+  if isinstance(storage, _LazyStorage):
+    read = lambda: _strided(storage.array(), offset, size, stride)
+    return LazyTensor(read, size, storage.dtype)
+  return _strided(storage, offset, size, stride)
+
+
+def _strided(storage: np.ndarray, offset, size, stride) -> np.ndarray:
+  if not size:
+    return storage[offset : offset + 1].reshape(()).copy()
+  if 0 in size:
+    return np.zeros(size, storage.dtype)
   view = np.lib.stride_tricks.as_strided(
-    storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+    storage[offset:], shape=size, strides=tuple(s * storage.dtype.itemsize for s in stride)
   )
   return np.array(view, copy=True)
 
@@ -169,10 +195,13 @@ class _Unpickler(pickle.Unpickler):
     return self._storages(key, _np_dtype(dtype))
 
 
-def load(path: str) -> Any:
+def load(path: str, lazy: bool = False) -> Any:
   """The object tree ``torch.save`` wrote to ``path`` (local or remote), tensors as numpy arrays
-  (the dtype torch stored, bfloat16 as ml_dtypes.bfloat16), unknown objects as ``Opaque``."""
-  with st.open_file(path, 'rb') as f:
+  (the dtype torch stored, bfloat16 as ml_dtypes.bfloat16), unknown objects as ``Opaque``.
+  ``lazy``: tensors as LazyTensors (float32 for floating ones), read from the file when used; the
+  file stays open while any of them lives."""
+  f = st.open_file(path, 'rb')
+  try:
     head = f.read(4)
     f.seek(0)
     if head[:2] != b'PK':
@@ -187,10 +216,13 @@ def load(path: str) -> Any:
       raise TorchFileError(
         f'{path} is not a readable torch checkpoint: a damaged zip archive ({e}); download it again'
       ) from e
-    return _load_archive(archive, path)
+    return _load_archive(archive, path, lazy)
+  finally:
+    if not lazy:
+      f.close()
 
 
-def _load_archive(archive: zipfile.ZipFile, path: str) -> Any:
+def _load_archive(archive: zipfile.ZipFile, path: str, lazy: bool = False) -> Any:
   names = archive.namelist()
   pkl = [n for n in names if n.endswith('/data.pkl') and n.count('/') == 1]
   if not pkl:
@@ -200,10 +232,16 @@ def _load_archive(archive: zipfile.ZipFile, path: str) -> Any:
   big = order in names and archive.read(order).strip() == b'big'
   cache: dict[str, np.ndarray] = {}
 
-  def storage(key: str, dtype: np.dtype) -> np.ndarray:
+  def storage(key: str, dtype: np.dtype) -> np.ndarray | _LazyStorage:
+    member = f'{root}/data/{key}'
+    if lazy:
+      info = archive.NameToInfo.get(member)
+      if info is None:
+        raise TorchFileError(f'{path} is not a readable torch checkpoint: storage {key} is missing')
+      return _LazyStorage(lambda: archive.read(member), dtype, info.file_size, big)
     if key not in cache:
       try:
-        data = archive.read(f'{root}/data/{key}')
+        data = archive.read(member)
       except KeyError:
         raise TorchFileError(
           f'{path} is not a readable torch checkpoint: storage {key} is missing'
@@ -240,7 +278,7 @@ def state_dict(obj: Any, path: str = 'checkpoint') -> tuple[dict[str, np.ndarray
         f'{path}: {k!r} is a {v.name} object, not a tensor; this reader runs no code from the '
         'checkpoint, so such entries are not read'
       )
-    if not isinstance(v, np.ndarray):
+    if not isinstance(v, (np.ndarray, LazyTensor)):
       raise TorchFileError(f'{path}: {k!r} is a {type(v).__name__}, not a tensor')
     out[k] = v
   return out, meta

@@ -2,6 +2,7 @@
 consumed or deliberately ignored, EMA weights are picked up, schedules are checked, errors name the
 problem; a converted workdir samples with sample.py."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -97,6 +98,17 @@ def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
   )  # sampling uses the EMA weights by default
   with pytest.raises(FileExistsError, match='new --out'):
     convert.convert_compvis(path, config, workdir)
+  # No optimizer state is written (Adam's zeros would be two more copies of the weights); a run
+  # that resumes the workdir makes it, and its checkpoint then holds one.
+  from ldm_jax.checkpoint import load_raw
+  from ldm_jax.train.loop import train
+
+  assert load_raw(workdir)[2]['opt_state'] is None
+  config.training.update(dict(num_steps=1, batch_size=8, sample_every=0, log_every=1))
+  config.data.num_workers = 0
+  assert int(train(config, workdir).step) == 1
+  _, step, state, _ = load_raw(workdir)
+  assert step == 1 and jax.tree.leaves(state['opt_state'])
 
 
 def test_conversion_errors_name_the_problem():

@@ -18,6 +18,7 @@ LAYERS = [
     'optional',
     'runtime',
     'storage',
+    'tensor_files',
     'torch_pickle',
   ),  # settings ... files
   ('nn', 'diffusion', 'parallel'),  # networks, diffusion math, devices

@@ -14,6 +14,7 @@ from ldm_jax import torch_pickle
 from ldm_jax.convert.compvis import read_state_dict
 from ldm_jax.convert.torch_names import ConversionError
 from ldm_jax.errors import UserError
+from ldm_jax.tensor_files import LazyTensor
 
 torch = pytest.importorskip('torch')
 
@@ -74,6 +75,14 @@ def test_dtypes_shared_storages_views_and_strides_equal_torch(tmp_path):
     np.testing.assert_array_equal(a.astype(np.float64), want.astype(np.float64), err_msg=k)
   got['transposed'][0, 0] = 99.0  # arrays are copies: no aliasing of a shared storage
   assert got['base'][0, 0] != 99.0
+  # Read lazily (as the converter does), each tensor is the same, float32 for floating ones;
+  # the file is read when a tensor is used.
+  lazy = torch_pickle.load(str(path), lazy=True)
+  for k, t in sd.items():
+    a, want = lazy[k], _as_numpy(t)
+    assert isinstance(a, LazyTensor) and a.shape == want.shape, k
+    assert a.dtype == (np.float32 if t.is_floating_point() else want.dtype), k
+    np.testing.assert_array_equal(np.asarray(a), want.astype(a.dtype), err_msg=k)
 
 
 def test_a_lightning_checkpoint_with_other_objects_reads_its_state_dict(tmp_path):
@@ -97,20 +106,30 @@ def test_a_lightning_checkpoint_with_other_objects_reads_its_state_dict(tmp_path
   assert obj['optimizer_states'][0]['state'][0]['exp_avg'].shape == (2,)
   sd, meta = read_state_dict(str(path))
   assert meta == {'epoch': 3, 'global_step': 1200}
-  assert sd['model.w'].dtype == np.float32 and sd['model_ema.num_updates'] == 7
+  assert sd['model.w'].dtype == np.float32 and np.asarray(sd['model_ema.num_updates']) == 7
   torch.save({'state_dict': {'w': torch.ones(1), 'bad': Callback()}}, path)
   with pytest.raises(UserError, match=r"'bad' is a .*Callback object, not a tensor"):
     read_state_dict(str(path))
 
 
 def test_fp16_and_bf16_checkpoints_convert_to_float32(tmp_path):
+  from safetensors.torch import save_file
+
   w = torch.randn(3, 3)
   for dtype in (torch.float16, torch.bfloat16):
-    path = tmp_path / f'{dtype}.ckpt'
-    torch.save({'state_dict': {'w': w.to(dtype)}}, path)
-    sd, _ = read_state_dict(str(path))
-    assert sd['w'].dtype == np.float32
-    np.testing.assert_array_equal(sd['w'], w.to(dtype).float().numpy())
+    ckpt, st = tmp_path / f'{dtype}.ckpt', tmp_path / f'{dtype}.safetensors'
+    torch.save({'state_dict': {'w': w.to(dtype)}}, ckpt)
+    save_file({'w': w.to(dtype), 'n': torch.arange(3)}, st)
+    for path in (ckpt, st):
+      for lazy in (True, False):
+        sd, _ = read_state_dict(str(path), lazy=lazy)
+        assert sd['w'].dtype == np.float32 and sd['w'].shape == (3, 3)
+        np.testing.assert_array_equal(sd['w'], w.to(dtype).float().numpy())
+    np.testing.assert_array_equal(sd['n'], np.arange(3))
+  # a truncated safetensors file is named when the tensor is read
+  st.write_bytes(st.read_bytes()[:-4])
+  with pytest.raises(UserError, match='is truncated'):
+    [np.asarray(t) for t in read_state_dict(str(st))[0].values()]
 
 
 def test_files_that_are_not_checkpoints_are_named(tmp_path):

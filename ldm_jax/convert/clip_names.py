@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from ldm_jax.convert.torch_names import ConversionError
+from ldm_jax.tensor_files import split3
 
 # OpenCLIP name, transformers name ({i}: the layer; a trailing '.' renames every key under it)
 _NAMES = (
@@ -62,7 +63,7 @@ def openclip_text_to_hf(state_dict: Mapping[str, np.ndarray], prefix: str = '') 
     name = key[len(prefix) :]
     m = _IN_PROJ.match(name)
     if m:
-      q, k, v = np.split(np.asarray(value), 3, axis=0)
+      q, k, v = split3(value)  # (lazily for a LazyTensor: each part reads it)
       for part, a in zip('qkv', (q, k, v)):
         out[f'{prefix}text_model.encoder.layers.{m[1]}.self_attn.{part}_proj.{m[2]}'] = a
       continue

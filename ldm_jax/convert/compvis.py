@@ -13,8 +13,10 @@ schedule buffers are checked against the config's schedule. First-stage checkpoi
 (params and BatchNorm statistics) and logvar, so that GAN training can continue.
 
 Every key is consumed or deliberately ignored (named in the report); any other key, a missing
-parameter or a shape mismatch is an error naming the keys. Reading ``.ckpt`` needs torch (CPU is
-enough); ``.safetensors`` files need only the safetensors package.
+parameter or a shape mismatch is an error naming the keys. Neither ``.ckpt`` nor ``.safetensors``
+needs torch; tensors are read one at a time (``ldm_jax.tensor_files``), and the workdir is written
+without optimizer state (a run that resumes it starts Adam fresh), so that converting holds about
+one copy of the weights.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ldm_jax.config import validate
 from ldm_jax.convert.clip_names import openclip_text_to_hf
 from ldm_jax.convert.torch_names import ConversionError, load_state_dict
 from ldm_jax.latent_diffusion import abstract_params, build_discriminator, build_schedule
+from ldm_jax.tensor_files import as_float32, read_safetensors, stored_precision
 from ldm_jax.train.state import TrainState, init_loss_state, make_optimizer
 
 SCHEDULE_BUFFERS = (
@@ -52,24 +55,19 @@ SCHEDULE_BUFFERS = (
 IGNORED_KEYS = ('model_ema.decay', 'model_ema.num_updates')
 
 
-def read_state_dict(path: str) -> tuple[dict, dict]:
-  """(state dict of numpy float32/int arrays, metadata such as global_step) of a CompVis/Lightning
-  ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin`` or a ``.safetensors`` file. Torch files are read
-  without torch and without running their pickled code (``torch_pickle``)."""
+def read_state_dict(path: str, lazy: bool = True) -> tuple[dict, dict]:
+  """(state dict, metadata such as global_step) of a CompVis/Lightning ``.ckpt`` / ``.pt`` /
+  ``.pth`` / ``.bin`` or a ``.safetensors`` file. Torch files are read without torch and without
+  running their pickled code (``torch_pickle``). ``lazy``: the values are LazyTensors, each read
+  from the file when used (``np.asarray``), so that a conversion never holds the whole file;
+  else numpy arrays. Floating tensors come as float32, integer and bool ones as saved."""
   if not storage.exists(path):
     raise ConversionError(f'{path}: no such checkpoint file')
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load
-
-    return {k: _to_numpy(v) for k, v in load(storage.read_bytes(path)).items()}, {}
-  sd, meta = torch_pickle.state_dict(torch_pickle.load(path), path)
-  return {k: _to_numpy(v) for k, v in sd.items()}, meta
-
-
-def _to_numpy(v) -> np.ndarray:
-  """Floating tensors (float16, bfloat16, float64 too) as float32; integer and bool ones as saved."""
-  a = np.asarray(v)
-  return a if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_ else a.astype(np.float32)
+    sd, meta = read_safetensors(path), {}
+  else:
+    sd, meta = torch_pickle.state_dict(torch_pickle.load(path, lazy=True), path)
+  return (sd if lazy else {k: as_float32(v) for k, v in sd.items()}), meta
 
 
 def ema_state_dict(sd: Mapping[str, np.ndarray], prefix: str = 'model.diffusion_model.'):
@@ -97,7 +95,8 @@ def check_schedule(sd, config, atol: float = 1e-6) -> list[str]:
     if name not in sd:
       continue
     theirs, mine = np.asarray(sd[name], np.float64), np.asarray(getattr(ours, name), np.float64)
-    if theirs.shape != mine.shape or not np.allclose(theirs, mine, atol=atol, rtol=1e-5):
+    rtol = max(1e-5, 2 * stored_precision(sd[name]))  # float16 files store them rounded
+    if theirs.shape != mine.shape or not np.allclose(theirs, mine, atol=atol, rtol=rtol):
       d = config.diffusion
       raise ConversionError(
         f"the checkpoint's {name} differ from the config's schedule ({d.beta_schedule}, "
@@ -269,49 +268,70 @@ def check_new_workdir(out: str) -> None:
 
 
 def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
-  """Save converted trees as an ldm_jax workdir checkpoint (``out/checkpoints/<step>``)."""
+  """Save converted trees as an ldm_jax workdir checkpoint (``out/checkpoints/<step>``). The
+  arrays are written as they are (numpy, no device copy) and without optimizer state: Adam's
+  moments would be two more copies of the weights, all zeros, and a run that resumes the workdir
+  makes them (``Checkpointer.restore``). Without an EMA copy in the checkpoint, a config with EMA
+  saves the weights twice (one array in memory)."""
   check_new_workdir(out)
-  tx = make_optimizer(config)
-  to_j = lambda tree: jax.tree.map(jnp.asarray, tree)
+  for tree in (converted['params'], converted.get('ema_params'), converted.get('first_stage')):
+    _to_device_in_place(tree)
+  params = converted['params']
   if config.stage == 'ldm':
-    params = to_j(converted['params'])
     ema = converted['ema_params']
-    use_ema = config.training.use_ema or ema is not None
-    config.training.use_ema = use_ema
-    state = TrainState.create(params, tx, use_ema, converted['scale_factor'])
-    if ema is not None:
-      state = state.replace(ema_params=to_j(ema))
-    first_stage = to_j(converted['first_stage'])
+    config.training.use_ema = config.training.use_ema or ema is not None
+    scale, loss_state, first_stage = converted['scale_factor'], None, converted['first_stage']
   else:
-    params = to_j(converted['params'])
-    disc = build_discriminator(config)
-    L = config.first_stage_loss
-    size = config.data.image_size
-    tx_disc = make_optimizer(config) if disc is not None else None
-    tx_logvar = make_optimizer(config) if L.train_logvar else None
-    loss_state = init_loss_state(
-      config,
-      jax.random.PRNGKey(config.seed),
-      disc,
-      jnp.zeros((1, size, size, L.disc_in_channels)),
-      tx_disc,
-      tx_logvar,
-    )
-    loss = converted['loss']
-    if 'logvar' in loss:
-      loss_state['logvar'] = jnp.asarray(loss['logvar'])
-    if 'disc' in loss and disc is not None:
-      loss_state['disc'] = to_j(loss['disc'])
-    state = TrainState.create(params, tx, config.training.use_ema, 1.0, loss_state)
-    first_stage = None
-  state = state.replace(step=jnp.asarray(step, jnp.int32))
-  ckpt = ckpt_lib.Checkpointer(out, async_save=False)
+    ema, scale, first_stage = None, 1.0, None
+    loss_state = _loss_state(config, converted['loss'])
+  state = TrainState(
+    step=np.asarray(step, np.int32),
+    params=params,
+    opt_state=None,
+    ema_params=(ema if ema is not None else params) if config.training.use_ema else None,
+    scale_factor=np.asarray(scale, np.float32),
+    loss_state=loss_state,
+  )
+  ckpt = ckpt_lib.Checkpointer(out, async_save=False, save_concurrent_gb=1)
   try:
     ckpt.save(step, state, config, first_stage, force=True)
     ckpt.wait()
   finally:
     ckpt.close()
   return storage.join(storage.resolve(out), 'checkpoints', str(step))
+
+
+def _to_device_in_place(tree) -> None:
+  """Each numpy leaf of nested dicts replaced by a JAX array, one at a time (the numpy one is
+  then dropped). Orbax writes JAX arrays with about 1/2 GB of buffers in flight, numpy arrays
+  with a second copy of all of them."""
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      if isinstance(v, dict):
+        _to_device_in_place(v)
+      elif v is not None:
+        tree[k] = jnp.asarray(v)
+
+
+def _loss_state(config, loss: dict) -> dict:
+  """An autoencoder's loss state (``init_loss_state``) with the checkpoint's logvar and
+  discriminator."""
+  disc = build_discriminator(config)
+  L = config.first_stage_loss
+  size = config.data.image_size
+  loss_state = init_loss_state(
+    config,
+    jax.random.PRNGKey(config.seed),
+    disc,
+    jnp.zeros((1, size, size, L.disc_in_channels)),
+    make_optimizer(config) if disc is not None else None,
+    make_optimizer(config) if L.train_logvar else None,
+  )
+  if 'logvar' in loss:
+    loss_state['logvar'] = jnp.asarray(loss['logvar'])
+  if 'disc' in loss and disc is not None:
+    loss_state['disc'] = jax.tree.map(jnp.asarray, loss['disc'])
+  return loss_state
 
 
 def convert_compvis(ckpt: str, config, out: str, use_ema: bool = True) -> dict:

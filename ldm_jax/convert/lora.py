@@ -40,7 +40,7 @@ def read_lora(path: str) -> tuple[dict[str, np.ndarray], dict]:
 
     with safe_open(path, 'np') as f:
       meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
-  return read_state_dict(path)[0], meta
+  return read_state_dict(path, lazy=False)[0], meta
 
 
 def _metadata_alphas(meta: dict) -> dict[str, float]:

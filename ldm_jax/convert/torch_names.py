@@ -136,9 +136,10 @@ def load_state_dict(
 
   flat = flatten_dict(dict(template))
   out, unmatched, bad_shape, used_by = {}, [], [], {}
-  for key, value in state_dict.items():
+  for key in state_dict:  # (values read only for the keys under the prefix: LazyTensors)
     if not key.startswith(prefix):
       continue
+    value = state_dict[key]
     name = key[len(prefix) :]
     if any(name.startswith(i) for i in ignore):
       continue

@@ -62,6 +62,10 @@ def _restore_or_create(config, stage, mesh, checkpointer, key, watchdog):
   if restored is not None:
     latest, state, first_stage_params, data_state = restored
     log.info('resumed from %s at step %d', checkpointer.directory, latest)
+    if state.opt_state is None:  # a converted workdir: no optimizer state was saved
+      log.info('the checkpoint holds no optimizer state: the optimizer starts fresh')
+      init = jax.jit(stage.tx.init, out_shardings=state_sh.opt_state)
+      state = state.replace(opt_state=init(state.params))
   else:
     latest, data_state = None, None
     watchdog.pause('initialising the model')
