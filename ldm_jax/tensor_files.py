@@ -76,6 +76,22 @@ class LazyTensor:
   def __repr__(self) -> str:
     return f'LazyTensor({self.shape}, {self.dtype})'
 
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index):
+    return np.asarray(self)[index]
+
+  # arithmetic reads the tensor (numpy's operators on the array)
+  __add__ = lambda self, o: np.asarray(self) + o
+  __radd__ = lambda self, o: o + np.asarray(self)
+  __sub__ = lambda self, o: np.asarray(self) - o
+  __rsub__ = lambda self, o: o - np.asarray(self)
+  __mul__ = lambda self, o: np.asarray(self) * o
+  __rmul__ = lambda self, o: o * np.asarray(self)
+  __truediv__ = lambda self, o: np.asarray(self) / o
+  __neg__ = lambda self: -np.asarray(self)
+
   def derive(self, fn: Callable[[np.ndarray], np.ndarray], shape) -> LazyTensor:
     """A lazy ``fn`` of this tensor (e.g. one of q, k, v split out of an ``in_proj``)."""
     return LazyTensor(lambda: fn(np.asarray(self)), shape, self.stored_dtype)

@@ -2,7 +2,6 @@
 consumed or deliberately ignored, EMA weights are picked up, schedules are checked, errors name the
 problem; a converted workdir samples with sample.py."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -99,16 +98,34 @@ def test_convert_small_ldm_roundtrip_and_sample(tmp_path):
   with pytest.raises(FileExistsError, match='new --out'):
     convert.convert_compvis(path, config, workdir)
   # No optimizer state is written (Adam's zeros would be two more copies of the weights); a run
-  # that resumes the workdir makes it, and its checkpoint then holds one.
+  # that resumes the workdir makes it (test_train_tasks trains in converted workdirs).
   from ldm_jax.checkpoint import load_raw
-  from ldm_jax.train.loop import train
 
   assert load_raw(workdir)[2]['opt_state'] is None
-  config.training.update(dict(num_steps=1, batch_size=8, sample_every=0, log_every=1))
-  config.data.num_workers = 0
-  assert int(train(config, workdir).step) == 1
-  _, step, state, _ = load_raw(workdir)
-  assert step == 1 and jax.tree.leaves(state['opt_state'])
+
+
+def test_a_float16_file_converts_and_its_schedule_is_checked_at_float16_precision(tmp_path):
+  """Every tensor of a float16 safetensors file (its schedule buffers rounded to float16 too)
+  converts, read lazily; a wrong schedule is still refused."""
+  from safetensors.numpy import save_file
+
+  from ldm_jax.tensor_files import LazyTensor
+
+  config = _small_ldm_config()
+  sd = compvis_ldm_state_dict(config)
+  path = str(tmp_path / 'half.safetensors')
+  save_file({k: np.asarray(v, np.float16) for k, v in sd.items()}, path)
+  lazy, _ = convert.read_state_dict(path)
+  assert all(isinstance(v, LazyTensor) and v.dtype == np.float32 for v in lazy.values())
+  out = convert.convert_ldm(lazy, config)
+  k = out['params']['unet']['input_blocks_0_0']['kernel']
+  w = sd['model.diffusion_model.input_blocks.0.0.weight'].astype(np.float16).astype(np.float32)
+  np.testing.assert_array_equal(k, np.transpose(w, (2, 3, 1, 0)))
+  bad = {k: np.asarray(v, np.float16) for k, v in sd.items()}
+  bad['betas'] = (sd['betas'] * 1.01).astype(np.float16)
+  save_file(bad, path)
+  with pytest.raises(ConversionError, match='betas differ'):
+    convert.convert_ldm(convert.read_state_dict(path)[0], config)
 
 
 def test_conversion_errors_name_the_problem():

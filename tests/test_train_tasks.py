@@ -56,8 +56,8 @@ def digit_condition(task, config, index=1500):
 def test_task_trains_checkpoints_and_samples(task, tmp_path):
   workdir = converted_workdir(task, str(tmp_path))
   config = task_config(task, workdir)
-  state = train(config, workdir)
-  assert int(state.step) == 3
+  state = train(config, workdir)  # resumes the converted step 0, which has no optimizer state
+  assert int(state.step) == 3 and jax.tree.leaves(state.opt_state)
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '3'))
 
   pipe = ldm_jax.load(workdir)
