@@ -55,13 +55,14 @@ def build(config, out: str, batch_size: int = 0) -> dict:
   if not ldm.task.caches_text:
     raise UserError(f'a text cache is for text-to-image configs; this one is {ldm.task.name}')
   params = jax.device_put(encoder_params(config))
-  stamp = text_stamp(config, params_fingerprint(params['cond_stage']), ldm.task.tokenizer)
-  fn = jax.jit(lambda p, tokens: ldm.task.encode(ldm, p, None, tokens))
+  tokenizer = getattr(ldm.task, 'tokenizers', ldm.task.tokenizer)
+  stamp = text_stamp(config, params_fingerprint(params['cond_stage']), tokenizer)
+  fn = jax.jit(lambda p, tokens: ldm.task.encode_for_cache(ldm, p, tokens))
   batch = batch_size or config.training.batch_size
 
   def encode(texts):
     tokens = ldm.task.tokenize(texts)
-    padded = np.zeros((batch, tokens.shape[1]), tokens.dtype)  # one compiled shape
+    padded = np.zeros((batch, *tokens.shape[1:]), tokens.dtype)  # one compiled shape
     padded[: len(texts)] = tokens
     return np.asarray(jax.device_get(fn(params, padded)), np.float32)[: len(texts)]
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ldm_jax.data import DataError
+from ldm_jax.data.sources import DigitsSource
 from ldm_jax.data.text_cache import TextCache
 
 
@@ -38,7 +39,6 @@ def text_run(tmp_path_factory):
 
 def test_every_caption_is_cached_as_the_encoder_computes_it(text_run):
   from ldm_jax.cache_text import encoder_params
-  from ldm_jax.data.sources import DigitsSource
   from ldm_jax.latent_diffusion import LatentDiffusion
 
   config, out, summary, _ = text_run
@@ -121,3 +121,55 @@ def test_a_run_on_the_cache_trains_as_one_that_encodes_in_the_step(text_run):
   # the loss and gradient norm of each step, up to float rounding of the encoder in another program
   np.testing.assert_allclose(rows['cached'], rows['plain'], rtol=1e-5)
   assert rows['plain'][0] != rows['plain'][1]
+
+
+def test_an_sdxl_cache_holds_both_encoders_and_the_pooled_embedding(tmp_path):
+  """SDXL (configs/sd_finetune.py:tiny_sdxl from the converted tiny diffusers pipeline): each
+  caption's entry is both encoders' context and the pooled embedding; the condition from it
+  encodes as the tokens do (for a refiner-style null too: the cached empty prompt), and two steps
+  with condition dropout train as without the cache."""
+  from ldm_jax.cache_text import build, encoder_params
+  from ldm_jax.configs import sd_finetune
+  from ldm_jax.convert.diffusers import convert_diffusers
+  from ldm_jax.latent_diffusion import LatentDiffusion
+  from ldm_jax.train.loop import train
+  from tests.test_sdxl import _sdxl_pipeline
+
+  _sdxl_pipeline(tmp_path / 'pipe')
+  convert_diffusers(str(tmp_path / 'pipe'), base := str(tmp_path / 'base'))
+
+  def config(**data):
+    c = sd_finetune.get_config('tiny_sdxl')
+    c.training.update(init_from=base, num_steps=2, checkpoint_every=2, log_every=1)
+    c.cond_stage.p_uncond = 0.5
+    c.data.update(split='test', **data)
+    return c
+
+  out = str(tmp_path / 'cache')
+  build(config(), out, batch_size=64)
+  cache = TextCache(out)
+  ldm = LatentDiffusion.from_config(config(), 'float32', False)
+  task, params = ldm.task, encoder_params(config())
+  caption = DigitsSource(16, 'test').load(3)['caption']
+  k = task.user_condition(1, 'a')[0]['micro'].shape[1]
+  numbers = lambda n: {
+    'micro': np.full((n, k), 16, np.float32),
+    'keep_text': np.ones(n, np.float32),
+  }
+  assert cache.contexts(3).shape == (len(caption), *task.cache_row_shape())
+  for cached, plain in ((cache.contexts(3), caption), (cache.null[None], [''])):
+    want = task.encode(ldm, params, None, {**numbers(len(plain)), 'tokens': task.tokenize(plain)})
+    got = task.encode(ldm, params, None, {**numbers(len(plain)), 'cached': cached})
+    for name in ('crossattn', 'vector'):
+      np.testing.assert_allclose(
+        np.asarray(got[name]), np.asarray(want[name]), rtol=1e-5, atol=1e-5
+      )
+
+  train(config(), str(tmp_path / 'plain'))
+  train(config(text_cache=out), str(tmp_path / 'cached'))
+  rows = {}
+  for name in ('plain', 'cached'):
+    lines = [json.loads(x) for x in open(tmp_path / name / 'metrics.jsonl')]
+    rows[name] = [(r['loss'], r['grad_norm']) for r in lines if 'loss' in r]
+  assert len(rows['plain']) == 2
+  np.testing.assert_allclose(rows['cached'], rows['plain'], rtol=1e-5)

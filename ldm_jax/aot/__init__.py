@@ -81,7 +81,7 @@ class _ShapeSource:
   a batch whose shapes and dtypes are those of training (no dataset needed), cached latents and
   text-encoder outputs included (data.latent_cache, data.text_cache)."""
 
-  def __init__(self, config, annotations=()):
+  def __init__(self, config, annotations=(), context=None):
     from ldm_jax.latent_diffusion import latent_shape
 
     d = config.data
@@ -92,7 +92,7 @@ class _ShapeSource:
       h, w, c = latent_shape(config)
       self.moments = (h, w, 2 * c if config.first_stage.kind == 'kl' else c)
     # data.text_cache: each caption's encoder output, not its tokens
-    self.context = (config.cond_stage.max_seq_len, config.unet.context_dim)
+    self.context = context or (config.cond_stage.max_seq_len, config.unet.context_dim)
     self.text_cache = config.stage == 'ldm' and bool(d.get('text_cache'))
 
   def __len__(self):
@@ -123,7 +123,8 @@ def abstract_batch(config, task, mesh, batch_size: int):
   from ldm_jax.parallel import sharding
 
   conditions = task if task is not None and task.has_condition else None
-  source = _ShapeSource(config, conditions.annotations if conditions else ())
+  context = task.cache_row_shape() if conditions and task.caches_text else None
+  source = _ShapeSource(config, conditions.annotations if conditions else (), context)
   one = next(
     RandomAccessBatches(
       source, 1, 0, decoding=Decoding(num_threads=1, random_flip=False), conditions=conditions

@@ -62,7 +62,11 @@ def text_stamp(config, params_fingerprint: str, tokenizer) -> dict:
     'format': TEXT_FORMAT,
     'cond_stage': encoder,
     'cond_stage_params': params_fingerprint,
-    'tokenizer': tokenizer_fingerprint(tokenizer),
+    'tokenizer': (
+      tokenizer_fingerprint(tokenizer)
+      if not isinstance(tokenizer, tuple)
+      else [tokenizer_fingerprint(t) for t in tokenizer]  # SDXL: one per encoder
+    ),
     'data': data,
   }
 
@@ -125,14 +129,14 @@ def _write_npy(path, array) -> None:
   storage.write_bytes(path, buf.getvalue())
 
 
-def null_context(config) -> np.ndarray:
-  """The empty prompt's context from config.data.text_cache; zeros of its shape where the cache
-  is not there (``python -m ldm_jax.aot`` compiles the step without data; training refuses a
-  missing cache when it opens it for the batches)."""
+def null_context(config, shape) -> np.ndarray:
+  """The empty prompt's entry from config.data.text_cache; zeros of ``shape`` (the task's
+  ``cache_row_shape``) where the cache is not there (``python -m ldm_jax.aot`` compiles the step
+  without data; training refuses a missing cache when it opens it for the batches)."""
   path = storage.join(config.data.text_cache, 'null.npy')
   if storage.exists(path):
     return storage.load_npy(path)
-  return np.zeros((config.cond_stage.max_seq_len, config.unet.context_dim), np.float32)
+  return np.zeros(shape, np.float32)
 
 
 class TextCache:

@@ -117,6 +117,18 @@ class Task:
     puts in; a dict holds only the entries that are dropped."""
     return self.null_condition(np.zeros(1))[0]
 
+  def cache_row_shape(self) -> tuple[int, int]:
+    """(rows, width) of one caption's entry in data.text_cache (caches_text tasks)."""
+    return (self.cs.max_seq_len, self.context_width)
+
+  def encode_for_cache(self, ldm, params, tokens):
+    """Token ids -> what data.text_cache stores per caption (``cache_row_shape``)."""
+    return self.encode(ldm, params, None, tokens)
+
+  def null_cached(self, null):
+    """Condition dropout's null with data.text_cache (``null``: the empty prompt's entry)."""
+    return null
+
   def finish_condition(self, cond, height: int, width: int):
     """The raw condition once the output size is known (SDXL: its size conditioning)."""
     return cond

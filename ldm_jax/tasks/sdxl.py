@@ -50,7 +50,7 @@ def _pair(name: str, value) -> list[float]:
 
 class SDXLTextToImage(TextToImage):
   name = 'sdxl'
-  caches_text = False
+  caches_text = True  # a caption's entry: context rows, then the pooled embedding (zero-padded)
   encoder_kinds = ('sdxl',)
   input_args = ('prompt',) + MICRO_ARGS
   optional_args = MICRO_ARGS
@@ -114,8 +114,26 @@ class SDXLTextToImage(TextToImage):
     rows = [tokenizer_lib.tokenize(t, list(prompts), self.cs.max_seq_len) for t in self.tokenizers]
     return np.stack(rows, axis=1)
 
+  def cache_row_shape(self) -> tuple[int, int]:
+    return (self.cs.max_seq_len + 1, self.context_width)
+
+  def encode_for_cache(self, ldm, params, tokens):
+    """[n, 78, D]: both encoders' context rows, then a row holding the pooled embedding."""
+    ctx, pooled = ldm.cond_stage.apply({'params': params['cond_stage']}, tokens)
+    pad = jnp.zeros((pooled.shape[0], ctx.shape[-1] - pooled.shape[-1]), pooled.dtype)
+    return jnp.concatenate([ctx, jnp.concatenate([pooled, pad], -1)[:, None]], axis=1)
+
+  def null_cached(self, null):
+    if self.cs.zeros_for_empty_prompt:  # dropped text is zeros: the cache's null is not read
+      return self.null_example()
+    return {'cached': null}
+
   def encode(self, ldm, params, first_stage_params, cond):
-    ctx, pooled = ldm.cond_stage.apply({'params': params['cond_stage']}, cond['tokens'])
+    if 'cached' in cond:  # data.text_cache's entries (encode_for_cache)
+      cached = cond['cached']
+      ctx, pooled = cached[:, :-1], cached[:, -1, : self.cs.projection_dim]
+    else:
+      ctx, pooled = ldm.cond_stage.apply({'params': params['cond_stage']}, cond['tokens'])
     keep = cond['keep_text'].astype(ctx.dtype)
     micro = micro_embedding(cond['micro'].astype(jnp.float32), self.cs.micro_dim)
     vector = jnp.concatenate([pooled * keep[:, None], micro.astype(pooled.dtype)], axis=-1)
@@ -164,7 +182,13 @@ class SDXLTextToImage(TextToImage):
   def training_condition(self, examples, positions):
     """The drawn captions' tokens; sizes from data.buckets where the batch has them (else the
     crop is the whole square image: original = target = its size, crop 0, 0)."""
-    tokens = self.tokenize([self.caption_for(e, p) for e, p in zip(examples, positions)])
+    if 'text_context' in examples[0]:  # data.text_cache: the drawn captions' entries
+      pairs = zip(examples, positions)
+      text = {'cached': np.stack([e['text_context'][self.caption_index(e, p)] for e, p in pairs])}
+    else:
+      text = {
+        'tokens': self.tokenize([self.caption_for(e, p) for e, p in zip(examples, positions)])
+      }
     rows = []
     for e in examples:  # (a latent cache's examples hold no image: the config's square)
       h, w = e['image'].shape[:2] if 'image' in e else (self.config.data.image_size,) * 2
@@ -172,7 +196,7 @@ class SDXLTextToImage(TextToImage):
                    crop_top_left=e.get('crop_top_left', (0, 0)), target_size=(h, w))  # fmt: skip
       rows.append(self._micro(1, sizes, self.cs.aesthetic_score)[0])
     keep = np.ones((len(examples),), np.float32)
-    return {'tokens': tokens, 'micro': np.stack(rows), 'keep_text': keep}
+    return {**text, 'micro': np.stack(rows), 'keep_text': keep}
 
   def _unconditional_micro(self, micro):
     micro = np.array(micro, np.float32, copy=True)

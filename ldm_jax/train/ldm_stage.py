@@ -151,7 +151,8 @@ class LDMStage:
     from ldm_jax.data.text_cache import TextCache, text_stamp
 
     fingerprint = params_fingerprint(params['cond_stage'])
-    return TextCache(path, text_stamp(self.config, fingerprint, self.task.tokenizer))
+    tokenizer = getattr(self.task, 'tokenizers', self.task.tokenizer)  # SDXL: both
+    return TextCache(path, text_stamp(self.config, fingerprint, tokenizer))
 
   def _latent_cache(self, first_stage_params):
     c = self.config

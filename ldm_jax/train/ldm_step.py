@@ -146,7 +146,7 @@ def make_ldm_step(ldm: LatentDiffusion, tx, config):
     if config.data.get('text_cache'):  # contexts, not tokens: the empty prompt's, from the cache
       from ldm_jax.data.text_cache import null_context
 
-      null = null_context(config)
+      null = ldm.task.null_cached(null_context(config, ldm.task.cache_row_shape()))
     else:
       null = ldm.task.null_example()  # the task's null condition, one example
   loss = LossSpec.from_config(d)
