@@ -84,7 +84,9 @@ def main(_):
   words = 'zero one two three four five six seven eight nine'.split()
   prompts = [f'a handwritten digit {words[i % 10]}' for i in range(FLAGS.samples)]
   pipe = ldm_jax.load(base)
-  data = np.asarray(pipe.encode(np.stack([e['image'] for e in examples]))).reshape(len(examples), -1)
+  data = np.asarray(pipe.encode(np.stack([e['image'] for e in examples]))).reshape(
+    len(examples), -1
+  )
   for name, path in (('base', base), ('lora', run)):
     row = {'model': name, 'steps': 0 if name == 'base' else FLAGS.steps}
     row.update(measure(ldm_jax.load(path), prompts, data))
