@@ -100,7 +100,8 @@ class LazyTensor:
 def stored_precision(value) -> float:
   """The relative precision a floating tensor was stored with (float16: ~1e-3): the tolerance a
   comparison of its values needs (a float16 checkpoint's schedule buffers)."""
-  d = getattr(value, 'stored_dtype', None) or np.asarray(value).dtype
+  d = getattr(value, 'stored_dtype', None)
+  d = np.asarray(value).dtype if d is None else d
   return (
     float(ml_dtypes.finfo(d).eps)
     if np.issubdtype(d, np.floating) or d == ml_dtypes.bfloat16

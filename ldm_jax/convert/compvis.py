@@ -269,10 +269,10 @@ def check_new_workdir(out: str) -> None:
 
 def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
   """Save converted trees as an ldm_jax workdir checkpoint (``out/checkpoints/<step>``). The
-  arrays are written as they are (numpy, no device copy) and without optimizer state: Adam's
-  moments would be two more copies of the weights, all zeros, and a run that resumes the workdir
-  makes them (``Checkpointer.restore``). Without an EMA copy in the checkpoint, a config with EMA
-  saves the weights twice (one array in memory)."""
+  numpy leaves become JAX arrays one at a time (``_to_device_in_place``), and no optimizer state
+  is written: Adam's moments would be two more copies of the weights, all zeros, and a run that
+  resumes the workdir makes them (``Checkpointer.restore``). Without an EMA copy in the
+  checkpoint, a config with EMA saves the weights twice (one array in memory)."""
   check_new_workdir(out)
   for tree in (converted['params'], converted.get('ema_params'), converted.get('first_stage')):
     _to_device_in_place(tree)
@@ -303,8 +303,8 @@ def write_workdir(out: str, config, converted: dict, step: int = 0) -> str:
 
 def _to_device_in_place(tree) -> None:
   """Each numpy leaf of nested dicts replaced by a JAX array, one at a time (the numpy one is
-  then dropped). Orbax writes JAX arrays with about 1/2 GB of buffers in flight, numpy arrays
-  with a second copy of all of them."""
+  then dropped): Orbax copies every numpy array it writes before writing any, but not JAX
+  arrays (2 GB of numpy arrays peaked at 6.0 GB while saving, as JAX arrays at 3.2 GB)."""
   if isinstance(tree, dict):
     for k, v in tree.items():
       if isinstance(v, dict):
